@@ -1,0 +1,132 @@
+//! The client customers run. Thin: parse arguments, set up logging, call the library.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use dbmirror::decode::{BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, Decoder, TimePrecisionMode};
+use dbmirror::telemetry::{self, LogFormat};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Mirrors a cloud CRM tenant into a local SQL database.
+#[derive(Parser)]
+#[command(name = "dbmirror", version, about)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogArg::Text, global = true)]
+    log_format: LogArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode a file of Debezium records (one per line) and print each as canonical JSON.
+    ///
+    /// A line is a bare record value (Debezium JSON, or `null` for a tombstone) or a full
+    /// record {"topic","partition","offset","key","value"}. Schema-history lines update the
+    /// schemas used for the lines after them. Bad lines are reported on stderr with their
+    /// line number; the exit code is 1 if any line failed.
+    Inspect {
+        /// The file to read; `-` reads standard input.
+        file: PathBuf,
+        /// The source connector's `time.precision.mode` (for events without a schema block).
+        #[arg(long, value_enum, default_value_t = TimeArg::Adaptive)]
+        time_precision_mode: TimeArg,
+        /// The source connector's `decimal.handling.mode`.
+        #[arg(long, value_enum, default_value_t = DecimalArg::Precise)]
+        decimal_handling_mode: DecimalArg,
+        /// The source connector's `binary.handling.mode`.
+        #[arg(long, value_enum, default_value_t = BinaryArg::Bytes)]
+        binary_handling_mode: BinaryArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TimeArg {
+    Adaptive,
+    AdaptiveTimeMicroseconds,
+    Connect,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DecimalArg {
+    Precise,
+    String,
+    Double,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BinaryArg {
+    Bytes,
+    Base64,
+    Base64UrlSafe,
+    Hex,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogArg::Text => LogFormat::Text,
+        LogArg::Json => LogFormat::Json,
+    };
+    telemetry::init(format, "info");
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Inspect { file, time_precision_mode, decimal_handling_mode, binary_handling_mode } => {
+            let options = DecodeOptions {
+                time_precision: match time_precision_mode {
+                    TimeArg::Adaptive => TimePrecisionMode::Adaptive,
+                    TimeArg::AdaptiveTimeMicroseconds => TimePrecisionMode::AdaptiveTimeMicroseconds,
+                    TimeArg::Connect => TimePrecisionMode::Connect,
+                },
+                decimal_handling: match decimal_handling_mode {
+                    DecimalArg::Precise => DecimalHandlingMode::Precise,
+                    DecimalArg::String => DecimalHandlingMode::String,
+                    DecimalArg::Double => DecimalHandlingMode::Double,
+                },
+                binary_handling: match binary_handling_mode {
+                    BinaryArg::Bytes => BinaryHandlingMode::Bytes,
+                    BinaryArg::Base64 => BinaryHandlingMode::Base64,
+                    BinaryArg::Base64UrlSafe => BinaryHandlingMode::Base64UrlSafe,
+                    BinaryArg::Hex => BinaryHandlingMode::Hex,
+                },
+            };
+            let mut decoder = Decoder::new(options);
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            let mut errors = io::stderr();
+            let summary = if file.as_os_str() == "-" {
+                dbmirror::inspect::run(&mut io::stdin().lock(), &mut out, &mut errors, &mut decoder)?
+            } else {
+                let f = File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+                dbmirror::inspect::run(&mut BufReader::new(f), &mut out, &mut errors, &mut decoder)?
+            };
+            if summary.failed > 0 {
+                eprintln!("{} of {} records failed to decode", summary.failed, summary.records);
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

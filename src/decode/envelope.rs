@@ -1,0 +1,229 @@
+//! Walking the record line and the Debezium envelope into a [`Decoded`] event.
+
+use super::field::{self, DecodeOptions, FieldKind};
+use super::history::read_table_changes;
+use super::json::Json;
+use super::value;
+use super::{
+    ChangeEvent, DecodeError, DecodeErrorKind, Decoded, Event, Field, Key, Op, Row, Snapshot, SourceInfo,
+    Transaction, need,
+};
+use crate::protocol::Position;
+use crate::schema::{SchemaRegistry, TableSchema};
+
+/// Decodes a parsed record: the record line form or a bare value.
+pub(super) fn decode_root<'a>(
+    root: Json<'_, 'a>,
+    schemas: &SchemaRegistry,
+    opts: &DecodeOptions,
+) -> Result<Decoded<'a>, DecodeError> {
+    let is_record_line = root.is_object()
+        && root.get("value").is_some()
+        && (root.get("topic").is_some() || root.get("offset").is_some());
+    if !is_record_line {
+        let event = decode_value(root, None, schemas, opts).map_err(|kind| DecodeError { position: None, kind })?;
+        return Ok(Decoded { position: None, event });
+    }
+    let position = read_position(root).map_err(|kind| DecodeError { position: None, kind })?;
+    let with_position = |kind| DecodeError { position: position.as_ref().map(Position::to_owned), kind };
+    let value = root.get("value").ok_or_else(|| with_position(DecodeErrorKind::Missing("value")))?;
+    let key = root.get("key").filter(|k| !k.is_null());
+    let event = decode_value(value, key, schemas, opts).map_err(with_position)?;
+    Ok(Decoded { position, event })
+}
+
+fn read_position<'a>(root: Json<'_, 'a>) -> Result<Option<Position<'a>>, DecodeErrorKind> {
+    let topic = root.get("topic").and_then(Json::as_str);
+    let partition = root.get("partition").map(|p| {
+        p.as_i64()
+            .and_then(|v| i32::try_from(v).ok())
+            .ok_or_else(|| DecodeErrorKind::field("partition", "a 32-bit integer", p.kind()))
+    });
+    let offset = root.get("offset").map(|o| o.as_i64().ok_or_else(|| DecodeErrorKind::field("offset", "an integer", o.kind())));
+    Ok(match (topic, partition, offset) {
+        (Some(topic), Some(partition), Some(offset)) => Some(Position { topic, partition: partition?, offset: offset? }),
+        (_, Some(Err(e)), _) | (_, _, Some(Err(e))) => return Err(e),
+        _ => None,
+    })
+}
+
+/// Splits a Connect JSON document into (schema, payload); bare payloads have no schema.
+fn unwrap_connect<'t, 'a>(doc: Json<'t, 'a>) -> (Option<Json<'t, 'a>>, Json<'t, 'a>) {
+    if doc.is_object() {
+        let mut entries = doc.entries();
+        if let (Some(("schema", schema)), Some(("payload", payload)), None) = (entries.next(), entries.next(), entries.next()) {
+            return (Some(schema).filter(|s| !s.is_null()), payload);
+        }
+        if let (Some(schema), Some(payload)) = (doc.get("schema"), doc.get("payload")) {
+            if doc.entries().count() == 2 {
+                return (Some(schema).filter(|s| !s.is_null()), payload);
+            }
+        }
+    }
+    (None, doc)
+}
+
+fn decode_value<'a>(
+    value: Json<'_, 'a>,
+    key: Option<Json<'_, 'a>>,
+    schemas: &SchemaRegistry,
+    opts: &DecodeOptions,
+) -> Result<Event<'a>, DecodeErrorKind> {
+    if value.is_null() {
+        return Ok(Event::Tombstone);
+    }
+    let (schema, payload) = unwrap_connect(value);
+    if payload.is_null() {
+        return Ok(Event::Tombstone);
+    }
+    if !payload.is_object() {
+        return Err(DecodeErrorKind::field("value", "an object or null", payload.kind()));
+    }
+    if payload.get("tableChanges").is_some() {
+        return read_table_changes(payload).map(Event::SchemaChange);
+    }
+    let op = match need(payload, "op")?.as_str() {
+        Some("c") => Op::Create,
+        Some("u") => Op::Update,
+        Some("d") => Op::Delete,
+        Some("r") => Op::Read,
+        Some("t") => Op::Truncate,
+        Some(other) => return Err(DecodeErrorKind::Invalid { field: "op", reason: format!("unknown operation `{other}`") }),
+        None => return Err(DecodeErrorKind::field("op", "string", need(payload, "op")?.kind())),
+    };
+    let source = read_source(need(payload, "source")?)?;
+    let table = schemas.get(source.schema, source.table).map(AsRef::as_ref);
+    let row_schema = |image: &str| {
+        schema.and_then(|s| s.get("fields")).and_then(|fields| {
+            fields.elements().find(|f| f.get("field").and_then(Json::as_str) == Some(image)).and_then(|f| f.get("fields"))
+        })
+    };
+    let ctx = RowContext { table, opts, source: &source };
+    let before = read_row(payload.get("before"), row_schema("before"), "before", &ctx)?;
+    let after = read_row(payload.get("after"), row_schema("after"), "after", &ctx)?;
+    let key = match key {
+        Some(k) => {
+            let (key_schema, key_payload) = unwrap_connect(k);
+            let fields = key_schema.and_then(|s| s.get("fields"));
+            let mut key = Key::new();
+            read_into(key_payload, fields, "key", &ctx, &mut key)?;
+            Some(key)
+        }
+        None => None,
+    };
+    let transaction = match payload.get("transaction").filter(|t| !t.is_null()) {
+        Some(t) => Some(Transaction {
+            id: need(t, "id")?.as_str().ok_or(DecodeErrorKind::field("transaction.id", "string", "other"))?,
+            total_order: t.get("total_order").and_then(Json::as_i64).unwrap_or(0),
+            data_collection_order: t.get("data_collection_order").and_then(Json::as_i64).unwrap_or(0),
+        }),
+        None => None,
+    };
+    let ts_ms = payload.get("ts_ms").and_then(Json::as_i64);
+    Ok(Event::Change(ChangeEvent { op, key, before, after, source, ts_ms, transaction }))
+}
+
+fn opt_str<'a>(obj: Json<'_, 'a>, field: &str) -> Option<&'a str> {
+    obj.get(field).and_then(Json::as_str)
+}
+
+fn read_source<'a>(source: Json<'_, 'a>) -> Result<SourceInfo<'a>, DecodeErrorKind> {
+    let req = |field: &'static str| -> Result<&'a str, DecodeErrorKind> {
+        let v = need(source, field)?;
+        v.as_str().ok_or_else(|| DecodeErrorKind::field(field, "string", v.kind()))
+    };
+    let snapshot = match source.get("snapshot") {
+        None => Snapshot::False,
+        Some(v) if v.is_null() => Snapshot::False,
+        Some(v) => match (v.as_bool(), v.as_str()) {
+            (Some(true), _) | (_, Some("true")) => Snapshot::True,
+            (Some(false), _) | (_, Some("false")) => Snapshot::False,
+            (_, Some("last")) => Snapshot::Last,
+            (_, Some("first")) => Snapshot::First,
+            (_, Some("first_in_data_collection")) => Snapshot::FirstInDataCollection,
+            (_, Some("last_in_data_collection")) => Snapshot::LastInDataCollection,
+            (_, Some("incremental")) => Snapshot::Incremental,
+            (_, Some(other)) => {
+                return Err(DecodeErrorKind::Invalid { field: "source.snapshot", reason: format!("unknown value `{other}`") });
+            }
+            _ => return Err(DecodeErrorKind::field("source.snapshot", "boolean or string", v.kind())),
+        },
+    };
+    let event_serial_no = source.get("event_serial_no").and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+    Ok(SourceInfo {
+        version: opt_str(source, "version"),
+        connector: opt_str(source, "connector"),
+        name: opt_str(source, "name"),
+        ts_ms: source.get("ts_ms").and_then(Json::as_i64),
+        snapshot,
+        db: opt_str(source, "db"),
+        schema: req("schema")?,
+        table: req("table")?,
+        change_lsn: opt_str(source, "change_lsn"),
+        commit_lsn: opt_str(source, "commit_lsn"),
+        event_serial_no,
+    })
+}
+
+struct RowContext<'c, 'a> {
+    table: Option<&'c TableSchema>,
+    opts: &'c DecodeOptions,
+    source: &'c SourceInfo<'a>,
+}
+
+/// Reads a row image. Connect schema fields and table columns are matched positionally
+/// first (both follow column order), by name when that fails.
+fn read_row<'a>(
+    row: Option<Json<'_, 'a>>,
+    connect_fields: Option<Json<'_, 'a>>,
+    image: &'static str,
+    ctx: &RowContext<'_, 'a>,
+) -> Result<Option<Row<'a>>, DecodeErrorKind> {
+    let Some(row) = row.filter(|r| !r.is_null()) else { return Ok(None) };
+    if !row.is_object() {
+        return Err(DecodeErrorKind::field(image, "an object or null", row.kind()));
+    }
+    let mut fields: Row<'a> = Vec::with_capacity(ctx.table.map_or(16, |t| t.columns.len()));
+    read_into(row, connect_fields, image, ctx, &mut fields)?;
+    Ok(Some(fields))
+}
+
+/// Appends the typed fields of `row` to `out` (a [`Row`] or an inline [`Key`]).
+fn read_into<'a, C: Extend<Field<'a>>>(
+    row: Json<'_, 'a>,
+    connect_fields: Option<Json<'_, 'a>>,
+    image: &'static str,
+    ctx: &RowContext<'_, 'a>,
+    out: &mut C,
+) -> Result<(), DecodeErrorKind> {
+    if !row.is_object() {
+        return Err(DecodeErrorKind::field(image, "an object", row.kind()));
+    }
+    let mut connect_iter = connect_fields.map(|f| f.elements());
+    for (index, (name, json)) in row.entries().enumerate() {
+        let column = ctx.table.and_then(|t| match t.columns.get(index) {
+            Some(c) if c.name == name => Some(c),
+            _ => t.column(name),
+        });
+        let kind = match (&mut connect_iter, connect_fields) {
+            (Some(iter), Some(all)) => {
+                let positional = iter.next().filter(|f| f.get("field").and_then(Json::as_str) == Some(name));
+                let connect = positional
+                    .or_else(|| all.elements().find(|f| f.get("field").and_then(Json::as_str) == Some(name)));
+                match connect {
+                    Some(cf) => field::from_connect(cf, column),
+                    None => column.map_or(FieldKind::Unknown, |c| field::from_column(c, ctx.opts)),
+                }
+            }
+            _ => column.map_or(FieldKind::Unknown, |c| field::from_column(c, ctx.opts)),
+        };
+        let value = value::read(kind, json).map_err(|source| DecodeErrorKind::Value {
+            image,
+            column: name.to_owned(),
+            table: format!("{}.{}", ctx.source.schema, ctx.source.table),
+            source,
+        })?;
+        out.extend(std::iter::once(Field { name, value }));
+    }
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Stage 2: zero-copy decoding of Debezium SQL Server change events.
+//!
+//! A record arrives as one JSON document: either the Replication Service's record line
+//! `{"topic","partition","offset","key","value"}` or a bare record value. The value is a
+//! Debezium envelope serialized by Kafka Connect's JsonConverter, with or without the
+//! `{"schema":…,"payload":…}` wrapper. We parse it in place with simd-json into a reused
+//! tape; every string in the result borrows from the record's own buffer, so ordinary text
+//! and numbers cost no allocation. A row costs one `Vec`; a key of up to two columns none.
+//!
+//! Values are typed from the event's own Connect schema when present, else from the table
+//! schema learned from schema history plus the connector's settings ([`DecodeOptions`]).
+
+mod decimal;
+mod envelope;
+mod field;
+mod history;
+mod json;
+mod temporal;
+mod value;
+
+use std::fmt;
+
+use simd_json::{Buffers, Tape};
+use smallvec::SmallVec;
+
+pub use decimal::{Decimal, DecimalError};
+pub use field::{BinaryEncoding, BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, TimePrecisionMode};
+pub use json::write_json_string;
+pub use temporal::{Date, DateTime, DateTimeOffset, TemporalError, Time};
+pub use value::{Binary, Value, ValueError};
+
+use crate::protocol::{OwnedPosition, Position};
+use crate::schema::{SchemaRegistry, TableChange};
+use json::Json;
+
+/// The operation a change event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `c`: a row was inserted.
+    Create,
+    /// `u`: a row was updated.
+    Update,
+    /// `d`: a row was deleted.
+    Delete,
+    /// `r`: a row was read by a snapshot.
+    Read,
+    /// `t`: the table was truncated.
+    Truncate,
+}
+
+impl Op {
+    /// The connector's one-letter code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Whether and how an event belongs to a snapshot (`source.snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Snapshot {
+    False,
+    True,
+    First,
+    FirstInDataCollection,
+    LastInDataCollection,
+    Last,
+    Incremental,
+}
+
+/// The `source` block: where and when the change happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SourceInfo<'a> {
+    pub version: Option<&'a str>,
+    pub connector: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub ts_ms: Option<i64>,
+    pub snapshot: Snapshot,
+    pub db: Option<&'a str>,
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub change_lsn: Option<&'a str>,
+    pub commit_lsn: Option<&'a str>,
+    pub event_serial_no: Option<i64>,
+}
+
+/// The `transaction` block (present when the connector runs with `provide.transaction.metadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Transaction<'a> {
+    pub id: &'a str,
+    pub total_order: i64,
+    pub data_collection_order: i64,
+}
+
+/// One named column value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field<'a> {
+    /// Column name, borrowed from the record.
+    pub name: &'a str,
+    /// The typed value.
+    pub value: Value<'a>,
+}
+
+/// A row image (`before` or `after`): one allocation per row, none per field.
+pub type Row<'a> = Vec<Field<'a>>;
+
+/// A primary key; inline for the one- and two-column keys CRM tables use.
+pub type Key<'a> = SmallVec<[Field<'a>; 2]>;
+
+/// A decoded data change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent<'a> {
+    /// What happened.
+    pub op: Op,
+    /// The record key (the row's primary key), when the record carried one.
+    pub key: Option<Key<'a>>,
+    /// The row before the change (updates and deletes).
+    pub before: Option<Row<'a>>,
+    /// The row after the change (creates, updates, reads).
+    pub after: Option<Row<'a>>,
+    /// Origin of the change.
+    pub source: SourceInfo<'a>,
+    /// When the connector processed the event.
+    pub ts_ms: Option<i64>,
+    /// Transaction metadata, if provided.
+    pub transaction: Option<Transaction<'a>>,
+}
+
+/// What one record holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    /// A row change.
+    Change(ChangeEvent<'a>),
+    /// A null value following a delete, for log compaction; nothing to apply.
+    Tombstone,
+    /// A schema-history record: the new structure of one or more tables.
+    SchemaChange(Vec<TableChange>),
+}
+
+/// A decoded record: its position in the log, when the record carried one, and its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded<'a> {
+    /// Topic, partition and offset from the record line.
+    pub position: Option<Position<'a>>,
+    /// The event.
+    pub event: Event<'a>,
+}
+
+/// A record that could not be decoded, with its position when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Where the record sits in the log.
+    pub position: Option<OwnedPosition>,
+    /// What is wrong.
+    pub kind: DecodeErrorKind,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.position {
+            Some(p) => write!(f, "record {p}: {}", self.kind),
+            None => write!(f, "record: {}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            DecodeErrorKind::Value { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The ways a record can be malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeErrorKind {
+    /// Not JSON at all.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A required member is absent.
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+    /// A member has the wrong JSON kind.
+    #[error("`{field}` must be {expected}, found {found}")]
+    Field {
+        /// The member.
+        field: &'static str,
+        /// Expected JSON kind.
+        expected: &'static str,
+        /// Actual JSON kind.
+        found: &'static str,
+    },
+    /// A member has an unusable value.
+    #[error("`{field}`: {reason}")]
+    Invalid {
+        /// The member.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A column value does not match its type.
+    #[error("{image} column `{column}` of {table}: {source}")]
+    Value {
+        /// `key`, `before` or `after`.
+        image: &'static str,
+        /// The column.
+        column: String,
+        /// `schema.table`.
+        table: String,
+        /// What is wrong with the value.
+        source: ValueError,
+    },
+}
+
+impl DecodeErrorKind {
+    fn field(field: &'static str, expected: &'static str, found: &'static str) -> Self {
+        DecodeErrorKind::Field { field, expected, found }
+    }
+}
+
+/// Fetches a required member.
+fn need<'t, 'a>(obj: Json<'t, 'a>, field: &'static str) -> Result<Json<'t, 'a>, DecodeErrorKind> {
+    if !obj.is_object() {
+        return Err(DecodeErrorKind::field(field, "in an object", obj.kind()));
+    }
+    obj.get(field).ok_or(DecodeErrorKind::Missing(field))
+}
+
+/// Decodes records, reusing its parse buffers from one record to the next.
+///
+/// Not `Sync`: each pipeline stage owns one.
+pub struct Decoder {
+    options: DecodeOptions,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoder").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(DecodeOptions::default())
+    }
+}
+
+impl Decoder {
+    /// A decoder for a connector configured with `options`.
+    pub fn new(options: DecodeOptions) -> Self {
+        Self { options, buffers: Buffers::new(16 * 1024), tape: Some(Tape::null().reset()) }
+    }
+
+    /// The connector settings this decoder assumes for payload-only events.
+    pub fn options(&self) -> &DecodeOptions {
+        &self.options
+    }
+
+    /// Decodes one record in place. `input` is modified (strings are unescaped where they
+    /// lie) and the result borrows from it. `schemas` types payload-only events; schema
+    /// changes are returned, not applied, so the caller decides when they take effect.
+    pub fn decode<'a>(&mut self, input: &'a mut [u8], schemas: &SchemaRegistry) -> Result<Decoded<'a>, DecodeError> {
+        let mut tape: Tape<'a> = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
+            Ok(()) => match Json::root(&tape.0) {
+                Some(root) => envelope::decode_root(root, schemas, &self.options),
+                None => Err(DecodeError { position: None, kind: DecodeErrorKind::Json("empty document".into()) }),
+            },
+            Err(e) => Err(DecodeError { position: None, kind: DecodeErrorKind::Json(e.to_string()) }),
+        };
+        self.tape = Some(tape.reset());
+        result
+    }
+}

@@ -1,0 +1,27 @@
+//! dbmirror keeps a customer-managed SQL replica in sync with a cloud CRM tenant.
+//!
+//! The cloud side publishes SQL Server CDC as Debezium change events on per-tenant Kafka
+//! topics (`<ctx>-cdc`, `<ctx>-schemahistory`) and the Replication Service streams them to
+//! this client over outbound HTTPS long-polls. The client decodes each record in place,
+//! coalesces changes per table by primary key, and writes each batch together with its
+//! offsets in one replica transaction, so a crash never loses or repeats a change.
+//!
+//! # Layout, in flow order
+//! - [`protocol`]: the record line and wire types shared with the reference cloud.
+//! - [`decode`]: zero-copy Debezium decoding (simd-json tape, values borrow the record).
+//! - [`schema`]: table schemas from schema history, with exact SQL Server types.
+//! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
+//! - [`error`]: the top-level error and its retry classification.
+//! - [`telemetry`]: logging setup for the binaries.
+//!
+//! The long-poll source, coalescing, the database sinks, the replication state and the
+//! pipeline that joins them arrive with their own issues (see the README's status section).
+
+pub mod decode;
+pub mod error;
+pub mod inspect;
+pub mod protocol;
+pub mod schema;
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,392 @@
+//! Table schemas as the source database defines them.
+//!
+//! Debezium's SQL Server connector publishes every table's structure on the schema-history
+//! topic. We keep the *exact* SQL Server column type (`nvarchar(50)`, `datetime2(7)`,
+//! `decimal(18,2)`) because both decoding payload-only events and creating replica tables
+//! with no loss of precision depend on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Identifies a source table by schema and name (`crm7.person`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    /// The source schema, e.g. `crm7` or `dbo`.
+    pub schema: String,
+    /// The table name within the schema.
+    pub table: String,
+}
+
+impl TableId {
+    /// Builds an id from its two parts.
+    pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Self {
+        Self { schema: schema.into(), table: table.into() }
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// A SQL Server column type with the parameters that matter for exact storage.
+///
+/// Lengths follow SQL Server's declaration syntax: `NVarChar(Some(50))` is `nvarchar(50)`
+/// (50 characters), `None` is `(max)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum SqlType {
+    Bit,
+    TinyInt,
+    SmallInt,
+    Int,
+    BigInt,
+    Real,
+    /// `float(n)`; SQL Server stores n <= 24 as `real` and the rest as `float(53)`.
+    Float,
+    Decimal { precision: u8, scale: u8 },
+    Numeric { precision: u8, scale: u8 },
+    Money,
+    SmallMoney,
+    Char(Option<u32>),
+    VarChar(Option<u32>),
+    NChar(Option<u32>),
+    NVarChar(Option<u32>),
+    Text,
+    NText,
+    Xml,
+    Binary(Option<u32>),
+    VarBinary(Option<u32>),
+    Image,
+    /// `rowversion` / `timestamp`: an 8-byte binary counter.
+    RowVersion,
+    UniqueIdentifier,
+    Date,
+    Time { scale: u8 },
+    DateTime,
+    SmallDateTime,
+    DateTime2 { scale: u8 },
+    DateTimeOffset { scale: u8 },
+    /// A type this client does not know (e.g. `geography`, `hierarchyid`, `sql_variant`):
+    /// its values pass through as the connector sent them.
+    Other,
+}
+
+impl SqlType {
+    /// Decimal scale for exact numeric types, used to render and store values with the
+    /// column's own number of fraction digits.
+    pub fn decimal_scale(self) -> Option<u8> {
+        match self {
+            SqlType::Decimal { scale, .. } | SqlType::Numeric { scale, .. } => Some(scale),
+            SqlType::Money | SqlType::SmallMoney => Some(4),
+            _ => None,
+        }
+    }
+
+    /// True for the exact numeric types whose values must never pass through a float.
+    pub fn is_exact_numeric(self) -> bool {
+        self.decimal_scale().is_some()
+    }
+
+    /// Builds the type from the connector's `typeName`, `length` and `scale`.
+    ///
+    /// `typeName` may carry a suffix (`int identity`) or already a full expression
+    /// (`nvarchar(50)`); parameters in the expression win over `length`/`scale`.
+    pub fn from_parts(type_name: &str, length: Option<i64>, scale: Option<i64>) -> SqlType {
+        let lower = type_name.trim().to_ascii_lowercase();
+        let (base, args) = match lower.find('(') {
+            Some(open) => {
+                let inner = lower[open + 1..].trim_end_matches(|c: char| c == ')' || c.is_whitespace());
+                (lower[..open].trim().to_string(), Some(inner.to_string()))
+            }
+            None => (lower.clone(), None),
+        };
+        // `int identity`, `bigint identity(1,1)` and the like.
+        let base = base.split_whitespace().next().unwrap_or("").to_string();
+        let (arg1, arg2) = parse_args(args.as_deref());
+        let length = arg1.or(length);
+        let scale = arg2.or(scale);
+        let time_scale = || clamp_u8(if args.is_some() { arg1 } else { scale }.unwrap_or(7), 7);
+        match base.as_str() {
+            "bit" => SqlType::Bit,
+            "tinyint" => SqlType::TinyInt,
+            "smallint" => SqlType::SmallInt,
+            "int" | "integer" => SqlType::Int,
+            "bigint" => SqlType::BigInt,
+            "real" => SqlType::Real,
+            "float" => match length {
+                Some(n) if (1..=24).contains(&n) => SqlType::Real,
+                _ => SqlType::Float,
+            },
+            "decimal" | "numeric" | "dec" => {
+                let precision = clamp_u8(length.unwrap_or(18), 38).max(1);
+                let scale = clamp_u8(scale.unwrap_or(0), precision);
+                if base == "numeric" {
+                    SqlType::Numeric { precision, scale }
+                } else {
+                    SqlType::Decimal { precision, scale }
+                }
+            }
+            "money" => SqlType::Money,
+            "smallmoney" => SqlType::SmallMoney,
+            "char" | "character" => SqlType::Char(char_len(length, 8000)),
+            "varchar" => SqlType::VarChar(char_len(length, 8000)),
+            "nchar" => SqlType::NChar(char_len(length, 4000)),
+            "nvarchar" | "sysname" => {
+                if base == "sysname" {
+                    SqlType::NVarChar(Some(128))
+                } else {
+                    SqlType::NVarChar(char_len(length, 4000))
+                }
+            }
+            "text" => SqlType::Text,
+            "ntext" => SqlType::NText,
+            "xml" => SqlType::Xml,
+            "binary" => SqlType::Binary(char_len(length, 8000)),
+            "varbinary" => SqlType::VarBinary(char_len(length, 8000)),
+            "image" => SqlType::Image,
+            "timestamp" | "rowversion" => SqlType::RowVersion,
+            "uniqueidentifier" => SqlType::UniqueIdentifier,
+            "date" => SqlType::Date,
+            "time" => SqlType::Time { scale: time_scale() },
+            "datetime" => SqlType::DateTime,
+            "smalldatetime" => SqlType::SmallDateTime,
+            "datetime2" => SqlType::DateTime2 { scale: time_scale() },
+            "datetimeoffset" => SqlType::DateTimeOffset { scale: time_scale() },
+            _ => SqlType::Other,
+        }
+    }
+}
+
+fn parse_args(args: Option<&str>) -> (Option<i64>, Option<i64>) {
+    let Some(args) = args else { return (None, None) };
+    let mut parts = args.split(',').map(str::trim);
+    let first = parts.next().map(|p| if p == "max" { -1 } else { p.parse().unwrap_or(-2) });
+    let second = parts.next().and_then(|p| p.parse().ok());
+    match first {
+        Some(-2) => (None, second),
+        other => (other, second),
+    }
+}
+
+fn clamp_u8(v: i64, max: u8) -> u8 {
+    v.clamp(0, i64::from(max)) as u8
+}
+
+/// `None` means `(max)`: JDBC reports max types with huge lengths (2^30-1 or 2^31-1), and
+/// `-1` is how `(max)` reads in an expression.
+fn char_len(length: Option<i64>, max_inline: i64) -> Option<u32> {
+    match length {
+        Some(n) if (1..=max_inline).contains(&n) => Some(n as u32),
+        Some(n) if n < 0 || n > max_inline => None,
+        _ => Some(1),
+    }
+}
+
+impl fmt::Display for SqlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn len(f: &mut fmt::Formatter<'_>, name: &str, n: Option<u32>) -> fmt::Result {
+            match n {
+                Some(n) => write!(f, "{name}({n})"),
+                None => write!(f, "{name}(max)"),
+            }
+        }
+        match *self {
+            SqlType::Bit => f.write_str("bit"),
+            SqlType::TinyInt => f.write_str("tinyint"),
+            SqlType::SmallInt => f.write_str("smallint"),
+            SqlType::Int => f.write_str("int"),
+            SqlType::BigInt => f.write_str("bigint"),
+            SqlType::Real => f.write_str("real"),
+            SqlType::Float => f.write_str("float"),
+            SqlType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            SqlType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
+            SqlType::Money => f.write_str("money"),
+            SqlType::SmallMoney => f.write_str("smallmoney"),
+            SqlType::Char(n) => len(f, "char", n),
+            SqlType::VarChar(n) => len(f, "varchar", n),
+            SqlType::NChar(n) => len(f, "nchar", n),
+            SqlType::NVarChar(n) => len(f, "nvarchar", n),
+            SqlType::Text => f.write_str("text"),
+            SqlType::NText => f.write_str("ntext"),
+            SqlType::Xml => f.write_str("xml"),
+            SqlType::Binary(n) => len(f, "binary", n),
+            SqlType::VarBinary(n) => len(f, "varbinary", n),
+            SqlType::Image => f.write_str("image"),
+            SqlType::RowVersion => f.write_str("rowversion"),
+            SqlType::UniqueIdentifier => f.write_str("uniqueidentifier"),
+            SqlType::Date => f.write_str("date"),
+            SqlType::Time { scale } => write!(f, "time({scale})"),
+            SqlType::DateTime => f.write_str("datetime"),
+            SqlType::SmallDateTime => f.write_str("smalldatetime"),
+            SqlType::DateTime2 { scale } => write!(f, "datetime2({scale})"),
+            SqlType::DateTimeOffset { scale } => write!(f, "datetimeoffset({scale})"),
+            SqlType::Other => f.write_str("sql_variant"),
+        }
+    }
+}
+
+/// One column as the schema history describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSchema {
+    /// Column name, exactly as in the source.
+    pub name: String,
+    /// The exact SQL Server type.
+    pub sql_type: SqlType,
+    /// The type name as the connector sent it, kept for types we map to [`SqlType::Other`].
+    pub type_name: String,
+    /// 1-based position in the table.
+    pub position: u32,
+    /// `NULL` allowed.
+    pub nullable: bool,
+    /// Identity column at the source (the replica stores plain values).
+    pub identity: bool,
+    /// The default as a SQL expression, e.g. `((0))` or `(getdate())`.
+    pub default_expression: Option<String>,
+}
+
+/// The kind of change a schema-history record describes for one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChangeKind {
+    /// The table appeared (or a snapshot re-announced it).
+    Create,
+    /// The table's structure changed.
+    Alter,
+    /// The table is gone.
+    Drop,
+}
+
+impl SchemaChangeKind {
+    /// The connector's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaChangeKind::Create => "CREATE",
+            SchemaChangeKind::Alter => "ALTER",
+            SchemaChangeKind::Drop => "DROP",
+        }
+    }
+}
+
+/// A table's full structure after a schema change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Which table.
+    pub id: TableId,
+    /// Columns in position order.
+    pub columns: Vec<ColumnSchema>,
+    /// Primary key column names in key order.
+    pub primary_key: Vec<String>,
+}
+
+impl TableSchema {
+    /// Finds a column by name; tables are small, and the decoder tries the positional
+    /// match first, so a linear scan is the cheap fallback.
+    pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// One entry of a schema-history record's `tableChanges`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    /// CREATE, ALTER or DROP.
+    pub kind: SchemaChangeKind,
+    /// The table after the change (for DROP: as last known, possibly without columns).
+    pub table: TableSchema,
+}
+
+/// The latest known schema of every table, in the order schema history delivered them.
+///
+/// Lookups take `&str` pairs so the hot path never builds a key string.
+#[derive(Debug, Default, Clone)]
+pub struct SchemaRegistry {
+    tables: HashMap<String, HashMap<String, Arc<TableSchema>>>,
+}
+
+impl SchemaRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current schema of `schema.table`, if known.
+    pub fn get(&self, schema: &str, table: &str) -> Option<&Arc<TableSchema>> {
+        self.tables.get(schema)?.get(table)
+    }
+
+    /// Applies one change: CREATE and ALTER replace the table's schema, DROP forgets it.
+    pub fn apply(&mut self, change: &TableChange) {
+        let id = &change.table.id;
+        match change.kind {
+            SchemaChangeKind::Drop => {
+                if let Some(tables) = self.tables.get_mut(&id.schema) {
+                    tables.remove(&id.table);
+                }
+            }
+            SchemaChangeKind::Create | SchemaChangeKind::Alter => {
+                self.tables
+                    .entry(id.schema.clone())
+                    .or_default()
+                    .insert(id.table.clone(), Arc::new(change.table.clone()));
+            }
+        }
+    }
+
+    /// Number of known tables.
+    pub fn len(&self) -> usize {
+        self.tables.values().map(HashMap::len).sum()
+    }
+
+    /// True when no table is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_from_connector_parts() {
+        let cases: &[(&str, Option<i64>, Option<i64>, &str)] = &[
+            ("int identity", Some(10), Some(0), "int"),
+            ("nvarchar", Some(50), None, "nvarchar(50)"),
+            ("nvarchar", Some(1073741823), None, "nvarchar(max)"),
+            ("varchar", Some(2147483647), None, "varchar(max)"),
+            ("varbinary", Some(2147483647), None, "varbinary(max)"),
+            ("datetime2", Some(27), Some(7), "datetime2(7)"),
+            ("datetime2", Some(23), Some(3), "datetime2(3)"),
+            ("time", Some(16), Some(7), "time(7)"),
+            ("datetimeoffset", Some(34), Some(7), "datetimeoffset(7)"),
+            ("decimal", Some(18), Some(2), "decimal(18,2)"),
+            ("numeric", Some(38), Some(18), "numeric(38,18)"),
+            ("money", Some(19), Some(4), "money"),
+            ("float", Some(53), None, "float"),
+            ("float", Some(24), None, "real"),
+            ("nvarchar(50)", None, None, "nvarchar(50)"),
+            ("NVARCHAR(MAX)", None, None, "nvarchar(max)"),
+            ("decimal(18, 2)", None, None, "decimal(18,2)"),
+            ("datetime2(7)", Some(27), Some(7), "datetime2(7)"),
+            ("datetime2(0)", None, None, "datetime2(0)"),
+            ("uniqueidentifier", Some(36), None, "uniqueidentifier"),
+            ("bigint identity(1,1)", None, None, "bigint"),
+        ];
+        for (name, len, scale, want) in cases {
+            assert_eq!(SqlType::from_parts(name, *len, *scale).to_string(), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn registry_applies_changes_in_order() {
+        let mut reg = SchemaRegistry::new();
+        let table = TableSchema { id: TableId::new("crm7", "person"), columns: vec![], primary_key: vec![] };
+        reg.apply(&TableChange { kind: SchemaChangeKind::Create, table: table.clone() });
+        assert!(reg.get("crm7", "person").is_some());
+        reg.apply(&TableChange { kind: SchemaChangeKind::Drop, table });
+        assert!(reg.get("crm7", "person").is_none());
+        assert!(reg.is_empty());
+    }
+}

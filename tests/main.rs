@@ -1,0 +1,4 @@
+//! The integration test binary: one module per area.
+
+/// `dbmirror inspect` and the decoder against real and hand-made Debezium events.
+mod decode_fixtures;
