@@ -46,8 +46,14 @@ pub enum SqlType {
     Real,
     /// `float(n)`; SQL Server stores n <= 24 as `real` and the rest as `float(53)`.
     Float,
-    Decimal { precision: u8, scale: u8 },
-    Numeric { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    Numeric {
+        precision: u8,
+        scale: u8,
+    },
     Money,
     SmallMoney,
     Char(Option<u32>),
@@ -64,11 +70,17 @@ pub enum SqlType {
     RowVersion,
     UniqueIdentifier,
     Date,
-    Time { scale: u8 },
+    Time {
+        scale: u8,
+    },
     DateTime,
     SmallDateTime,
-    DateTime2 { scale: u8 },
-    DateTimeOffset { scale: u8 },
+    DateTime2 {
+        scale: u8,
+    },
+    DateTimeOffset {
+        scale: u8,
+    },
     /// A type this client does not know (e.g. `geography`, `hierarchyid`, `sql_variant`):
     /// its values pass through as the connector sent them.
     Other,

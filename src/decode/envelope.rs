@@ -5,8 +5,8 @@ use super::history::read_table_changes;
 use super::json::Json;
 use super::value;
 use super::{
-    ChangeEvent, DecodeError, DecodeErrorKind, Decoded, Event, Field, Key, Op, Row, Snapshot, SourceInfo,
-    Transaction, need,
+    ChangeEvent, DecodeError, DecodeErrorKind, Decoded, Event, Field, Key, Op, Row, Snapshot, SourceInfo, Transaction,
+    need,
 };
 use crate::protocol::Position;
 use crate::schema::{SchemaRegistry, TableSchema};
@@ -21,11 +21,11 @@ pub(super) fn decode_root<'a>(
         && root.get("value").is_some()
         && (root.get("topic").is_some() || root.get("offset").is_some());
     if !is_record_line {
-        let event = decode_value(root, None, schemas, opts).map_err(|kind| DecodeError { position: None, kind })?;
+        let event = decode_value(root, None, schemas, opts).map_err(|kind| DecodeError::new(None, kind))?;
         return Ok(Decoded { position: None, event });
     }
-    let position = read_position(root).map_err(|kind| DecodeError { position: None, kind })?;
-    let with_position = |kind| DecodeError { position: position.as_ref().map(Position::to_owned), kind };
+    let position = read_position(root).map_err(|kind| DecodeError::new(None, kind))?;
+    let with_position = |kind| DecodeError::new(position.as_ref().map(Position::to_owned), kind);
     let value = root.get("value").ok_or_else(|| with_position(DecodeErrorKind::Missing("value")))?;
     let key = root.get("key").filter(|k| !k.is_null());
     let event = decode_value(value, key, schemas, opts).map_err(with_position)?;
@@ -39,9 +39,12 @@ fn read_position<'a>(root: Json<'_, 'a>) -> Result<Option<Position<'a>>, DecodeE
             .and_then(|v| i32::try_from(v).ok())
             .ok_or_else(|| DecodeErrorKind::field("partition", "a 32-bit integer", p.kind()))
     });
-    let offset = root.get("offset").map(|o| o.as_i64().ok_or_else(|| DecodeErrorKind::field("offset", "an integer", o.kind())));
+    let offset =
+        root.get("offset").map(|o| o.as_i64().ok_or_else(|| DecodeErrorKind::field("offset", "an integer", o.kind())));
     Ok(match (topic, partition, offset) {
-        (Some(topic), Some(partition), Some(offset)) => Some(Position { topic, partition: partition?, offset: offset? }),
+        (Some(topic), Some(partition), Some(offset)) => {
+            Some(Position { topic, partition: partition?, offset: offset? })
+        }
         (_, Some(Err(e)), _) | (_, _, Some(Err(e))) => return Err(e),
         _ => None,
     })
@@ -51,13 +54,13 @@ fn read_position<'a>(root: Json<'_, 'a>) -> Result<Option<Position<'a>>, DecodeE
 fn unwrap_connect<'t, 'a>(doc: Json<'t, 'a>) -> (Option<Json<'t, 'a>>, Json<'t, 'a>) {
     if doc.is_object() {
         let mut entries = doc.entries();
-        if let (Some(("schema", schema)), Some(("payload", payload)), None) = (entries.next(), entries.next(), entries.next()) {
+        if let (Some(("schema", schema)), Some(("payload", payload)), None) =
+            (entries.next(), entries.next(), entries.next())
+        {
             return (Some(schema).filter(|s| !s.is_null()), payload);
         }
-        if let (Some(schema), Some(payload)) = (doc.get("schema"), doc.get("payload")) {
-            if doc.entries().count() == 2 {
-                return (Some(schema).filter(|s| !s.is_null()), payload);
-            }
+        if let (Some(schema), Some(payload), 2) = (doc.get("schema"), doc.get("payload"), doc.len()) {
+            return (Some(schema).filter(|s| !s.is_null()), payload);
         }
     }
     (None, doc)
@@ -88,14 +91,19 @@ fn decode_value<'a>(
         Some("d") => Op::Delete,
         Some("r") => Op::Read,
         Some("t") => Op::Truncate,
-        Some(other) => return Err(DecodeErrorKind::Invalid { field: "op", reason: format!("unknown operation `{other}`") }),
+        Some(other) => {
+            return Err(DecodeErrorKind::Invalid { field: "op", reason: format!("unknown operation `{other}`") });
+        }
         None => return Err(DecodeErrorKind::field("op", "string", need(payload, "op")?.kind())),
     };
     let source = read_source(need(payload, "source")?)?;
     let table = schemas.get(source.schema, source.table).map(AsRef::as_ref);
     let row_schema = |image: &str| {
         schema.and_then(|s| s.get("fields")).and_then(|fields| {
-            fields.elements().find(|f| f.get("field").and_then(Json::as_str) == Some(image)).and_then(|f| f.get("fields"))
+            fields
+                .elements()
+                .find(|f| f.get("field").and_then(Json::as_str) == Some(image))
+                .and_then(|f| f.get("fields"))
         })
     };
     let ctx = RowContext { table, opts, source: &source };
@@ -144,7 +152,10 @@ fn read_source<'a>(source: Json<'_, 'a>) -> Result<SourceInfo<'a>, DecodeErrorKi
             (_, Some("last_in_data_collection")) => Snapshot::LastInDataCollection,
             (_, Some("incremental")) => Snapshot::Incremental,
             (_, Some(other)) => {
-                return Err(DecodeErrorKind::Invalid { field: "source.snapshot", reason: format!("unknown value `{other}`") });
+                return Err(DecodeErrorKind::Invalid {
+                    field: "source.snapshot",
+                    reason: format!("unknown value `{other}`"),
+                });
             }
             _ => return Err(DecodeErrorKind::field("source.snapshot", "boolean or string", v.kind())),
         },
@@ -183,7 +194,7 @@ fn read_row<'a>(
     if !row.is_object() {
         return Err(DecodeErrorKind::field(image, "an object or null", row.kind()));
     }
-    let mut fields: Row<'a> = Vec::with_capacity(ctx.table.map_or(16, |t| t.columns.len()));
+    let mut fields: Row<'a> = Vec::with_capacity(row.len());
     read_into(row, connect_fields, image, ctx, &mut fields)?;
     Ok(Some(fields))
 }
@@ -208,8 +219,8 @@ fn read_into<'a, C: Extend<Field<'a>>>(
         let kind = match (&mut connect_iter, connect_fields) {
             (Some(iter), Some(all)) => {
                 let positional = iter.next().filter(|f| f.get("field").and_then(Json::as_str) == Some(name));
-                let connect = positional
-                    .or_else(|| all.elements().find(|f| f.get("field").and_then(Json::as_str) == Some(name)));
+                let connect =
+                    positional.or_else(|| all.elements().find(|f| f.get("field").and_then(Json::as_str) == Some(name)));
                 match connect {
                     Some(cf) => field::from_connect(cf, column),
                     None => column.map_or(FieldKind::Unknown, |c| field::from_column(c, ctx.opts)),

@@ -80,17 +80,27 @@ pub(crate) enum FieldKind {
     Xml,
     Binary(BinaryEncoding),
     /// Connect `Decimal` bytes with the schema's scale.
-    DecimalBytes { scale: u8 },
+    DecimalBytes {
+        scale: u8,
+    },
     /// `VariableScaleDecimal` struct `{scale, value}`.
     DecimalVariable,
     /// An exact numeric carried as a string or double; rescaled to the column's scale when known.
-    DecimalText { scale: Option<u8> },
-    DecimalDouble { scale: Option<u8> },
+    DecimalText {
+        scale: Option<u8>,
+    },
+    DecimalDouble {
+        scale: Option<u8>,
+    },
     Date,
     /// Time of day in units of this many nanoseconds.
-    Time { unit_nanos: i64 },
+    Time {
+        unit_nanos: i64,
+    },
     /// Timestamp since the epoch in units of this many nanoseconds.
-    Timestamp { unit_nanos: i64 },
+    Timestamp {
+        unit_nanos: i64,
+    },
     ZonedTimestamp,
     ZonedTime,
     /// Nothing known: the value passes through as it appeared in the JSON.
@@ -108,7 +118,9 @@ pub(crate) fn from_connect(schema: Json<'_, '_>, column: Option<&ColumnSchema>) 
             let scale = schema
                 .get("parameters")
                 .and_then(|p| p.get("scale"))
-                .and_then(|s| s.as_str().and_then(|s| s.parse::<u8>().ok()).or_else(|| s.as_i64().map(|v| v.clamp(0, 255) as u8)))
+                .and_then(|s| {
+                    s.as_str().and_then(|s| s.parse::<u8>().ok()).or_else(|| s.as_i64().map(|v| v.clamp(0, 255) as u8))
+                })
                 .or_else(|| sql.and_then(SqlType::decimal_scale))
                 .unwrap_or(0);
             FieldKind::DecimalBytes { scale }

@@ -23,7 +23,12 @@ fn read_change(change: Json<'_, '_>, default_schema: Option<&str>) -> Result<Tab
         "CREATE" => SchemaChangeKind::Create,
         "ALTER" => SchemaChangeKind::Alter,
         "DROP" => SchemaChangeKind::Drop,
-        other => return Err(DecodeErrorKind::Invalid { field: "tableChanges.type", reason: format!("unknown change type `{other}`") }),
+        other => {
+            return Err(DecodeErrorKind::Invalid {
+                field: "tableChanges.type",
+                reason: format!("unknown change type `{other}`"),
+            });
+        }
     };
     let id = parse_table_id(need_str(change, "id")?, default_schema)?;
     let table = change.get("table").filter(|t| t.is_object());

@@ -105,6 +105,14 @@ impl<'t, 'a> Json<'t, 'a> {
         }
     }
 
+    /// Members of an object or elements of an array (0 for scalars).
+    pub(crate) fn len(self) -> usize {
+        match self.node() {
+            Node::Object { len, .. } | Node::Array { len, .. } => *len,
+            _ => 0,
+        }
+    }
+
     pub(crate) fn is_object(self) -> bool {
         matches!(self.node(), Node::Object { .. })
     }

@@ -135,6 +135,9 @@ pub struct ChangeEvent<'a> {
 }
 
 /// What one record holds.
+// Boxing the change would cost an allocation per event on the hot path; the enum is moved
+// once or twice per record, so its size is cheap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event<'a> {
     /// A row change.
@@ -155,26 +158,40 @@ pub struct Decoded<'a> {
 }
 
 /// A record that could not be decoded, with its position when known.
+///
+/// Boxed so that `Result<Decoded, DecodeError>` stays small on the success path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError {
-    /// Where the record sits in the log.
-    pub position: Option<OwnedPosition>,
+pub struct DecodeError(Box<(Option<OwnedPosition>, DecodeErrorKind)>);
+
+impl DecodeError {
+    /// An error for the record at `position` (if known).
+    pub fn new(position: Option<OwnedPosition>, kind: DecodeErrorKind) -> Self {
+        Self(Box::new((position, kind)))
+    }
+
+    /// Where the record sits in the log, when the record line said.
+    pub fn position(&self) -> Option<&OwnedPosition> {
+        self.0.0.as_ref()
+    }
+
     /// What is wrong.
-    pub kind: DecodeErrorKind,
+    pub fn kind(&self) -> &DecodeErrorKind {
+        &self.0.1
+    }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.position {
-            Some(p) => write!(f, "record {p}: {}", self.kind),
-            None => write!(f, "record: {}", self.kind),
+        match self.position() {
+            Some(p) => write!(f, "record {p}: {}", self.kind()),
+            None => write!(f, "record: {}", self.kind()),
         }
     }
 }
 
 impl std::error::Error for DecodeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match self.kind() {
             DecodeErrorKind::Value { source, .. } => Some(source),
             _ => None,
         }
@@ -276,9 +293,9 @@ impl Decoder {
         let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
             Ok(()) => match Json::root(&tape.0) {
                 Some(root) => envelope::decode_root(root, schemas, &self.options),
-                None => Err(DecodeError { position: None, kind: DecodeErrorKind::Json("empty document".into()) }),
+                None => Err(DecodeError::new(None, DecodeErrorKind::Json("empty document".into()))),
             },
-            Err(e) => Err(DecodeError { position: None, kind: DecodeErrorKind::Json(e.to_string()) }),
+            Err(e) => Err(DecodeError::new(None, DecodeErrorKind::Json(e.to_string()))),
         };
         self.tape = Some(tape.reset());
         result

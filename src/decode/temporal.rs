@@ -243,11 +243,7 @@ impl fmt::Display for Date {
     /// `YYYY-MM-DD`, years below 1000 zero-padded, negative years signed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = self.ymd();
-        if y < 0 {
-            write!(f, "-{:04}-{m:02}-{d:02}", -i64::from(y))
-        } else {
-            write!(f, "{y:04}-{m:02}-{d:02}")
-        }
+        if y < 0 { write!(f, "-{:04}-{m:02}-{d:02}", -i64::from(y)) } else { write!(f, "{y:04}-{m:02}-{d:02}") }
     }
 }
 
@@ -327,9 +323,13 @@ mod tests {
     fn offsets_are_kept() {
         let v = DateTimeOffset::parse("2019-03-28T09:55:24.1234567+01:00").unwrap();
         assert_eq!(v.to_string(), "2019-03-28T09:55:24.1234567+01:00");
-        assert_eq!(DateTimeOffset::parse("2024-12-16T21:02:09.799Z").unwrap().to_string(), "2024-12-16T21:02:09.799+00:00");
+        assert_eq!(
+            DateTimeOffset::parse("2024-12-16T21:02:09.799Z").unwrap().to_string(),
+            "2024-12-16T21:02:09.799+00:00"
+        );
         assert_eq!(DateTimeOffset::parse("0001-01-01T00:00:00-14:00").unwrap().offset_minutes, -840);
-        for bad in ["2019-02-30T00:00:00Z", "2019-01-01T00:00:00", "2019-01-01T25:00:00Z", "2019-01-01T00:00:00.Z", "x"] {
+        for bad in ["2019-02-30T00:00:00Z", "2019-01-01T00:00:00", "2019-01-01T25:00:00Z", "2019-01-01T00:00:00.Z", "x"]
+        {
             assert!(DateTimeOffset::parse(bad).is_err(), "{bad}");
         }
         assert!(validate_zoned_time("10:15:30.5+02:00").is_ok());

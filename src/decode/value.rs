@@ -85,7 +85,7 @@ impl<'a> Binary<'a> {
     /// Wraps encoded text after checking that it decodes.
     pub fn new(text: &'a str, encoding: BinaryEncoding) -> Result<Self, ValueError> {
         let ok = match encoding {
-            BinaryEncoding::Hex => text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()),
+            BinaryEncoding::Hex => text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()),
             BinaryEncoding::Base64 | BinaryEncoding::Base64UrlSafe => base64_len(text, encoding).is_some(),
         };
         if ok { Ok(Self { text, encoding }) } else { Err(ValueError::Encoding(encoding_name(encoding))) }
@@ -107,9 +107,7 @@ impl<'a> Binary<'a> {
                 }
                 Ok(())
             }
-            enc => engine(enc)
-                .decode_vec(self.text, out)
-                .map_err(|_| ValueError::Encoding(encoding_name(enc))),
+            enc => engine(enc).decode_vec(self.text, out).map_err(|_| ValueError::Encoding(encoding_name(enc))),
         }
     }
 
@@ -153,7 +151,7 @@ fn hex_val(b: u8) -> u8 {
 /// Checks padded base64 syntax without decoding and returns the decoded length.
 fn base64_len(text: &str, encoding: BinaryEncoding) -> Option<usize> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let pad = bytes.iter().rev().take_while(|&&b| b == b'=').count();
@@ -201,9 +199,9 @@ fn text<'a>(json: Json<'_, 'a>) -> Result<&'a str, ValueError> {
 /// Decodes Connect `Decimal` bytes from base64 text without touching the heap.
 fn decimal_from_base64(text: &str, scale: i64) -> Result<Decimal, ValueError> {
     let mut buf = [0u8; 48];
-    let n = STANDARD
-        .decode_slice(text, &mut buf)
-        .map_err(|_| if text.len() > 64 { ValueError::Decimal(DecimalError::Overflow) } else { ValueError::Encoding("base64") })?;
+    let n = STANDARD.decode_slice(text, &mut buf).map_err(|_| {
+        if text.len() > 64 { ValueError::Decimal(DecimalError::Overflow) } else { ValueError::Encoding("base64") }
+    })?;
     Ok(Decimal::from_be_bytes(&buf[..n], scale)?)
 }
 

@@ -1,0 +1,95 @@
+//! Decode throughput: the zero-copy simd-json decoder against a straightforward
+//! serde_json-based decoder of the same CRM-like events, side by side in one run.
+//!
+//! `cargo bench --bench decode` (quick CI run: `-- --quick`). Before measuring, every event is
+//! decoded both ways and the results compared, so the two sides do the same work.
+
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/serde_baseline.rs"]
+mod serde_baseline;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dbmirror::decode::{Decoder, Event};
+use dbmirror::schema::SchemaRegistry;
+use std::hint::black_box;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EVENTS: u64 = 500;
+
+/// Schemas learned from the workload's history record, as the pipeline would have them.
+fn registry(history: &str) -> SchemaRegistry {
+    let mut reg = SchemaRegistry::new();
+    let mut bytes = history.as_bytes().to_vec();
+    let Event::SchemaChange(changes) = Decoder::default().decode(&mut bytes, &reg).expect("history").event else {
+        panic!("history record did not decode as a schema change")
+    };
+    changes.iter().for_each(|c| reg.apply(c));
+    reg
+}
+
+/// Asserts both decoders produce identical rows for every event.
+fn check_same_output(lines: &[String], schemas: &SchemaRegistry) {
+    let mut decoder = Decoder::default();
+    for line in lines {
+        let mut bytes = line.clone().into_bytes();
+        let ours = decoder.decode(&mut bytes, schemas).expect("zero-copy decode");
+        let Event::Change(ours) = ours.event else { panic!("not a change") };
+        let doc = serde_baseline::parse(line.as_bytes()).expect("serde parse");
+        let theirs = serde_baseline::decode(&doc, schemas).expect("serde decode");
+        assert_eq!(ours.before, theirs.before, "before differs");
+        assert_eq!(ours.after, theirs.after, "after differs");
+        assert_eq!(ours.source, theirs.source, "source differs");
+    }
+}
+
+fn bench_decode(c: &mut Criterion) {
+    for (label, columns) in [("narrow10", 10usize), ("wide60", 60)] {
+        for with_schema in [true, false] {
+            let work = events::workload(label, columns, EVENTS, with_schema);
+            let schemas = registry(&work.history);
+            check_same_output(&work.events, &schemas);
+            let total_bytes: usize = work.events.iter().map(String::len).sum();
+            // One contiguous buffer of newline-separated records, like a fetch response body.
+            let body: Vec<u8> = work.events.iter().flat_map(|e| e.bytes().chain(std::iter::once(b'\n'))).collect();
+            let group_name = format!("decode/{label}/{}", if with_schema { "with_schema" } else { "payload_only" });
+            let mut group = c.benchmark_group(&group_name);
+            group.throughput(Throughput::Elements(EVENTS));
+            eprintln!("{group_name}: {EVENTS} events, {} bytes/event", total_bytes / EVENTS as usize);
+
+            let mut decoder = Decoder::default();
+            let mut scratch = body.clone();
+            group.bench_function(BenchmarkId::new("simd_zero_copy", total_bytes), |b| {
+                b.iter(|| {
+                    // Restore the buffer (decoding unescapes in place), then decode each line.
+                    scratch.copy_from_slice(&body);
+                    let mut rows = 0usize;
+                    for line in scratch.split_mut(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                        let decoded = decoder.decode(line, &schemas).expect("decode");
+                        if let Event::Change(change) = decoded.event {
+                            rows += change.after.map_or(0, |r| r.len());
+                        }
+                    }
+                    black_box(rows)
+                })
+            });
+            group.bench_function(BenchmarkId::new("serde_json_value", total_bytes), |b| {
+                b.iter(|| {
+                    let mut rows = 0usize;
+                    for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                        let doc = serde_baseline::parse(line).expect("parse");
+                        let change = serde_baseline::decode(&doc, &schemas).expect("decode");
+                        rows += change.after.map_or(0, |r| r.len());
+                    }
+                    black_box(rows)
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench_decode);
+criterion_main!(benches);
