@@ -3,6 +3,7 @@
 use super::field::{self, DecodeOptions, FieldKind};
 use super::history::read_table_changes;
 use super::json::Json;
+use super::schema_cache::{ConnectField, EnvelopeSchema};
 use super::value;
 use super::{
     ChangeEvent, DecodeError, DecodeErrorKind, Decoded, Event, Field, Key, Op, Row, Snapshot, SourceInfo, Transaction,
@@ -16,19 +17,20 @@ pub(super) fn decode_root<'a>(
     root: Json<'_, 'a>,
     schemas: &SchemaRegistry,
     opts: &DecodeOptions,
+    envelope: Option<&EnvelopeSchema>,
 ) -> Result<Decoded<'a>, DecodeError> {
     let is_record_line = root.is_object()
         && root.get("value").is_some()
         && (root.get("topic").is_some() || root.get("offset").is_some());
     if !is_record_line {
-        let event = decode_value(root, None, schemas, opts).map_err(|kind| DecodeError::new(None, kind))?;
+        let event = decode_value(root, None, schemas, opts, envelope).map_err(|kind| DecodeError::new(None, kind))?;
         return Ok(Decoded { position: None, event });
     }
     let position = read_position(root).map_err(|kind| DecodeError::new(None, kind))?;
     let with_position = |kind| DecodeError::new(position.as_ref().map(Position::to_owned), kind);
     let value = root.get("value").ok_or_else(|| with_position(DecodeErrorKind::Missing("value")))?;
     let key = root.get("key").filter(|k| !k.is_null());
-    let event = decode_value(value, key, schemas, opts).map_err(with_position)?;
+    let event = decode_value(value, key, schemas, opts, envelope).map_err(with_position)?;
     Ok(Decoded { position, event })
 }
 
@@ -71,6 +73,7 @@ fn decode_value<'a>(
     key: Option<Json<'_, 'a>>,
     schemas: &SchemaRegistry,
     opts: &DecodeOptions,
+    envelope: Option<&EnvelopeSchema>,
 ) -> Result<Event<'a>, DecodeErrorKind> {
     if value.is_null() {
         return Ok(Event::Tombstone);
@@ -98,13 +101,20 @@ fn decode_value<'a>(
     };
     let source = read_source(need(payload, "source")?)?;
     let table = schemas.get(source.schema, source.table).map(AsRef::as_ref);
-    let row_schema = |image: &str| {
-        schema.and_then(|s| s.get("fields")).and_then(|fields| {
-            fields
-                .elements()
-                .find(|f| f.get("field").and_then(Json::as_str) == Some(image))
-                .and_then(|f| f.get("fields"))
-        })
+    let row_schema = |image: &str| -> ImageSchema<'_, '_, 'a> {
+        if let Some(env) = envelope {
+            let fields = if image == "before" { &env.before } else { &env.after };
+            return fields.as_deref().map_or(ImageSchema::None, ImageSchema::Cached);
+        }
+        schema
+            .and_then(|s| s.get("fields"))
+            .and_then(|fields| {
+                fields
+                    .elements()
+                    .find(|f| f.get("field").and_then(Json::as_str) == Some(image))
+                    .and_then(|f| f.get("fields"))
+            })
+            .map_or(ImageSchema::None, ImageSchema::Tape)
     };
     let ctx = RowContext { table, opts, source: &source };
     let before = read_row(payload.get("before"), row_schema("before"), "before", &ctx)?;
@@ -112,7 +122,7 @@ fn decode_value<'a>(
     let key = match key {
         Some(k) => {
             let (key_schema, key_payload) = unwrap_connect(k);
-            let fields = key_schema.and_then(|s| s.get("fields"));
+            let fields = key_schema.and_then(|s| s.get("fields")).map_or(ImageSchema::None, ImageSchema::Tape);
             let mut key = Key::new();
             read_into(key_payload, fields, "key", &ctx, &mut key)?;
             Some(key)
@@ -176,6 +186,17 @@ fn read_source<'a>(source: Json<'_, 'a>) -> Result<SourceInfo<'a>, DecodeErrorKi
     })
 }
 
+/// Where a row image's field types come from.
+#[derive(Clone, Copy)]
+enum ImageSchema<'s, 't, 'a> {
+    /// No Connect schema: the table schema (if known) decides.
+    None,
+    /// The struct schema's `fields` array on the tape.
+    Tape(Json<'t, 'a>),
+    /// Fields resolved earlier for an identical schema block.
+    Cached(&'s [ConnectField]),
+}
+
 struct RowContext<'c, 'a> {
     table: Option<&'c TableSchema>,
     opts: &'c DecodeOptions,
@@ -186,7 +207,7 @@ struct RowContext<'c, 'a> {
 /// first (both follow column order), by name when that fails.
 fn read_row<'a>(
     row: Option<Json<'_, 'a>>,
-    connect_fields: Option<Json<'_, 'a>>,
+    connect_fields: ImageSchema<'_, '_, 'a>,
     image: &'static str,
     ctx: &RowContext<'_, 'a>,
 ) -> Result<Option<Row<'a>>, DecodeErrorKind> {
@@ -202,7 +223,7 @@ fn read_row<'a>(
 /// Appends the typed fields of `row` to `out` (a [`Row`] or an inline [`Key`]).
 fn read_into<'a, C: Extend<Field<'a>>>(
     row: Json<'_, 'a>,
-    connect_fields: Option<Json<'_, 'a>>,
+    connect_fields: ImageSchema<'_, '_, 'a>,
     image: &'static str,
     ctx: &RowContext<'_, 'a>,
     out: &mut C,
@@ -210,23 +231,30 @@ fn read_into<'a, C: Extend<Field<'a>>>(
     if !row.is_object() {
         return Err(DecodeErrorKind::field(image, "an object", row.kind()));
     }
-    let mut connect_iter = connect_fields.map(|f| f.elements());
+    let mut tape_iter = match connect_fields {
+        ImageSchema::Tape(fields) => Some(fields.elements()),
+        _ => None,
+    };
+    let columns = ctx.table.map(|t| t.columns.as_slice());
     for (index, (name, json)) in row.entries().enumerate() {
-        let column = ctx.table.and_then(|t| match t.columns.get(index) {
+        let column = columns.and_then(|cols| match cols.get(index) {
             Some(c) if c.name == name => Some(c),
-            _ => t.column(name),
+            _ => cols.iter().find(|c| c.name == name),
         });
-        let kind = match (&mut connect_iter, connect_fields) {
-            (Some(iter), Some(all)) => {
-                let positional = iter.next().filter(|f| f.get("field").and_then(Json::as_str) == Some(name));
-                let connect =
-                    positional.or_else(|| all.elements().find(|f| f.get("field").and_then(Json::as_str) == Some(name)));
-                match connect {
-                    Some(cf) => field::from_connect(cf, column),
-                    None => column.map_or(FieldKind::Unknown, |c| field::from_column(c, ctx.opts)),
-                }
+        let declared = match (connect_fields, &mut tape_iter) {
+            (ImageSchema::Cached(fields), _) => match fields.get(index) {
+                Some(f) if &*f.name == name => Some(f.ty),
+                _ => fields.iter().find(|f| &*f.name == name).map(|f| f.ty),
+            },
+            (ImageSchema::Tape(all), Some(iter)) => {
+                let is_named = |f: &Json<'_, 'a>| f.get("field").and_then(Json::as_str) == Some(name);
+                iter.next().filter(is_named).or_else(|| all.elements().find(is_named)).map(field::connect_type)
             }
-            _ => column.map_or(FieldKind::Unknown, |c| field::from_column(c, ctx.opts)),
+            _ => None,
+        };
+        let kind = match declared {
+            Some(ty) => field::refine(ty, column),
+            None => column.map_or(FieldKind::Unknown, |c| field::from_column(c, ctx.opts)),
         };
         let value = value::read(kind, json).map_err(|source| DecodeErrorKind::Value {
             image,

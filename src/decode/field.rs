@@ -107,53 +107,90 @@ pub(crate) enum FieldKind {
     Unknown,
 }
 
-/// Resolves a field from a Connect field schema (`{"type":…,"name":…,"parameters":…}`),
-/// refined by the source column when known.
-pub(crate) fn from_connect(schema: Json<'_, '_>, column: Option<&ColumnSchema>) -> FieldKind {
+/// A field's wire representation as its Connect schema declares it, before the source
+/// column refines it. Small and owned, so a whole envelope schema can be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectType {
+    Decimal { scale: Option<u8> },
+    VariableScaleDecimal,
+    Date,
+    Time { unit_nanos: i64 },
+    Timestamp { unit_nanos: i64 },
+    ZonedTimestamp,
+    ZonedTime,
+    Xml,
+    Uuid,
+    Bool,
+    Int,
+    Float32,
+    Float64,
+    Bytes,
+    String,
+    Unknown,
+}
+
+/// Reads a Connect field schema (`{"type":…,"name":…,"parameters":…}`).
+pub(crate) fn connect_type(schema: Json<'_, '_>) -> ConnectType {
     let ty = schema.get("type").and_then(Json::as_str).unwrap_or("");
     let name = schema.get("name").and_then(Json::as_str).unwrap_or("");
-    let sql = column.map(|c| c.sql_type);
     match name {
-        "org.apache.kafka.connect.data.Decimal" => {
-            let scale = schema
-                .get("parameters")
-                .and_then(|p| p.get("scale"))
-                .and_then(|s| {
-                    s.as_str().and_then(|s| s.parse::<u8>().ok()).or_else(|| s.as_i64().map(|v| v.clamp(0, 255) as u8))
-                })
-                .or_else(|| sql.and_then(SqlType::decimal_scale))
-                .unwrap_or(0);
-            FieldKind::DecimalBytes { scale }
-        }
-        "io.debezium.data.VariableScaleDecimal" => FieldKind::DecimalVariable,
-        "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => FieldKind::Date,
-        "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => FieldKind::Time { unit_nanos: 1_000_000 },
-        "io.debezium.time.MicroTime" => FieldKind::Time { unit_nanos: 1_000 },
-        "io.debezium.time.NanoTime" => FieldKind::Time { unit_nanos: 1 },
-        "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => {
-            FieldKind::Timestamp { unit_nanos: 1_000_000 }
-        }
-        "io.debezium.time.MicroTimestamp" => FieldKind::Timestamp { unit_nanos: 1_000 },
-        "io.debezium.time.NanoTimestamp" => FieldKind::Timestamp { unit_nanos: 1 },
-        "io.debezium.time.ZonedTimestamp" => FieldKind::ZonedTimestamp,
-        "io.debezium.time.ZonedTime" => FieldKind::ZonedTime,
-        "io.debezium.data.Xml" => FieldKind::Xml,
-        "io.debezium.data.Uuid" => FieldKind::Uuid,
-        _ => match ty {
-            "boolean" => FieldKind::Bool,
-            "int8" | "int16" | "int32" | "int64" => FieldKind::Int,
-            "float32" => FieldKind::Float32,
-            "float64" | "double" | "float" => match sql {
-                Some(t) if t.is_exact_numeric() => FieldKind::DecimalDouble { scale: t.decimal_scale() },
-                _ => FieldKind::Float64,
-            },
-            "bytes" => FieldKind::Binary(BinaryEncoding::Base64),
-            "string" => match sql {
-                Some(t) => text_kind(t),
-                None => FieldKind::Text,
-            },
-            _ => FieldKind::Unknown,
+        "org.apache.kafka.connect.data.Decimal" => ConnectType::Decimal {
+            scale: schema.get("parameters").and_then(|p| p.get("scale")).and_then(|s| {
+                s.as_str().and_then(|s| s.parse::<u8>().ok()).or_else(|| s.as_i64().and_then(|v| u8::try_from(v).ok()))
+            }),
         },
+        "io.debezium.data.VariableScaleDecimal" => ConnectType::VariableScaleDecimal,
+        "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => ConnectType::Date,
+        "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => ConnectType::Time { unit_nanos: 1_000_000 },
+        "io.debezium.time.MicroTime" => ConnectType::Time { unit_nanos: 1_000 },
+        "io.debezium.time.NanoTime" => ConnectType::Time { unit_nanos: 1 },
+        "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => {
+            ConnectType::Timestamp { unit_nanos: 1_000_000 }
+        }
+        "io.debezium.time.MicroTimestamp" => ConnectType::Timestamp { unit_nanos: 1_000 },
+        "io.debezium.time.NanoTimestamp" => ConnectType::Timestamp { unit_nanos: 1 },
+        "io.debezium.time.ZonedTimestamp" => ConnectType::ZonedTimestamp,
+        "io.debezium.time.ZonedTime" => ConnectType::ZonedTime,
+        "io.debezium.data.Xml" => ConnectType::Xml,
+        "io.debezium.data.Uuid" => ConnectType::Uuid,
+        _ => match ty {
+            "boolean" => ConnectType::Bool,
+            "int8" | "int16" | "int32" | "int64" => ConnectType::Int,
+            "float32" => ConnectType::Float32,
+            "float64" | "double" | "float" => ConnectType::Float64,
+            "bytes" => ConnectType::Bytes,
+            "string" => ConnectType::String,
+            _ => ConnectType::Unknown,
+        },
+    }
+}
+
+/// Combines the declared representation with the source column, when known: a `string` in a
+/// `decimal` column is an exact decimal, a `double` in a `money` column too.
+pub(crate) fn refine(ty: ConnectType, column: Option<&ColumnSchema>) -> FieldKind {
+    let sql = column.map(|c| c.sql_type);
+    match ty {
+        ConnectType::Decimal { scale } => {
+            FieldKind::DecimalBytes { scale: scale.or_else(|| sql.and_then(SqlType::decimal_scale)).unwrap_or(0) }
+        }
+        ConnectType::VariableScaleDecimal => FieldKind::DecimalVariable,
+        ConnectType::Date => FieldKind::Date,
+        ConnectType::Time { unit_nanos } => FieldKind::Time { unit_nanos },
+        ConnectType::Timestamp { unit_nanos } => FieldKind::Timestamp { unit_nanos },
+        ConnectType::ZonedTimestamp => FieldKind::ZonedTimestamp,
+        ConnectType::ZonedTime => FieldKind::ZonedTime,
+        ConnectType::Xml => FieldKind::Xml,
+        ConnectType::Uuid => FieldKind::Uuid,
+        ConnectType::Bool => FieldKind::Bool,
+        ConnectType::Int => FieldKind::Int,
+        ConnectType::Float32 => FieldKind::Float32,
+        ConnectType::Float64 => match sql {
+            Some(t) if t.is_exact_numeric() => FieldKind::DecimalDouble { scale: t.decimal_scale() },
+            _ => FieldKind::Float64,
+        },
+        ConnectType::Bytes => FieldKind::Binary(BinaryEncoding::Base64),
+        ConnectType::String => sql.map_or(FieldKind::Text, text_kind),
+        ConnectType::Unknown => FieldKind::Unknown,
     }
 }
 

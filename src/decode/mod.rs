@@ -15,6 +15,8 @@ mod envelope;
 mod field;
 mod history;
 mod json;
+mod scan;
+mod schema_cache;
 mod temporal;
 mod value;
 
@@ -32,6 +34,7 @@ pub use value::{Binary, Value, ValueError};
 use crate::protocol::{OwnedPosition, Position};
 use crate::schema::{SchemaRegistry, TableChange};
 use json::Json;
+use schema_cache::{EnvelopeSchema, SchemaCache};
 
 /// The operation a change event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -260,6 +263,7 @@ pub struct Decoder {
     options: DecodeOptions,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
+    schema_cache: SchemaCache,
 }
 
 impl fmt::Debug for Decoder {
@@ -277,7 +281,12 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder for a connector configured with `options`.
     pub fn new(options: DecodeOptions) -> Self {
-        Self { options, buffers: Buffers::new(16 * 1024), tape: Some(Tape::null().reset()) }
+        Self {
+            options,
+            buffers: Buffers::new(16 * 1024),
+            tape: Some(Tape::null().reset()),
+            schema_cache: SchemaCache::default(),
+        }
     }
 
     /// The connector settings this decoder assumes for payload-only events.
@@ -289,10 +298,36 @@ impl Decoder {
     /// lie) and the result borrows from it. `schemas` types payload-only events; schema
     /// changes are returned, not applied, so the caller decides when they take effect.
     pub fn decode<'a>(&mut self, input: &'a mut [u8], schemas: &SchemaRegistry) -> Result<Decoded<'a>, DecodeError> {
+        // A schema block seen before is blanked (`null` + spaces) so the parser skips it and
+        // the cached field types are used; a new one is remembered after parsing.
+        let mut cached = false;
+        let mut remember: Option<Box<[u8]>> = None;
+        if let Some(at) = scan::value_schema_start(input) {
+            if let Some(len) = self.schema_cache.lookup(input, at) {
+                let block = &mut input[at..at + len];
+                block.fill(b' ');
+                block[..4].copy_from_slice(b"null");
+                cached = true;
+            } else if let Some(end) = scan::skip_value(input, at).filter(|&end| end - at >= 4) {
+                if scan::payload_follows(input, end) {
+                    remember = Some(input[at..end].into());
+                }
+            }
+        }
         let mut tape: Tape<'a> = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
             Ok(()) => match Json::root(&tape.0) {
-                Some(root) => envelope::decode_root(root, schemas, &self.options),
+                Some(root) => {
+                    if let Some(bytes) = remember {
+                        let value = root.get("value").filter(|_| root.get("schema").is_none()).unwrap_or(root);
+                        if let Some(schema) = value.get("schema") {
+                            self.schema_cache.insert(bytes, EnvelopeSchema::from_json(schema));
+                            cached = true;
+                        }
+                    }
+                    let envelope = if cached { self.schema_cache.front() } else { None };
+                    envelope::decode_root(root, schemas, &self.options, envelope)
+                }
                 None => Err(DecodeError::new(None, DecodeErrorKind::Json("empty document".into()))),
             },
             Err(e) => Err(DecodeError::new(None, DecodeErrorKind::Json(e.to_string()))),
