@@ -308,10 +308,10 @@ impl Decoder {
                 block.fill(b' ');
                 block[..4].copy_from_slice(b"null");
                 cached = true;
-            } else if let Some(end) = scan::skip_value(input, at).filter(|&end| end - at >= 4) {
-                if scan::payload_follows(input, end) {
-                    remember = Some(input[at..end].into());
-                }
+            } else if let Some(end) =
+                scan::skip_value(input, at).filter(|&end| end - at >= 4 && scan::payload_follows(input, end))
+            {
+                remember = Some(input[at..end].into());
             }
         }
         let mut tape: Tape<'a> = self.tape.take().unwrap_or_else(Tape::null).reset();
