@@ -8,7 +8,11 @@ use std::io::{BufRead, Write};
 
 use crate::decode::{Decoded, Decoder, Event, Field, Value, write_json_string};
 use crate::error::{Error, Result};
+use crate::protocol::LineFramer;
 use crate::schema::{SchemaRegistry, TableChange};
+
+/// Longest line `inspect` accepts; far above Kafka's message size limits.
+const MAX_LINE: usize = 1 << 30;
 
 /// Counts from one inspect run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,35 +38,52 @@ pub fn run(
     };
     let mut schemas = SchemaRegistry::new();
     let mut summary = InspectSummary::default();
-    let mut line = Vec::with_capacity(64 * 1024);
+    let mut framer = LineFramer::new(MAX_LINE);
     let mut rendered = String::with_capacity(64 * 1024);
     let mut line_no = 0u64;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line).map_err(io("reading input"))? == 0 {
-            break;
-        }
-        line_no += 1;
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        summary.records += 1;
-        rendered.clear();
-        match decoder.decode(&mut line, &schemas) {
-            Ok(decoded) => {
-                if let Event::SchemaChange(changes) = &decoded.event {
-                    changes.iter().for_each(|c| schemas.apply(c));
+    let mut at_end = false;
+    while !at_end {
+        let chunk = input.fill_buf().map_err(io("reading input"))?;
+        at_end = chunk.is_empty();
+        framer.push(chunk);
+        let consumed = chunk.len();
+        input.consume(consumed);
+        loop {
+            let line = match framer.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) if at_end => match framer.finish() {
+                    Some(line) => line,
+                    None => break,
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    // The rest of the input cannot be framed reliably.
+                    summary.failed += 1;
+                    writeln!(errors, "line {}: {e}", line_no + 1).map_err(io("writing errors"))?;
+                    out.flush().map_err(io("writing output"))?;
+                    return Ok(summary);
                 }
-                render(&decoded, &mut rendered);
-                rendered.push('\n');
-                out.write_all(rendered.as_bytes()).map_err(io("writing output"))?;
+            };
+            line_no += 1;
+            let mut line = line;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
-            Err(e) => {
-                summary.failed += 1;
-                writeln!(errors, "line {line_no}: {e}").map_err(io("writing errors"))?;
+            summary.records += 1;
+            rendered.clear();
+            match decoder.decode(&mut line, &schemas) {
+                Ok(decoded) => {
+                    if let Event::SchemaChange(changes) = &decoded.event {
+                        changes.iter().for_each(|c| schemas.apply(c));
+                    }
+                    render(&decoded, &mut rendered);
+                    rendered.push('\n');
+                    out.write_all(rendered.as_bytes()).map_err(io("writing output"))?;
+                }
+                Err(e) => {
+                    summary.failed += 1;
+                    writeln!(errors, "line {line_no}: {e}").map_err(io("writing errors"))?;
+                }
             }
         }
     }

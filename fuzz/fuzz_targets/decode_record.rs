@@ -29,10 +29,21 @@ fn schemas() -> &'static SchemaRegistry {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut bytes = data.to_vec();
+    // Twice with one decoder: the first sight of a schema block fills the cache, the second
+    // is served from it. Both must give the same result.
     let mut decoder = Decoder::default();
-    if let Ok(decoded) = decoder.decode(&mut bytes, schemas()) {
-        let mut out = String::new();
-        inspect::render(&decoded, &mut out);
-    }
+    let outcome = |decoder: &mut Decoder| {
+        let mut bytes = data.to_vec();
+        match decoder.decode(&mut bytes, schemas()) {
+            Ok(decoded) => {
+                let mut out = String::new();
+                inspect::render(&decoded, &mut out);
+                out
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    };
+    let first = outcome(&mut decoder);
+    let second = outcome(&mut decoder);
+    assert_eq!(first, second, "cached schema changed the result");
 });
