@@ -94,26 +94,24 @@ impl LineFramer {
     /// The next complete line, without its `\n` or `\r\n` (blank lines too, so callers can
     /// count lines).
     pub fn next_line(&mut self) -> Result<Option<BytesMut>, LineTooLong> {
-        {
-            let Some(newline) = self.pending[self.scanned..].iter().position(|&b| b == b'\n') else {
-                self.scanned = self.pending.len();
-                if self.pending.len() > self.max_line {
-                    return Err(LineTooLong { limit: self.max_line });
-                }
-                return Ok(None);
-            };
-            let end = self.scanned + newline;
-            self.scanned = 0;
-            if end > self.max_line {
+        let Some(newline) = self.pending[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.pending.len();
+            if self.pending.len() > self.max_line {
                 return Err(LineTooLong { limit: self.max_line });
             }
-            let mut line = self.pending.split_to(end + 1);
-            line.truncate(end);
-            if line.last() == Some(&b'\r') {
-                line.truncate(end - 1);
-            }
-            return Ok(Some(line));
+            return Ok(None);
+        };
+        let end = self.scanned + newline;
+        self.scanned = 0;
+        if end > self.max_line {
+            return Err(LineTooLong { limit: self.max_line });
         }
+        let mut line = self.pending.split_to(end + 1);
+        line.truncate(end);
+        if line.last() == Some(&b'\r') {
+            line.truncate(end - 1);
+        }
+        Ok(Some(line))
     }
 
     /// At the end of the body: the last line if it had no trailing newline.
