@@ -10,17 +10,20 @@
 //! - [`protocol`]: the record line and wire types shared with the reference cloud.
 //! - [`decode`]: zero-copy Debezium decoding (simd-json tape, values borrow the record).
 //! - [`schema`]: table schemas from schema history, with exact SQL Server types.
+//! - [`coalesce`]: per-table folding of changes by primary key into batches of owned [`row`]s.
 //! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
 //! - [`error`]: the top-level error and its retry classification.
 //! - [`telemetry`]: logging setup for the binaries.
 //!
-//! The long-poll source, coalescing, the database sinks, the replication state and the
+//! The long-poll source, the database sinks, the replication state and the
 //! pipeline that joins them arrive with their own issues (see the README's status section).
 
+pub mod coalesce;
 pub mod decode;
 pub mod error;
 pub mod inspect;
 pub mod protocol;
+pub mod row;
 pub mod schema;
 pub mod telemetry;
 

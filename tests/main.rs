@@ -2,3 +2,6 @@
 
 /// `dbmirror inspect` and the decoder against real and hand-made Debezium events.
 mod decode_fixtures;
+
+/// Coalescing by primary key: property test against one-by-one application, flush rules, errors.
+mod coalesce_props;

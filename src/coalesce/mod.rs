@@ -1,0 +1,260 @@
+//! Stage 3: per-table coalescing of changes by primary key.
+//!
+//! Within a batch only each row's final state matters: the last image wins, a delete removes
+//! earlier upserts, an insert after a delete is an upsert, and an update that changes the
+//! primary key deletes the old key and upserts the new one. Tables are independent. The batch
+//! also records the highest offset consumed per topic/partition, so the sink can commit the
+//! data and the progress together.
+//!
+//! Schema changes are applied between batches: the caller takes the batch before applying a
+//! schema-history record, and [`Coalescer::push`] refuses rows laid out under a schema other
+//! than the one the table's pending rows use.
+
+mod table_batch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use table_batch::{Change, TableBatch};
+
+use crate::decode::{ChangeEvent, Decoded, Event, Field, Op, ValueError};
+use crate::protocol::OwnedPosition;
+use crate::schema::{SchemaRegistry, TableId, TableSchema};
+
+/// When a batch is handed to the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Records consumed (`DatabaseBatchSize`); counts hot-key updates that coalesce away, so
+    /// progress keeps moving under a stream of updates to a few rows.
+    pub max_records: u64,
+    /// Approximate bytes of pending rows.
+    pub max_bytes: usize,
+    /// Age of the oldest record in the batch.
+    pub max_age: Duration,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self { max_records: 10_000, max_bytes: 64 << 20, max_age: Duration::from_secs(1) }
+    }
+}
+
+/// Why a record could not join a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoalesceErrorKind {
+    /// No schema is known for the table, so its key and columns are unknown.
+    #[error("no schema is known for table {0}")]
+    UnknownTable(String),
+    /// The table has no primary key; rows cannot be identified.
+    #[error("table {0} has no primary key")]
+    NoPrimaryKey(String),
+    /// A row has a column the table schema does not have.
+    #[error("table {table} has no column `{column}` (the schema is older than the event)")]
+    UnknownColumn {
+        /// `schema.table`.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// The event does not carry its row's key.
+    #[error("{op} event for {table} lacks key column `{column}`")]
+    MissingKey {
+        /// `schema.table`.
+        table: String,
+        /// The operation code.
+        op: &'static str,
+        /// The missing key column.
+        column: String,
+    },
+    /// The table's schema changed while rows under the previous schema were pending.
+    #[error("schema of {0} changed within a batch; flush before applying schema changes")]
+    SchemaChangedWithinBatch(String),
+    /// A value could not be copied (binary text that does not decode).
+    #[error("column `{column}` of {table}: {source}")]
+    Value {
+        /// `schema.table`.
+        table: String,
+        /// The column.
+        column: String,
+        /// The cause.
+        source: ValueError,
+    },
+}
+
+/// A record that could not be coalesced, with its position when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {}: {kind}", position.as_ref().map_or_else(|| "?".to_string(), ToString::to_string))]
+pub struct CoalesceError {
+    /// Where the record sits in the log.
+    pub position: Option<OwnedPosition>,
+    /// What is wrong (boxed: errors are rare, results are many).
+    pub kind: Box<CoalesceErrorKind>,
+}
+
+/// Changes ready for one sink transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    tables: BTreeMap<TableId, TableBatch>,
+    offsets: BTreeMap<(String, i32), i64>,
+    records: u64,
+    bytes: usize,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    /// The per-table changes, in table order.
+    pub fn tables(&self) -> impl Iterator<Item = &TableBatch> {
+        self.tables.values()
+    }
+
+    /// The highest offset consumed per (topic, partition); the next fetch starts one later.
+    pub fn offsets(&self) -> &BTreeMap<(String, i32), i64> {
+        &self.offsets
+    }
+
+    /// Records consumed, including those that coalesced away.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// True when nothing was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0 && self.offsets.is_empty()
+    }
+
+    fn note(&mut self, position: Option<&OwnedPosition>, now: Instant) {
+        self.records += 1;
+        self.started.get_or_insert(now);
+        if let Some(p) = position {
+            let slot = self.offsets.entry((p.topic.clone(), p.partition)).or_insert(p.offset);
+            *slot = (*slot).max(p.offset);
+        }
+    }
+}
+
+/// Accumulates decoded records into a [`Batch`].
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    policy: FlushPolicy,
+    batch: Batch,
+}
+
+impl Coalescer {
+    /// A coalescer flushing by `policy`.
+    pub fn new(policy: FlushPolicy) -> Self {
+        Self { policy, batch: Batch::default() }
+    }
+
+    /// Adds one record. Tombstones and schema changes only advance the offsets; the caller
+    /// applies schema changes between batches. On error the batch is unchanged.
+    pub fn push(&mut self, decoded: &Decoded<'_>, schemas: &SchemaRegistry, now: Instant) -> Result<(), CoalesceError> {
+        let position = decoded.position.map(|p| p.to_owned());
+        if let Event::Change(change) = &decoded.event {
+            self.push_change(change, schemas)
+                .map_err(|kind| CoalesceError { position: position.clone(), kind: Box::new(kind) })?;
+        }
+        self.batch.note(position.as_ref(), now);
+        Ok(())
+    }
+
+    fn push_change(&mut self, change: &ChangeEvent<'_>, schemas: &SchemaRegistry) -> Result<(), CoalesceErrorKind> {
+        let (schema_name, table_name) = (change.source.schema, change.source.table);
+        let qualified = || format!("{schema_name}.{table_name}");
+        let schema =
+            schemas.get(schema_name, table_name).ok_or_else(|| CoalesceErrorKind::UnknownTable(qualified()))?;
+        if schema.primary_key.is_empty() {
+            return Err(CoalesceErrorKind::NoPrimaryKey(qualified()));
+        }
+        let id = &schema.id;
+        if let Some(existing) = self.batch.tables.get(id)
+            && !Arc::ptr_eq(existing.schema(), schema)
+        {
+            return Err(CoalesceErrorKind::SchemaChangedWithinBatch(qualified()));
+        }
+        // Build everything first so a bad event leaves the batch untouched.
+        let prepared = prepare(schema, change)?;
+        let table = self.batch.tables.entry(id.clone()).or_insert_with(|| TableBatch::new(Arc::clone(schema)));
+        let before = table.approx_bytes();
+        table.apply(prepared);
+        self.batch.bytes = self.batch.bytes + table.approx_bytes() - before;
+        Ok(())
+    }
+
+    /// True when the batch should go to the sink now.
+    pub fn should_flush(&self, now: Instant) -> bool {
+        let b = &self.batch;
+        b.records >= self.policy.max_records
+            || b.bytes >= self.policy.max_bytes
+            || b.started.is_some_and(|t| now.duration_since(t) >= self.policy.max_age)
+    }
+
+    /// When the batch will be due by age, if it has started.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.batch.started.map(|t| t + self.policy.max_age)
+    }
+
+    /// Takes the batch, leaving an empty one.
+    pub fn take(&mut self) -> Batch {
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Records in the current batch.
+    pub fn pending_records(&self) -> u64 {
+        self.batch.records
+    }
+}
+
+/// What one event does to its table, with owned rows and keys.
+// Lives on the stack for one call; inline storage avoids a heap allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    Truncate,
+    Ops(smallvec::SmallVec<[Change; 2]>),
+}
+
+fn prepare(schema: &TableSchema, change: &ChangeEvent<'_>) -> Result<Prepared, CoalesceErrorKind> {
+    let mut ops = smallvec::SmallVec::new();
+    let image_key = |fields: &[Field<'_>]| table_batch::key_from_fields(schema, fields, change.op);
+    match change.op {
+        Op::Truncate => return Ok(Prepared::Truncate),
+        Op::Create | Op::Read | Op::Update => {
+            let after = change.after.as_deref().ok_or_else(|| missing_image(schema, change.op))?;
+            let row = table_batch::owned_row(schema, after)?;
+            let key = table_batch::key_from_row(schema, &row, change.op)?;
+            if let (Op::Update, Some(before)) = (change.op, change.before.as_deref()) {
+                let old = image_key(before)?;
+                if old != key {
+                    ops.push(Change::Delete(old));
+                }
+            }
+            ops.push(Change::Upsert(key, row));
+        }
+        Op::Delete => {
+            let key = match (change.before.as_deref(), change.key.as_deref()) {
+                (Some(before), _) => image_key(before)?,
+                (None, Some(key)) => image_key(key)?,
+                (None, None) => return Err(missing_image(schema, change.op)),
+            };
+            ops.push(Change::Delete(key));
+        }
+    }
+    Ok(Prepared::Ops(ops))
+}
+
+fn missing_image(schema: &TableSchema, op: Op) -> CoalesceErrorKind {
+    CoalesceErrorKind::MissingKey {
+        table: schema.id.to_string(),
+        op: op.code(),
+        column: schema.primary_key.first().cloned().unwrap_or_default(),
+    }
+}
+
+impl TableBatch {
+    fn apply(&mut self, prepared: Prepared) {
+        match prepared {
+            Prepared::Truncate => self.truncate(),
+            Prepared::Ops(ops) => ops.into_iter().for_each(|op| self.record(op)),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Owned rows: what a batch keeps after the record buffers they were decoded from are gone.
+//!
+//! Decoding borrows from each record; a batch outlives its records, so the coalescer copies
+//! the surviving row images into [`Cell`]s laid out in the table's column order, which is also
+//! the order every sink loads them in.
+
+use std::hash::{Hash, Hasher};
+
+use smallvec::SmallVec;
+
+use crate::decode::{Date, DateTime, DateTimeOffset, Decimal, Time, Value, ValueError};
+
+/// One owned column value.
+#[derive(Debug, Clone)]
+pub enum Cell {
+    /// SQL `NULL`.
+    Null,
+    /// `bit`.
+    Bool(bool),
+    /// Integer columns.
+    Int(i64),
+    /// An integer beyond `i64` (only from schema-less pass-through).
+    UInt(u64),
+    /// `float` / `real`.
+    Float(f64),
+    /// Character data, xml, uniqueidentifier text.
+    Text(Box<str>),
+    /// Decoded binary data.
+    Binary(Box<[u8]>),
+    /// Exact numerics.
+    Decimal(Decimal),
+    /// `date`.
+    Date(Date),
+    /// `time`.
+    Time(Time),
+    /// `datetime`, `smalldatetime`, `datetime2`.
+    DateTime(DateTime),
+    /// `datetimeoffset`.
+    DateTimeOffset(DateTimeOffset),
+}
+
+impl PartialEq for Cell {
+    /// Floats compare by bits so a key made of them is a well-behaved map key.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Cell::Float(a), Cell::Float(b)) => a.to_bits() == b.to_bits(),
+            (Cell::Null, Cell::Null) => true,
+            (Cell::Bool(a), Cell::Bool(b)) => a == b,
+            (Cell::Int(a), Cell::Int(b)) => a == b,
+            (Cell::UInt(a), Cell::UInt(b)) => a == b,
+            (Cell::Text(a), Cell::Text(b)) => a == b,
+            (Cell::Binary(a), Cell::Binary(b)) => a == b,
+            (Cell::Decimal(a), Cell::Decimal(b)) => a == b,
+            (Cell::Date(a), Cell::Date(b)) => a == b,
+            (Cell::Time(a), Cell::Time(b)) => a == b,
+            (Cell::DateTime(a), Cell::DateTime(b)) => a == b,
+            (Cell::DateTimeOffset(a), Cell::DateTimeOffset(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Cell {}
+
+impl Hash for Cell {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Cell::Null => {}
+            Cell::Bool(v) => v.hash(state),
+            Cell::Int(v) => v.hash(state),
+            Cell::UInt(v) => v.hash(state),
+            Cell::Float(v) => v.to_bits().hash(state),
+            Cell::Text(v) => v.hash(state),
+            Cell::Binary(v) => v.hash(state),
+            Cell::Decimal(v) => v.hash(state),
+            Cell::Date(v) => v.hash(state),
+            Cell::Time(v) => v.hash(state),
+            Cell::DateTime(v) => v.hash(state),
+            Cell::DateTimeOffset(v) => v.hash(state),
+        }
+    }
+}
+
+impl Cell {
+    /// Copies a decoded value; binary is decoded from its wire text here, once.
+    pub fn from_value(value: &Value<'_>) -> Result<Self, ValueError> {
+        Ok(match value {
+            Value::Null => Cell::Null,
+            Value::Bool(b) => Cell::Bool(*b),
+            Value::Int(v) => Cell::Int(*v),
+            Value::UInt(v) => Cell::UInt(*v),
+            Value::Float(v) => Cell::Float(*v),
+            Value::Float32(v) => Cell::Float(f64::from(*v)),
+            Value::Text(s) | Value::Uuid(s) | Value::Xml(s) | Value::ZonedTime(s) => Cell::Text((*s).into()),
+            Value::Json(s) => Cell::Text(s.clone()),
+            Value::Binary(b) => {
+                let mut bytes = Vec::new();
+                b.decode_into(&mut bytes)?;
+                Cell::Binary(bytes.into_boxed_slice())
+            }
+            Value::Decimal(d) => Cell::Decimal(*d),
+            Value::Date(d) => Cell::Date(*d),
+            Value::Time(t) => Cell::Time(*t),
+            Value::DateTime(dt) => Cell::DateTime(*dt),
+            Value::DateTimeOffset(v) => Cell::DateTimeOffset(*v),
+        })
+    }
+
+    /// Rough heap plus inline size, for byte-based flushing.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Cell>()
+            + match self {
+                Cell::Text(s) => s.len(),
+                Cell::Binary(b) => b.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// A row in table column order.
+pub type OwnedRow = Box<[Cell]>;
+
+/// A primary key in key-column order; inline for one- and two-column keys.
+pub type PrimaryKey = SmallVec<[Cell; 2]>;
