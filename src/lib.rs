@@ -11,12 +11,14 @@
 //! - [`decode`]: zero-copy Debezium decoding (simd-json tape, values borrow the record).
 //! - [`schema`]: table schemas from schema history, with exact SQL Server types.
 //! - [`coalesce`]: per-table folding of changes by primary key into batches of owned [`row`]s.
+//! - [`sink`]: the replica targets and their one-transaction-per-batch contract ([`sink::sqlite`] today).
+//! - [`state`]: `_ReplicationState`: offsets and table states stored with the data.
 //! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
 //! - [`error`]: the top-level error and its retry classification.
 //! - [`telemetry`]: logging setup for the binaries.
 //!
-//! The long-poll source, the database sinks, the replication state and the
-//! pipeline that joins them arrive with their own issues (see the README's status section).
+//! The long-poll source, the PostgreSQL and SQL Server targets and the pipeline that joins
+//! the stages arrive with their own issues (see the README's status section).
 
 pub mod coalesce;
 pub mod decode;
@@ -25,6 +27,8 @@ pub mod inspect;
 pub mod protocol;
 pub mod row;
 pub mod schema;
+pub mod sink;
+pub mod state;
 pub mod telemetry;
 
 pub use error::{Error, Result};

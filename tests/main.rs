@@ -1,7 +1,13 @@
 //! The integration test binary: one module per area.
 
+/// Shared generators and models.
+mod support;
+
 /// `dbmirror inspect` and the decoder against real and hand-made Debezium events.
 mod decode_fixtures;
 
 /// Coalescing by primary key: property test against one-by-one application, flush rules, errors.
 mod coalesce_props;
+
+/// The SQLite replica: equality with the source under random histories, losslessness, schema evolution.
+mod sink_sqlite;

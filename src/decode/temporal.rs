@@ -239,6 +239,55 @@ fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Appends `.fraction` with at least `scale` digits (more only if the value needs them), so
+/// values of one column all have the same width and their text sorts in time order.
+fn write_fraction(out: &mut String, nanos: u32, scale: u8) {
+    let mut digits = 9usize;
+    let mut n = nanos;
+    while digits > usize::from(scale.min(9)) && n.is_multiple_of(10) && n != 0 {
+        n /= 10;
+        digits -= 1;
+    }
+    if nanos == 0 {
+        digits = usize::from(scale.min(9));
+    }
+    if digits > 0 {
+        let text = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(&text[..digits]);
+    }
+}
+
+impl Time {
+    /// `HH:MM:SS[.fraction]` with a fixed fraction width of `scale` digits.
+    pub fn write_fixed(&self, out: &mut String, scale: u8) {
+        use std::fmt::Write as _;
+        let (h, m, s, nanos) = self.hmsn();
+        let _ = write!(out, "{h:02}:{m:02}:{s:02}");
+        write_fraction(out, nanos, scale);
+    }
+}
+
+impl DateTime {
+    /// `YYYY-MM-DD HH:MM:SS[.fraction]` with a fixed fraction width of `scale` digits.
+    pub fn write_fixed(&self, out: &mut String, scale: u8) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{} ", self.date);
+        self.time.write_fixed(out, scale);
+    }
+}
+
+impl DateTimeOffset {
+    /// `YYYY-MM-DD HH:MM:SS[.fraction] ±HH:MM` (SQL Server's literal form).
+    pub fn write_fixed(&self, out: &mut String, scale: u8) {
+        use std::fmt::Write as _;
+        self.local.write_fixed(out, scale);
+        let sign = if self.offset_minutes < 0 { '-' } else { '+' };
+        let abs = self.offset_minutes.unsigned_abs();
+        let _ = write!(out, " {sign}{:02}:{:02}", abs / 60, abs % 60);
+    }
+}
+
 impl fmt::Display for Date {
     /// `YYYY-MM-DD`, years below 1000 zero-padded, negative years signed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -317,6 +366,25 @@ mod tests {
         assert_eq!(Time::from_units(75_724_500, 1_000_000).unwrap().to_string(), "21:02:04.5");
         assert_eq!(Time::from_units(86_400_000, 1_000_000), Err(TemporalError::TimeOfDay));
         assert_eq!(Time::from_units(-1, 1), Err(TemporalError::TimeOfDay));
+    }
+
+    #[test]
+    fn fixed_width_text_sorts() {
+        let mut out = String::new();
+        DateTime::from_epoch_units(1_734_382_927_100_000_000, 1).unwrap().write_fixed(&mut out, 7);
+        assert_eq!(out, "2024-12-16 21:02:07.1000000");
+        out.clear();
+        DateTime::from_epoch_units(0, 1).unwrap().write_fixed(&mut out, 3);
+        assert_eq!(out, "1970-01-01 00:00:00.000");
+        out.clear();
+        Time(1).write_fixed(&mut out, 0);
+        assert_eq!(out, "00:00:00.000000001", "never drops precision the value has");
+        out.clear();
+        Time(0).write_fixed(&mut out, 0);
+        assert_eq!(out, "00:00:00");
+        out.clear();
+        DateTimeOffset::parse("2024-01-02T03:04:05.5-09:30").unwrap().write_fixed(&mut out, 7);
+        assert_eq!(out, "2024-01-02 03:04:05.5000000 -09:30");
     }
 
     #[test]

@@ -5,9 +5,13 @@
 //! `decimal(18,2)`) because both decoding payload-only events and creating replica tables
 //! with no loss of precision depend on it.
 
+mod blocked;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+
+pub use blocked::{BLOCKED_TABLES, is_blocked};
 
 /// Identifies a source table by schema and name (`crm7.person`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -300,6 +304,108 @@ impl TableSchema {
     }
 }
 
+/// How a table's new schema relates to the one the replica has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaDiff {
+    /// Nothing the replica depends on changed.
+    Same,
+    /// Only nullable columns were appended: `ALTER TABLE … ADD` keeps the data.
+    AddColumns(Vec<ColumnSchema>),
+    /// Anything else (a type, nullability, order or key change, a dropped column): the table
+    /// is dropped, re-created and re-snapshotted.
+    Incompatible,
+}
+
+impl TableSchema {
+    /// A stable fingerprint of what the replica table depends on: column names, exact types,
+    /// nullability and order, and the primary key. Defaults are not part of it (they do not
+    /// change replicated data). FNV-1a over a canonical text, as 16 hex digits.
+    pub fn fingerprint(&self) -> String {
+        let mut canonical = String::new();
+        for c in &self.columns {
+            canonical.push_str(&format!("{}\u{1f}{}\u{1f}{}\u{1e}", c.name, column_type_text(c), c.nullable));
+        }
+        canonical.push('\u{1d}');
+        canonical.push_str(&self.primary_key.join("\u{1f}"));
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in canonical.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    /// Compares the schema the replica has (`self`) with a new one.
+    pub fn diff(&self, new: &TableSchema) -> SchemaDiff {
+        let same_column = |a: &ColumnSchema, b: &ColumnSchema| {
+            a.name == b.name && column_type_text(a) == column_type_text(b) && a.nullable == b.nullable
+        };
+        if self.primary_key != new.primary_key || new.columns.len() < self.columns.len() {
+            return SchemaDiff::Incompatible;
+        }
+        if !self.columns.iter().zip(&new.columns).all(|(a, b)| same_column(a, b)) {
+            return SchemaDiff::Incompatible;
+        }
+        let added = &new.columns[self.columns.len()..];
+        if added.is_empty() {
+            SchemaDiff::Same
+        } else if added.iter().all(|c| c.nullable) {
+            SchemaDiff::AddColumns(added.to_vec())
+        } else {
+            SchemaDiff::Incompatible
+        }
+    }
+}
+
+impl TableSchema {
+    /// This schema as a schema-history record (`{"tableChanges":[…]}`), the same format the
+    /// decoder reads, so a replica can store the definition its tables were created from.
+    pub fn to_history_json(&self) -> String {
+        use crate::decode::write_json_string as q;
+        let mut out = String::from("{\"tableChanges\":[{\"type\":\"CREATE\",\"id\":");
+        let id = format!("\"{}\".\"{}\"", self.id.schema.replace('"', "\"\""), self.id.table.replace('"', "\"\""));
+        q(&mut out, &id);
+        out.push_str(",\"table\":{\"primaryKeyColumnNames\":[");
+        for (i, pk) in self.primary_key.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            q(&mut out, pk);
+        }
+        out.push_str("],\"columns\":[");
+        for (i, c) in self.columns.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            q(&mut out, &c.name);
+            out.push_str(",\"typeName\":");
+            q(&mut out, &c.type_name);
+            out.push_str(",\"typeExpression\":");
+            q(&mut out, &column_type_text(c));
+            out.push_str(&format!(
+                ",\"position\":{},\"optional\":{},\"autoIncremented\":{}",
+                c.position, c.nullable, c.identity
+            ));
+            if let Some(d) = &c.default_expression {
+                out.push_str(",\"defaultValueExpression\":");
+                q(&mut out, d);
+            }
+            out.push('}');
+        }
+        out.push_str("]}}]}");
+        out
+    }
+}
+
+/// The exact type as text; unknown types keep the connector's name.
+pub fn column_type_text(column: &ColumnSchema) -> String {
+    match column.sql_type {
+        SqlType::Other => column.type_name.clone(),
+        t => t.to_string(),
+    }
+}
+
 /// One entry of a schema-history record's `tableChanges`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableChange {
@@ -389,6 +495,49 @@ mod tests {
         for (name, len, scale, want) in cases {
             assert_eq!(SqlType::from_parts(name, *len, *scale).to_string(), *want, "{name}");
         }
+    }
+
+    fn col(name: &str, sql_type: SqlType, nullable: bool) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            sql_type,
+            type_name: sql_type.to_string(),
+            position: 0,
+            nullable,
+            identity: false,
+            default_expression: None,
+        }
+    }
+
+    #[test]
+    fn diff_tells_compatible_from_incompatible_changes() {
+        let base = TableSchema {
+            id: TableId::new("crm7", "t"),
+            columns: vec![col("id", SqlType::Int, false), col("name", SqlType::NVarChar(Some(50)), true)],
+            primary_key: vec!["id".into()],
+        };
+        let mut same = base.clone();
+        same.columns[1].default_expression = Some("('')".into());
+        assert_eq!(base.diff(&same), SchemaDiff::Same);
+        assert_eq!(base.fingerprint(), same.fingerprint());
+
+        let mut added = base.clone();
+        added.columns.push(col("extra", SqlType::Date, true));
+        assert_eq!(base.diff(&added), SchemaDiff::AddColumns(vec![col("extra", SqlType::Date, true)]));
+        assert_ne!(base.fingerprint(), added.fingerprint());
+
+        let mut not_null = base.clone();
+        not_null.columns.push(col("extra", SqlType::Date, false));
+        assert_eq!(base.diff(&not_null), SchemaDiff::Incompatible);
+        let mut retyped = base.clone();
+        retyped.columns[1].sql_type = SqlType::DateTime;
+        assert_eq!(base.diff(&retyped), SchemaDiff::Incompatible);
+        let mut dropped = base.clone();
+        dropped.columns.pop();
+        assert_eq!(base.diff(&dropped), SchemaDiff::Incompatible);
+        let mut rekeyed = base.clone();
+        rekeyed.primary_key = vec!["name".into()];
+        assert_eq!(base.diff(&rekeyed), SchemaDiff::Incompatible);
     }
 
     #[test]

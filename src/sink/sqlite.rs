@@ -1,0 +1,485 @@
+//! The embedded default target: a SQLite file (`Data Source=replica.db` or `sqlite://replica.db`).
+//!
+//! SQLite is in-process, so prepared per-row statements inside one large transaction are its
+//! fast path. Values are stored losslessly: exact numerics and temporals as text (temporals
+//! with a fixed fraction width per column, so their text sorts in time order), binary as
+//! blobs. Column types are declared so SQLite's type affinity never converts a value: exact
+//! numerics are declared `DECIMAL_TEXT(p,s)` rather than `DECIMAL(p,s)`, which would turn
+//! `12.34` into a float. Tables are named `<schema>_<table>` (or `<TablePrefix>_<table>`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+
+use super::{SchemaOutcome, Sink, SinkError};
+use crate::coalesce::Batch;
+use crate::decode::{Decoder, Event};
+use crate::row::Cell;
+use crate::schema::{
+    SchemaChangeKind, SchemaDiff, SchemaRegistry, SqlType, TableChange, TableId, TableSchema, is_blocked,
+};
+use crate::state::{Offsets, STATE_TABLE, TableState, offset_name, parse_offset_name};
+
+/// Choices that shape the replica.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// Replaces the source schema in table names (`ReplicaDatabase.TablePrefix`).
+    pub table_prefix: Option<String>,
+    /// Source tables (`schema.table` or `table`, any case) never created (`ReplicaDatabase.SkipTables`).
+    pub skip_tables: Vec<String>,
+}
+
+/// A replicated table as the state table records it.
+#[derive(Debug, Clone)]
+pub struct TableRecord {
+    /// Name of the table in the replica.
+    pub target: String,
+    /// The schema the replica table was created from.
+    pub schema: Arc<TableSchema>,
+    /// Where it stands.
+    pub state: TableState,
+}
+
+/// The SQLite replica.
+pub struct SqliteSink {
+    conn: Connection,
+    options: SinkOptions,
+    tables: HashMap<TableId, TableRecord>,
+}
+
+impl std::fmt::Debug for SqliteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSink").field("tables", &self.tables.len()).finish_non_exhaustive()
+    }
+}
+
+fn err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> SinkError {
+    let context = context.into();
+    move |source| SinkError::Sqlite { context, source }
+}
+
+/// Reads the database path from `Data Source=…` (ADO style; other keys ignored) or
+/// `sqlite://…`; `:memory:` opens a private in-memory database.
+pub fn parse_connection_string(conn: &str) -> Result<String, SinkError> {
+    let conn = conn.trim();
+    if let Some(path) = conn.strip_prefix("sqlite://") {
+        return (!path.is_empty()).then(|| path.to_owned()).ok_or_else(|| {
+            SinkError::ConnectionString("`sqlite://` needs a file path, e.g. sqlite://replica.db".into())
+        });
+    }
+    for part in conn.split(';') {
+        if let Some((key, value)) = part.split_once('=') {
+            let key = key.trim().to_ascii_lowercase();
+            if matches!(key.as_str(), "data source" | "datasource" | "filename") && !value.trim().is_empty() {
+                return Ok(value.trim().to_owned());
+            }
+        }
+    }
+    Err(SinkError::ConnectionString("no `Data Source=<file>` for SQLite".into()))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The declared SQLite type that stores a SQL Server type losslessly.
+pub fn sqlite_type(sql: SqlType) -> String {
+    match sql {
+        SqlType::Bit => "BOOLEAN".into(),
+        SqlType::TinyInt | SqlType::SmallInt | SqlType::Int => "INTEGER".into(),
+        SqlType::BigInt => "BIGINT".into(),
+        SqlType::Real => "REAL".into(),
+        SqlType::Float => "FLOAT".into(),
+        SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => {
+            format!("DECIMAL_TEXT({precision},{scale})")
+        }
+        SqlType::Money => "MONEY_TEXT".into(),
+        SqlType::SmallMoney => "SMALLMONEY_TEXT".into(),
+        SqlType::Char(n) | SqlType::VarChar(n) | SqlType::NChar(n) | SqlType::NVarChar(n) => {
+            let name = sql.to_string().to_ascii_uppercase();
+            let base = name.split('(').next().unwrap_or_default();
+            // SQLite type arguments must be numbers: `(max)` becomes a `_MAX` suffix.
+            n.map_or_else(|| format!("{base}_MAX"), |_| name.clone())
+        }
+        SqlType::Text | SqlType::NText => sql.to_string().to_ascii_uppercase(),
+        SqlType::Xml => "XML_TEXT".into(),
+        SqlType::UniqueIdentifier => "UNIQUEIDENTIFIER_TEXT".into(),
+        SqlType::Binary(_) | SqlType::VarBinary(_) | SqlType::Image | SqlType::RowVersion => "BLOB".into(),
+        SqlType::Date => "DATE_TEXT".into(),
+        SqlType::Time { scale } => format!("TIME_TEXT({scale})"),
+        SqlType::DateTime => "DATETIME_TEXT".into(),
+        SqlType::SmallDateTime => "SMALLDATETIME_TEXT".into(),
+        SqlType::DateTime2 { scale } => format!("DATETIME2_TEXT({scale})"),
+        SqlType::DateTimeOffset { scale } => format!("DATETIMEOFFSET_TEXT({scale})"),
+        SqlType::Other => "ANY".into(),
+    }
+}
+
+/// Fraction digits the stored text of a temporal column always has.
+fn fraction_scale(sql: SqlType) -> u8 {
+    match sql {
+        SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => scale,
+        SqlType::DateTime => 3,
+        _ => 0,
+    }
+}
+
+/// Blocked tables and the user's skip list are never replicated.
+fn skipped(options: &SinkOptions, id: &TableId) -> bool {
+    is_blocked(&id.table)
+        || options.skip_tables.iter().any(|s| {
+            s.eq_ignore_ascii_case(&id.table) || s.eq_ignore_ascii_case(&format!("{}.{}", id.schema, id.table))
+        })
+}
+
+/// A cell bound as a statement parameter, borrowing text and blobs.
+struct Bind<'c>(&'c Cell, SqlType);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let text = |s: String| Ok(ToSqlOutput::from(s));
+        match self.0 {
+            Cell::Null => Ok(ToSqlOutput::Borrowed(ValueRef::Null)),
+            Cell::Bool(b) => Ok(ToSqlOutput::from(i64::from(*b))),
+            Cell::Int(v) => Ok(ToSqlOutput::from(*v)),
+            // Beyond i64: text keeps every digit.
+            Cell::UInt(v) => text(v.to_string()),
+            Cell::Float(v) => Ok(ToSqlOutput::from(*v)),
+            Cell::Text(s) => Ok(ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))),
+            Cell::Binary(b) => Ok(ToSqlOutput::Borrowed(ValueRef::Blob(b))),
+            Cell::Decimal(d) => text(d.to_string()),
+            Cell::Date(d) => text(d.to_string()),
+            Cell::Time(t) => {
+                let mut s = String::with_capacity(18);
+                t.write_fixed(&mut s, fraction_scale(self.1));
+                text(s)
+            }
+            Cell::DateTime(dt) => {
+                let mut s = String::with_capacity(29);
+                dt.write_fixed(&mut s, fraction_scale(self.1));
+                text(s)
+            }
+            Cell::DateTimeOffset(v) => {
+                let mut s = String::with_capacity(36);
+                v.write_fixed(&mut s, fraction_scale(self.1));
+                text(s)
+            }
+        }
+    }
+}
+
+impl SqliteSink {
+    /// Opens (creating if needed) the replica named by a connection string.
+    pub fn open(connection_string: &str, options: SinkOptions) -> Result<Self, SinkError> {
+        let path = parse_connection_string(connection_string)?;
+        let conn = Connection::open(&path).map_err(err(format!("opening {path}")))?;
+        Self::from_connection(conn, options)
+    }
+
+    /// Uses an open connection (tests use in-memory databases).
+    pub fn from_connection(conn: Connection, options: SinkOptions) -> Result<Self, SinkError> {
+        // WAL lets readers query while a batch commits; NORMAL sync is durable across process
+        // crashes, and after a power loss data and offsets roll back together.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err("enabling WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err("setting synchronous"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err("setting busy timeout"))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                scope TEXT NOT NULL CHECK (scope IN ('session', 'offset', 'table')),
+                name TEXT NOT NULL,
+                text_value TEXT,
+                int_value INTEGER,
+                blob_value BLOB,
+                schema_hash TEXT,
+                definition TEXT,
+                state TEXT,
+                updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                PRIMARY KEY (scope, name)
+            ) WITHOUT ROWID",
+            quote(STATE_TABLE)
+        ))
+        .map_err(err("creating _ReplicationState"))?;
+        let mut sink = Self { conn, options, tables: HashMap::new() };
+        sink.load_tables()?;
+        Ok(sink)
+    }
+
+    fn load_tables(&mut self) -> Result<(), SinkError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT name, text_value, definition, state FROM {} WHERE scope = 'table'",
+                quote(STATE_TABLE)
+            ))
+            .map_err(err("reading table state"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
+            .map_err(err("reading table state"))?;
+        let mut decoder = Decoder::default();
+        for row in rows {
+            let (name, target, definition, state) = row.map_err(err("reading table state"))?;
+            let bad = |reason: &str| SinkError::Table { table: TableId::new("", name.clone()), reason: reason.into() };
+            let mut bytes = definition.into_bytes();
+            let Ok(Event::SchemaChange(mut changes)) =
+                decoder.decode(&mut bytes, &SchemaRegistry::new()).map(|d| d.event)
+            else {
+                return Err(bad("unreadable definition in _ReplicationState"));
+            };
+            let change = changes.pop().ok_or_else(|| bad("empty definition in _ReplicationState"))?;
+            let state = TableState::parse(&state).ok_or_else(|| bad("unknown table state in _ReplicationState"))?;
+            self.tables.insert(change.table.id.clone(), TableRecord { target, schema: Arc::new(change.table), state });
+        }
+        Ok(())
+    }
+
+    /// The replica's tables as the state table records them.
+    pub fn tables(&self) -> impl Iterator<Item = (&TableId, &TableRecord)> {
+        self.tables.iter()
+    }
+
+    /// The open connection, for reads (status, verify, tests).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The replica table name for a source table.
+    pub fn target_name(&self, id: &TableId) -> String {
+        format!("{}_{}", self.options.table_prefix.as_deref().unwrap_or(&id.schema), id.table)
+    }
+
+    /// Marks a table's state (e.g. `Ready` once its snapshot completed).
+    pub fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        let Some(record) = self.tables.get_mut(id) else {
+            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
+        };
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE {} SET state = ?1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = 'table' AND name = ?2",
+                    quote(STATE_TABLE)
+                ),
+                params![state.as_str(), id.to_string()],
+            )
+            .map_err(err("updating table state"))?;
+        record.state = state;
+        Ok(())
+    }
+
+    fn create_table_sql(target: &str, schema: &TableSchema) -> String {
+        let mut sql = format!("CREATE TABLE {} (", quote(target));
+        for c in &schema.columns {
+            sql.push_str(&format!(
+                "{} {}{}, ",
+                quote(&c.name),
+                sqlite_type(c.sql_type),
+                if c.nullable { "" } else { " NOT NULL" }
+            ));
+        }
+        let pk: Vec<String> = schema.primary_key.iter().map(|c| quote(c)).collect();
+        sql.push_str(&format!("PRIMARY KEY ({}))", pk.join(", ")));
+        sql
+    }
+
+    fn write_table_record(
+        tx: &rusqlite::Transaction<'_>,
+        schema: &TableSchema,
+        target: &str,
+        state: TableState,
+    ) -> Result<(), SinkError> {
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (scope, name, text_value, schema_hash, definition, state, updated_at)
+                 VALUES ('table', ?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
+                   schema_hash = excluded.schema_hash, definition = excluded.definition,
+                   state = excluded.state, updated_at = excluded.updated_at",
+                quote(STATE_TABLE)
+            ),
+            params![schema.id.to_string(), target, schema.fingerprint(), schema.to_history_json(), state.as_str()],
+        )
+        .map_err(err("recording table state"))?;
+        Ok(())
+    }
+}
+
+impl Sink for SqliteSink {
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+        let new = &change.table;
+        if skipped(&self.options, &new.id) {
+            return Ok(SchemaOutcome::Skipped);
+        }
+        let target = self.target_name(&new.id);
+        let existing = self.tables.get(&new.id).cloned();
+        let tx = self.conn.transaction().map_err(err("starting schema transaction"))?;
+        let (outcome, state) = match (change.kind, existing) {
+            (SchemaChangeKind::Drop, None) => return Ok(SchemaOutcome::Unchanged),
+            (SchemaChangeKind::Drop, Some(old)) => {
+                tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&old.target)))
+                    .map_err(err("dropping table"))?;
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)),
+                    [new.id.to_string()],
+                )
+                .map_err(err("forgetting table"))?;
+                tx.commit().map_err(err("committing drop"))?;
+                self.tables.remove(&new.id);
+                return Ok(SchemaOutcome::Dropped);
+            }
+            (_, None) => {
+                if new.primary_key.is_empty() {
+                    return Err(SinkError::Table { table: new.id.clone(), reason: "has no primary key".into() });
+                }
+                tx.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS {}; {}",
+                    quote(&target),
+                    Self::create_table_sql(&target, new)
+                ))
+                .map_err(err(format!("creating {target}")))?;
+                (SchemaOutcome::Created, TableState::Snapshotting)
+            }
+            (_, Some(old)) => match old.schema.diff(new) {
+                SchemaDiff::Same => return Ok(SchemaOutcome::Unchanged),
+                SchemaDiff::AddColumns(added) => {
+                    for c in &added {
+                        tx.execute_batch(&format!(
+                            "ALTER TABLE {} ADD COLUMN {} {}",
+                            quote(&old.target),
+                            quote(&c.name),
+                            sqlite_type(c.sql_type)
+                        ))
+                        .map_err(err(format!("adding column {} to {}", c.name, old.target)))?;
+                    }
+                    (SchemaOutcome::Altered { added: added.into_iter().map(|c| c.name).collect() }, old.state)
+                }
+                SchemaDiff::Incompatible => {
+                    tx.execute_batch(&format!(
+                        "DROP TABLE IF EXISTS {}; {}",
+                        quote(&old.target),
+                        Self::create_table_sql(&target, new)
+                    ))
+                    .map_err(err(format!("re-creating {target}")))?;
+                    (SchemaOutcome::Recreated, TableState::ResyncPending)
+                }
+            },
+        };
+        Self::write_table_record(&tx, new, &target, state)?;
+        tx.commit().map_err(err("committing schema change"))?;
+        self.tables.insert(new.id.clone(), TableRecord { target, schema: Arc::new(new.clone()), state });
+        Ok(outcome)
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let tx = self.conn.transaction().map_err(err("starting batch transaction"))?;
+        for table in batch.tables() {
+            let schema = table.schema();
+            let id = &schema.id;
+            if skipped(&self.options, id) {
+                continue;
+            }
+            let record = self
+                .tables
+                .get(id)
+                .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
+            if record.schema.fingerprint() != schema.fingerprint() {
+                return Err(SinkError::Table {
+                    table: id.clone(),
+                    reason: "batch rows use a schema the replica table was not created with".into(),
+                });
+            }
+            let target = quote(&record.target);
+            if table.truncate_first() {
+                tx.execute(&format!("DELETE FROM {target}"), []).map_err(err(format!("clearing {target}")))?;
+            }
+            let key_types: Vec<SqlType> =
+                schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();
+            let predicate: Vec<String> =
+                schema.primary_key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
+            let mut delete = tx
+                .prepare_cached(&format!("DELETE FROM {target} WHERE {}", predicate.join(" AND ")))
+                .map_err(err(format!("preparing delete on {target}")))?;
+            for key in table.deletes() {
+                let binds: Vec<Bind<'_>> = key.iter().zip(&key_types).map(|(c, t)| Bind(c, *t)).collect();
+                delete
+                    .execute(rusqlite::params_from_iter(binds.iter()))
+                    .map_err(err(format!("deleting from {target}")))?;
+            }
+            let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            let updates: Vec<String> = schema
+                .columns
+                .iter()
+                .filter(|c| !schema.primary_key.contains(&c.name))
+                .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
+                .collect();
+            let pk: Vec<String> = schema.primary_key.iter().map(|k| quote(k)).collect();
+            let on_conflict = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            let mut upsert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {target} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
+                    columns.join(", "),
+                    placeholders.join(", "),
+                    pk.join(", ")
+                ))
+                .map_err(err(format!("preparing upsert on {target}")))?;
+            for (_, row) in table.upserts() {
+                let binds = row.iter().zip(&schema.columns).map(|(cell, c)| Bind(cell, c.sql_type));
+                upsert.execute(rusqlite::params_from_iter(binds)).map_err(err(format!("writing {target}")))?;
+            }
+        }
+        {
+            let mut offset = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {} (scope, name, text_value, int_value, updated_at)
+                     VALUES ('offset', ?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                     ON CONFLICT (scope, name) DO UPDATE SET int_value = max(int_value, excluded.int_value),
+                       updated_at = excluded.updated_at",
+                    quote(STATE_TABLE)
+                ))
+                .map_err(err("preparing offset update"))?;
+            for ((topic, partition), last) in batch.offsets() {
+                offset
+                    .execute(params![offset_name(topic, *partition), topic, last])
+                    .map_err(err("recording offsets"))?;
+            }
+        }
+        tx.commit().map_err(err("committing batch"))
+    }
+
+    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT name, int_value FROM {} WHERE scope = 'offset'", quote(STATE_TABLE)))
+            .map_err(err("reading offsets"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(err("reading offsets"))?;
+        let mut offsets = Offsets::new();
+        for row in rows {
+            let (name, last) = row.map_err(err("reading offsets"))?;
+            if let Some(key) = parse_offset_name(&name) {
+                offsets.insert(key, last);
+            }
+        }
+        Ok(offsets)
+    }
+}
+
+/// Looks up whether the state table knows `name` as a session fact (used by `info`).
+pub fn session_value(conn: &Connection, name: &str) -> Result<Option<String>, SinkError> {
+    conn.query_row(
+        &format!("SELECT text_value FROM {} WHERE scope = 'session' AND name = ?1", quote(STATE_TABLE)),
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(err("reading session state"))
+}

@@ -1,0 +1,78 @@
+//! Stage 5: replication progress and session facts, kept in the replica's `_ReplicationState`.
+//!
+//! The state lives in the replica itself so that it travels with backups and restores: a
+//! restored replica resumes from the offsets that match its data. Offsets are written in the
+//! same transaction as the data they cover. The layout is documented in
+//! `docs/replica-schema.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The state table's name in every target.
+pub const STATE_TABLE: &str = "_ReplicationState";
+
+/// The last applied offset per (topic, partition); the next fetch starts one later.
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+/// Where a replicated table stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableState {
+    /// Created; its snapshot is arriving.
+    Snapshotting,
+    /// Snapshot complete; streaming changes.
+    Ready,
+    /// Re-created after an incompatible change (or asked for): needs a fresh snapshot.
+    ResyncPending,
+}
+
+impl TableState {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableState::Snapshotting => "snapshotting",
+            TableState::Ready => "ready",
+            TableState::ResyncPending => "resync_pending",
+        }
+    }
+
+    /// Reads the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "snapshotting" => Some(TableState::Snapshotting),
+            "ready" => Some(TableState::Ready),
+            "resync_pending" => Some(TableState::ResyncPending),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TableState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Key of an offset row: `topic/partition`.
+pub fn offset_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// Reads an offset row's key back; `None` if it is not `topic/partition`.
+pub fn parse_offset_name(name: &str) -> Option<(String, i32)> {
+    let (topic, partition) = name.rsplit_once('/')?;
+    Some((topic.to_owned(), partition.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_offset_name(&offset_name("cust1-cdc", 7)), Some(("cust1-cdc".into(), 7)));
+        assert_eq!(parse_offset_name("nope"), None);
+        for s in [TableState::Snapshotting, TableState::Ready, TableState::ResyncPending] {
+            assert_eq!(TableState::parse(s.as_str()), Some(s));
+        }
+    }
+}
