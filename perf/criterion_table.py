@@ -1,32 +1,45 @@
 #!/usr/bin/env python3
-"""Summarises criterion results for the decode groups as a Markdown table.
+"""Summarises criterion results as Markdown tables.
 
-Reads target/criterion/<group>/<function>/<bytes>/new/{estimates,benchmark}.json, where the
-benchmark id's parameter is the total input bytes, and prints events/s, MB/s and the ratio
-of the zero-copy decoder to the serde_json baseline."""
+Usage: criterion_table.py TARGET_DIR decode|ingest
+
+Reads target/criterion/<group>/<function>/<param>/new/{estimates,benchmark}.json (medians).
+- decode: the benchmark parameter is the total input bytes; prints events/s, MB/s and the
+  zero-copy decoder's ratio to the serde_json baseline.
+- ingest: prints rows/s of the pipeline, the row-by-row applier and the raw insert limit,
+  the pipeline's speed-up over row-by-row and its share of the raw limit."""
 import json
 import os
 import sys
 
-root, prefix = sys.argv[1], sys.argv[2]
+root, kind = sys.argv[1], sys.argv[2]
 rows = {}
 for dirpath, _, files in os.walk(root):
     if "estimates.json" not in files or not dirpath.endswith(os.sep + "new"):
         continue
     bench = json.load(open(os.path.join(dirpath, "benchmark.json")))
-    if not bench["group_id"].startswith(prefix + "_") and not bench["group_id"].startswith(prefix + "/"):
+    if not bench["group_id"].startswith(kind + "/"):
         continue
-    est = json.load(open(os.path.join(dirpath, "estimates.json")))
-    seconds = est["median"]["point_estimate"] / 1e9
-    events = bench["throughput"]["Elements"]
-    total_bytes = int(bench["value_str"])
-    rows.setdefault(bench["group_id"], {})[bench["function_id"]] = (events / seconds, total_bytes / seconds / 1e6, total_bytes // events)
+    seconds = json.load(open(os.path.join(dirpath, "estimates.json")))["median"]["point_estimate"] / 1e9
+    elements = bench["throughput"]["Elements"]
+    rows.setdefault(bench["group_id"], {})[bench["function_id"]] = (elements / seconds, int(bench["value_str"]), elements)
 
-print("| workload | bytes/event | zero-copy events/s | zero-copy MB/s | serde_json events/s | serde_json MB/s | ratio |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for group in sorted(rows):
-    r = rows[group]
-    if "simd_zero_copy" not in r or "serde_json_value" not in r:
-        continue
-    (oe, om, size), (be, bm, _) = r["simd_zero_copy"], r["serde_json_value"]
-    print(f"| {group.split('/', 1)[1]} | {size} | {oe:,.0f} | {om:,.0f} | {be:,.0f} | {bm:,.0f} | {oe / be:.1f}x |")
+if kind == "decode":
+    print("| workload | bytes/event | zero-copy events/s | zero-copy MB/s | serde_json events/s | serde_json MB/s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for group in sorted(rows):
+        r = rows[group]
+        if "simd_zero_copy" not in r or "serde_json_value" not in r:
+            continue
+        (ours, total, n), (base, _, _) = r["simd_zero_copy"], r["serde_json_value"]
+        mb = lambda rate: rate * total / n / 1e6
+        print(f"| {group.split('/', 1)[1]} | {total // n} | {ours:,.0f} | {mb(ours):,.0f} | {base:,.0f} | {mb(base):,.0f} | {ours / base:.1f}x |")
+else:
+    print("| workload | pipeline rows/s | row-by-row rows/s | raw limit rows/s | vs row-by-row | share of raw |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for group in sorted(rows):
+        r = rows[group]
+        if not {"pipeline", "row_by_row", "raw_limit"} <= r.keys():
+            continue
+        ours, naive, raw = r["pipeline"][0], r["row_by_row"][0], r["raw_limit"][0]
+        print(f"| {group.split('/', 1)[1]} | {ours:,.0f} | {naive:,.0f} | {raw:,.0f} | {ours / naive:.1f}x | {ours / raw:.0%} |")

@@ -94,7 +94,7 @@ impl LineFramer {
     /// The next complete line, without its `\n` or `\r\n` (blank lines too, so callers can
     /// count lines).
     pub fn next_line(&mut self) -> Result<Option<BytesMut>, LineTooLong> {
-        let Some(newline) = self.pending[self.scanned..].iter().position(|&b| b == b'\n') else {
+        let Some(newline) = memchr::memchr(b'\n', &self.pending[self.scanned..]) else {
             self.scanned = self.pending.len();
             if self.pending.len() > self.max_line {
                 return Err(LineTooLong { limit: self.max_line });

@@ -62,6 +62,53 @@ impl PartialEq for Cell {
 
 impl Eq for Cell {}
 
+impl Ord for Cell {
+    /// A total order consistent with equality: values of one kind in their natural order
+    /// (decimals of one scale, floats by `total_cmp`), kinds in declaration order. Sinks sort
+    /// keys with it so rows reach the table's B-tree in key order.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        fn rank(c: &Cell) -> u8 {
+            match c {
+                Cell::Null => 0,
+                Cell::Bool(_) => 1,
+                Cell::Int(_) => 2,
+                Cell::UInt(_) => 3,
+                Cell::Float(_) => 4,
+                Cell::Text(_) => 5,
+                Cell::Binary(_) => 6,
+                Cell::Decimal(_) => 7,
+                Cell::Date(_) => 8,
+                Cell::Time(_) => 9,
+                Cell::DateTime(_) => 10,
+                Cell::DateTimeOffset(_) => 11,
+            }
+        }
+        match (self, other) {
+            (Cell::Bool(a), Cell::Bool(b)) => a.cmp(b),
+            (Cell::Int(a), Cell::Int(b)) => a.cmp(b),
+            (Cell::UInt(a), Cell::UInt(b)) => a.cmp(b),
+            (Cell::Float(a), Cell::Float(b)) => a.total_cmp(b),
+            (Cell::Text(a), Cell::Text(b)) => a.cmp(b),
+            (Cell::Binary(a), Cell::Binary(b)) => a.cmp(b),
+            (Cell::Decimal(a), Cell::Decimal(b)) => (a.scale(), a.unscaled()).cmp(&(b.scale(), b.unscaled())),
+            (Cell::Date(a), Cell::Date(b)) => a.cmp(b),
+            (Cell::Time(a), Cell::Time(b)) => a.cmp(b),
+            (Cell::DateTime(a), Cell::DateTime(b)) => a.cmp(b),
+            (Cell::DateTimeOffset(a), Cell::DateTimeOffset(b)) => {
+                (a.local, a.offset_minutes).cmp(&(b.local, b.offset_minutes))
+            }
+            _ => rank(self).cmp(&rank(other)).then(Ordering::Equal),
+        }
+    }
+}
+
+impl PartialOrd for Cell {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Hash for Cell {
     fn hash<H: Hasher>(&self, state: &mut H) {
         std::mem::discriminant(self).hash(state);

@@ -107,7 +107,18 @@ pub struct Workload {
 }
 
 /// `rows` update events for a table with `column_count` columns.
+#[allow(dead_code)]
 pub fn workload(table: &str, column_count: usize, rows: u64, with_schema: bool) -> Workload {
+    events(table, column_count, rows, with_schema, false)
+}
+
+/// `rows` snapshot reads (`op` `r`, no `before`) for a table with `column_count` columns.
+#[allow(dead_code)]
+pub fn snapshot(table: &str, column_count: usize, rows: u64, with_schema: bool) -> Workload {
+    events(table, column_count, rows, with_schema, true)
+}
+
+fn events(table: &str, column_count: usize, rows: u64, with_schema: bool, snapshot: bool) -> Workload {
     let cols = columns(column_count);
     let connect_fields: Vec<String> = cols.iter().map(|c| c.connect.replace("NAME", &c.name)).collect();
     let connect_fields = connect_fields.join(",");
@@ -133,9 +144,10 @@ pub fn workload(table: &str, column_count: usize, rows: u64, with_schema: bool) 
                     cols.iter().enumerate().map(|(i, c)| format!("\"{}\":{}", c.name, value(c, row + salt * (i != 0) as u64, i))).collect();
                 format!("{{{}}}", fields.join(","))
             };
+            let (before, snap, op) = if snapshot { ("null".to_string(), "true", "r") } else { (image(0), "false", "u") };
             let payload = format!(
-                r#"{{"before":{},"after":{},"source":{{"version":"2.7.3.Final","connector":"sqlserver","name":"crm","ts_ms":{},"snapshot":"false","db":"CRM","sequence":null,"schema":"crm7","table":"{table}","change_lsn":"0000002b:00000557:0003","commit_lsn":"0000002b:00000557:0005","event_serial_no":2}},"op":"u","ts_ms":{},"transaction":null}}"#,
-                image(0),
+                r#"{{"before":{},"after":{},"source":{{"version":"2.7.3.Final","connector":"sqlserver","name":"crm","ts_ms":{},"snapshot":"{snap}","db":"CRM","sequence":null,"schema":"crm7","table":"{table}","change_lsn":"0000002b:00000557:0003","commit_lsn":"0000002b:00000557:0005","event_serial_no":2}},"op":"{op}","ts_ms":{},"transaction":null}}"#,
+                before,
                 image(1),
                 1_734_382_927_000 + row,
                 1_734_382_928_000 + row

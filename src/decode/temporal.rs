@@ -252,9 +252,15 @@ fn write_fraction(out: &mut String, nanos: u32, scale: u8) {
         digits = usize::from(scale.min(9));
     }
     if digits > 0 {
-        let text = format!("{nanos:09}");
+        let mut text = [b'0'; 9];
+        let mut v = nanos;
+        for slot in text.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
         out.push('.');
-        out.push_str(&text[..digits]);
+        // The digits are ASCII.
+        out.push_str(std::str::from_utf8(&text[..digits]).unwrap_or_default());
     }
 }
 

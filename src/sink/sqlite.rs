@@ -134,39 +134,90 @@ fn skipped(options: &SinkOptions, id: &TableId) -> bool {
         })
 }
 
-/// A cell bound as a statement parameter, borrowing text and blobs.
-struct Bind<'c>(&'c Cell, SqlType);
-
-impl ToSql for Bind<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        let text = |s: String| Ok(ToSqlOutput::from(s));
-        match self.0 {
-            Cell::Null => Ok(ToSqlOutput::Borrowed(ValueRef::Null)),
-            Cell::Bool(b) => Ok(ToSqlOutput::from(i64::from(*b))),
-            Cell::Int(v) => Ok(ToSqlOutput::from(*v)),
-            // Beyond i64: text keeps every digit.
-            Cell::UInt(v) => text(v.to_string()),
-            Cell::Float(v) => Ok(ToSqlOutput::from(*v)),
-            Cell::Text(s) => Ok(ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))),
-            Cell::Binary(b) => Ok(ToSqlOutput::Borrowed(ValueRef::Blob(b))),
-            Cell::Decimal(d) => text(d.to_string()),
-            Cell::Date(d) => text(d.to_string()),
-            Cell::Time(t) => {
-                let mut s = String::with_capacity(18);
-                t.write_fixed(&mut s, fraction_scale(self.1));
-                text(s)
-            }
-            Cell::DateTime(dt) => {
-                let mut s = String::with_capacity(29);
-                dt.write_fixed(&mut s, fraction_scale(self.1));
-                text(s)
-            }
-            Cell::DateTimeOffset(v) => {
-                let mut s = String::with_capacity(36);
-                v.write_fixed(&mut s, fraction_scale(self.1));
-                text(s)
-            }
+/// Writes the text SQLite stores for cells we format (exact numerics, temporals, integers
+/// beyond `i64`); returns false for cells bound as they are.
+fn render(cell: &Cell, sql: SqlType, out: &mut String) -> bool {
+    use std::fmt::Write as _;
+    match cell {
+        Cell::UInt(v) => {
+            let _ = write!(out, "{v}");
         }
+        Cell::Decimal(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Cell::Date(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Cell::Time(t) => t.write_fixed(out, fraction_scale(sql)),
+        Cell::DateTime(dt) => dt.write_fixed(out, fraction_scale(sql)),
+        Cell::DateTimeOffset(v) => v.write_fixed(out, fraction_scale(sql)),
+        _ => return false,
+    }
+    true
+}
+
+/// A statement parameter: a cell bound directly (borrowing text and blobs) or text rendered
+/// into a per-row scratch buffer, so binding a row allocates nothing.
+enum Param<'a> {
+    Direct(&'a Cell),
+    Rendered(&'a str),
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Param::Rendered(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Param::Direct(Cell::Bool(b)) => ToSqlOutput::from(i64::from(*b)),
+            Param::Direct(Cell::Int(v)) => ToSqlOutput::from(*v),
+            Param::Direct(Cell::Float(v)) => ToSqlOutput::from(*v),
+            Param::Direct(Cell::Text(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Param::Direct(Cell::Binary(b)) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Param::Direct(_) => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+/// Renders one row's formatted cells into `scratch` and records where each one lies.
+fn render_row(
+    cells: &[Cell],
+    types: impl Iterator<Item = SqlType>,
+    scratch: &mut String,
+    spans: &mut Vec<Option<(usize, usize)>>,
+) {
+    scratch.clear();
+    spans.clear();
+    for (cell, sql) in cells.iter().zip(types) {
+        let start = scratch.len();
+        spans.push(render(cell, sql, scratch).then(|| (start, scratch.len())));
+    }
+}
+
+fn params<'a>(
+    cells: &'a [Cell],
+    scratch: &'a str,
+    spans: &'a [Option<(usize, usize)>],
+) -> impl Iterator<Item = Param<'a>> {
+    cells.iter().zip(spans).map(move |(cell, span)| match span {
+        Some((a, b)) => Param::Rendered(&scratch[*a..*b]),
+        None => Param::Direct(cell),
+    })
+}
+
+/// The value SQLite stores for a cell of a column of type `sql`, as an owned value (for
+/// callers outside a batch, such as benchmarks' baselines and `verify`).
+pub fn sql_value(cell: &Cell, sql: SqlType) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    let mut text = String::new();
+    if render(cell, sql, &mut text) {
+        return V::Text(text);
+    }
+    match cell {
+        Cell::Bool(b) => V::Integer(i64::from(*b)),
+        Cell::Int(v) => V::Integer(*v),
+        Cell::Float(v) => V::Real(*v),
+        Cell::Text(s) => V::Text(s.to_string()),
+        Cell::Binary(b) => V::Blob(b.to_vec()),
+        _ => V::Null,
     }
 }
 
@@ -402,10 +453,14 @@ impl Sink for SqliteSink {
             let mut delete = tx
                 .prepare_cached(&format!("DELETE FROM {target} WHERE {}", predicate.join(" AND ")))
                 .map_err(err(format!("preparing delete on {target}")))?;
-            for key in table.deletes() {
-                let binds: Vec<Bind<'_>> = key.iter().zip(&key_types).map(|(c, t)| Bind(c, *t)).collect();
+            // Keys in order: rows reach the B-tree sequentially, not scattered.
+            let mut deletes: Vec<_> = table.deletes().collect();
+            deletes.sort_unstable();
+            let (mut scratch, mut spans) = (String::new(), Vec::new());
+            for key in deletes {
+                render_row(key, key_types.iter().copied(), &mut scratch, &mut spans);
                 delete
-                    .execute(rusqlite::params_from_iter(binds.iter()))
+                    .execute(rusqlite::params_from_iter(params(key, &scratch, &spans)))
                     .map_err(err(format!("deleting from {target}")))?;
             }
             let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
@@ -430,9 +485,13 @@ impl Sink for SqliteSink {
                     pk.join(", ")
                 ))
                 .map_err(err(format!("preparing upsert on {target}")))?;
-            for (_, row) in table.upserts() {
-                let binds = row.iter().zip(&schema.columns).map(|(cell, c)| Bind(cell, c.sql_type));
-                upsert.execute(rusqlite::params_from_iter(binds)).map_err(err(format!("writing {target}")))?;
+            let mut upserts: Vec<_> = table.upserts().collect();
+            upserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (_, row) in upserts {
+                render_row(row, schema.columns.iter().map(|c| c.sql_type), &mut scratch, &mut spans);
+                upsert
+                    .execute(rusqlite::params_from_iter(params(row, &scratch, &spans)))
+                    .map_err(err(format!("writing {target}")))?;
             }
         }
         {

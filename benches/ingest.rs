@@ -1,0 +1,170 @@
+//! Snapshot ingest into the SQLite replica, side by side in one run:
+//!
+//! - `pipeline`: record lines framed, decoded in place, coalesced, applied in batches of
+//!   10,000 (`DatabaseBatchSize`) by `SqliteSink` (prepared upserts, one transaction a batch);
+//! - `row_by_row`: what JDBC-style sinks do: each event parsed with serde_json and written
+//!   with its own upsert statement (prepared for each event), committing every 500 events
+//!   (the Debezium JDBC sink's default `batch.size`);
+//! - `raw_limit`: the same rows, already rendered as SQLite values, inserted with one prepared
+//!   statement in one transaction: no decoding, no coalescing, no upsert.
+//!
+//! Each iteration starts from an empty replica file. `cargo bench --bench ingest`.
+
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/serde_baseline.rs"]
+mod serde_baseline;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dbmirror::coalesce::{Coalescer, FlushPolicy};
+use dbmirror::decode::{Decoder, Event};
+use dbmirror::protocol::LineFramer;
+use dbmirror::row::Cell;
+use dbmirror::schema::{SchemaChangeKind, SchemaRegistry, TableChange, TableSchema};
+use dbmirror::sink::Sink;
+use dbmirror::sink::sqlite::{SinkOptions, SqliteSink, sql_value};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROWS: u64 = 20_000;
+
+fn registry(history: &str) -> SchemaRegistry {
+    let mut reg = SchemaRegistry::new();
+    let mut bytes = history.as_bytes().to_vec();
+    let Event::SchemaChange(changes) = Decoder::default().decode(&mut bytes, &reg).expect("history").event else {
+        panic!("history record did not decode as a schema change")
+    };
+    changes.iter().for_each(|c| reg.apply(c));
+    reg
+}
+
+/// A fresh replica file with the table created, as after provisioning.
+fn fresh_replica(dir: &PathBuf, schema: &TableSchema) -> SqliteSink {
+    let path = dir.join("replica.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let mut sink = SqliteSink::open(&format!("Data Source={}", path.display()), SinkOptions::default()).unwrap();
+    sink.apply_schema(&TableChange { kind: SchemaChangeKind::Create, table: schema.clone() }).unwrap();
+    sink
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("dbmirror-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (label, columns) in [("narrow10", 10usize), ("wide60", 60)] {
+        let work = events::snapshot(label, columns, ROWS, false);
+        let schemas = registry(&work.history);
+        let schema = (**schemas.get("crm7", label).unwrap()).clone();
+        let target = format!("crm7_{label}");
+        let body: Vec<u8> = work.events.iter().flat_map(|e| e.bytes().chain(std::iter::once(b'\n'))).collect();
+        // Pre-rendered rows for the raw limit: decoding is not part of what it measures.
+        let rendered: Vec<Vec<rusqlite::types::Value>> = {
+            let mut decoder = Decoder::default();
+            work.events
+                .iter()
+                .map(|e| {
+                    let mut bytes = e.clone().into_bytes();
+                    let Event::Change(change) = decoder.decode(&mut bytes, &schemas).unwrap().event else { panic!() };
+                    change
+                        .after
+                        .unwrap()
+                        .iter()
+                        .zip(&schema.columns)
+                        .map(|(f, col)| sql_value(&Cell::from_value(&f.value).unwrap(), col.sql_type))
+                        .collect()
+                })
+                .collect()
+        };
+        let quoted: Vec<String> = schema.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+        let placeholders = vec!["?"; quoted.len()].join(", ");
+        let insert = format!("INSERT INTO \"{target}\" ({}) VALUES ({placeholders})", quoted.join(", "));
+        let upsert = format!(
+            "{insert} ON CONFLICT (\"id\") DO UPDATE SET {}",
+            quoted[1..].iter().map(|q| format!("{q} = excluded.{q}")).collect::<Vec<_>>().join(", ")
+        );
+
+        let mut group = c.benchmark_group(format!("ingest/sqlite/{label}"));
+        group.throughput(Throughput::Elements(ROWS));
+        group.sample_size(10);
+
+        group.bench_function(BenchmarkId::new("pipeline", ROWS), |b| {
+            b.iter_batched(
+                || fresh_replica(&dir, &schema),
+                |mut sink| {
+                    let mut framer = LineFramer::new(1 << 30);
+                    let mut decoder = Decoder::default();
+                    let mut coalescer = Coalescer::new(FlushPolicy::default());
+                    let now = Instant::now();
+                    framer.push(&body);
+                    while let Some(mut line) = framer.next_line().unwrap() {
+                        let decoded = decoder.decode(&mut line, &schemas).unwrap();
+                        coalescer.push(&decoded, &schemas, now).unwrap();
+                        if coalescer.should_flush(now) {
+                            sink.apply(&coalescer.take()).unwrap();
+                        }
+                    }
+                    sink.apply(&coalescer.take()).unwrap();
+                    sink
+                },
+                BatchSize::PerIteration,
+            )
+        });
+
+        group.bench_function(BenchmarkId::new("row_by_row", ROWS), |b| {
+            b.iter_batched(
+                || fresh_replica(&dir, &schema),
+                |sink| {
+                    let conn = sink.connection();
+                    conn.execute_batch("BEGIN").unwrap();
+                    for (i, line) in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+                        let doc = serde_baseline::parse(line).unwrap();
+                        let change = serde_baseline::decode(&doc, &schemas).unwrap();
+                        let values: Vec<rusqlite::types::Value> = change
+                            .after
+                            .unwrap()
+                            .iter()
+                            .zip(&schema.columns)
+                            .map(|(f, col)| sql_value(&Cell::from_value(&f.value).unwrap(), col.sql_type))
+                            .collect();
+                        conn.execute(&upsert, rusqlite::params_from_iter(values)).unwrap();
+                        if (i + 1) % 500 == 0 {
+                            conn.execute_batch("COMMIT; BEGIN").unwrap();
+                        }
+                    }
+                    conn.execute_batch("COMMIT").unwrap();
+                    sink
+                },
+                BatchSize::PerIteration,
+            )
+        });
+
+        group.bench_function(BenchmarkId::new("raw_limit", ROWS), |b| {
+            b.iter_batched(
+                || fresh_replica(&dir, &schema),
+                |sink| {
+                    let conn = sink.connection();
+                    conn.execute_batch("BEGIN").unwrap();
+                    {
+                        let mut stmt = conn.prepare(&insert).unwrap();
+                        for row in &rendered {
+                            stmt.execute(rusqlite::params_from_iter(row.iter())).unwrap();
+                        }
+                    }
+                    conn.execute_batch("COMMIT").unwrap();
+                    sink
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        group.finish();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+criterion_group!(benches, bench_ingest);
+criterion_main!(benches);
