@@ -113,7 +113,8 @@ pub fn sqlite_type(sql: SqlType) -> String {
         SqlType::SmallDateTime => "SMALLDATETIME_TEXT".into(),
         SqlType::DateTime2 { scale } => format!("DATETIME2_TEXT({scale})"),
         SqlType::DateTimeOffset { scale } => format!("DATETIMEOFFSET_TEXT({scale})"),
-        SqlType::Other => "ANY".into(),
+        // No declared type: BLOB affinity stores values exactly as received.
+        SqlType::Other => String::new(),
     }
 }
 
