@@ -189,7 +189,7 @@ fn render_row(
     spans.clear();
     for (cell, sql) in cells.iter().zip(types) {
         let start = scratch.len();
-        spans.push(render(cell, sql, scratch).then(|| (start, scratch.len())));
+        spans.push(render(cell, sql, scratch).then_some((start, scratch.len())));
     }
 }
 
