@@ -15,7 +15,7 @@ mod events;
 #[path = "support/serde_baseline.rs"]
 mod serde_baseline;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -43,7 +43,7 @@ fn registry(history: &str) -> SchemaRegistry {
 }
 
 /// A fresh replica file with the table created, as after provisioning.
-fn fresh_replica(dir: &PathBuf, schema: &TableSchema) -> SqliteSink {
+fn fresh_replica(dir: &Path, schema: &TableSchema) -> SqliteSink {
     let path = dir.join("replica.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
