@@ -170,3 +170,27 @@ pub fn apply_batch(model: &mut Model, batch: &Batch) {
         }
     }
 }
+
+/// A deterministic pseudo-random history of `n` operations (for tests outside proptest, such
+/// as crash tests whose child process must regenerate exactly the same events).
+pub fn scripted_ops(n: usize, seed: u64) -> Vec<GenOp> {
+    let mut state = seed | 1;
+    let mut next = move |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    (0..n)
+        .map(|_| {
+            let table = next(2) as usize;
+            let key = next(50) as i64;
+            match next(10) {
+                0..=4 => GenOp::Upsert { table, key, v: next(1_000_000) as i64, op: Op::Update },
+                5..=6 => GenOp::Update { table, old: key, new: next(50) as i64, v: next(1_000) as i64 },
+                7..=8 => GenOp::Delete { table, key, with_before: true },
+                _ => GenOp::Tombstone,
+            }
+        })
+        .collect()
+}
