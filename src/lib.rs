@@ -14,12 +14,14 @@
 //! - [`sink`]: the replica targets and their one-transaction-per-batch contract ([`sink::sqlite`] today).
 //! - [`state`]: `_ReplicationState`: offsets and table states stored with the data.
 //! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
+//! - [`cloud`]: the simulated CRM tenant of the reference cloud (schema, data, Debezium encoding).
 //! - [`error`]: the top-level error and its retry classification.
 //! - [`telemetry`]: logging setup for the binaries.
 //!
 //! The long-poll source, the PostgreSQL and SQL Server targets and the pipeline that joins
 //! the stages arrive with their own issues (see the README's status section).
 
+pub mod cloud;
 pub mod coalesce;
 pub mod decode;
 pub mod error;

@@ -11,3 +11,6 @@ mod coalesce_props;
 
 /// The SQLite replica: equality with the source under random histories, losslessness, schema evolution.
 mod sink_sqlite;
+
+/// The simulated tenant's Debezium stream decodes and replicates to exactly its ground truth.
+mod cloud_roundtrip;
