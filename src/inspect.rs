@@ -189,14 +189,9 @@ fn render_table_change(change: &TableChange, out: &mut String) {
     out.push_str(change.kind.as_str());
     out.push_str("\",\"table\":");
     write_json_string(out, &table.id.to_string());
-    out.push_str(",\"primary_key\":[");
-    for (i, pk) in table.primary_key.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json_string(out, pk);
-    }
-    out.push_str("],\"columns\":[");
+    out.push_str(",\"primary_key\":");
+    crate::decode::write_json_string_array(out, table.primary_key.iter().map(String::as_str));
+    out.push_str(",\"columns\":[");
     for (i, c) in table.columns.iter().enumerate() {
         if i > 0 {
             out.push(',');

@@ -44,26 +44,13 @@ const PATTERNS: &[(&str, i64, Option<i64>, &str)] = &[
     ),
 ];
 
-const WORDS: &[&str] = &[
-    "Ålesund",
-    "Müller",
-    "O'Connor",
-    "Sørensen",
-    "Zoë",
-    "García",
-    "Björk",
-    "Nakamura",
-    "José",
-    "Straße",
-    "König",
-    "\\\"quoted\\\"",
-    "meeting",
-    "follow-up",
-    "proposal",
-    "invoice",
-    "renewal",
-    "😀",
-];
+use dbmirror::cloud::generate::WORDS;
+
+fn json_string(text: &str) -> String {
+    let mut out = String::new();
+    dbmirror::decode::write_json_string(&mut out, text);
+    out
+}
 
 fn columns(count: usize) -> Vec<Col> {
     (0..count)
@@ -82,11 +69,11 @@ fn value(col: &Col, row: u64, i: usize) -> String {
         ("int", _) => (mix % 100_000).to_string(),
         ("bigint", _) => (mix % 10_000_000_000).to_string(),
         ("nvarchar", 50) => {
-            format!("\"{} {}\"", WORDS[mix as usize % WORDS.len()], WORDS[(mix >> 8) as usize % WORDS.len()])
+            json_string(&format!("{} {}", WORDS[mix as usize % WORDS.len()], WORDS[(mix >> 8) as usize % WORDS.len()]))
         }
         ("nvarchar", _) => {
             let words: Vec<&str> = (0..12).map(|k| WORDS[((mix >> k) as usize + k) % WORDS.len()]).collect();
-            format!("\"{}\"", words.join(" "))
+            json_string(&words.join(" "))
         }
         ("datetime2", _) => (1_700_000_000_000_000_000u64 + mix % 100_000_000_000_000_000).to_string(),
         ("datetime", _) => (1_700_000_000_000u64 + mix % 100_000_000_000).to_string(),

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::decode::write_json_string;
+use crate::decode::{write_json_string, write_json_string_array};
 use crate::row::Cell;
 use crate::schema::{ColumnSchema, SqlType, TableSchema};
 
@@ -176,14 +176,9 @@ pub fn history_record(table: &TableSchema, kind: &str, database: &str) -> String
     write_json_string(&mut out, &table.id.schema);
     let _ = write!(out, ",\"ddl\":null,\"tableChanges\":[{{\"type\":\"{kind}\",\"id\":");
     write_json_string(&mut out, &format!("\"{database}\".\"{}\".\"{}\"", table.id.schema, table.id.table));
-    out.push_str(",\"table\":{\"defaultCharsetName\":null,\"primaryKeyColumnNames\":[");
-    for (i, k) in table.primary_key.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json_string(&mut out, k);
-    }
-    out.push_str("],\"columns\":[");
+    out.push_str(",\"table\":{\"defaultCharsetName\":null,\"primaryKeyColumnNames\":");
+    write_json_string_array(&mut out, table.primary_key.iter().map(String::as_str));
+    out.push_str(",\"columns\":[");
     for (i, c) in table.columns.iter().enumerate() {
         if i > 0 {
             out.push(',');

@@ -41,7 +41,8 @@ impl Rng {
     }
 }
 
-const WORDS: &[&str] = &[
+/// Words for generated text: unicode, quotes, a backslash, an emoji, line-break candidates.
+pub const WORDS: &[&str] = &[
     "Ålesund",
     "Müller",
     "O'Connor",

@@ -178,6 +178,18 @@ pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends `["a","b",…]`.
+pub fn write_json_string_array<'s>(out: &mut String, items: impl IntoIterator<Item = &'s str>) {
+    out.push('[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, item);
+    }
+    out.push(']');
+}
+
 /// Iterator over object members.
 pub(crate) struct Entries<'t, 'a> {
     rest: &'t [Node<'a>],

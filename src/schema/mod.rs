@@ -365,14 +365,9 @@ impl TableSchema {
         let mut out = String::from("{\"tableChanges\":[{\"type\":\"CREATE\",\"id\":");
         let id = format!("\"{}\".\"{}\"", self.id.schema.replace('"', "\"\""), self.id.table.replace('"', "\"\""));
         q(&mut out, &id);
-        out.push_str(",\"table\":{\"primaryKeyColumnNames\":[");
-        for (i, pk) in self.primary_key.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            q(&mut out, pk);
-        }
-        out.push_str("],\"columns\":[");
+        out.push_str(",\"table\":{\"primaryKeyColumnNames\":");
+        crate::decode::write_json_string_array(&mut out, self.primary_key.iter().map(String::as_str));
+        out.push_str(",\"columns\":[");
         for (i, c) in self.columns.iter().enumerate() {
             if i > 0 {
                 out.push(',');
