@@ -15,6 +15,7 @@
 //! - [`state`]: `_ReplicationState`: offsets and table states stored with the data.
 //! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
 //! - [`cloud`]: the simulated CRM tenant of the reference cloud (schema, data, Debezium encoding).
+//! - [`config`]: `appsettings.json` with the original client's keys; secrets redacted.
 //! - [`error`]: the top-level error and its retry classification.
 //! - [`telemetry`]: logging setup for the binaries.
 //!
@@ -23,6 +24,7 @@
 
 pub mod cloud;
 pub mod coalesce;
+pub mod config;
 pub mod decode;
 pub mod error;
 pub mod inspect;
