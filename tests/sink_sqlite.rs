@@ -447,3 +447,72 @@ fn kill_9_during_apply_loses_nothing() {
     drop(schemas);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Fails the `fail_at`-th batch once (as a full disk or a lost connection would).
+struct FlakySink {
+    inner: SqliteSink,
+    applies: usize,
+    fail_at: usize,
+}
+
+impl Sink for FlakySink {
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, dbmirror::sink::SinkError> {
+        self.inner.apply_schema(change)
+    }
+    fn apply(&mut self, batch: &dbmirror::coalesce::Batch) -> Result<(), dbmirror::sink::SinkError> {
+        self.applies += 1;
+        if self.applies == self.fail_at {
+            return Err(dbmirror::sink::SinkError::ConnectionString("simulated failure".into()));
+        }
+        self.inner.apply(batch)
+    }
+    fn offsets(&mut self) -> Result<dbmirror::state::Offsets, dbmirror::sink::SinkError> {
+        self.inner.offsets()
+    }
+}
+
+/// A failure in the middle of a stream of batches: nothing after it is applied, the failed
+/// batch and everything queued behind it come back in order, and a new worker finishes them.
+#[test]
+fn sink_worker_stops_at_a_failure_and_returns_the_rest_in_order() {
+    use dbmirror::sink::worker::{Job, Report, SinkWorker};
+    let schemas = registry();
+    let ops = crate::support::scripted_ops(2_000, 11);
+    let mut expected: Model = Default::default();
+    ops.iter().for_each(|op| apply_one(&mut expected, op));
+
+    let inner = memory_sink(SinkOptions::default());
+    let worker = SinkWorker::spawn(FlakySink { inner, applies: 0, fail_at: 4 }, 2);
+    for name in ["person", "link"] {
+        let table = (**schemas.get("crm7", name).unwrap()).clone();
+        worker.submit(Job::Schema(TableChange { kind: SchemaChangeKind::Create, table })).unwrap();
+    }
+    let mut coalescer = Coalescer::new(FlushPolicy::default());
+    let mut returned = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        coalescer.push(&event(op, i as i64), &schemas, Instant::now()).unwrap();
+        if i % 200 == 199
+            && let Err(job) = worker.submit(Job::Apply(coalescer.take()))
+        {
+            returned.push(job);
+        }
+    }
+    let (sink, reports, mut unapplied) = worker.finish();
+    unapplied.extend(returned);
+    let applied = reports.iter().filter(|r| matches!(r, Report::Applied { .. })).count();
+    assert_eq!(applied, 3, "only the batches before the failure commit");
+    assert!(reports.iter().any(|r| matches!(r, Report::Failed(_))));
+    assert_eq!(unapplied.len(), 10 - 3, "the failed batch and every later one come back");
+    let mut sink = sink;
+    assert_eq!(sink.offsets().unwrap().values().max(), Some(&599), "progress stops at the last commit");
+
+    // Retry: a new worker on the same sink applies the returned jobs in order.
+    let worker = SinkWorker::spawn(sink, 2);
+    for job in unapplied {
+        worker.submit(job).unwrap();
+    }
+    let (sink, reports, unapplied) = worker.finish();
+    assert!(unapplied.is_empty());
+    assert!(reports.iter().all(|r| matches!(r, Report::Applied { .. })));
+    assert_eq!(replica(&sink.inner), expected);
+}

@@ -14,6 +14,7 @@
 //!   transaction, before any batch that uses the new schema.
 
 pub mod sqlite;
+pub mod worker;
 
 use crate::coalesce::Batch;
 use crate::error::Retry;

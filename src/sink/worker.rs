@@ -1,0 +1,120 @@
+//! A sink on its own thread, so decoding the next batch overlaps writing the current one.
+//!
+//! Jobs (batches and schema changes) are applied strictly in submission order. The queue is
+//! bounded, so a slow database holds back the producer instead of letting batches pile up in
+//! memory. On the first failure the worker stops applying: it reports the failed job, keeps
+//! every job submitted after it unapplied, and [`SinkWorker::finish`] hands the sink and those
+//! jobs back in order, so the caller can wait, retry them and carry on with nothing skipped
+//! and nothing applied out of order.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use super::{SchemaOutcome, Sink, SinkError};
+use crate::coalesce::Batch;
+use crate::schema::TableChange;
+use crate::state::Offsets;
+
+/// Work for the sink.
+#[derive(Debug)]
+pub enum Job {
+    /// Write a batch and its offsets in one transaction.
+    Apply(Batch),
+    /// Bring one table in line with a schema change.
+    Schema(TableChange),
+}
+
+/// What happened to a job.
+#[derive(Debug)]
+pub enum Report {
+    /// A batch committed; its offsets are durable in the replica.
+    Applied {
+        /// Records the batch covered.
+        records: u64,
+        /// The offsets now committed.
+        offsets: Offsets,
+    },
+    /// A schema change was applied.
+    Schema(TableChange, SchemaOutcome),
+    /// A job failed; nothing of it was committed and the worker applies nothing more.
+    Failed(SinkError),
+}
+
+/// Handle to the sink thread.
+pub struct SinkWorker<S> {
+    jobs: Option<SyncSender<Job>>,
+    reports: Receiver<Report>,
+    thread: Option<JoinHandle<(S, Vec<Job>)>>,
+}
+
+impl<S> std::fmt::Debug for SinkWorker<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkWorker").finish_non_exhaustive()
+    }
+}
+
+fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
+    let mut unapplied = Vec::new();
+    for job in jobs.iter() {
+        if !unapplied.is_empty() {
+            unapplied.push(job);
+            continue;
+        }
+        let result = match &job {
+            Job::Apply(batch) => sink
+                .apply(batch)
+                .map(|()| Report::Applied { records: batch.records(), offsets: batch.offsets().clone() }),
+            Job::Schema(change) => sink.apply_schema(change).map(|outcome| Report::Schema(change.clone(), outcome)),
+        };
+        match result {
+            Ok(report) => {
+                let _ = reports.send(report);
+            }
+            Err(error) => {
+                let _ = reports.send(Report::Failed(error));
+                unapplied.push(job);
+            }
+        }
+    }
+    (sink, unapplied)
+}
+
+impl<S: Sink + Send + 'static> SinkWorker<S> {
+    /// Starts the thread; at most `depth` jobs wait in the queue.
+    pub fn spawn(sink: S, depth: usize) -> Self {
+        let (jobs, job_rx) = sync_channel(depth);
+        let (report_tx, reports) = channel();
+        let thread = std::thread::Builder::new()
+            .name("dbmirror-sink".into())
+            .spawn(move || run(sink, job_rx, report_tx))
+            .expect("spawning the sink thread");
+        Self { jobs: Some(jobs), reports, thread: Some(thread) }
+    }
+
+    /// Queues a job, waiting while the queue is full. Returns the job if the worker is gone.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// A report, if one is ready.
+    pub fn try_report(&self) -> Option<Report> {
+        self.reports.try_recv().ok()
+    }
+
+    /// Waits for the next report; `None` once the worker has stopped and reported everything.
+    pub fn next_report(&self) -> Option<Report> {
+        self.reports.recv().ok()
+    }
+
+    /// Closes the queue, waits for the queued jobs, and returns the sink, the reports not yet
+    /// taken, and the jobs left unapplied after a failure (in order; empty on success).
+    pub fn finish(mut self) -> (S, Vec<Report>, Vec<Job>) {
+        self.jobs = None;
+        let (sink, unapplied) = self.thread.take().expect("joined once").join().expect("the sink thread panicked");
+        let reports = self.reports.try_iter().collect();
+        (sink, reports, unapplied)
+    }
+}
