@@ -14,3 +14,6 @@ mod sink_sqlite;
 
 /// The simulated tenant's Debezium stream decodes and replicates to exactly its ground truth.
 mod cloud_roundtrip;
+
+/// SQL Server statements checked offline (golden text, T-SQL parser, key widths, quoting).
+mod mssql_sql;

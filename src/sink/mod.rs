@@ -13,6 +13,7 @@
 //! - [`Sink::apply_schema`] brings one table in line with a schema-history change, in its own
 //!   transaction, before any batch that uses the new schema.
 
+pub mod mssql;
 pub mod sqlite;
 pub mod worker;
 

@@ -1,0 +1,212 @@
+//! T-SQL text for the SQL Server target, built in one place with every identifier quoted.
+
+use std::fmt::Write as _;
+
+use crate::schema::{ColumnSchema, SqlType, TableSchema, column_type_text};
+use crate::state::STATE_TABLE;
+
+/// `[name]`, with `]` doubled: safe for any identifier, including spaces and unicode.
+pub fn quote(ident: &str) -> String {
+    format!("[{}]", ident.replace(']', "]]"))
+}
+
+/// `[schema].[table]`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote(schema), quote(table))
+}
+
+/// An `N'…'` string literal.
+pub fn literal(text: &str) -> String {
+    format!("N'{}'", text.replace('\'', "''"))
+}
+
+/// Bytes a value of this type takes in an index key; `None` for types that cannot be keys.
+pub fn key_bytes(sql: SqlType) -> Option<u32> {
+    Some(match sql {
+        SqlType::Bit | SqlType::TinyInt => 1,
+        SqlType::SmallInt => 2,
+        SqlType::Int | SqlType::Real | SqlType::SmallMoney | SqlType::SmallDateTime => 4,
+        SqlType::BigInt | SqlType::Float | SqlType::Money | SqlType::DateTime | SqlType::RowVersion => 8,
+        SqlType::Decimal { precision, .. } | SqlType::Numeric { precision, .. } => match precision {
+            0..=9 => 5,
+            10..=19 => 9,
+            20..=28 => 13,
+            _ => 17,
+        },
+        SqlType::UniqueIdentifier => 16,
+        SqlType::Date => 3,
+        SqlType::Time { scale } => 3 + u32::from(scale.div_ceil(2).min(2)),
+        SqlType::DateTime2 { scale } => 6 + u32::from(scale.div_ceil(2).min(2)),
+        SqlType::DateTimeOffset { scale } => 8 + u32::from(scale.div_ceil(2).min(2)),
+        SqlType::Char(Some(n)) | SqlType::VarChar(Some(n)) | SqlType::Binary(Some(n)) | SqlType::VarBinary(Some(n)) => {
+            n
+        }
+        SqlType::NChar(Some(n)) | SqlType::NVarChar(Some(n)) => 2 * n,
+        _ => return None,
+    })
+}
+
+/// SQL Server's limit for a clustered index key, and for a nonclustered one (2016 and later).
+const CLUSTERED_KEY_LIMIT: u32 = 900;
+const NONCLUSTERED_KEY_LIMIT: u32 = 1700;
+
+/// How the primary key can be declared for this table's key columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyIndex {
+    /// Up to 900 bytes: a clustered primary key, as CRM tables have.
+    Clustered,
+    /// 901 to 1,700 bytes: only a nonclustered primary key can hold such keys.
+    NonClustered,
+}
+
+/// Chooses the primary key index, or says why the key cannot be indexed.
+pub fn key_index(table: &TableSchema) -> Result<KeyIndex, String> {
+    let mut total = 0u32;
+    for name in &table.primary_key {
+        let column = table.column(name).ok_or_else(|| format!("key column `{name}` is not a column"))?;
+        total += key_bytes(column.sql_type).ok_or_else(|| {
+            format!("key column `{name}` has type {}, which cannot be a key", column_type_text(column))
+        })?;
+    }
+    match total {
+        0..=CLUSTERED_KEY_LIMIT => Ok(KeyIndex::Clustered),
+        _ if total <= NONCLUSTERED_KEY_LIMIT => Ok(KeyIndex::NonClustered),
+        _ => {
+            Err(format!("the primary key is {total} bytes wide, over SQL Server's {NONCLUSTERED_KEY_LIMIT}-byte limit"))
+        }
+    }
+}
+
+/// `[name] type NULL|NOT NULL [DEFAULT …]`: the exact source type; identity becomes a plain
+/// column (the replica stores the source's values).
+pub fn column_definition(column: &ColumnSchema, with_default: bool) -> String {
+    let mut out = format!(
+        "{} {} {}",
+        quote(&column.name),
+        column_type_text(column),
+        if column.nullable { "NULL" } else { "NOT NULL" }
+    );
+    if let (true, Some(default)) = (with_default, &column.default_expression) {
+        let _ = write!(out, " DEFAULT {default}");
+    }
+    out
+}
+
+/// Creates the schema if it does not exist (`CREATE SCHEMA` must be alone in its batch).
+pub fn ensure_schema(schema: &str) -> String {
+    format!("IF SCHEMA_ID({}) IS NULL EXEC(N'CREATE SCHEMA {}')", literal(schema), quote(schema).replace('\'', "''"))
+}
+
+/// The replica table: source columns, types, nullability and defaults, and the primary key.
+pub fn create_table(table: &TableSchema, target_schema: &str) -> Result<String, String> {
+    let index = key_index(table)?;
+    let mut out = format!("CREATE TABLE {} (", qualified(target_schema, &table.id.table));
+    for column in &table.columns {
+        out.push_str(&column_definition(column, true));
+        out.push_str(", ");
+    }
+    let keys: Vec<String> = table.primary_key.iter().map(|k| quote(k)).collect();
+    let kind = if index == KeyIndex::Clustered { "CLUSTERED" } else { "NONCLUSTERED" };
+    let _ = write!(out, "PRIMARY KEY {kind} ({}))", keys.join(", "));
+    Ok(out)
+}
+
+/// Adds a nullable column (a compatible schema change).
+pub fn add_column(table: &TableSchema, target_schema: &str, column: &ColumnSchema) -> String {
+    format!("ALTER TABLE {} ADD {}", qualified(target_schema, &table.id.table), column_definition(column, true))
+}
+
+/// Drops the replica table if it exists.
+pub fn drop_table(table: &TableSchema, target_schema: &str) -> String {
+    format!("DROP TABLE IF EXISTS {}", qualified(target_schema, &table.id.table))
+}
+
+/// A session temp table for a batch's upserts, typed exactly like the target so the `MERGE`
+/// join compares like with like (no implicit conversions); a heap, for a fast bulk load.
+pub fn create_staging(table: &TableSchema, staging: &str) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| column_definition(c, false)).collect();
+    format!("CREATE TABLE {} ({})", quote(staging), columns.join(", "))
+}
+
+/// A session temp table for deleted keys.
+pub fn create_key_staging(table: &TableSchema, staging: &str) -> String {
+    let columns: Vec<String> = table
+        .primary_key
+        .iter()
+        .filter_map(|k| table.column(k))
+        .map(|c| column_definition(&ColumnSchema { nullable: false, ..c.clone() }, false))
+        .collect();
+    format!("CREATE TABLE {} ({})", quote(staging), columns.join(", "))
+}
+
+/// Empties a staging table between batches.
+pub fn truncate(staging: &str) -> String {
+    format!("TRUNCATE TABLE {}", quote(staging))
+}
+
+fn key_join(table: &TableSchema, left: &str, right: &str) -> String {
+    let parts: Vec<String> =
+        table.primary_key.iter().map(|k| format!("{left}.{q} = {right}.{q}", q = quote(k))).collect();
+    parts.join(" AND ")
+}
+
+/// Deletes the rows whose keys were bulk-loaded into `keys`.
+pub fn delete_join(table: &TableSchema, target_schema: &str, keys: &str) -> String {
+    format!(
+        "DELETE t FROM {} AS t INNER JOIN {} AS d ON {}",
+        qualified(target_schema, &table.id.table),
+        quote(keys),
+        key_join(table, "t", "d")
+    )
+}
+
+/// One set-based upsert of every staged row. `UPDLOCK, HOLDLOCK` keeps a concurrent writer
+/// from inserting the same key between the match and the insert, without the S-to-X
+/// conversion deadlocks `HOLDLOCK` alone causes.
+pub fn merge(table: &TableSchema, target_schema: &str, staging: &str) -> String {
+    let all: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    let values: Vec<String> = table.columns.iter().map(|c| format!("s.{}", quote(&c.name))).collect();
+    let updates: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| !table.primary_key.contains(&c.name))
+        .map(|c| format!("t.{q} = s.{q}", q = quote(&c.name)))
+        .collect();
+    let mut out = format!(
+        "MERGE INTO {} WITH (UPDLOCK, HOLDLOCK) AS t USING {} AS s ON {}",
+        qualified(target_schema, &table.id.table),
+        quote(staging),
+        key_join(table, "t", "s")
+    );
+    if !updates.is_empty() {
+        let _ = write!(out, " WHEN MATCHED THEN UPDATE SET {}", updates.join(", "));
+    }
+    let _ = write!(out, " WHEN NOT MATCHED BY TARGET THEN INSERT ({}) VALUES ({});", all.join(", "), values.join(", "));
+    out
+}
+
+/// `_ReplicationState` in SQL Server (in `dbo`); the layout is `docs/replica-schema.md`'s.
+pub fn create_state_table() -> String {
+    format!(
+        "IF OBJECT_ID(N'[dbo].{state}', N'U') IS NULL CREATE TABLE [dbo].{state} (\
+         [scope] nvarchar(16) NOT NULL, [name] nvarchar(400) NOT NULL, [text_value] nvarchar(max) NULL, \
+         [int_value] bigint NULL, [blob_value] varbinary(max) NULL, [schema_hash] nvarchar(64) NULL, \
+         [definition] nvarchar(max) NULL, [state] nvarchar(32) NULL, \
+         [updated_at] datetime2(3) NOT NULL DEFAULT (sysutcdatetime()), \
+         PRIMARY KEY CLUSTERED ([scope], [name]))",
+        state = quote(STATE_TABLE)
+    )
+}
+
+/// Records one partition's last applied offset, never moving it backwards. Parameters:
+/// `@P1` the row name (`topic/partition`), `@P2` the topic, `@P3` the offset.
+pub fn upsert_offset() -> String {
+    format!(
+        "MERGE INTO [dbo].{} WITH (UPDLOCK, HOLDLOCK) AS t USING (VALUES (@P1, @P2, @P3)) AS s ([name], [topic], [last]) \
+         ON t.[scope] = N'offset' AND t.[name] = s.[name] \
+         WHEN MATCHED THEN UPDATE SET t.[int_value] = CASE WHEN s.[last] > t.[int_value] THEN s.[last] ELSE t.[int_value] END, \
+         t.[updated_at] = sysutcdatetime() \
+         WHEN NOT MATCHED BY TARGET THEN INSERT ([scope], [name], [text_value], [int_value]) VALUES (N'offset', s.[name], s.[topic], s.[last]);",
+        quote(STATE_TABLE)
+    )
+}

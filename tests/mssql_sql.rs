@@ -1,0 +1,148 @@
+//! The SQL Server statements, checked offline: golden text for a CRM table, every statement
+//! of every simulated table accepted by a T-SQL parser, key widths, quoting.
+
+use dbmirror::cloud::crm::published_tables;
+use dbmirror::schema::{ColumnSchema, SqlType, TableId, TableSchema};
+use dbmirror::sink::mssql::sql;
+use sqlparser::dialect::MsSqlDialect;
+use sqlparser::parser::Parser;
+
+const HINT: &str = " WITH (UPDLOCK, HOLDLOCK)";
+
+/// Parses T-SQL. sqlparser does not know table hints on a `MERGE` target (valid T-SQL:
+/// `MERGE [INTO] target [WITH (hints)] [AS alias]`), so the hint is checked to sit right after
+/// the target and removed before parsing.
+fn assert_parses(statement: &str) {
+    let text = if statement.starts_with("MERGE INTO ") {
+        let hint = statement.find(HINT).expect("MERGE carries UPDLOCK, HOLDLOCK");
+        assert!(statement[hint + HINT.len()..].starts_with(" AS t USING "), "hint must follow the target: {statement}");
+        statement.replacen(HINT, "", 1)
+    } else {
+        statement.to_owned()
+    };
+    if let Err(e) = Parser::parse_sql(&MsSqlDialect {}, &text) {
+        panic!("{e}\n{statement}");
+    }
+}
+
+fn person() -> TableSchema {
+    published_tables().into_iter().find(|t| t.id.table == "person").unwrap()
+}
+
+#[test]
+fn golden_statements_for_a_crm_table() {
+    let t = person();
+    assert_eq!(
+        sql::create_table(&t, "crm7").unwrap(),
+        "CREATE TABLE [crm7].[person] ([person_id] int NOT NULL, [contact_id] int NOT NULL, \
+         [firstname] nvarchar(50) NOT NULL DEFAULT (''), [middlename] nvarchar(50) NULL, \
+         [lastname] nvarchar(50) NOT NULL DEFAULT (''), [title] nvarchar(80) NULL, [birthdate] date NULL, \
+         [registered] datetime NOT NULL DEFAULT (getdate()), [updated] datetime2(7) NULL, \
+         [retired] bit NOT NULL DEFAULT ((0)), PRIMARY KEY CLUSTERED ([person_id]))"
+    );
+    assert_eq!(
+        sql::merge(&t, "crm7", "#stage_person"),
+        "MERGE INTO [crm7].[person] WITH (UPDLOCK, HOLDLOCK) AS t USING [#stage_person] AS s ON t.[person_id] = s.[person_id] \
+         WHEN MATCHED THEN UPDATE SET t.[contact_id] = s.[contact_id], t.[firstname] = s.[firstname], \
+         t.[middlename] = s.[middlename], t.[lastname] = s.[lastname], t.[title] = s.[title], t.[birthdate] = s.[birthdate], \
+         t.[registered] = s.[registered], t.[updated] = s.[updated], t.[retired] = s.[retired] \
+         WHEN NOT MATCHED BY TARGET THEN INSERT ([person_id], [contact_id], [firstname], [middlename], [lastname], [title], \
+         [birthdate], [registered], [updated], [retired]) VALUES (s.[person_id], s.[contact_id], s.[firstname], s.[middlename], \
+         s.[lastname], s.[title], s.[birthdate], s.[registered], s.[updated], s.[retired]);"
+    );
+    assert_eq!(
+        sql::delete_join(&t, "dbo", "#del_person"),
+        "DELETE t FROM [dbo].[person] AS t INNER JOIN [#del_person] AS d ON t.[person_id] = d.[person_id]"
+    );
+    assert_eq!(
+        sql::create_staging(&t, "#stage_person"),
+        "CREATE TABLE [#stage_person] ([person_id] int NOT NULL, [contact_id] int NOT NULL, [firstname] nvarchar(50) NOT NULL, \
+         [middlename] nvarchar(50) NULL, [lastname] nvarchar(50) NOT NULL, [title] nvarchar(80) NULL, [birthdate] date NULL, \
+         [registered] datetime NOT NULL, [updated] datetime2(7) NULL, [retired] bit NOT NULL)"
+    );
+}
+
+#[test]
+fn every_statement_for_every_table_parses() {
+    for t in published_tables() {
+        let stage = format!("#stage_{}", t.id.table);
+        let keys = format!("#del_{}", t.id.table);
+        for statement in [
+            sql::ensure_schema("crm7"),
+            sql::create_table(&t, "crm7").unwrap(),
+            sql::drop_table(&t, "crm7"),
+            sql::create_staging(&t, &stage),
+            sql::create_key_staging(&t, &keys),
+            sql::truncate(&stage),
+            sql::merge(&t, "crm7", &stage),
+            sql::delete_join(&t, "crm7", &keys),
+            sql::add_column(&t, "crm7", &t.columns[t.columns.len() - 1]),
+        ] {
+            assert_parses(&statement);
+        }
+        // Legacy datetime stays datetime, datetime2 keeps its scale, money stays money.
+        let ddl = sql::create_table(&t, "crm7").unwrap();
+        for c in &t.columns {
+            assert!(
+                ddl.contains(&format!("[{}] {} ", c.name, dbmirror::schema::column_type_text(c))),
+                "{}: {ddl}",
+                c.name
+            );
+        }
+    }
+    assert_parses(&sql::create_state_table());
+    assert_parses(&sql::upsert_offset());
+    // A key-only table has nothing to update: the MERGE only inserts.
+    let relations = published_tables().into_iter().find(|t| t.id.table == "relations").unwrap();
+    let keys_only = TableSchema { columns: relations.columns[..3].to_vec(), ..relations };
+    let merge = sql::merge(&keys_only, "crm7", "#s");
+    assert!(!merge.contains("WHEN MATCHED"), "{merge}");
+    assert_parses(&merge);
+}
+
+fn column(name: &str, sql_type: SqlType) -> ColumnSchema {
+    ColumnSchema {
+        name: name.into(),
+        sql_type,
+        type_name: sql_type.to_string(),
+        position: 1,
+        nullable: false,
+        identity: false,
+        default_expression: None,
+    }
+}
+
+#[test]
+fn wide_string_keys_get_a_nonclustered_key_and_impossible_keys_are_refused() {
+    let table = |sql_type| TableSchema {
+        id: TableId::new("crm7", "k"),
+        columns: vec![column("k", sql_type)],
+        primary_key: vec!["k".into()],
+    };
+    assert_eq!(sql::key_index(&table(SqlType::NVarChar(Some(450)))), Ok(sql::KeyIndex::Clustered));
+    assert_eq!(sql::key_index(&table(SqlType::NVarChar(Some(451)))), Ok(sql::KeyIndex::NonClustered));
+    assert!(
+        sql::create_table(&table(SqlType::NVarChar(Some(800))), "crm7").unwrap().contains("PRIMARY KEY NONCLUSTERED")
+    );
+    assert!(sql::key_index(&table(SqlType::NVarChar(Some(851)))).unwrap_err().contains("1700-byte limit"));
+    assert!(sql::key_index(&table(SqlType::NVarChar(None))).unwrap_err().contains("cannot be a key"));
+}
+
+#[test]
+fn identifiers_and_literals_are_quoted() {
+    assert_eq!(sql::quote("we]ird name"), "[we]]ird name]");
+    assert_eq!(sql::literal("O'Brien"), "N'O''Brien'");
+    let odd = TableSchema {
+        id: TableId::new("my schema", "tab]le"),
+        columns: vec![column("id]", SqlType::Int), column("Sørensen's", SqlType::NVarChar(Some(10)))],
+        primary_key: vec!["id]".into()],
+    };
+    let ddl = sql::create_table(&odd, "my schema").unwrap();
+    assert_eq!(
+        ddl,
+        "CREATE TABLE [my schema].[tab]]le] ([id]]] int NOT NULL, [Sørensen's] nvarchar(10) NOT NULL, PRIMARY KEY CLUSTERED ([id]]]))"
+    );
+    assert_parses(&ddl);
+    assert_parses(&sql::merge(&odd, "my schema", "#s"));
+    assert_eq!(sql::ensure_schema("o'k"), "IF SCHEMA_ID(N'o''k') IS NULL EXEC(N'CREATE SCHEMA [o''k]')");
+}
