@@ -318,9 +318,10 @@ fn schema_changes_evolve_tables_and_survive_a_reopen() {
     assert_eq!(outcome, SchemaOutcome::Altered { added: vec!["note".into()] });
     assert_eq!(text_of(sink.connection(), "SELECT * FROM crm7_sale"), ["1", "'5.0000'", "NULL"]);
 
-    // Reopen: the state table remembers the definition, so the next change is diffed right.
+    // Reopen, with a TablePrefix set after the fact: the state table remembers the definition,
+    // so the next change is diffed right, and the table keeps its original name.
     drop(sink);
-    let mut sink = SqliteSink::open(&conn_str, options).unwrap();
+    let mut sink = SqliteSink::open(&conn_str, SinkOptions { table_prefix: Some("dbo".into()), ..options }).unwrap();
     let (_, record) = sink.tables().next().unwrap();
     assert_eq!(*record.schema, wider);
     assert_eq!(record.state, TableState::Snapshotting);
@@ -330,6 +331,7 @@ fn schema_changes_evolve_tables_and_survive_a_reopen() {
     retyped.columns[1].sql_type = SqlType::Decimal { precision: 19, scale: 2 };
     assert_eq!(sink.apply_schema(&change(SchemaChangeKind::Alter, &retyped)).unwrap(), SchemaOutcome::Recreated);
     assert_eq!(sink.connection().query_row("SELECT count(*) FROM crm7_sale", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(sink.tables().next().unwrap().1.target, "crm7_sale", "a later TablePrefix moves nothing");
     assert_eq!(sink.tables().next().unwrap().1.state, TableState::ResyncPending);
 
     let blocked = TableSchema { id: TableId::new("crm7", "credentials"), ..base.clone() };

@@ -365,8 +365,10 @@ impl Sink for SqliteSink {
         if skipped(&self.options, &new.id) {
             return Ok(SchemaOutcome::Skipped);
         }
-        let target = self.target_name(&new.id);
         let existing = self.tables.get(&new.id).cloned();
+        // `TablePrefix` applies when a table is first created; an existing table keeps the
+        // name it was created with even if the setting changes later.
+        let target = existing.as_ref().map_or_else(|| self.target_name(&new.id), |old| old.target.clone());
         let tx = self.conn.transaction().map_err(err("starting schema transaction"))?;
         let (outcome, state) = match (change.kind, existing) {
             (SchemaChangeKind::Drop, None) => return Ok(SchemaOutcome::Unchanged),
@@ -411,7 +413,7 @@ impl Sink for SqliteSink {
                 SchemaDiff::Incompatible => {
                     tx.execute_batch(&format!(
                         "DROP TABLE IF EXISTS {}; {}",
-                        quote(&old.target),
+                        quote(&target),
                         Self::create_table_sql(&target, new)
                     ))
                     .map_err(err(format!("re-creating {target}")))?;
