@@ -99,7 +99,7 @@ fn simulated_snapshot_decodes_to_ground_truth_and_replicates_exactly() {
         // Replica level: each table holds exactly the ground truth, as SQLite stores it.
         for (id, rows) in &truth {
             let schema = schemas.get(&id.schema, &id.table).unwrap();
-            let target = sink.target_name(id);
+            let target = SqliteSink::table_name(&id.schema, id);
             let order: Vec<String> = schema.primary_key.iter().map(|k| format!("\"{k}\"")).collect();
             let mut stmt = sink
                 .connection()

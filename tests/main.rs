@@ -9,6 +9,9 @@ mod decode_fixtures;
 /// Coalescing by primary key: property test against one-by-one application, flush rules, errors.
 mod coalesce_props;
 
+/// The sink contract on every available target (SQLite, PostgreSQL, SQL Server if configured).
+mod sink_contract;
+
 /// The SQLite replica: equality with the source under random histories, losslessness, schema evolution.
 mod sink_sqlite;
 

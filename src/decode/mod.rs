@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 pub use decimal::{Decimal, DecimalError};
 pub use field::{BinaryEncoding, BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, TimePrecisionMode};
 pub use json::{write_json_string, write_json_string_array};
-pub use temporal::{Date, DateTime, DateTimeOffset, TemporalError, Time};
+pub use temporal::{Date, DateTime, DateTimeOffset, NANOS_PER_DAY, TemporalError, Time};
 pub use value::{Binary, Value, ValueError};
 
 use crate::protocol::{OwnedPosition, Position};

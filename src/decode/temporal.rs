@@ -119,12 +119,45 @@ impl DateTime {
 }
 
 impl DateTimeOffset {
-    /// Parses Debezium's `ZonedTimestamp` text: ISO-8601 with `Z` or `±HH:MM`.
+    /// Parses Debezium's `ZonedTimestamp` text: ISO-8601 with `Z` or `±HH:MM`; one space
+    /// before the offset is accepted, so [`DateTimeOffset::write_fixed`]'s text reads back.
     pub fn parse(text: &str) -> Result<Self, TemporalError> {
         let s = text.as_bytes();
-        let (local, used) = DateTime::parse_prefix(s)?;
+        let (local, mut used) = DateTime::parse_prefix(s)?;
+        if s.get(used) == Some(&b' ') {
+            used += 1;
+        }
         let offset_minutes = parse_offset(&s[used..])?;
         Ok(DateTimeOffset { local, offset_minutes })
+    }
+}
+
+impl Date {
+    /// Parses `YYYY-MM-DD` (the text replicas store and return).
+    pub fn parse(text: &str) -> Result<Self, TemporalError> {
+        let s = text.as_bytes();
+        if s.len() != 10 {
+            return Err(TemporalError::Syntax);
+        }
+        expect(s, 4, b'-')?;
+        expect(s, 7, b'-')?;
+        Date::from_ymd(num(s, 0, 4)? as i32, num(s, 5, 2)?, num(s, 8, 2)?)
+    }
+}
+
+impl Time {
+    /// Parses `HH:MM:SS[.f{1,9}]`.
+    pub fn parse(text: &str) -> Result<Self, TemporalError> {
+        let (time, used) = parse_time(text.as_bytes())?;
+        if used == text.len() { Ok(time) } else { Err(TemporalError::Syntax) }
+    }
+}
+
+impl DateTime {
+    /// Parses `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}]`.
+    pub fn parse(text: &str) -> Result<Self, TemporalError> {
+        let (value, used) = DateTime::parse_prefix(text.as_bytes())?;
+        if used == text.len() { Ok(value) } else { Err(TemporalError::Syntax) }
     }
 }
 

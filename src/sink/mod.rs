@@ -13,14 +13,21 @@
 //! - [`Sink::apply_schema`] brings one table in line with a schema-history change, in its own
 //!   transaction, before any batch that uses the new schema.
 
+pub mod canonical;
 pub mod mssql;
+pub mod plan;
+pub mod postgres;
 pub mod sqlite;
 pub mod worker;
 
 use crate::coalesce::Batch;
 use crate::error::Retry;
 use crate::schema::{TableChange, TableId};
-use crate::state::Offsets;
+use crate::state::{Offsets, TableState};
+pub use plan::{SinkOptions, TableRecord};
+
+/// A row read back from a replica in [`canonical`] text form (`None` is SQL `NULL`).
+pub type CanonicalRow = Vec<Option<String>>;
 
 /// What a schema change did to the replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +61,33 @@ pub enum SinkError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL replica reported an error.
+    #[error("postgres: {context}")]
+    Postgres {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// The SQL Server replica reported an error.
+    #[error("sql server: {context}")]
+    Mssql {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: tiberius::error::Error,
+    },
+    /// Reading or writing the stream to the database failed (network, COPY data).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The connection string is not usable.
     #[error("connection string: {0}")]
     ConnectionString(String),
@@ -82,6 +116,9 @@ impl SinkError {
             {
                 Retry::Transient
             }
+            SinkError::Postgres { source, .. } => postgres::retry(source),
+            SinkError::Mssql { source, .. } => mssql::retry(source),
+            SinkError::Io { .. } => Retry::Transient,
             _ => Retry::Fatal,
         }
     }
@@ -97,4 +134,103 @@ pub trait Sink {
 
     /// The committed offsets.
     fn offsets(&mut self) -> Result<Offsets, SinkError>;
+
+    /// The replicated tables as `_ReplicationState` records them.
+    fn tables(&self) -> Vec<TableRecord>;
+
+    /// Records where a table stands (e.g. `Ready` once its snapshot completed).
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError>;
+
+    /// Every row of a replicated table in [`canonical`] form, in no particular order: what
+    /// `verify` and the cross-target tests compare with the source.
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError>;
+}
+
+/// Which target a connection string names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The embedded default.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+    /// SQL Server, the product's target.
+    SqlServer,
+}
+
+/// Keys only SQL Server connection strings use; with any of them, `Data Source` is a server.
+const SQL_SERVER_KEYS: &[&str] = &[
+    "server",
+    "address",
+    "addr",
+    "network address",
+    "initial catalog",
+    "database",
+    "user id",
+    "uid",
+    "user",
+    "password",
+    "pwd",
+    "integrated security",
+    "trusted_connection",
+    "encrypt",
+    "trustservercertificate",
+    "application name",
+];
+
+impl TargetKind {
+    /// Decides from the connection string: `postgres://`, `postgresql://` or `host=…` is
+    /// PostgreSQL; `sqlite://…` or a `Data Source=…` with no SQL Server keys is SQLite; any
+    /// other ADO-style string is SQL Server.
+    pub fn detect(connection_string: &str) -> Result<Self, SinkError> {
+        let conn = connection_string.trim();
+        let lower = conn.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") || lower.starts_with("host=") {
+            return Ok(TargetKind::Postgres);
+        }
+        if lower.starts_with("sqlite://") {
+            return Ok(TargetKind::Sqlite);
+        }
+        let keys: Vec<String> =
+            lower.split(';').filter_map(|part| part.split_once('=')).map(|(k, _)| k.trim().to_owned()).collect();
+        if keys.is_empty() {
+            return Err(SinkError::ConnectionString(
+                "expected `Data Source=replica.db` (SQLite), `Server=…;Database=…` (SQL Server) or `postgres://…`"
+                    .into(),
+            ));
+        }
+        if keys.iter().any(|k| SQL_SERVER_KEYS.contains(&k.as_str())) {
+            Ok(TargetKind::SqlServer)
+        } else {
+            Ok(TargetKind::Sqlite)
+        }
+    }
+}
+
+/// Opens the replica a connection string names (`ReplicaDatabase.ConnectionString`).
+pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Sink + Send>, SinkError> {
+    Ok(match TargetKind::detect(connection_string)? {
+        TargetKind::Sqlite => Box::new(sqlite::SqliteSink::open(connection_string, options)?),
+        TargetKind::Postgres => Box::new(postgres::PgSink::open(connection_string, options)?),
+        TargetKind::SqlServer => Box::new(mssql::MssqlSink::open(connection_string, options)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TargetKind::*;
+    use super::*;
+
+    #[test]
+    fn connection_strings_choose_the_target() {
+        assert_eq!(TargetKind::detect("Data Source=replica.db").unwrap(), Sqlite);
+        assert_eq!(TargetKind::detect("sqlite://replica.db").unwrap(), Sqlite);
+        assert_eq!(TargetKind::detect("postgres://u:p@127.0.0.1/db").unwrap(), Postgres);
+        assert_eq!(TargetKind::detect("host=127.0.0.1 dbname=x").unwrap(), Postgres);
+        assert_eq!(TargetKind::detect("Server=tcp:db,1433;Database=crm;User Id=sa;Password=x").unwrap(), SqlServer);
+        assert_eq!(
+            TargetKind::detect("Data Source=db01;Initial Catalog=crm;Integrated Security=true").unwrap(),
+            SqlServer
+        );
+        assert!(TargetKind::detect("replica.db").is_err());
+    }
 }

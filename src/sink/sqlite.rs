@@ -13,34 +13,14 @@ use std::sync::Arc;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::{SchemaOutcome, Sink, SinkError};
+use super::canonical::{canonical, fraction_scale, parse_stored};
+use super::plan::{SchemaPlan, check_batch_schema, plan, read_record};
+pub use super::plan::{SinkOptions, TableRecord};
+use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
 use crate::coalesce::Batch;
-use crate::decode::{Decoder, Event};
 use crate::row::Cell;
-use crate::schema::{
-    SchemaChangeKind, SchemaDiff, SchemaRegistry, SqlType, TableChange, TableId, TableSchema, is_blocked,
-};
+use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::{Offsets, STATE_TABLE, TableState, offset_name, parse_offset_name};
-
-/// Choices that shape the replica.
-#[derive(Debug, Clone, Default)]
-pub struct SinkOptions {
-    /// Replaces the source schema in table names (`ReplicaDatabase.TablePrefix`).
-    pub table_prefix: Option<String>,
-    /// Source tables (`schema.table` or `table`, any case) never created (`ReplicaDatabase.SkipTables`).
-    pub skip_tables: Vec<String>,
-}
-
-/// A replicated table as the state table records it.
-#[derive(Debug, Clone)]
-pub struct TableRecord {
-    /// Name of the table in the replica.
-    pub target: String,
-    /// The schema the replica table was created from.
-    pub schema: Arc<TableSchema>,
-    /// Where it stands.
-    pub state: TableState,
-}
 
 /// The SQLite replica.
 pub struct SqliteSink {
@@ -116,23 +96,6 @@ pub fn sqlite_type(sql: SqlType) -> String {
         // No declared type: BLOB affinity stores values exactly as received.
         SqlType::Other => String::new(),
     }
-}
-
-/// Fraction digits the stored text of a temporal column always has.
-fn fraction_scale(sql: SqlType) -> u8 {
-    match sql {
-        SqlType::Time { scale } | SqlType::DateTime2 { scale } | SqlType::DateTimeOffset { scale } => scale,
-        SqlType::DateTime => 3,
-        _ => 0,
-    }
-}
-
-/// Blocked tables and the user's skip list are never replicated.
-fn skipped(options: &SinkOptions, id: &TableId) -> bool {
-    is_blocked(&id.table)
-        || options.skip_tables.iter().any(|s| {
-            s.eq_ignore_ascii_case(&id.table) || s.eq_ignore_ascii_case(&format!("{}.{}", id.schema, id.table))
-        })
 }
 
 /// Writes the text SQLite stores for cells we format (exact numerics, temporals, integers
@@ -272,26 +235,12 @@ impl SqliteSink {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
             })
             .map_err(err("reading table state"))?;
-        let mut decoder = Decoder::default();
         for row in rows {
-            let (name, target, definition, state) = row.map_err(err("reading table state"))?;
-            let bad = |reason: &str| SinkError::Table { table: TableId::new("", name.clone()), reason: reason.into() };
-            let mut bytes = definition.into_bytes();
-            let Ok(Event::SchemaChange(mut changes)) =
-                decoder.decode(&mut bytes, &SchemaRegistry::new()).map(|d| d.event)
-            else {
-                return Err(bad("unreadable definition in _ReplicationState"));
-            };
-            let change = changes.pop().ok_or_else(|| bad("empty definition in _ReplicationState"))?;
-            let state = TableState::parse(&state).ok_or_else(|| bad("unknown table state in _ReplicationState"))?;
-            self.tables.insert(change.table.id.clone(), TableRecord { target, schema: Arc::new(change.table), state });
+            let (name, target_schema, definition, state) = row.map_err(err("reading table state"))?;
+            let record = read_record(&name, target_schema, &definition, &state)?;
+            self.tables.insert(record.schema.id.clone(), record);
         }
         Ok(())
-    }
-
-    /// The replica's tables as the state table records them.
-    pub fn tables(&self) -> impl Iterator<Item = (&TableId, &TableRecord)> {
-        self.tables.iter()
     }
 
     /// The open connection, for reads (status, verify, tests).
@@ -299,13 +248,107 @@ impl SqliteSink {
         &self.conn
     }
 
-    /// The replica table name for a source table.
-    pub fn target_name(&self, id: &TableId) -> String {
-        format!("{}_{}", self.options.table_prefix.as_deref().unwrap_or(&id.schema), id.table)
+    /// The replica table name of a source table created under `target_schema`.
+    pub fn table_name(target_schema: &str, id: &TableId) -> String {
+        format!("{target_schema}_{}", id.table)
     }
 
-    /// Marks a table's state (e.g. `Ready` once its snapshot completed).
-    pub fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+    fn create_table_sql(target: &str, schema: &TableSchema) -> String {
+        let mut sql = format!("DROP TABLE IF EXISTS {0}; CREATE TABLE {0} (", quote(target));
+        for c in &schema.columns {
+            sql.push_str(&format!(
+                "{} {}{}, ",
+                quote(&c.name),
+                sqlite_type(c.sql_type),
+                if c.nullable { "" } else { " NOT NULL" }
+            ));
+        }
+        let pk: Vec<String> = schema.primary_key.iter().map(|c| quote(c)).collect();
+        sql.push_str(&format!("PRIMARY KEY ({}))", pk.join(", ")));
+        sql
+    }
+
+    fn write_table_record(tx: &rusqlite::Transaction<'_>, record: &TableRecord) -> Result<(), SinkError> {
+        let schema = &record.schema;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (scope, name, text_value, schema_hash, definition, state, updated_at)
+                 VALUES ('table', ?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
+                   schema_hash = excluded.schema_hash, definition = excluded.definition,
+                   state = excluded.state, updated_at = excluded.updated_at",
+                quote(STATE_TABLE)
+            ),
+            params![
+                schema.id.to_string(),
+                record.target_schema,
+                schema.fingerprint(),
+                schema.to_history_json(),
+                record.state.as_str()
+            ],
+        )
+        .map_err(err("recording table state"))?;
+        Ok(())
+    }
+}
+
+impl Sink for SqliteSink {
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+        let new = &change.table;
+        let plan = plan(&self.options, self.tables.get(&new.id), change)?;
+        let tx = self.conn.transaction().map_err(err("starting schema transaction"))?;
+        let (outcome, record) = match plan {
+            SchemaPlan::Skip => return Ok(SchemaOutcome::Skipped),
+            SchemaPlan::Unchanged => return Ok(SchemaOutcome::Unchanged),
+            SchemaPlan::Drop(old) => {
+                let target = Self::table_name(&old.target_schema, &new.id);
+                tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&target))).map_err(err("dropping table"))?;
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)),
+                    [new.id.to_string()],
+                )
+                .map_err(err("forgetting table"))?;
+                tx.commit().map_err(err("committing drop"))?;
+                self.tables.remove(&new.id);
+                return Ok(SchemaOutcome::Dropped);
+            }
+            SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
+                let created = !self.tables.contains_key(&new.id);
+                let target = Self::table_name(&target_schema, &new.id);
+                tx.execute_batch(&Self::create_table_sql(&target, new)).map_err(err(format!("creating {target}")))?;
+                let (outcome, state) = if created {
+                    (SchemaOutcome::Created, TableState::Snapshotting)
+                } else {
+                    (SchemaOutcome::Recreated, TableState::ResyncPending)
+                };
+                (outcome, TableRecord { target_schema, schema: Arc::new(new.clone()), state })
+            }
+            SchemaPlan::AddColumns(old, added) => {
+                let target = Self::table_name(&old.target_schema, &new.id);
+                for c in &added {
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        quote(&target),
+                        quote(&c.name),
+                        sqlite_type(c.sql_type)
+                    ))
+                    .map_err(err(format!("adding column {} to {target}", c.name)))?;
+                }
+                let outcome = SchemaOutcome::Altered { added: added.into_iter().map(|c| c.name).collect() };
+                (outcome, TableRecord { schema: Arc::new(new.clone()), ..old })
+            }
+        };
+        Self::write_table_record(&tx, &record)?;
+        tx.commit().map_err(err("committing schema change"))?;
+        self.tables.insert(new.id.clone(), record);
+        Ok(outcome)
+    }
+
+    fn tables(&self) -> Vec<TableRecord> {
+        self.tables.values().cloned().collect()
+    }
+
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
         let Some(record) = self.tables.get_mut(id) else {
             return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
         };
@@ -322,109 +365,38 @@ impl SqliteSink {
         Ok(())
     }
 
-    fn create_table_sql(target: &str, schema: &TableSchema) -> String {
-        let mut sql = format!("CREATE TABLE {} (", quote(target));
-        for c in &schema.columns {
-            sql.push_str(&format!(
-                "{} {}{}, ",
-                quote(&c.name),
-                sqlite_type(c.sql_type),
-                if c.nullable { "" } else { " NOT NULL" }
-            ));
-        }
-        let pk: Vec<String> = schema.primary_key.iter().map(|c| quote(c)).collect();
-        sql.push_str(&format!("PRIMARY KEY ({}))", pk.join(", ")));
-        sql
-    }
-
-    fn write_table_record(
-        tx: &rusqlite::Transaction<'_>,
-        schema: &TableSchema,
-        target: &str,
-        state: TableState,
-    ) -> Result<(), SinkError> {
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (scope, name, text_value, schema_hash, definition, state, updated_at)
-                 VALUES ('table', ?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                 ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
-                   schema_hash = excluded.schema_hash, definition = excluded.definition,
-                   state = excluded.state, updated_at = excluded.updated_at",
-                quote(STATE_TABLE)
-            ),
-            params![schema.id.to_string(), target, schema.fingerprint(), schema.to_history_json(), state.as_str()],
-        )
-        .map_err(err("recording table state"))?;
-        Ok(())
-    }
-}
-
-impl Sink for SqliteSink {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
-        let new = &change.table;
-        if skipped(&self.options, &new.id) {
-            return Ok(SchemaOutcome::Skipped);
-        }
-        let existing = self.tables.get(&new.id).cloned();
-        // `TablePrefix` applies when a table is first created; an existing table keeps the
-        // name it was created with even if the setting changes later.
-        let target = existing.as_ref().map_or_else(|| self.target_name(&new.id), |old| old.target.clone());
-        let tx = self.conn.transaction().map_err(err("starting schema transaction"))?;
-        let (outcome, state) = match (change.kind, existing) {
-            (SchemaChangeKind::Drop, None) => return Ok(SchemaOutcome::Unchanged),
-            (SchemaChangeKind::Drop, Some(old)) => {
-                tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&old.target)))
-                    .map_err(err("dropping table"))?;
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)),
-                    [new.id.to_string()],
-                )
-                .map_err(err("forgetting table"))?;
-                tx.commit().map_err(err("committing drop"))?;
-                self.tables.remove(&new.id);
-                return Ok(SchemaOutcome::Dropped);
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
+        let record = self
+            .tables
+            .get(id)
+            .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
+        let target = Self::table_name(&record.target_schema, id);
+        let columns: Vec<String> = record.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {} FROM {}", columns.join(", "), quote(&target)))
+            .map_err(err(format!("reading {target}")))?;
+        let types: Vec<SqlType> = record.schema.columns.iter().map(|c| c.sql_type).collect();
+        let mut rows = stmt.query([]).map_err(err(format!("reading {target}")))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err(format!("reading {target}")))? {
+            let mut cells = Vec::with_capacity(types.len());
+            for (i, sql) in types.iter().enumerate() {
+                let value = row.get_ref(i).map_err(err(format!("reading {target}")))?;
+                let cell = match value {
+                    ValueRef::Null => Cell::Null,
+                    ValueRef::Integer(v) if *sql == SqlType::Bit => Cell::Bool(v != 0),
+                    ValueRef::Integer(v) => Cell::Int(v),
+                    ValueRef::Real(v) => Cell::Float(v),
+                    ValueRef::Blob(b) => Cell::Binary(b.into()),
+                    ValueRef::Text(t) => parse_stored(&String::from_utf8_lossy(t), *sql)
+                        .map_err(|reason| SinkError::Table { table: id.clone(), reason })?,
+                };
+                cells.push(canonical(&cell, *sql));
             }
-            (_, None) => {
-                if new.primary_key.is_empty() {
-                    return Err(SinkError::Table { table: new.id.clone(), reason: "has no primary key".into() });
-                }
-                tx.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS {}; {}",
-                    quote(&target),
-                    Self::create_table_sql(&target, new)
-                ))
-                .map_err(err(format!("creating {target}")))?;
-                (SchemaOutcome::Created, TableState::Snapshotting)
-            }
-            (_, Some(old)) => match old.schema.diff(new) {
-                SchemaDiff::Same => return Ok(SchemaOutcome::Unchanged),
-                SchemaDiff::AddColumns(added) => {
-                    for c in &added {
-                        tx.execute_batch(&format!(
-                            "ALTER TABLE {} ADD COLUMN {} {}",
-                            quote(&old.target),
-                            quote(&c.name),
-                            sqlite_type(c.sql_type)
-                        ))
-                        .map_err(err(format!("adding column {} to {}", c.name, old.target)))?;
-                    }
-                    (SchemaOutcome::Altered { added: added.into_iter().map(|c| c.name).collect() }, old.state)
-                }
-                SchemaDiff::Incompatible => {
-                    tx.execute_batch(&format!(
-                        "DROP TABLE IF EXISTS {}; {}",
-                        quote(&target),
-                        Self::create_table_sql(&target, new)
-                    ))
-                    .map_err(err(format!("re-creating {target}")))?;
-                    (SchemaOutcome::Recreated, TableState::ResyncPending)
-                }
-            },
-        };
-        Self::write_table_record(&tx, new, &target, state)?;
-        tx.commit().map_err(err("committing schema change"))?;
-        self.tables.insert(new.id.clone(), TableRecord { target, schema: Arc::new(new.clone()), state });
-        Ok(outcome)
+            out.push(cells);
+        }
+        Ok(out)
     }
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
@@ -432,20 +404,11 @@ impl Sink for SqliteSink {
         for table in batch.tables() {
             let schema = table.schema();
             let id = &schema.id;
-            if skipped(&self.options, id) {
+            if self.options.skips(id) {
                 continue;
             }
-            let record = self
-                .tables
-                .get(id)
-                .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
-            if record.schema.fingerprint() != schema.fingerprint() {
-                return Err(SinkError::Table {
-                    table: id.clone(),
-                    reason: "batch rows use a schema the replica table was not created with".into(),
-                });
-            }
-            let target = quote(&record.target);
+            check_batch_schema(self.tables.get(id), schema)?;
+            let target = quote(&Self::table_name(&self.tables[id].target_schema, id));
             if table.truncate_first() {
                 tx.execute(&format!("DELETE FROM {target}"), []).map_err(err(format!("clearing {target}")))?;
             }

@@ -1,6 +1,9 @@
 //! Shared test helpers: a two-table CRM-like schema, a generator of random change events and
 //! a one-by-one model of what the source tables contain.
 
+/// Real databases per target.
+pub mod targets;
+
 use std::collections::HashMap;
 
 use dbmirror::coalesce::Batch;
@@ -73,7 +76,8 @@ pub fn image(table: usize, key: i64, v: i64) -> Vec<Field<'static>> {
     match table {
         0 => vec![
             Field { name: "id", value: Value::Int(key) },
-            Field { name: "v", value: Value::Int(v) },
+            // `person.v` is an `int`: keep the value in range, as the source would.
+            Field { name: "v", value: Value::Int(i64::from(v as i32)) },
             Field { name: "s", value: Value::Text(TEXTS[v.rem_euclid(4) as usize]) },
         ],
         _ => vec![

@@ -77,13 +77,22 @@ pub fn key_index(table: &TableSchema) -> Result<KeyIndex, String> {
     }
 }
 
+/// The replica column type: the source's exact type, except `rowversion`, which SQL Server
+/// generates itself and so cannot receive the source's values: it becomes `binary(8)`.
+pub fn replica_type(column: &ColumnSchema) -> String {
+    match column.sql_type {
+        SqlType::RowVersion => "binary(8)".into(),
+        _ => column_type_text(column),
+    }
+}
+
 /// `[name] type NULL|NOT NULL [DEFAULT …]`: the exact source type; identity becomes a plain
 /// column (the replica stores the source's values).
 pub fn column_definition(column: &ColumnSchema, with_default: bool) -> String {
     let mut out = format!(
         "{} {} {}",
         quote(&column.name),
-        column_type_text(column),
+        replica_type(column),
         if column.nullable { "NULL" } else { "NOT NULL" }
     );
     if let (true, Some(default)) = (with_default, &column.default_expression) {
@@ -209,4 +218,46 @@ pub fn upsert_offset() -> String {
          WHEN NOT MATCHED BY TARGET THEN INSERT ([scope], [name], [text_value], [int_value]) VALUES (N'offset', s.[name], s.[topic], s.[last]);",
         quote(STATE_TABLE)
     )
+}
+
+/// Records a replicated table. Parameters: `@P1` source table, `@P2` target schema, `@P3`
+/// schema hash, `@P4` definition, `@P5` state.
+pub fn upsert_table_record() -> String {
+    format!(
+        "MERGE INTO [dbo].{} WITH (UPDLOCK, HOLDLOCK) AS t USING (VALUES (@P1, @P2, @P3, @P4, @P5)) \
+         AS s ([name], [target], [hash], [definition], [state]) ON t.[scope] = N'table' AND t.[name] = s.[name] \
+         WHEN MATCHED THEN UPDATE SET t.[text_value] = s.[target], t.[schema_hash] = s.[hash], \
+         t.[definition] = s.[definition], t.[state] = s.[state], t.[updated_at] = sysutcdatetime() \
+         WHEN NOT MATCHED BY TARGET THEN INSERT ([scope], [name], [text_value], [schema_hash], [definition], [state]) \
+         VALUES (N'table', s.[name], s.[target], s.[hash], s.[definition], s.[state]);",
+        quote(STATE_TABLE)
+    )
+}
+
+/// Forgets a dropped table. Parameter: `@P1` source table.
+pub fn delete_table_record() -> String {
+    format!("DELETE FROM [dbo].{} WHERE [scope] = N'table' AND [name] = @P1", quote(STATE_TABLE))
+}
+
+/// Sets a table's state. Parameters: `@P1` state, `@P2` source table.
+pub fn set_table_state() -> String {
+    format!(
+        "UPDATE [dbo].{} SET [state] = @P1, [updated_at] = sysutcdatetime() WHERE [scope] = N'table' AND [name] = @P2",
+        quote(STATE_TABLE)
+    )
+}
+
+/// Reads every column of a replica table; `money` as `decimal(19,4)` and `smallmoney` as
+/// `decimal(10,4)`, because the driver returns money as a float.
+pub fn select_all(table: &TableSchema, target_schema: &str) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| match c.sql_type {
+            SqlType::Money => format!("CONVERT(decimal(19,4), {})", quote(&c.name)),
+            SqlType::SmallMoney => format!("CONVERT(decimal(10,4), {})", quote(&c.name)),
+            _ => quote(&c.name),
+        })
+        .collect();
+    format!("SELECT {} FROM {}", columns.join(", "), qualified(target_schema, &table.id.table))
 }

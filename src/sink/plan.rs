@@ -1,0 +1,138 @@
+//! What a schema change means for the replica, decided once for every target.
+//!
+//! Targets differ in DDL, not in policy: which tables are replicated, when a change is an
+//! `ALTER` and when a re-create, and what state a table is left in are decided here, and
+//! each target only executes the resulting [`SchemaPlan`].
+
+use std::sync::Arc;
+
+use super::SinkError;
+use crate::decode::{Decoder, Event};
+use crate::schema::{
+    ColumnSchema, SchemaChangeKind, SchemaDiff, SchemaRegistry, TableChange, TableId, TableSchema, is_blocked,
+};
+use crate::state::TableState;
+
+/// Choices that shape the replica.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// Replaces the source schema (`ReplicaDatabase.TablePrefix`): the SQL Server and
+    /// PostgreSQL schema the tables are created in, or the SQLite table-name prefix.
+    pub table_prefix: Option<String>,
+    /// Source tables (`schema.table` or `table`, any case) never created (`ReplicaDatabase.SkipTables`).
+    pub skip_tables: Vec<String>,
+}
+
+impl SinkOptions {
+    /// Blocked tables and the user's skip list are never replicated.
+    pub fn skips(&self, id: &TableId) -> bool {
+        is_blocked(&id.table)
+            || self.skip_tables.iter().any(|s| {
+                s.eq_ignore_ascii_case(&id.table) || s.eq_ignore_ascii_case(&format!("{}.{}", id.schema, id.table))
+            })
+    }
+
+    /// The schema (or prefix) a new table is created under.
+    pub fn target_schema(&self, id: &TableId) -> String {
+        self.table_prefix.clone().unwrap_or_else(|| id.schema.clone())
+    }
+}
+
+/// A replicated table as `_ReplicationState` records it.
+#[derive(Debug, Clone)]
+pub struct TableRecord {
+    /// The schema (SQL Server, PostgreSQL) or name prefix (SQLite) the table was created
+    /// under; kept, so a later change of `TablePrefix` never orphans a table.
+    pub target_schema: String,
+    /// The schema the replica table was created from.
+    pub schema: Arc<TableSchema>,
+    /// Where it stands.
+    pub state: TableState,
+}
+
+/// What to do for one schema change.
+#[derive(Debug, Clone)]
+pub enum SchemaPlan {
+    /// Blocked or skipped: nothing.
+    Skip,
+    /// Nothing the replica depends on changed.
+    Unchanged,
+    /// Drop the replica table and forget it.
+    Drop(TableRecord),
+    /// Create the table (dropping a leftover of the same name) under this schema.
+    Create(String),
+    /// Add these nullable columns to the existing table.
+    AddColumns(TableRecord, Vec<ColumnSchema>),
+    /// Drop and re-create the existing table; it needs a fresh snapshot.
+    Recreate(TableRecord),
+}
+
+/// Decides what a change means given what the replica has.
+pub fn plan(
+    options: &SinkOptions,
+    existing: Option<&TableRecord>,
+    change: &TableChange,
+) -> Result<SchemaPlan, SinkError> {
+    let new = &change.table;
+    if options.skips(&new.id) {
+        return Ok(SchemaPlan::Skip);
+    }
+    let needs_key = || {
+        if new.primary_key.is_empty() {
+            Err(SinkError::Table { table: new.id.clone(), reason: "has no primary key".into() })
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match (change.kind, existing) {
+        (SchemaChangeKind::Drop, None) => SchemaPlan::Unchanged,
+        (SchemaChangeKind::Drop, Some(old)) => SchemaPlan::Drop(old.clone()),
+        (_, None) => {
+            needs_key()?;
+            SchemaPlan::Create(options.target_schema(&new.id))
+        }
+        (_, Some(old)) => match old.schema.diff(new) {
+            SchemaDiff::Same => SchemaPlan::Unchanged,
+            SchemaDiff::AddColumns(added) => SchemaPlan::AddColumns(old.clone(), added),
+            SchemaDiff::Incompatible => {
+                needs_key()?;
+                SchemaPlan::Recreate(old.clone())
+            }
+        },
+    })
+}
+
+/// Reads a table definition stored in `_ReplicationState` (a schema-history record).
+pub fn read_definition(name: &str, definition: &str) -> Result<TableSchema, SinkError> {
+    let bad = |reason: &str| SinkError::Table { table: TableId::new("", name), reason: reason.into() };
+    let mut bytes = definition.as_bytes().to_vec();
+    let Ok(Event::SchemaChange(mut changes)) =
+        Decoder::default().decode(&mut bytes, &SchemaRegistry::new()).map(|d| d.event)
+    else {
+        return Err(bad("unreadable definition in _ReplicationState"));
+    };
+    changes.pop().map(|c| c.table).ok_or_else(|| bad("empty definition in _ReplicationState"))
+}
+
+/// Builds a record from a stored `table` row.
+pub fn read_record(name: &str, target_schema: String, definition: &str, state: &str) -> Result<TableRecord, SinkError> {
+    let schema = read_definition(name, definition)?;
+    let state = TableState::parse(state).ok_or_else(|| SinkError::Table {
+        table: schema.id.clone(),
+        reason: format!("unknown table state `{state}` in _ReplicationState"),
+    })?;
+    Ok(TableRecord { target_schema, schema: Arc::new(schema), state })
+}
+
+/// Checks that a batch's rows were decoded with the schema the replica table has.
+pub fn check_batch_schema(record: Option<&TableRecord>, schema: &TableSchema) -> Result<(), SinkError> {
+    let record =
+        record.ok_or_else(|| SinkError::Table { table: schema.id.clone(), reason: "not in the replica".into() })?;
+    if record.schema.fingerprint() != schema.fingerprint() {
+        return Err(SinkError::Table {
+            table: schema.id.clone(),
+            reason: "batch rows use a schema the replica table was not created with".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! The PostgreSQL target (`postgres://…` or `host=… dbname=…`).
+//!
+//! Per table and batch, inside the batch's one transaction: deleted keys are `COPY`ed (binary)
+//! into a temp table and removed with one join `DELETE`; upserts are `COPY`ed into a temp
+//! staging table and moved with one `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`. Into an
+//! empty table (an initial snapshot) rows are `COPY`ed straight into the target. `ON CONFLICT`
+//! rather than `MERGE`: it is atomic against concurrent writers of the same key, where
+//! PostgreSQL's `MERGE` can fail with a unique violation, and it works before PostgreSQL 15.
+//!
+//! Built on the `postgres` crate (tokio-postgres driven by its own small runtime): sinks run
+//! on their own thread (see [`crate::sink::worker`]), so a blocking client is the simple fit.
+
+pub mod copy;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use ::postgres::{Client, NoTls, Transaction};
+
+use self::copy::{PgKind, pg_type};
+use super::canonical::{canonical, parse_stored};
+use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record};
+use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
+use crate::coalesce::{Batch, TableBatch};
+use crate::error::Retry;
+use crate::schema::{SqlType, TableChange, TableId, TableSchema};
+use crate::state::{Offsets, STATE_TABLE, TableState, offset_name, parse_offset_name};
+
+/// The PostgreSQL replica.
+pub struct PgSink {
+    config: ::postgres::Config,
+    client: Client,
+    options: SinkOptions,
+    tables: HashMap<TableId, TableRecord>,
+}
+
+impl std::fmt::Debug for PgSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds the password: show only where it points.
+        f.debug_struct("PgSink")
+            .field("hosts", &self.config.get_hosts().len())
+            .field("dbname", &self.config.get_dbname())
+            .field("tables", &self.tables.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(context: impl Into<String>) -> impl FnOnce(::postgres::Error) -> SinkError {
+    let context = context.into();
+    move |source| SinkError::Postgres { context, source }
+}
+
+/// Whether waiting and retrying can help: lost connections, lock conflicts, server restarts.
+pub fn retry(error: &::postgres::Error) -> Retry {
+    use ::postgres::error::SqlState;
+    let transient = [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::DISK_FULL,
+        SqlState::QUERY_CANCELED,
+    ];
+    match error.code() {
+        None if error.is_closed() || error.as_db_error().is_none() => Retry::Transient,
+        Some(code) if transient.contains(code) => Retry::Transient,
+        _ => Retry::Fatal,
+    }
+}
+
+/// `"name"`, with `"` doubled.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote(schema), quote(table))
+}
+
+fn create_table_sql(target_schema: &str, table: &TableSchema) -> String {
+    let mut sql = format!("CREATE TABLE {} (", qualified(target_schema, &table.id.table));
+    for c in &table.columns {
+        sql.push_str(&format!(
+            "{} {}{}, ",
+            quote(&c.name),
+            pg_type(c.sql_type).0,
+            if c.nullable { "" } else { " NOT NULL" }
+        ));
+    }
+    let pk: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+    sql.push_str(&format!("PRIMARY KEY ({}))", pk.join(", ")));
+    sql
+}
+
+/// Column types and storage kinds of the given columns, in order.
+fn kinds<'a>(table: &TableSchema, names: impl Iterator<Item = &'a String>) -> Vec<(SqlType, PgKind)> {
+    names.map(|n| table.column(n).map_or(SqlType::Other, |c| c.sql_type)).map(|t| (t, pg_type(t).1)).collect()
+}
+
+impl PgSink {
+    /// Connects to the replica named by a connection string and creates `_ReplicationState`.
+    pub fn open(connection_string: &str, options: SinkOptions) -> Result<Self, SinkError> {
+        let config: ::postgres::Config = connection_string
+            .parse()
+            .map_err(|e: ::postgres::Error| SinkError::ConnectionString(format!("PostgreSQL: {e}")))?;
+        let client = Self::connect(&config)?;
+        let mut sink = Self { config, client, options, tables: HashMap::new() };
+        sink.client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    scope text NOT NULL CHECK (scope IN ('session', 'offset', 'table')),
+                    name text NOT NULL,
+                    text_value text,
+                    int_value bigint,
+                    blob_value bytea,
+                    schema_hash text,
+                    definition text,
+                    state text,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (scope, name))",
+                quote(STATE_TABLE)
+            ))
+            .map_err(err("creating _ReplicationState"))?;
+        sink.load_tables()?;
+        Ok(sink)
+    }
+
+    fn connect(config: &::postgres::Config) -> Result<Client, SinkError> {
+        let mut client = config.connect(NoTls).map_err(err("connecting"))?;
+        // Fixed output forms, whatever the server's defaults: `read_rows` parses them.
+        client
+            .batch_execute("SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 1")
+            .map_err(err("setting session options"))?;
+        Ok(client)
+    }
+
+    /// Reconnects if the server closed the connection, so a retried batch can succeed.
+    fn ensure_connected(&mut self) -> Result<(), SinkError> {
+        if self.client.is_closed() {
+            tracing::warn!("PostgreSQL connection lost; reconnecting");
+            self.client = Self::connect(&self.config)?;
+        }
+        Ok(())
+    }
+
+    fn load_tables(&mut self) -> Result<(), SinkError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT name, text_value, definition, state FROM {} WHERE scope = 'table'",
+                    quote(STATE_TABLE)
+                ),
+                &[],
+            )
+            .map_err(err("reading table state"))?;
+        for row in rows {
+            let record = read_record(row.get(0), row.get(1), row.get(2), row.get(3))?;
+            self.tables.insert(record.schema.id.clone(), record);
+        }
+        Ok(())
+    }
+
+    /// Runs statements outside any batch (operations and tests, e.g. `verify`'s checks).
+    pub fn execute_batch(&mut self, statements: &str) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        self.client.batch_execute(statements).map_err(err("running statements"))
+    }
+
+    fn write_table_record(tx: &mut Transaction<'_>, record: &TableRecord) -> Result<(), SinkError> {
+        let schema = &record.schema;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (scope, name, text_value, schema_hash, definition, state, updated_at)
+                 VALUES ('table', $1, $2, $3, $4, $5, now())
+                 ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
+                   schema_hash = excluded.schema_hash, definition = excluded.definition,
+                   state = excluded.state, updated_at = excluded.updated_at",
+                quote(STATE_TABLE)
+            ),
+            &[
+                &schema.id.to_string(),
+                &record.target_schema,
+                &schema.fingerprint(),
+                &schema.to_history_json(),
+                &record.state.as_str(),
+            ],
+        )
+        .map_err(err("recording table state"))?;
+        Ok(())
+    }
+}
+
+/// Streams rows in binary COPY format into `copy_sql`'s table, in chunks of about 1 MiB.
+fn copy_rows<'r>(
+    tx: &mut Transaction<'_>,
+    copy_sql: &str,
+    types: &[(SqlType, PgKind)],
+    rows: impl Iterator<Item = &'r [crate::row::Cell]>,
+    table: &TableId,
+) -> Result<(), SinkError> {
+    const CHUNK: usize = 1 << 20;
+    let mut writer = tx.copy_in(copy_sql).map_err(err(format!("starting COPY for {table}")))?;
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    copy::header(&mut buf);
+    let io = |context: &str| {
+        let context = format!("{context} {table}");
+        move |source| SinkError::Io { context, source }
+    };
+    for row in rows {
+        copy::write_row(&mut buf, row, types.iter())
+            .map_err(|reason| SinkError::Table { table: table.clone(), reason })?;
+        if buf.len() >= CHUNK {
+            writer.write_all(&buf).map_err(io("copying rows of"))?;
+            buf.clear();
+        }
+    }
+    copy::trailer(&mut buf);
+    writer.write_all(&buf).map_err(io("copying rows of"))?;
+    writer.finish().map_err(err(format!("finishing COPY for {table}")))?;
+    Ok(())
+}
+
+/// Applies one table's part of a batch inside the batch transaction.
+fn apply_table(tx: &mut Transaction<'_>, target_schema: &str, table: &TableBatch) -> Result<(), SinkError> {
+    let schema = table.schema();
+    let id = &schema.id;
+    let target = qualified(target_schema, &id.table);
+    let keys: Vec<String> = schema.primary_key.iter().map(|k| quote(k)).collect();
+    let join: Vec<String> = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+    let mut empty = false;
+    if table.truncate_first() {
+        tx.batch_execute(&format!("TRUNCATE {target}")).map_err(err(format!("clearing {target}")))?;
+        empty = true;
+    }
+    let mut deletes: Vec<_> = table.deletes().collect();
+    if !deletes.is_empty() && !empty {
+        deletes.sort_unstable();
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE dbmirror_keys ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA",
+            keys.join(", ")
+        ))
+        .map_err(err(format!("staging deleted keys of {target}")))?;
+        let types = kinds(schema, schema.primary_key.iter());
+        copy_rows(tx, "COPY dbmirror_keys FROM STDIN (FORMAT binary)", &types, deletes.iter().map(|k| &k[..]), id)?;
+        tx.batch_execute(&format!(
+            "DELETE FROM {target} AS t USING dbmirror_keys AS s WHERE {}; DROP TABLE dbmirror_keys",
+            join.join(" AND ")
+        ))
+        .map_err(err(format!("deleting from {target}")))?;
+    }
+    let mut upserts: Vec<_> = table.upserts().collect();
+    if upserts.is_empty() {
+        return Ok(());
+    }
+    upserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    if !empty {
+        empty = tx
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {target})"), &[])
+            .map_err(err(format!("checking {target}")))?
+            .get(0);
+    }
+    let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
+    let types = kinds(schema, schema.columns.iter().map(|c| &c.name));
+    let rows = upserts.iter().map(|(_, row)| &row[..]);
+    if empty {
+        // An initial snapshot: the batch's rows are unique by key, so they go straight in.
+        let copy_sql = format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
+        return copy_rows(tx, &copy_sql, &types, rows, id);
+    }
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE dbmirror_stage ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA",
+        columns.join(", ")
+    ))
+    .map_err(err(format!("staging rows of {target}")))?;
+    let copy_sql = format!("COPY dbmirror_stage ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
+    copy_rows(tx, &copy_sql, &types, rows, id)?;
+    let updates: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !schema.primary_key.contains(&c.name))
+        .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
+        .collect();
+    let action =
+        if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+    tx.batch_execute(&format!(
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM dbmirror_stage ON CONFLICT ({}) {action}; DROP TABLE dbmirror_stage",
+        keys.join(", "),
+        cols = columns.join(", ")
+    ))
+    .map_err(err(format!("writing {target}")))?;
+    Ok(())
+}
+
+impl Sink for PgSink {
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+        self.ensure_connected()?;
+        let new = &change.table;
+        let plan = plan(&self.options, self.tables.get(&new.id), change)?;
+        let created = !self.tables.contains_key(&new.id);
+        let mut tx = self.client.transaction().map_err(err("starting schema transaction"))?;
+        let (outcome, record) = match plan {
+            SchemaPlan::Skip => return Ok(SchemaOutcome::Skipped),
+            SchemaPlan::Unchanged => return Ok(SchemaOutcome::Unchanged),
+            SchemaPlan::Drop(old) => {
+                tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", qualified(&old.target_schema, &new.id.table)))
+                    .map_err(err("dropping table"))?;
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = $1", quote(STATE_TABLE)),
+                    &[&new.id.to_string()],
+                )
+                .map_err(err("forgetting table"))?;
+                tx.commit().map_err(err("committing drop"))?;
+                self.tables.remove(&new.id);
+                return Ok(SchemaOutcome::Dropped);
+            }
+            SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
+                let target = qualified(&target_schema, &new.id.table);
+                tx.batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {target}; {}",
+                    quote(&target_schema),
+                    create_table_sql(&target_schema, new)
+                ))
+                .map_err(err(format!("creating {target}")))?;
+                let (outcome, state) = if created {
+                    (SchemaOutcome::Created, TableState::Snapshotting)
+                } else {
+                    (SchemaOutcome::Recreated, TableState::ResyncPending)
+                };
+                (outcome, TableRecord { target_schema, schema: Arc::new(new.clone()), state })
+            }
+            SchemaPlan::AddColumns(old, added) => {
+                let target = qualified(&old.target_schema, &new.id.table);
+                for c in &added {
+                    tx.batch_execute(&format!(
+                        "ALTER TABLE {target} ADD COLUMN {} {}",
+                        quote(&c.name),
+                        pg_type(c.sql_type).0
+                    ))
+                    .map_err(err(format!("adding column {} to {target}", c.name)))?;
+                }
+                let outcome = SchemaOutcome::Altered { added: added.into_iter().map(|c| c.name).collect() };
+                (outcome, TableRecord { schema: Arc::new(new.clone()), ..old })
+            }
+        };
+        Self::write_table_record(&mut tx, &record)?;
+        tx.commit().map_err(err("committing schema change"))?;
+        self.tables.insert(new.id.clone(), record);
+        Ok(outcome)
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let mut tx = self.client.transaction().map_err(err("starting batch transaction"))?;
+        for table in batch.tables() {
+            let id = &table.schema().id;
+            if self.options.skips(id) {
+                continue;
+            }
+            check_batch_schema(self.tables.get(id), table.schema())?;
+            apply_table(&mut tx, &self.tables[id].target_schema, table)?;
+        }
+        let statement = tx
+            .prepare(&format!(
+                "INSERT INTO {} (scope, name, text_value, int_value, updated_at) VALUES ('offset', $1, $2, $3, now())
+                 ON CONFLICT (scope, name) DO UPDATE SET int_value = GREATEST({0}.int_value, excluded.int_value),
+                   updated_at = excluded.updated_at",
+                quote(STATE_TABLE)
+            ))
+            .map_err(err("preparing offset update"))?;
+        for ((topic, partition), last) in batch.offsets() {
+            tx.execute(&statement, &[&offset_name(topic, *partition), topic, last])
+                .map_err(err("recording offsets"))?;
+        }
+        tx.commit().map_err(err("committing batch"))
+    }
+
+    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+        self.ensure_connected()?;
+        let rows = self
+            .client
+            .query(&format!("SELECT name, int_value FROM {} WHERE scope = 'offset'", quote(STATE_TABLE)), &[])
+            .map_err(err("reading offsets"))?;
+        Ok(rows.iter().filter_map(|r| Some((parse_offset_name(r.get(0))?, r.get::<_, i64>(1)))).collect())
+    }
+
+    fn tables(&self) -> Vec<TableRecord> {
+        self.tables.values().cloned().collect()
+    }
+
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let Some(record) = self.tables.get_mut(id) else {
+            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
+        };
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {} SET state = $1, updated_at = now() WHERE scope = 'table' AND name = $2",
+                    quote(STATE_TABLE)
+                ),
+                &[&state.as_str(), &id.to_string()],
+            )
+            .map_err(err("updating table state"))?;
+        record.state = state;
+        Ok(())
+    }
+
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
+        self.ensure_connected()?;
+        let record = self
+            .tables
+            .get(id)
+            .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
+        let target = qualified(&record.target_schema, &id.table);
+        let columns: Vec<String> = record.schema.columns.iter().map(|c| format!("{}::text", quote(&c.name))).collect();
+        let types: Vec<SqlType> = record.schema.columns.iter().map(|c| c.sql_type).collect();
+        let rows = self
+            .client
+            .query(&format!("SELECT {} FROM {target}", columns.join(", ")), &[])
+            .map_err(err(format!("reading {target}")))?;
+        rows.iter()
+            .map(|row| {
+                types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, sql)| match row.get::<_, Option<&str>>(i) {
+                        None => Ok(None),
+                        Some(text) => parse_stored(text, *sql)
+                            .map(|cell| canonical(&cell, *sql))
+                            .map_err(|reason| SinkError::Table { table: id.clone(), reason }),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,175 @@
+//! Real replica databases for the cross-target tests: SQLite always; PostgreSQL from
+//! `DBMIRROR_PG_URL`, or a private cluster this test process starts (and a watchdog stops
+//! when the process ends); SQL Server only when `DBMIRROR_MSSQL_URL` is set.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dbmirror::sink::mssql::MssqlSink;
+use dbmirror::sink::postgres::PgSink;
+use dbmirror::sink::sqlite::SqliteSink;
+use dbmirror::sink::{Sink, SinkOptions, TargetKind};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, empty database on one target; open it (again) as often as a test needs.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub kind: TargetKind,
+    pub connection_string: String,
+}
+
+impl TestDb {
+    pub fn open(&self, options: SinkOptions) -> Box<dyn Sink + Send> {
+        dbmirror::sink::open(&self.connection_string, options)
+            .unwrap_or_else(|e| panic!("opening {:?} replica: {e}", self.kind))
+    }
+
+    /// Runs target-specific SQL (tests use it to break a table on purpose).
+    pub fn exec(&self, sql: &str) {
+        match self.kind {
+            TargetKind::Sqlite => SqliteSink::open(&self.connection_string, SinkOptions::default())
+                .unwrap()
+                .connection()
+                .execute_batch(sql)
+                .unwrap(),
+            TargetKind::Postgres => {
+                PgSink::open(&self.connection_string, SinkOptions::default()).unwrap().execute_batch(sql).unwrap()
+            }
+            TargetKind::SqlServer => {
+                MssqlSink::open(&self.connection_string, SinkOptions::default()).unwrap().execute_batch(sql).unwrap()
+            }
+        }
+    }
+
+    /// Picks one of three spellings of the same statement.
+    pub fn exec_per_target(&self, sqlite: &str, postgres: &str, mssql: &str) {
+        self.exec(match self.kind {
+            TargetKind::Sqlite => sqlite,
+            TargetKind::Postgres => postgres,
+            TargetKind::SqlServer => mssql,
+        });
+    }
+}
+
+/// One fresh database per available target.
+pub fn fresh_databases() -> Vec<TestDb> {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("dbm_{}_{n}", std::process::id());
+    let mut out = Vec::new();
+    let dir = std::env::temp_dir().join("dbmirror-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    out.push(TestDb { kind: TargetKind::Sqlite, connection_string: format!("Data Source={}", file.display()) });
+    if let Some(admin) = postgres_admin() {
+        let mut client = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+        client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        out.push(TestDb { kind: TargetKind::Postgres, connection_string: format!("{admin} dbname={name}") });
+    }
+    if let Ok(url) = std::env::var("DBMIRROR_MSSQL_URL") {
+        let mut admin = MssqlSink::open(&url, SinkOptions::default()).unwrap();
+        admin.execute_batch(&format!("CREATE DATABASE [{name}]")).unwrap();
+        out.push(TestDb { kind: TargetKind::SqlServer, connection_string: format!("{url};Database={name}") });
+    }
+    out
+}
+
+/// The admin connection string of the test PostgreSQL, if one is available.
+pub fn postgres_admin() -> Option<&'static str> {
+    static ADMIN: OnceLock<Option<String>> = OnceLock::new();
+    ADMIN
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("DBMIRROR_PG_URL") {
+                return Some(url);
+            }
+            match start_cluster() {
+                Ok(url) => Some(url),
+                Err(reason) if std::env::var_os("CI").is_some() => panic!("PostgreSQL is required in CI: {reason}"),
+                Err(reason) => {
+                    eprintln!("skipping PostgreSQL targets: {reason}");
+                    None
+                }
+            }
+        })
+        .as_deref()
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path()).collect();
+    versions.sort();
+    versions.into_iter().rev().map(|v| v.join("bin")).find(|b| b.join("initdb").exists())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// A command run as the `postgres` user when we are root (the server refuses to run as root).
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Starts a throwaway cluster on 127.0.0.1 with trust auth and no fsync; a watchdog shell
+/// stops it and removes its directory once this test process has exited.
+fn start_cluster() -> Result<String, String> {
+    let bin = pg_bin().ok_or("no initdb under /usr/lib/postgresql (apt-get install postgresql)")?;
+    let dir = std::env::temp_dir().join(format!("dbmirror-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    if is_root() {
+        Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().map_err(|e| e.to_string())?;
+    }
+    let data = dir.join("data");
+    let status = as_postgres(&bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("initdb: {e}"))?;
+    if !status.success() {
+        return Err(format!("initdb failed: {status}"));
+    }
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let server = format!(
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        bin.join("postgres").display(),
+        data.display(),
+        dir.display()
+    );
+    let watchdog = format!(
+        "{server} >{log} 2>&1 & pg=$!; while [ -d /proc/{me} ]; do sleep 1; done; kill -INT $pg; wait $pg; rm -rf {dir}",
+        log = dir.join("server.log").display(),
+        me = std::process::id(),
+        dir = dir.display()
+    );
+    as_postgres(Path::new("/bin/sh"))
+        .args(["-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting postgres: {e}"))?;
+    let url = format!("host=127.0.0.1 port={port} user=postgres");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match postgres::Client::connect(&format!("{url} dbname=postgres"), postgres::NoTls) {
+            Ok(_) => return Ok(url),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => return Err(format!("postgres did not start: {e}; see {}", dir.join("server.log").display())),
+        }
+    }
+}
