@@ -52,6 +52,46 @@ impl fmt::Display for TableState {
     }
 }
 
+/// A fact of the provisioned session (`scope = 'session'` rows).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SessionValue {
+    /// Plain text: ids, URLs, the client version.
+    Text(String),
+    /// Encrypted bytes (access and refresh tokens), never shown.
+    Sealed(Vec<u8>),
+}
+
+impl fmt::Debug for SessionValue {
+    /// Sealed values show only their length, so a `Debug` print never leaks a token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionValue::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            SessionValue::Sealed(b) => write!(f, "Sealed(<{} bytes>)", b.len()),
+        }
+    }
+}
+
+/// The session facts by name.
+pub type Session = BTreeMap<String, SessionValue>;
+
+impl SessionValue {
+    /// The stored columns: (`text_value`, `blob_value`).
+    pub fn columns(&self) -> (Option<&str>, Option<&[u8]>) {
+        match self {
+            SessionValue::Text(t) => (Some(t), None),
+            SessionValue::Sealed(b) => (None, Some(b)),
+        }
+    }
+
+    /// Reads the stored columns back; a blob wins, as only sealed facts have one.
+    pub fn from_columns(text: Option<String>, blob: Option<Vec<u8>>) -> Self {
+        match (blob, text) {
+            (Some(b), _) => SessionValue::Sealed(b),
+            (None, t) => SessionValue::Text(t.unwrap_or_default()),
+        }
+    }
+}
+
 /// Key of an offset row: `topic/partition`.
 pub fn offset_name(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
@@ -66,6 +106,13 @@ pub fn parse_offset_name(name: &str) -> Option<(String, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_values_never_show_in_debug() {
+        let v = SessionValue::Sealed(b"secret-token".to_vec());
+        assert_eq!(format!("{v:?}"), "Sealed(<12 bytes>)");
+        assert_eq!(SessionValue::from_columns(None, Some(b"x".to_vec())), SessionValue::Sealed(b"x".to_vec()));
+    }
 
     #[test]
     fn names_round_trip() {

@@ -73,8 +73,8 @@ fn every_statement_for_every_table_parses() {
             sql::drop_table(&t, "crm7"),
             sql::create_staging(&t, &stage),
             sql::create_key_staging(&t, &keys),
-            sql::truncate(&stage),
-            sql::merge(&t, "crm7", &stage),
+            format!("{} DROP TABLE {}", sql::merge(&t, "crm7", &stage), sql::quote(&stage)),
+            sql::select_all(&t, "crm7"),
             sql::delete_join(&t, "crm7", &keys),
             sql::add_column(&t, "crm7", &t.columns[t.columns.len() - 1]),
         ] {
@@ -91,7 +91,15 @@ fn every_statement_for_every_table_parses() {
         }
     }
     assert_parses(&sql::create_state_table());
-    assert_parses(&sql::upsert_offset());
+    for statement in [
+        sql::upsert_offset(),
+        sql::upsert_table_record(),
+        sql::delete_table_record(),
+        sql::set_table_state(),
+        sql::upsert_session(),
+    ] {
+        assert_parses(&statement);
+    }
     // A key-only table has nothing to update: the MERGE only inserts.
     let relations = published_tables().into_iter().find(|t| t.id.table == "relations").unwrap();
     let keys_only = TableSchema { columns: relations.columns[..3].to_vec(), ..relations };

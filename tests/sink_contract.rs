@@ -12,7 +12,7 @@ use dbmirror::row::Cell;
 use dbmirror::schema::{ColumnSchema, SchemaChangeKind, SchemaRegistry, SqlType, TableChange, TableId, TableSchema};
 use dbmirror::sink::canonical::{canonical, parse_stored};
 use dbmirror::sink::{CanonicalRow, SchemaOutcome, Sink, SinkOptions};
-use dbmirror::state::TableState;
+use dbmirror::state::{SessionValue, TableState};
 use proptest::prelude::*;
 
 use crate::support::targets::{TestDb, fresh_databases};
@@ -362,5 +362,31 @@ fn schema_changes_evolve_tables_and_survive_a_reopen() {
         assert!(sink.tables().is_empty());
         drop(sink);
         assert!(reopen_with(&db, None).tables().is_empty(), "{kind:?}: the drop is durable");
+    }
+}
+
+#[test]
+fn session_facts_are_stored_replaced_and_survive_a_reopen() {
+    for db in fresh_databases() {
+        let mut sink = db.open(SinkOptions::default());
+        assert!(sink.read_session().unwrap().is_empty());
+        let text = |s: &str| SessionValue::Text(s.into());
+        sink.write_session(&[
+            ("tenant_context_id", text("cust1234")),
+            ("replication_id", text("reporting")),
+            ("refresh_token", SessionValue::Sealed(vec![0, 1, 2, 255])),
+        ])
+        .unwrap();
+        sink.write_session(&[("refresh_token", SessionValue::Sealed(vec![9; 40]))]).unwrap();
+        drop(sink);
+        let session = db.open(SinkOptions::default()).read_session().unwrap();
+        assert_eq!(session.len(), 3, "{:?}", db.kind);
+        assert_eq!(session["tenant_context_id"], text("cust1234"));
+        assert_eq!(
+            session["refresh_token"],
+            SessionValue::Sealed(vec![9; 40]),
+            "{:?}: rotated token replaced",
+            db.kind
+        );
     }
 }

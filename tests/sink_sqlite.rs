@@ -10,7 +10,7 @@ use dbmirror::row::{Cell, OwnedRow, PrimaryKey};
 use dbmirror::schema::{SchemaChangeKind, SchemaRegistry, TableChange, TableId};
 use dbmirror::sink::sqlite::{SinkOptions, SqliteSink, parse_connection_string};
 use dbmirror::sink::{SchemaOutcome, Sink};
-use dbmirror::state::TableState;
+use dbmirror::state::{SessionValue, TableState};
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
@@ -330,6 +330,12 @@ impl Sink for FlakySink {
     }
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.set_table_state(id, state)
+    }
+    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.write_session(facts)
+    }
+    fn read_session(&mut self) -> Result<dbmirror::state::Session, dbmirror::sink::SinkError> {
+        self.inner.read_session()
     }
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<dbmirror::sink::CanonicalRow>, dbmirror::sink::SinkError> {
         self.inner.read_rows(id)

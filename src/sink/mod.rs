@@ -23,7 +23,7 @@ pub mod worker;
 use crate::coalesce::Batch;
 use crate::error::Retry;
 use crate::schema::{TableChange, TableId};
-use crate::state::{Offsets, TableState};
+use crate::state::{Offsets, Session, SessionValue, TableState};
 pub use plan::{SinkOptions, TableRecord};
 
 /// A row read back from a replica in [`canonical`] text form (`None` is SQL `NULL`).
@@ -140,6 +140,13 @@ pub trait Sink {
 
     /// Records where a table stands (e.g. `Ready` once its snapshot completed).
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError>;
+
+    /// Stores session facts (insert or replace by name) in one transaction, so a rotated
+    /// refresh token and its expiry are never half written.
+    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError>;
+
+    /// The stored session facts.
+    fn read_session(&mut self) -> Result<Session, SinkError>;
 
     /// Every row of a replicated table in [`canonical`] form, in no particular order: what
     /// `verify` and the cross-target tests compare with the source.

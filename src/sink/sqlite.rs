@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use rusqlite::{Connection, ToSql, params};
 
 use super::canonical::{canonical, fraction_scale, parse_stored};
 use super::plan::{SchemaPlan, check_batch_schema, plan, read_record};
@@ -20,7 +20,7 @@ use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
 use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
-use crate::state::{Offsets, STATE_TABLE, TableState, offset_name, parse_offset_name};
+use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
 
 /// The SQLite replica.
 pub struct SqliteSink {
@@ -365,6 +365,39 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        let tx = self.conn.transaction().map_err(err("starting session transaction"))?;
+        for (name, value) in facts {
+            let (text, blob) = value.columns();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (scope, name, text_value, blob_value, updated_at)
+                     VALUES ('session', ?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                     ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
+                       blob_value = excluded.blob_value, updated_at = excluded.updated_at",
+                    quote(STATE_TABLE)
+                ),
+                params![name, text, blob],
+            )
+            .map_err(err("recording session"))?;
+        }
+        tx.commit().map_err(err("committing session"))
+    }
+
+    fn read_session(&mut self) -> Result<Session, SinkError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT name, text_value, blob_value FROM {} WHERE scope = 'session'",
+                quote(STATE_TABLE)
+            ))
+            .map_err(err("reading session"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, SessionValue::from_columns(r.get(1)?, r.get(2)?))))
+            .map_err(err("reading session"))?;
+        rows.collect::<Result<_, _>>().map_err(err("reading session"))
+    }
+
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         let record = self
             .tables
@@ -496,15 +529,4 @@ impl Sink for SqliteSink {
         }
         Ok(offsets)
     }
-}
-
-/// Looks up whether the state table knows `name` as a session fact (used by `info`).
-pub fn session_value(conn: &Connection, name: &str) -> Result<Option<String>, SinkError> {
-    conn.query_row(
-        &format!("SELECT text_value FROM {} WHERE scope = 'session' AND name = ?1", quote(STATE_TABLE)),
-        [name],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(err("reading session state"))
 }

@@ -30,7 +30,7 @@ use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
-use crate::state::{Offsets, TableState, offset_name, parse_offset_name};
+use crate::state::{Offsets, Session, SessionValue, TableState, offset_name, parse_offset_name};
 
 type Conn = Client<Compat<TcpStream>>;
 
@@ -392,6 +392,46 @@ impl Sink for MssqlSink {
             record.state = state;
         }
         Ok(())
+    }
+
+    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        let (rt, client) = self.conn()?;
+        let result = rt.block_on(async {
+            client.begin_transaction().await.map_err(err("starting session transaction"))?;
+            for (name, value) in facts {
+                let (text, blob) = value.columns();
+                client.execute(sql::upsert_session(), &[name, &text, &blob]).await.map_err(err("recording session"))?;
+            }
+            client.commit_transaction().await.map_err(err("committing session"))
+        });
+        self.settle(result)
+    }
+
+    fn read_session(&mut self) -> Result<Session, SinkError> {
+        let (rt, client) = self.conn()?;
+        let result = rt.block_on(async {
+            let statement = format!(
+                "SELECT [name], [text_value], [blob_value] FROM [dbo].{} WHERE [scope] = N'session'",
+                sql::quote(crate::state::STATE_TABLE)
+            );
+            let rows = client
+                .simple_query(statement)
+                .await
+                .map_err(err("reading session"))?
+                .into_first_result()
+                .await
+                .map_err(err("reading session"))?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let name = r.get::<&str, _>(0).unwrap_or_default().to_owned();
+                    let text = r.get::<&str, _>(1).map(str::to_owned);
+                    let blob = r.get::<&[u8], _>(2).map(<[u8]>::to_vec);
+                    (name, SessionValue::from_columns(text, blob))
+                })
+                .collect())
+        });
+        self.settle(result)
     }
 
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {

@@ -148,11 +148,6 @@ pub fn create_key_staging(table: &TableSchema, staging: &str) -> String {
     format!("CREATE TABLE {} ({})", quote(staging), columns.join(", "))
 }
 
-/// Empties a staging table between batches.
-pub fn truncate(staging: &str) -> String {
-    format!("TRUNCATE TABLE {}", quote(staging))
-}
-
 fn key_join(table: &TableSchema, left: &str, right: &str) -> String {
     let parts: Vec<String> =
         table.primary_key.iter().map(|k| format!("{left}.{q} = {right}.{q}", q = quote(k))).collect();
@@ -260,4 +255,15 @@ pub fn select_all(table: &TableSchema, target_schema: &str) -> String {
         })
         .collect();
     format!("SELECT {} FROM {}", columns.join(", "), qualified(target_schema, &table.id.table))
+}
+
+/// Stores one session fact. Parameters: `@P1` name, `@P2` text, `@P3` sealed bytes.
+pub fn upsert_session() -> String {
+    format!(
+        "MERGE INTO [dbo].{} WITH (UPDLOCK, HOLDLOCK) AS t USING (VALUES (@P1, @P2, @P3)) AS s ([name], [text], [blob]) \
+         ON t.[scope] = N'session' AND t.[name] = s.[name] \
+         WHEN MATCHED THEN UPDATE SET t.[text_value] = s.[text], t.[blob_value] = s.[blob], t.[updated_at] = sysutcdatetime() \
+         WHEN NOT MATCHED BY TARGET THEN INSERT ([scope], [name], [text_value], [blob_value]) VALUES (N'session', s.[name], s.[text], s.[blob]);",
+        quote(STATE_TABLE)
+    )
 }

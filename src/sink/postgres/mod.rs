@@ -25,7 +25,7 @@ use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
 use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
-use crate::state::{Offsets, STATE_TABLE, TableState, offset_name, parse_offset_name};
+use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
 
 /// The PostgreSQL replica.
 pub struct PgSink {
@@ -408,6 +408,37 @@ impl Sink for PgSink {
             .map_err(err("updating table state"))?;
         record.state = state;
         Ok(())
+    }
+
+    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let mut tx = self.client.transaction().map_err(err("starting session transaction"))?;
+        for (name, value) in facts {
+            let (text, blob) = value.columns();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (scope, name, text_value, blob_value, updated_at) VALUES ('session', $1, $2, $3, now())
+                     ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
+                       blob_value = excluded.blob_value, updated_at = excluded.updated_at",
+                    quote(STATE_TABLE)
+                ),
+                &[name, &text, &blob],
+            )
+            .map_err(err("recording session"))?;
+        }
+        tx.commit().map_err(err("committing session"))
+    }
+
+    fn read_session(&mut self) -> Result<Session, SinkError> {
+        self.ensure_connected()?;
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT name, text_value, blob_value FROM {} WHERE scope = 'session'", quote(STATE_TABLE)),
+                &[],
+            )
+            .map_err(err("reading session"))?;
+        Ok(rows.iter().map(|r| (r.get(0), SessionValue::from_columns(r.get(1), r.get(2)))).collect())
     }
 
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
