@@ -12,20 +12,20 @@
 //!
 //! Each iteration starts from an empty replica file. `cargo bench --bench ingest`.
 
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/serde_baseline.rs"]
-mod serde_baseline;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{ingest_common, serde_baseline};
 
 use std::path::Path;
 use std::time::Instant;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dbmirror::coalesce::{Coalescer, FlushPolicy};
-use dbmirror::decode::{Decoder, Event};
+use dbmirror::decode::Decoder;
 use dbmirror::protocol::LineFramer;
 use dbmirror::row::Cell;
-use dbmirror::schema::{SchemaChangeKind, SchemaRegistry, TableChange, TableSchema};
+use dbmirror::schema::{SchemaChangeKind, TableChange, TableSchema};
 use dbmirror::sink::Sink;
 use dbmirror::sink::sqlite::{SinkOptions, SqliteSink, sql_value};
 use dbmirror::sink::worker::{Job, SinkWorker};
@@ -38,16 +38,6 @@ const ROWS: u64 = 20_000;
 /// `DatabaseBatchSize` 2,000 (the original client documents 1,000 to 10,000): ten batches per
 /// iteration, so a two-stage pipeline reaches its steady state within the measured run.
 const BATCH: u64 = 2_000;
-
-fn registry(history: &str) -> SchemaRegistry {
-    let mut reg = SchemaRegistry::new();
-    let mut bytes = history.as_bytes().to_vec();
-    let Event::SchemaChange(changes) = Decoder::default().decode(&mut bytes, &reg).expect("history").event else {
-        panic!("history record did not decode as a schema change")
-    };
-    changes.iter().for_each(|c| reg.apply(c));
-    reg
-}
 
 /// A fresh replica file with the table created, as after provisioning.
 fn fresh_replica(dir: &Path, schema: &TableSchema) -> SqliteSink {
@@ -65,29 +55,13 @@ fn bench_ingest(c: &mut Criterion) {
     std::fs::create_dir_all(&dir).unwrap();
     let policy = FlushPolicy { max_records: BATCH, ..FlushPolicy::default() };
     for (label, columns) in [("narrow10", 10usize), ("wide60", 60)] {
-        let work = events::snapshot(label, columns, ROWS, false);
-        let schemas = registry(&work.history);
-        let schema = (**schemas.get("crm7", label).unwrap()).clone();
+        let ingest_common::Prepared { schemas, schema, body, rows } = ingest_common::prepare(label, columns, ROWS);
         let target = format!("crm7_{label}");
-        let body: Vec<u8> = work.events.iter().flat_map(|e| e.bytes().chain(std::iter::once(b'\n'))).collect();
         // Pre-rendered rows for the raw limit: decoding is not part of what it measures.
-        let rendered: Vec<Vec<rusqlite::types::Value>> = {
-            let mut decoder = Decoder::default();
-            work.events
-                .iter()
-                .map(|e| {
-                    let mut bytes = e.clone().into_bytes();
-                    let Event::Change(change) = decoder.decode(&mut bytes, &schemas).unwrap().event else { panic!() };
-                    change
-                        .after
-                        .unwrap()
-                        .iter()
-                        .zip(&schema.columns)
-                        .map(|(f, col)| sql_value(&Cell::from_value(&f.value).unwrap(), col.sql_type))
-                        .collect()
-                })
-                .collect()
-        };
+        let rendered: Vec<Vec<rusqlite::types::Value>> = rows
+            .iter()
+            .map(|row| row.iter().zip(&schema.columns).map(|(cell, col)| sql_value(cell, col.sql_type)).collect())
+            .collect();
         let quoted: Vec<String> = schema.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
         let placeholders = vec!["?"; quoted.len()].join(", ");
         let insert = format!("INSERT INTO \"{target}\" ({}) VALUES ({placeholders})", quoted.join(", "));

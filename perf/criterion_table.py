@@ -42,7 +42,7 @@ else:
         if not {"row_by_row", "raw_limit"} <= r.keys():
             continue
         naive, raw = r["row_by_row"][0], r["raw_limit"][0]
-        for variant in ["pipeline", "pipeline_2_threads", "row_by_row", "raw_limit"]:
+        for variant in ["pipeline", "pipeline_2_threads", "stage_decode_coalesce", "row_by_row", "raw_limit"]:
             if variant in r:
                 rate = r[variant][0]
                 print(f"| {group.split('/', 1)[1]} | {variant} | {rate:,.0f} | {rate / naive:.1f}x | {rate / raw:.0%} |")

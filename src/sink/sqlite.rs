@@ -484,13 +484,30 @@ impl Sink for SqliteSink {
                     pk.join(", ")
                 ))
                 .map_err(err(format!("preparing upsert on {target}")))?;
+            // While a snapshot loads, rows are almost always new: a plain insert is cheaper
+            // than an upsert, and a row whose key exists falls back to the upsert.
+            let snapshotting = matches!(self.tables[id].state, TableState::Snapshotting | TableState::ResyncPending);
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {target} ({}) VALUES ({})",
+                    columns.join(", "),
+                    placeholders.join(", ")
+                ))
+                .map_err(err(format!("preparing insert on {target}")))?;
             let mut upserts: Vec<_> = table.upserts().collect();
             upserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (_, row) in upserts {
                 render_row(row, schema.columns.iter().map(|c| c.sql_type), &mut scratch, &mut spans);
-                upsert
-                    .execute(rusqlite::params_from_iter(params(row, &scratch, &spans)))
-                    .map_err(err(format!("writing {target}")))?;
+                let values = || rusqlite::params_from_iter(params(row, &scratch, &spans));
+                if snapshotting {
+                    match insert.execute(values()) {
+                        Ok(_) => continue,
+                        Err(rusqlite::Error::SqliteFailure(e, _))
+                            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {}
+                        Err(e) => return Err(err(format!("writing {target}"))(e)),
+                    }
+                }
+                upsert.execute(values()).map_err(err(format!("writing {target}")))?;
             }
         }
         {

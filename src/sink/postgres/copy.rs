@@ -172,30 +172,51 @@ fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 }
 
 /// PostgreSQL's binary `numeric`: base-10000 digits with a weight, a sign and a display scale.
+/// Computed arithmetically (no text, no allocation): it runs once per decimal cell.
 fn write_numeric(out: &mut Vec<u8>, d: Decimal) {
-    let scale = usize::from(d.scale());
-    let unscaled = d.unscaled();
-    let text = unscaled.unsigned_abs().to_string();
-    // Split into integer and fraction digits, padded so both align to groups of four.
-    let padded = format!("{text:0>width$}", width = scale + 1);
-    let (int_part, frac_part) = padded.split_at(padded.len() - scale);
-    let int_part = format!("{int_part:0>width$}", width = int_part.len().div_ceil(4) * 4);
-    let frac_part = format!("{frac_part:0<width$}", width = frac_part.len().div_ceil(4) * 4);
-    fn group(s: &str) -> impl Iterator<Item = i16> + '_ {
-        s.as_bytes().chunks(4).map(|c| c.iter().fold(0i16, |a, b| a * 10 + i16::from(b - b'0')))
+    let scale = u32::from(d.scale());
+    let magnitude = d.unscaled().unsigned_abs();
+    let unit = 10u128.pow(scale);
+    let (mut int, mut frac) = (magnitude / unit, magnitude % unit);
+    // Fraction groups, least significant first; a partial last group is padded with zeros.
+    let mut frac_groups = [0i16; 12];
+    let mut nfrac = 0;
+    let rem = scale % 4;
+    if rem != 0 {
+        frac_groups[0] = ((frac % 10u128.pow(rem)) * 10u128.pow(4 - rem)) as i16;
+        frac /= 10u128.pow(rem);
+        nfrac = 1;
     }
-    let mut digits: Vec<i16> = group(&int_part).chain(group(&frac_part)).collect();
-    let mut weight = (int_part.len() / 4) as i16 - 1;
-    let leading = digits.iter().take_while(|d| **d == 0).count();
-    digits.drain(..leading);
-    weight -= leading as i16;
-    while digits.last() == Some(&0) {
-        digits.pop();
+    for _ in 0..scale / 4 {
+        frac_groups[nfrac] = (frac % 10_000) as i16;
+        frac /= 10_000;
+        nfrac += 1;
     }
+    let mut int_groups = [0i16; 12];
+    let mut nint = 0;
+    while int > 0 {
+        int_groups[nint] = (int % 10_000) as i16;
+        int /= 10_000;
+        nint += 1;
+    }
+    // Most significant first, then trim zero groups at both ends (the weight follows).
+    let mut digits = [0i16; 24];
+    let mut n = 0;
+    for g in int_groups[..nint].iter().rev().chain(frac_groups[..nfrac].iter().rev()) {
+        digits[n] = *g;
+        n += 1;
+    }
+    let leading = digits[..n].iter().take_while(|g| **g == 0).count();
+    let mut weight = nint as i16 - 1 - leading as i16;
+    let mut end = n;
+    while end > leading && digits[end - 1] == 0 {
+        end -= 1;
+    }
+    let digits = &digits[leading..end];
     if digits.is_empty() {
         weight = 0;
     }
-    let sign: u16 = if unscaled < 0 { 0x4000 } else { 0 };
+    let sign: u16 = if d.unscaled() < 0 { 0x4000 } else { 0 };
     out.extend_from_slice(&((8 + 2 * digits.len()) as i32).to_be_bytes());
     out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
     out.extend_from_slice(&weight.to_be_bytes());
@@ -224,6 +245,9 @@ mod tests {
         assert_eq!(numeric("-0.0001"), vec![1, -1, 0x4000, 4, 1]);
         assert_eq!(numeric("10000"), vec![1, 1, 0, 0, 1]);
         assert_eq!(numeric("0.50"), vec![1, -1, 0, 2, 5000]);
+        assert_eq!(numeric("1.00000"), vec![1, 0, 0, 5, 1]);
+        assert_eq!(numeric("100000000.000000001"), vec![6, 2, 0, 9, 1, 0, 0, 0, 0, 1000]);
+        assert_eq!(numeric("0.00000000000000000000000000000000000001"), vec![1, -10, 0, 38, 100]);
         assert_eq!(
             numeric("-99999999999999999999999999999999999999"),
             vec![10, 9, 0x4000, 0, 99, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999]

@@ -2,8 +2,9 @@
 //!
 //! Per table and batch, inside the batch's one transaction: deleted keys are `COPY`ed (binary)
 //! into a temp table and removed with one join `DELETE`; upserts are `COPY`ed into a temp
-//! staging table and moved with one `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`. Into an
-//! empty table (an initial snapshot) rows are `COPY`ed straight into the target. `ON CONFLICT`
+//! staging table and moved with one `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`. While a
+//! table's snapshot is loading, rows are first `COPY`ed straight into the target under a
+//! savepoint, falling back to the staging path if a key already exists. `ON CONFLICT`
 //! rather than `MERGE`: it is atomic against concurrent writers of the same key, where
 //! PostgreSQL's `MERGE` can fail with a unique violation, and it works before PostgreSQL 15.
 //!
@@ -225,8 +226,14 @@ fn copy_rows<'r>(
     Ok(())
 }
 
-/// Applies one table's part of a batch inside the batch transaction.
-fn apply_table(tx: &mut Transaction<'_>, target_schema: &str, table: &TableBatch) -> Result<(), SinkError> {
+/// Applies one table's part of a batch inside the batch transaction. `snapshotting` tables
+/// try the fast path first (see [`copy_or_merge`]).
+fn apply_table(
+    tx: &mut Transaction<'_>,
+    target_schema: &str,
+    table: &TableBatch,
+    snapshotting: bool,
+) -> Result<(), SinkError> {
     let schema = table.schema();
     let id = &schema.id;
     let target = qualified(target_schema, &id.table);
@@ -258,19 +265,29 @@ fn apply_table(tx: &mut Transaction<'_>, target_schema: &str, table: &TableBatch
         return Ok(());
     }
     upserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    if !empty {
-        empty = tx
-            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {target})"), &[])
-            .map_err(err(format!("checking {target}")))?
-            .get(0);
-    }
     let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
     let types = kinds(schema, schema.columns.iter().map(|c| &c.name));
     let rows = upserts.iter().map(|(_, row)| &row[..]);
     if empty {
-        // An initial snapshot: the batch's rows are unique by key, so they go straight in.
+        // Cleared for a snapshot: the batch's rows are unique by key, so they go straight in.
         let copy_sql = format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
         return copy_rows(tx, &copy_sql, &types, rows, id);
+    }
+    if snapshotting {
+        // A snapshot in progress: its rows are almost always new, so copy them straight into
+        // the target under a savepoint; if any key already exists (a restarted snapshot, a
+        // change racing an incremental one), undo that and take the merge path below.
+        tx.batch_execute("SAVEPOINT dbmirror_copy").map_err(err("setting a savepoint"))?;
+        let copy_sql = format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
+        match copy_rows(tx, &copy_sql, &types, upserts.iter().map(|(_, row)| &row[..]), id) {
+            Ok(()) => return tx.batch_execute("RELEASE SAVEPOINT dbmirror_copy").map_err(err("releasing a savepoint")),
+            Err(SinkError::Postgres { source, .. })
+                if source.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT dbmirror_copy").map_err(err("rolling back a savepoint"))?;
+            }
+            Err(other) => return Err(other),
+        }
     }
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE dbmirror_stage ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA",
@@ -362,7 +379,9 @@ impl Sink for PgSink {
                 continue;
             }
             check_batch_schema(self.tables.get(id), table.schema())?;
-            apply_table(&mut tx, &self.tables[id].target_schema, table)?;
+            let record = &self.tables[id];
+            let snapshotting = matches!(record.state, TableState::Snapshotting | TableState::ResyncPending);
+            apply_table(&mut tx, &record.target_schema, table, snapshotting)?;
         }
         let statement = tx
             .prepare(&format!(
