@@ -72,8 +72,12 @@ fn bench_ingest(c: &mut Criterion) {
         }
         copy::trailer(&mut rendered);
         let columns_sql: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let casts: Vec<String> =
-            schema.columns.iter().enumerate().map(|(i, c)| format!("${}::text::{}", i + 1, pg_type(c.sql_type).0)).collect();
+        let casts: Vec<String> = schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::text::{}", i + 1, pg_type(c.sql_type).0))
+            .collect();
         let upsert = format!(
             "INSERT INTO {target} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
             columns_sql.join(", "),
