@@ -4,10 +4,11 @@
 //! `cargo bench --bench decode` (quick CI run: `-- --quick`). Before measuring, every event is
 //! decoded both ways and the results compared, so the two sides do the same work.
 
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/serde_baseline.rs"]
-mod serde_baseline;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::ingest_common::registry;
+use support::{events, serde_baseline};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dbmirror::decode::{Decoder, Event};
@@ -19,17 +20,6 @@ use std::hint::black_box;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EVENTS: u64 = 500;
-
-/// Schemas learned from the workload's history record, as the pipeline would have them.
-fn registry(history: &str) -> SchemaRegistry {
-    let mut reg = SchemaRegistry::new();
-    let mut bytes = history.as_bytes().to_vec();
-    let Event::SchemaChange(changes) = Decoder::default().decode(&mut bytes, &reg).expect("history").event else {
-        panic!("history record did not decode as a schema change")
-    };
-    changes.iter().for_each(|c| reg.apply(c));
-    reg
-}
 
 /// Asserts both decoders produce identical rows for every event.
 fn check_same_output(lines: &[String], schemas: &SchemaRegistry) {

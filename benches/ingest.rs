@@ -18,17 +18,13 @@ mod support;
 use support::{ingest_common, serde_baseline};
 
 use std::path::Path;
-use std::time::Instant;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dbmirror::coalesce::{Coalescer, FlushPolicy};
-use dbmirror::decode::Decoder;
-use dbmirror::protocol::LineFramer;
+use dbmirror::coalesce::FlushPolicy;
 use dbmirror::row::Cell;
 use dbmirror::schema::{SchemaChangeKind, TableChange, TableSchema};
 use dbmirror::sink::Sink;
 use dbmirror::sink::sqlite::{SinkOptions, SqliteSink, sql_value};
-use dbmirror::sink::worker::{Job, SinkWorker};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -78,19 +74,7 @@ fn bench_ingest(c: &mut Criterion) {
             b.iter_batched(
                 || fresh_replica(&dir, &schema),
                 |mut sink| {
-                    let mut framer = LineFramer::new(1 << 30);
-                    let mut decoder = Decoder::default();
-                    let mut coalescer = Coalescer::new(policy);
-                    let now = Instant::now();
-                    framer.push(&body);
-                    while let Some(mut line) = framer.next_line().unwrap() {
-                        let decoded = decoder.decode(&mut line, &schemas).unwrap();
-                        coalescer.push(&decoded, &schemas, now).unwrap();
-                        if coalescer.should_flush(now) {
-                            sink.apply(&coalescer.take()).unwrap();
-                        }
-                    }
-                    sink.apply(&coalescer.take()).unwrap();
+                    ingest_common::decode_and_coalesce(&body, &schemas, policy, |batch| sink.apply(&batch).unwrap());
                     sink
                 },
                 BatchSize::PerIteration,
@@ -100,25 +84,7 @@ fn bench_ingest(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("pipeline_2_threads", ROWS), |b| {
             b.iter_batched(
                 || fresh_replica(&dir, &schema),
-                |sink| {
-                    let worker = SinkWorker::spawn(sink, 1);
-                    let mut framer = LineFramer::new(1 << 30);
-                    let mut decoder = Decoder::default();
-                    let mut coalescer = Coalescer::new(policy);
-                    let now = Instant::now();
-                    framer.push(&body);
-                    while let Some(mut line) = framer.next_line().unwrap() {
-                        let decoded = decoder.decode(&mut line, &schemas).unwrap();
-                        coalescer.push(&decoded, &schemas, now).unwrap();
-                        if coalescer.should_flush(now) {
-                            worker.submit(Job::Apply(coalescer.take())).unwrap();
-                        }
-                    }
-                    worker.submit(Job::Apply(coalescer.take())).unwrap();
-                    let (sink, _, unapplied) = worker.finish();
-                    assert!(unapplied.is_empty());
-                    sink
-                },
+                |sink| ingest_common::pipeline_2_threads(sink, &body, &schemas, policy),
                 BatchSize::PerIteration,
             )
         });

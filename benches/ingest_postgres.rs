@@ -19,18 +19,14 @@ mod support;
 mod targets;
 
 use std::io::Write as _;
-use std::time::Instant;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dbmirror::coalesce::{Coalescer, FlushPolicy};
-use dbmirror::decode::Decoder;
-use dbmirror::protocol::LineFramer;
+use dbmirror::coalesce::FlushPolicy;
 use dbmirror::row::Cell;
 use dbmirror::schema::{SchemaChangeKind, TableChange, TableSchema};
 use dbmirror::sink::canonical::canonical;
 use dbmirror::sink::postgres::copy::{self, pg_type};
 use dbmirror::sink::postgres::{PgSink, quote};
-use dbmirror::sink::worker::{Job, SinkWorker};
 use dbmirror::sink::{Sink, SinkOptions};
 use support::{ingest_common, serde_baseline};
 
@@ -92,25 +88,7 @@ fn bench_ingest(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("pipeline_2_threads", ROWS), |b| {
             b.iter_batched(
                 || fresh(&url, &schema),
-                |sink| {
-                    let worker = SinkWorker::spawn(sink, 1);
-                    let mut framer = LineFramer::new(1 << 30);
-                    let mut decoder = Decoder::default();
-                    let mut coalescer = Coalescer::new(policy);
-                    let now = Instant::now();
-                    framer.push(&body);
-                    while let Some(mut line) = framer.next_line().unwrap() {
-                        let decoded = decoder.decode(&mut line, &schemas).unwrap();
-                        coalescer.push(&decoded, &schemas, now).unwrap();
-                        if coalescer.should_flush(now) {
-                            worker.submit(Job::Apply(coalescer.take())).unwrap();
-                        }
-                    }
-                    worker.submit(Job::Apply(coalescer.take())).unwrap();
-                    let (sink, _, unapplied) = worker.finish();
-                    assert!(unapplied.is_empty());
-                    sink
-                },
+                |sink| ingest_common::pipeline_2_threads(sink, &body, &schemas, policy),
                 BatchSize::PerIteration,
             )
         });
@@ -119,20 +97,9 @@ fn bench_ingest(c: &mut Criterion) {
         // pipeline's first thread costs, to tell where the time goes.
         group.bench_function(BenchmarkId::new("stage_decode_coalesce", ROWS), |b| {
             b.iter(|| {
-                let mut framer = LineFramer::new(1 << 30);
-                let mut decoder = Decoder::default();
-                let mut coalescer = Coalescer::new(policy);
-                let now = Instant::now();
-                framer.push(&body);
-                let mut batches = 0;
-                while let Some(mut line) = framer.next_line().unwrap() {
-                    let decoded = decoder.decode(&mut line, &schemas).unwrap();
-                    coalescer.push(&decoded, &schemas, now).unwrap();
-                    if coalescer.should_flush(now) {
-                        batches += coalescer.take().tables().count();
-                    }
-                }
-                batches + coalescer.take().tables().count()
+                let mut tables = 0;
+                ingest_common::decode_and_coalesce(&body, &schemas, policy, |batch| tables += batch.tables().count());
+                tables
             })
         });
 

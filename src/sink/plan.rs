@@ -4,9 +4,10 @@
 //! `ALTER` and when a re-create, and what state a table is left in are decided here, and
 //! each target only executes the resulting [`SchemaPlan`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::SinkError;
+use super::{SchemaOutcome, SinkError};
 use crate::decode::{Decoder, Event};
 use crate::schema::{
     ColumnSchema, SchemaChangeKind, SchemaDiff, SchemaRegistry, TableChange, TableId, TableSchema, is_blocked,
@@ -102,6 +103,31 @@ pub fn plan(
     })
 }
 
+/// What carrying out a plan leaves behind: the outcome to report and the table's new record
+/// (`None`: the table is forgotten, or was never replicated).
+pub fn result(plan: &SchemaPlan, new: &TableSchema) -> (SchemaOutcome, Option<TableRecord>) {
+    let record = |target_schema: &str, state| TableRecord {
+        target_schema: target_schema.to_owned(),
+        schema: Arc::new(new.clone()),
+        state,
+    };
+    match plan {
+        SchemaPlan::Skip => (SchemaOutcome::Skipped, None),
+        SchemaPlan::Unchanged => (SchemaOutcome::Unchanged, None),
+        SchemaPlan::Drop(_) => (SchemaOutcome::Dropped, None),
+        SchemaPlan::Create(target_schema) => {
+            (SchemaOutcome::Created, Some(record(target_schema, TableState::Snapshotting)))
+        }
+        SchemaPlan::Recreate(old) => {
+            (SchemaOutcome::Recreated, Some(record(&old.target_schema, TableState::ResyncPending)))
+        }
+        SchemaPlan::AddColumns(old, added) => (
+            SchemaOutcome::Altered { added: added.iter().map(|c| c.name.clone()).collect() },
+            Some(record(&old.target_schema, old.state)),
+        ),
+    }
+}
+
 /// Reads a table definition stored in `_ReplicationState` (a schema-history record).
 pub fn read_definition(name: &str, definition: &str) -> Result<TableSchema, SinkError> {
     let bad = |reason: &str| SinkError::Table { table: TableId::new("", name), reason: reason.into() };
@@ -135,4 +161,12 @@ pub fn check_batch_schema(record: Option<&TableRecord>, schema: &TableSchema) ->
         });
     }
     Ok(())
+}
+
+/// Updates a sink's table cache after a committed schema change.
+pub fn remember(tables: &mut HashMap<TableId, TableRecord>, id: &TableId, record: Option<TableRecord>) {
+    match record {
+        Some(record) => tables.insert(id.clone(), record),
+        None => tables.remove(id),
+    };
 }

@@ -8,13 +8,12 @@
 //! `12.34` into a float. Tables are named `<schema>_<table>` (or `<TablePrefix>_<table>`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 
 use super::canonical::{canonical, fraction_scale, parse_stored};
-use super::plan::{SchemaPlan, check_batch_schema, plan, read_record};
+use super::plan::{SchemaPlan, check_batch_schema, plan, read_record, remember, result};
 pub use super::plan::{SinkOptions, TableRecord};
 use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
 use crate::coalesce::Batch;
@@ -296,36 +295,21 @@ impl Sink for SqliteSink {
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
         let new = &change.table;
         let plan = plan(&self.options, self.tables.get(&new.id), change)?;
+        let (outcome, record) = result(&plan, new);
         let tx = self.conn.transaction().map_err(err("starting schema transaction"))?;
-        let (outcome, record) = match plan {
-            SchemaPlan::Skip => return Ok(SchemaOutcome::Skipped),
-            SchemaPlan::Unchanged => return Ok(SchemaOutcome::Unchanged),
+        match &plan {
+            SchemaPlan::Skip | SchemaPlan::Unchanged => return Ok(outcome),
             SchemaPlan::Drop(old) => {
                 let target = Self::table_name(&old.target_schema, &new.id);
                 tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&target))).map_err(err("dropping table"))?;
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)),
-                    [new.id.to_string()],
-                )
-                .map_err(err("forgetting table"))?;
-                tx.commit().map_err(err("committing drop"))?;
-                self.tables.remove(&new.id);
-                return Ok(SchemaOutcome::Dropped);
             }
             SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
-                let created = !self.tables.contains_key(&new.id);
-                let target = Self::table_name(&target_schema, &new.id);
+                let target = Self::table_name(target_schema, &new.id);
                 tx.execute_batch(&Self::create_table_sql(&target, new)).map_err(err(format!("creating {target}")))?;
-                let (outcome, state) = if created {
-                    (SchemaOutcome::Created, TableState::Snapshotting)
-                } else {
-                    (SchemaOutcome::Recreated, TableState::ResyncPending)
-                };
-                (outcome, TableRecord { target_schema, schema: Arc::new(new.clone()), state })
             }
             SchemaPlan::AddColumns(old, added) => {
                 let target = Self::table_name(&old.target_schema, &new.id);
-                for c in &added {
+                for c in added {
                     tx.execute_batch(&format!(
                         "ALTER TABLE {} ADD COLUMN {} {}",
                         quote(&target),
@@ -334,13 +318,20 @@ impl Sink for SqliteSink {
                     ))
                     .map_err(err(format!("adding column {} to {target}", c.name)))?;
                 }
-                let outcome = SchemaOutcome::Altered { added: added.into_iter().map(|c| c.name).collect() };
-                (outcome, TableRecord { schema: Arc::new(new.clone()), ..old })
             }
-        };
-        Self::write_table_record(&tx, &record)?;
+        }
+        match &record {
+            Some(record) => Self::write_table_record(&tx, record)?,
+            None => {
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)),
+                    [new.id.to_string()],
+                )
+                .map_err(err("forgetting table"))?;
+            }
+        }
         tx.commit().map_err(err("committing schema change"))?;
-        self.tables.insert(new.id.clone(), record);
+        remember(&mut self.tables, &new.id, record);
         Ok(outcome)
     }
 

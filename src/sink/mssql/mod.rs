@@ -17,14 +17,13 @@ pub mod encode;
 pub mod sql;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use tiberius::{Client, ColumnData, Config, SqlBulkCopyOption, SqlBulkCopyOptions, TokenRow};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::canonical::canonical;
-use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record};
+use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
 use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
 use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
@@ -289,41 +288,30 @@ async fn schema_change(
         }
         SchemaPlan::Skip | SchemaPlan::Unchanged => {}
     }
-    if let Some(record) = record {
-        write_record(client, record).await?;
+    match record {
+        Some(record) => write_record(client, record).await?,
+        None => {
+            client
+                .execute(sql::delete_table_record(), &[&new.id.to_string()])
+                .await
+                .map_err(err("forgetting table"))?;
+        }
     }
     client.commit_transaction().await.map_err(err("committing schema change"))
 }
 
 impl Sink for MssqlSink {
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
-        let new = Arc::new(change.table.clone());
+        let new = &change.table;
         let plan = plan(&self.options, self.tables.get(&new.id), change)?;
-        let created = !self.tables.contains_key(&new.id);
-        let (outcome, record) = match &plan {
-            SchemaPlan::Skip => return Ok(SchemaOutcome::Skipped),
-            SchemaPlan::Unchanged => return Ok(SchemaOutcome::Unchanged),
-            SchemaPlan::Drop(_) => (SchemaOutcome::Dropped, None),
-            SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
-                let (outcome, state) = if created {
-                    (SchemaOutcome::Created, TableState::Snapshotting)
-                } else {
-                    (SchemaOutcome::Recreated, TableState::ResyncPending)
-                };
-                (outcome, Some(TableRecord { target_schema: target_schema.clone(), schema: new.clone(), state }))
-            }
-            SchemaPlan::AddColumns(old, added) => (
-                SchemaOutcome::Altered { added: added.iter().map(|c| c.name.clone()).collect() },
-                Some(TableRecord { schema: new.clone(), ..old.clone() }),
-            ),
-        };
+        let (outcome, record) = result(&plan, new);
+        if matches!(plan, SchemaPlan::Skip | SchemaPlan::Unchanged) {
+            return Ok(outcome);
+        }
         let (rt, client) = self.conn()?;
-        let result = rt.block_on(schema_change(client, &plan, &new, record.as_ref()));
-        self.settle(result)?;
-        match record {
-            Some(record) => self.tables.insert(new.id.clone(), record),
-            None => self.tables.remove(&new.id),
-        };
+        let done = rt.block_on(schema_change(client, &plan, new, record.as_ref()));
+        self.settle(done)?;
+        remember(&mut self.tables, &new.id, record);
         Ok(outcome)
     }
 

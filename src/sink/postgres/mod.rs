@@ -15,13 +15,12 @@ pub mod copy;
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::Arc;
 
 use ::postgres::{Client, NoTls, Transaction};
 
 use self::copy::{PgKind, pg_type};
 use super::canonical::{canonical, parse_stored};
-use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record};
+use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
 use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
 use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
@@ -318,41 +317,26 @@ impl Sink for PgSink {
         self.ensure_connected()?;
         let new = &change.table;
         let plan = plan(&self.options, self.tables.get(&new.id), change)?;
-        let created = !self.tables.contains_key(&new.id);
+        let (outcome, record) = result(&plan, new);
         let mut tx = self.client.transaction().map_err(err("starting schema transaction"))?;
-        let (outcome, record) = match plan {
-            SchemaPlan::Skip => return Ok(SchemaOutcome::Skipped),
-            SchemaPlan::Unchanged => return Ok(SchemaOutcome::Unchanged),
+        match &plan {
+            SchemaPlan::Skip | SchemaPlan::Unchanged => return Ok(outcome),
             SchemaPlan::Drop(old) => {
                 tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", qualified(&old.target_schema, &new.id.table)))
                     .map_err(err("dropping table"))?;
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = $1", quote(STATE_TABLE)),
-                    &[&new.id.to_string()],
-                )
-                .map_err(err("forgetting table"))?;
-                tx.commit().map_err(err("committing drop"))?;
-                self.tables.remove(&new.id);
-                return Ok(SchemaOutcome::Dropped);
             }
             SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
-                let target = qualified(&target_schema, &new.id.table);
+                let target = qualified(target_schema, &new.id.table);
                 tx.batch_execute(&format!(
                     "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {target}; {}",
-                    quote(&target_schema),
-                    create_table_sql(&target_schema, new)
+                    quote(target_schema),
+                    create_table_sql(target_schema, new)
                 ))
                 .map_err(err(format!("creating {target}")))?;
-                let (outcome, state) = if created {
-                    (SchemaOutcome::Created, TableState::Snapshotting)
-                } else {
-                    (SchemaOutcome::Recreated, TableState::ResyncPending)
-                };
-                (outcome, TableRecord { target_schema, schema: Arc::new(new.clone()), state })
             }
             SchemaPlan::AddColumns(old, added) => {
                 let target = qualified(&old.target_schema, &new.id.table);
-                for c in &added {
+                for c in added {
                     tx.batch_execute(&format!(
                         "ALTER TABLE {target} ADD COLUMN {} {}",
                         quote(&c.name),
@@ -360,13 +344,20 @@ impl Sink for PgSink {
                     ))
                     .map_err(err(format!("adding column {} to {target}", c.name)))?;
                 }
-                let outcome = SchemaOutcome::Altered { added: added.into_iter().map(|c| c.name).collect() };
-                (outcome, TableRecord { schema: Arc::new(new.clone()), ..old })
             }
-        };
-        Self::write_table_record(&mut tx, &record)?;
+        }
+        match &record {
+            Some(record) => Self::write_table_record(&mut tx, record)?,
+            None => {
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE scope = 'table' AND name = $1", quote(STATE_TABLE)),
+                    &[&new.id.to_string()],
+                )
+                .map_err(err("forgetting table"))?;
+            }
+        }
         tx.commit().map_err(err("committing schema change"))?;
-        self.tables.insert(new.id.clone(), record);
+        remember(&mut self.tables, &new.id, record);
         Ok(outcome)
     }
 
