@@ -18,5 +18,8 @@ mod sink_sqlite;
 /// The simulated tenant's Debezium stream decodes and replicates to exactly its ground truth.
 mod cloud_roundtrip;
 
+/// The simulated tenant's whole lifecycle, through the event log, into a replica.
+mod cloud_tenant;
+
 /// SQL Server statements checked offline (golden text, T-SQL parser, key widths, quoting).
 mod mssql_sql;

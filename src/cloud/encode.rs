@@ -243,6 +243,53 @@ fn image(table: &TableSchema, row: Option<&[Cell]>, out: &mut String) {
     out.push('}');
 }
 
+/// The record key: the primary-key columns of `row`, with or without the key schema.
+fn write_key(table: &TableSchema, row: Option<&[Cell]>, schema_prefix: &str, with_schema: bool, out: &mut String) {
+    let key_columns: Vec<usize> =
+        table.primary_key.iter().filter_map(|k| table.columns.iter().position(|c| &c.name == k)).collect();
+    let Some(row) = row else {
+        out.push_str("null");
+        return;
+    };
+    if with_schema {
+        out.push_str("{\"schema\":{\"type\":\"struct\",\"fields\":[");
+        for (i, &k) in key_columns.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            field_schema(&ColumnSchema { nullable: false, ..table.columns[k].clone() }, out);
+        }
+        out.push_str("],\"optional\":false,\"name\":");
+        write_json_string(out, &format!("{schema_prefix}.Key"));
+        out.push_str("},\"payload\":");
+    }
+    out.push('{');
+    for (i, &k) in key_columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, &table.columns[k].name);
+        out.push(':');
+        field_value(&row[k], table.columns[k].sql_type, out);
+    }
+    out.push('}');
+    if with_schema {
+        out.push('}');
+    }
+}
+
+/// The tombstone Debezium writes after a delete: the deleted row's key and a `null` value.
+/// (`meta.op` and `meta.snapshot` are not used.)
+pub fn tombstone_record(table: &TableSchema, deleted: &[Cell], meta: &RecordMeta<'_>) -> String {
+    let mut out = String::from("{\"topic\":");
+    write_json_string(&mut out, meta.topic);
+    let _ = write!(out, ",\"partition\":{},\"offset\":{},\"key\":", meta.partition, meta.offset);
+    let prefix = format!("{}.{}.{}", meta.database, table.id.schema, table.id.table);
+    write_key(table, Some(deleted), &prefix, meta.with_schema, &mut out);
+    out.push_str(",\"value\":null}");
+    out
+}
+
 /// A record line `{"topic","partition","offset","key","value"}` for a change of `table`.
 pub fn change_record(
     table: &TableSchema,
@@ -254,40 +301,8 @@ pub fn change_record(
     out.push_str("{\"topic\":");
     write_json_string(&mut out, meta.topic);
     let _ = write!(out, ",\"partition\":{},\"offset\":{},\"key\":", meta.partition, meta.offset);
-    let key_row = after.or(before);
-    let key_columns: Vec<usize> =
-        table.primary_key.iter().filter_map(|k| table.columns.iter().position(|c| &c.name == k)).collect();
     let schema_prefix = format!("{}.{}.{}", meta.database, table.id.schema, table.id.table);
-    match key_row {
-        None => out.push_str("null"),
-        Some(row) => {
-            if meta.with_schema {
-                out.push_str("{\"schema\":{\"type\":\"struct\",\"fields\":[");
-                for (i, &k) in key_columns.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    field_schema(&ColumnSchema { nullable: false, ..table.columns[k].clone() }, &mut out);
-                }
-                out.push_str("],\"optional\":false,\"name\":");
-                write_json_string(&mut out, &format!("{schema_prefix}.Key"));
-                out.push_str("},\"payload\":");
-            }
-            out.push('{');
-            for (i, &k) in key_columns.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_string(&mut out, &table.columns[k].name);
-                out.push(':');
-                field_value(&row[k], table.columns[k].sql_type, &mut out);
-            }
-            out.push('}');
-            if meta.with_schema {
-                out.push('}');
-            }
-        }
-    }
+    write_key(table, after.or(before), &schema_prefix, meta.with_schema, &mut out);
     out.push_str(",\"value\":");
     if meta.with_schema {
         let mut fields = String::new();

@@ -12,3 +12,5 @@
 pub mod crm;
 pub mod encode;
 pub mod generate;
+pub mod log;
+pub mod tenant;

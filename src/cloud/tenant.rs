@@ -1,0 +1,417 @@
+//! A simulated CRM tenant: the authoritative table contents, and every change to them
+//! published to the tenant's topics exactly as the Debezium SQL Server connector would.
+//!
+//! The tenant is the source of truth for tests and `verify`: [`Tenant::checksums`] reports
+//! row counts and order-independent checksums computed from the same canonical text the
+//! replica side uses, so "the replica equals the source" means one thing everywhere.
+
+use std::collections::BTreeMap;
+
+use super::encode::{RecordMeta, change_record, history_record, tombstone_record};
+use super::generate::{Rng, TableRows, rows, value};
+use super::log::{EventLog, LogError};
+use crate::protocol::{CDC_TOPIC_SUFFIX, SCHEMA_HISTORY_TOPIC_SUFFIX};
+use crate::row::{Cell, OwnedRow, PrimaryKey};
+use crate::schema::{ColumnSchema, SqlType, TableId, TableSchema, is_blocked};
+use crate::sink::canonical::{canonical, checksum};
+
+/// How a tenant is generated.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    /// The tenant context id, e.g. `cust1234` (topics are `<ctx>-cdc`, `<ctx>-schemahistory`).
+    pub context: String,
+    /// Seed of the deterministic generator.
+    pub seed: u64,
+    /// Rows per table in the initial snapshot.
+    pub rows_per_table: u64,
+    /// Partitions of the `-cdc` topic.
+    pub partitions: i32,
+    /// JsonConverter `schemas.enable`.
+    pub with_schema: bool,
+}
+
+/// The mix of a change workload, in percent (the rest of 100 are updates).
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// Inserts.
+    pub insert_percent: u64,
+    /// Deletes.
+    pub delete_percent: u64,
+    /// Updates that change the primary key (a delete, a tombstone and a create).
+    pub key_update_percent: u64,
+    /// Changes that hit one of a few hot rows (exercises coalescing).
+    pub hot_percent: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload { insert_percent: 25, delete_percent: 10, key_update_percent: 2, hot_percent: 40 }
+    }
+}
+
+/// Per table: row count and checksum of the canonical rows.
+pub type Checksums = BTreeMap<TableId, (u64, u64)>;
+
+/// One simulated tenant.
+#[derive(Debug)]
+pub struct Tenant {
+    config: TenantConfig,
+    tables: BTreeMap<TableId, (TableSchema, TableRows)>,
+    rng: Rng,
+}
+
+/// Partition of a row: table and key hashed, so every change of one row lands in one
+/// partition and keeps its order.
+fn partition_of(table: &TableId, key: &PrimaryKey, partitions: i32) -> i32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    table.hash(&mut h);
+    key.hash(&mut h);
+    (h.finish() % partitions.max(1) as u64) as i32
+}
+
+fn key_of(schema: &TableSchema, row: &[Cell]) -> PrimaryKey {
+    schema
+        .primary_key
+        .iter()
+        .filter_map(|k| schema.columns.iter().position(|c| &c.name == k))
+        .map(|i| row[i].clone())
+        .collect()
+}
+
+impl Tenant {
+    /// A tenant over `tables` (blocked tables are kept at the source but never published).
+    pub fn new(config: TenantConfig, tables: Vec<TableSchema>) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let tables = tables
+            .into_iter()
+            .map(|t| {
+                let data = rows(&mut rng, &t, config.rows_per_table);
+                (t.id.clone(), (t, data))
+            })
+            .collect();
+        Tenant { config, tables, rng }
+    }
+
+    /// The tenant context id.
+    pub fn context(&self) -> &str {
+        &self.config.context
+    }
+
+    /// `<ctx>-cdc`.
+    pub fn cdc_topic(&self) -> String {
+        format!("{}{CDC_TOPIC_SUFFIX}", self.config.context)
+    }
+
+    /// `<ctx>-schemahistory`.
+    pub fn history_topic(&self) -> String {
+        format!("{}{SCHEMA_HISTORY_TOPIC_SUFFIX}", self.config.context)
+    }
+
+    /// The published tables' current schemas.
+    pub fn schemas(&self) -> Vec<&TableSchema> {
+        self.tables.values().map(|(s, _)| s).filter(|s| !is_blocked(&s.id.table)).collect()
+    }
+
+    /// The current rows of a table.
+    pub fn rows(&self, id: &TableId) -> Option<&TableRows> {
+        self.tables.get(id).map(|(_, r)| r)
+    }
+
+    /// Row count and checksum of every published table, from canonical rows.
+    pub fn checksums(&self) -> Checksums {
+        self.tables
+            .iter()
+            .filter(|(id, _)| !is_blocked(&id.table))
+            .map(|(id, (schema, rows))| {
+                let canon: Vec<Vec<Option<String>>> = rows
+                    .values()
+                    .map(|r| r.iter().zip(&schema.columns).map(|(c, col)| canonical(c, col.sql_type)).collect())
+                    .collect();
+                (id.clone(), checksum(canon.iter().map(Vec::as_slice)))
+            })
+            .collect()
+    }
+
+    /// Creates the tenant's topics.
+    pub fn create_topics(&self, log: &mut EventLog) -> Result<(), LogError> {
+        log.create_topic(&self.cdc_topic(), self.config.partitions)?;
+        log.create_topic(&self.history_topic(), 1)
+    }
+
+    fn database(&self) -> String {
+        self.config.context.to_ascii_uppercase()
+    }
+
+    fn publish_history(
+        &self,
+        log: &mut EventLog,
+        now_ms: i64,
+        schema: &TableSchema,
+        kind: &str,
+    ) -> Result<(), LogError> {
+        let topic = self.history_topic();
+        let value = history_record(schema, kind, &self.database());
+        log.append(&topic, 0, now_ms, |offset| {
+            let mut line = String::from("{\"topic\":");
+            crate::decode::write_json_string(&mut line, &topic);
+            line.push_str(&format!(",\"partition\":0,\"offset\":{offset},\"key\":null,\"value\":{value}}}"));
+            line
+        })?;
+        Ok(())
+    }
+
+    /// Publishes one change; `kind` is (`op`, `source.snapshot`).
+    fn publish_change(
+        &self,
+        log: &mut EventLog,
+        now_ms: i64,
+        schema: &TableSchema,
+        (op, snapshot): (&str, &str),
+        before: Option<&[Cell]>,
+        after: Option<&[Cell]>,
+    ) -> Result<(), LogError> {
+        let topic = self.cdc_topic();
+        let key = key_of(schema, after.or(before).unwrap_or_default());
+        let partition = partition_of(&schema.id, &key, self.config.partitions);
+        let database = self.database();
+        let meta = |offset| RecordMeta {
+            topic: &topic,
+            partition,
+            offset,
+            snapshot,
+            op,
+            database: &database,
+            with_schema: self.config.with_schema,
+        };
+        log.append(&topic, partition, now_ms, |offset| change_record(schema, before, after, &meta(offset)))?;
+        if op == "d" {
+            // Debezium follows a delete with a tombstone for log compaction.
+            log.append(&topic, partition, now_ms, |offset| {
+                tombstone_record(schema, before.unwrap_or_default(), &meta(offset))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the schema of every published table, then a snapshot (`op` `r`) of all of
+    /// them; `snapshot` is `true` for every record but the very last, which is `last`.
+    pub fn publish_initial(&self, log: &mut EventLog, now_ms: i64) -> Result<(), LogError> {
+        self.create_topics(log)?;
+        let ids: Vec<TableId> = self.schemas().iter().map(|s| s.id.clone()).collect();
+        for id in &ids {
+            self.publish_history(log, now_ms, &self.tables[id].0, "CREATE")?;
+        }
+        self.publish_snapshot(log, now_ms, &ids, "true", "last")
+    }
+
+    /// Snapshot records of `ids`, marking the final one with `last_mark`.
+    fn publish_snapshot(
+        &self,
+        log: &mut EventLog,
+        now_ms: i64,
+        ids: &[TableId],
+        mark: &str,
+        last_mark: &str,
+    ) -> Result<(), LogError> {
+        let total: usize = ids.iter().map(|id| self.tables[id].1.len()).sum();
+        let mut n = 0;
+        for id in ids {
+            let (schema, rows) = &self.tables[id];
+            for row in rows.values() {
+                n += 1;
+                let snapshot = if n == total { last_mark } else { mark };
+                self.publish_change(log, now_ms, schema, ("r", snapshot), None, Some(row))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh snapshot of just these tables (a resync request: Debezium's signal-based
+    /// incremental snapshot, `snapshot` = `incremental`). Unknown or blocked tables are ignored
+    /// and the rest returned.
+    pub fn resnapshot(&self, log: &mut EventLog, now_ms: i64, tables: &[TableId]) -> Result<Vec<TableId>, LogError> {
+        let ids: Vec<TableId> =
+            tables.iter().filter(|id| self.tables.contains_key(id) && !is_blocked(&id.table)).cloned().collect();
+        self.publish_snapshot(log, now_ms, &ids, "incremental", "incremental")?;
+        Ok(ids)
+    }
+
+    fn pick_table(&mut self) -> Option<TableId> {
+        let ids: Vec<TableId> = self.schemas().iter().map(|s| s.id.clone()).collect();
+        (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize].clone())
+    }
+
+    fn new_row(&mut self, schema: &TableSchema, rows: &TableRows) -> OwnedRow {
+        let index = rows
+            .keys()
+            .filter_map(|k| match k.first() {
+                Some(Cell::Int(v)) => Some(*v),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut row: OwnedRow = (0..schema.columns.len()).map(|_| Cell::Null).collect();
+        for (i, c) in schema.columns.iter().enumerate() {
+            let key = schema.primary_key.iter().position(|k| *k == c.name);
+            row[i] = match (key, &c.sql_type) {
+                (Some(_), SqlType::Int | SqlType::BigInt | SqlType::SmallInt | SqlType::TinyInt) => {
+                    Cell::Int(index + 1)
+                }
+                (Some(_), _) => Cell::Text(format!("key-{}", index + 1).into()),
+                _ => value(&mut self.rng, c, index as u64, None),
+            };
+        }
+        row
+    }
+
+    /// Applies `count` random changes to the source and publishes them (`op` c / u / d).
+    pub fn change(&mut self, log: &mut EventLog, now_ms: i64, count: usize, mix: Workload) -> Result<(), LogError> {
+        for _ in 0..count {
+            let Some(id) = self.pick_table() else { return Ok(()) };
+            let (schema, mut rows) = self.tables.remove(&id).expect("picked from the map");
+            let roll = self.rng.below(100);
+            let existing: Vec<PrimaryKey> = if rows.is_empty() {
+                Vec::new()
+            } else if self.rng.below(100) < mix.hot_percent {
+                rows.keys().take(3).cloned().collect()
+            } else {
+                rows.keys().cloned().collect()
+            };
+            let victim =
+                (!existing.is_empty()).then(|| existing[self.rng.below(existing.len() as u64) as usize].clone());
+            let single_int_key = schema.primary_key.len() == 1
+                && matches!(
+                    schema.column(&schema.primary_key[0]).map(|c| c.sql_type),
+                    Some(SqlType::Int | SqlType::BigInt)
+                );
+            let result = match victim {
+                Some(key) if roll < mix.delete_percent => {
+                    let old = rows.remove(&key).expect("existing key");
+                    self.publish_change(log, now_ms, &schema, ("d", "false"), Some(&old), None)
+                }
+                Some(key) if roll < mix.delete_percent + mix.key_update_percent && single_int_key => {
+                    // A primary-key update: Debezium emits a delete (and tombstone) of the old
+                    // key, then a create of the new one.
+                    let old = rows.remove(&key).expect("existing key");
+                    let mut new = old.clone();
+                    let fresh = self.new_row(&schema, &rows);
+                    let k = schema.columns.iter().position(|c| c.name == schema.primary_key[0]).expect("key column");
+                    new[k] = fresh[k].clone();
+                    self.publish_change(log, now_ms, &schema, ("d", "false"), Some(&old), None)
+                        .and_then(|()| self.publish_change(log, now_ms, &schema, ("c", "false"), None, Some(&new)))
+                        .map(|()| {
+                            rows.insert(key_of(&schema, &new), new);
+                        })
+                }
+                Some(key) if roll >= mix.delete_percent + mix.key_update_percent + mix.insert_percent => {
+                    let old = rows[&key].clone();
+                    let mut new = old.clone();
+                    for (i, c) in schema.columns.iter().enumerate() {
+                        if !schema.primary_key.contains(&c.name) && self.rng.chance(40) {
+                            new[i] = value(&mut self.rng, c, 0, None);
+                        }
+                    }
+                    rows.insert(key, new.clone());
+                    self.publish_change(log, now_ms, &schema, ("u", "false"), Some(&old), Some(&new))
+                }
+                _ => {
+                    let new = self.new_row(&schema, &rows);
+                    let key = key_of(&schema, &new);
+                    match rows.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => Ok(()),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(new.clone());
+                            self.publish_change(log, now_ms, &schema, ("c", "false"), None, Some(&new))
+                        }
+                    }
+                }
+            };
+            self.tables.insert(id, (schema, rows));
+            result?;
+        }
+        Ok(())
+    }
+
+    /// A new table appears: its schema, then a snapshot of its rows.
+    pub fn add_table(
+        &mut self,
+        log: &mut EventLog,
+        now_ms: i64,
+        schema: TableSchema,
+        row_count: u64,
+    ) -> Result<(), LogError> {
+        let data = rows(&mut self.rng, &schema, row_count);
+        let id = schema.id.clone();
+        self.tables.insert(id.clone(), (schema, data));
+        if is_blocked(&id.table) {
+            return Ok(());
+        }
+        self.publish_history(log, now_ms, &self.tables[&id].0, "CREATE")?;
+        self.publish_snapshot(log, now_ms, &[id], "true", "last")
+    }
+
+    /// A compatible change: a nullable column appended (existing rows hold `NULL`).
+    pub fn add_nullable_column(
+        &mut self,
+        log: &mut EventLog,
+        now_ms: i64,
+        id: &TableId,
+        column: ColumnSchema,
+    ) -> Result<bool, LogError> {
+        let Some((schema, rows)) = self.tables.get_mut(id) else { return Ok(false) };
+        let column = ColumnSchema { nullable: true, position: schema.columns.len() as u32 + 1, ..column };
+        schema.columns.push(column);
+        for row in rows.values_mut() {
+            let mut wider = row.to_vec();
+            wider.push(Cell::Null);
+            *row = wider.into_boxed_slice();
+        }
+        let schema = schema.clone();
+        self.publish_history(log, now_ms, &schema, "ALTER")?;
+        Ok(true)
+    }
+
+    /// An incompatible change: the table dropped and re-created with one column's type
+    /// changed, its rows regenerated and snapshotted.
+    pub fn recreate_incompatible(&mut self, log: &mut EventLog, now_ms: i64, id: &TableId) -> Result<bool, LogError> {
+        let Some((mut schema, _)) = self.tables.remove(id) else { return Ok(false) };
+        self.publish_history(log, now_ms, &schema, "DROP")?;
+        if let Some(c) = schema.columns.iter_mut().find(|c| !schema.primary_key.contains(&c.name)) {
+            let (sql, name) = match c.sql_type {
+                SqlType::NVarChar(_) => (SqlType::DateTime2 { scale: 7 }, "datetime2"),
+                _ => (SqlType::NVarChar(Some(200)), "nvarchar"),
+            };
+            c.sql_type = sql;
+            c.type_name = name.into();
+            c.default_expression = None;
+        }
+        let count = self.config.rows_per_table;
+        self.add_table(log, now_ms, schema, count)?;
+        Ok(true)
+    }
+
+    /// The source table is dropped.
+    pub fn drop_table(&mut self, log: &mut EventLog, now_ms: i64, id: &TableId) -> Result<bool, LogError> {
+        let Some((schema, _)) = self.tables.remove(id) else { return Ok(false) };
+        self.publish_history(log, now_ms, &schema, "DROP")?;
+        Ok(true)
+    }
+
+    /// The source database restored from a backup (or moved): its contents change under the
+    /// connector, which re-snapshots every table. Returns, per partition, the offset where the
+    /// new snapshot starts; consumers must continue from there.
+    pub fn restore(&mut self, log: &mut EventLog, now_ms: i64) -> Result<BTreeMap<i32, i64>, LogError> {
+        // The backup is older: some rows the tenant has now did not exist, some changed back.
+        let mut unpublished = EventLog::in_memory(std::time::Duration::MAX);
+        self.create_topics(&mut unpublished)?;
+        self.change(&mut unpublished, now_ms, 50, Workload::default())?;
+        let topic = self.cdc_topic();
+        let starts = (0..self.config.partitions)
+            .map(|p| Ok((p, log.next_offset(&topic, p)?)))
+            .collect::<Result<_, LogError>>()?;
+        let ids: Vec<TableId> = self.schemas().iter().map(|s| s.id.clone()).collect();
+        self.publish_snapshot(log, now_ms, &ids, "true", "last")?;
+        Ok(starts)
+    }
+}
