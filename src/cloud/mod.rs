@@ -9,8 +9,10 @@
 //! (schemas, rows, temporal and decimal values), so a round-trip test checks one side
 //! against the other.
 
+pub mod auth;
 pub mod crm;
 pub mod encode;
 pub mod generate;
 pub mod log;
+pub mod service;
 pub mod tenant;
