@@ -22,9 +22,9 @@ pub struct ApiError {
     /// Stable code, e.g. `offset_purged`.
     pub code: &'static str,
     /// Human-readable explanation.
-    pub message: String,
+    pub message: Box<str>,
     /// Structured details (positions, minimum version, …).
-    pub details: Json,
+    pub details: Box<Json>,
     /// Seconds to wait, for 429 and 503.
     pub retry_after: Option<u64>,
 }
@@ -32,19 +32,25 @@ pub struct ApiError {
 impl ApiError {
     /// An error without details.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: Json::Null, retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into().into_boxed_str(),
+            details: Box::new(Json::Null),
+            retry_after: None,
+        }
     }
 
     /// Adds details.
     pub fn with(mut self, details: Json) -> Self {
-        self.details = details;
+        self.details = Box::new(details);
         self
     }
 
     /// The JSON body: `{"error":{"code","message",…details}}`.
     pub fn body(&self) -> Json {
         let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(map), Json::Object(details)) = (error.as_object_mut(), &self.details) {
+        if let (Some(map), Json::Object(details)) = (error.as_object_mut(), self.details.as_ref()) {
             map.extend(details.clone());
         }
         json!({ "error": error })
