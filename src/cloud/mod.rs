@@ -13,6 +13,7 @@ pub mod auth;
 pub mod crm;
 pub mod encode;
 pub mod generate;
+pub mod http;
 pub mod log;
 pub mod service;
 pub mod tenant;

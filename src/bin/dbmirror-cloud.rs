@@ -1,0 +1,175 @@
+//! `dbmirror-cloud`: the reference cloud (Dispatcher, Replication Service, simulated tenants)
+//! that the client is built, tested, demonstrated and benchmarked against.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use dbmirror::cloud::crm::source_tables;
+use dbmirror::cloud::http::{Cloud, now_ms, serve_stream, spawn};
+use dbmirror::cloud::log::EventLog;
+use dbmirror::cloud::service::State;
+use dbmirror::cloud::tenant::{Tenant, TenantConfig};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "dbmirror-cloud", version, about = "The reference cloud for dbmirror")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the Dispatcher and Replication Service for simulated tenants.
+    Serve(ServeArgs),
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Where the event log and the TLS certificate live (omit for an in-memory log).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Tenant context ids to simulate (repeatable).
+    #[arg(long = "tenant", default_value = "cust1234")]
+    tenants: Vec<String>,
+    /// Rows per table in each tenant's initial snapshot.
+    #[arg(long, default_value_t = 1000)]
+    rows: u64,
+    /// Random source changes per second per tenant.
+    #[arg(long, default_value_t = 0)]
+    changes_per_sec: u32,
+    /// Partitions of each `<ctx>-cdc` topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Retention of the event log in seconds (7 days by default).
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    retention_secs: u64,
+    /// Seed of the data generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Emit events with the JsonConverter schema block.
+    #[arg(long)]
+    with_schema: bool,
+    /// Plain HTTP instead of HTTPS (tests, local demos).
+    #[arg(long)]
+    http: bool,
+    /// Token for the operations endpoints (`/admin/…`); a random one is printed if not given.
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// A partner: `id:secret:ctx1,ctx2` (repeatable).
+    #[arg(long = "partner")]
+    partners: Vec<String>,
+    /// The oldest client version accepted.
+    #[arg(long, default_value = "0.1.0")]
+    min_client_version: String,
+}
+
+/// A self-signed certificate for `localhost`/127.0.0.1, created once and kept in the data
+/// directory so its fingerprint stays the same across restarts.
+fn certificate(dir: Option<&PathBuf>) -> Result<(Vec<u8>, Vec<u8>)> {
+    if let Some(dir) = dir {
+        let (cert, key) = (dir.join("cloud-cert.der"), dir.join("cloud-key.der"));
+        if cert.exists() && key.exists() {
+            return Ok((std::fs::read(cert)?, std::fs::read(key)?));
+        }
+    }
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .context("generating a self-signed certificate")?;
+    let (cert, key) = (generated.cert.der().to_vec(), generated.signing_key.serialize_der());
+    if let Some(dir) = dir {
+        std::fs::write(dir.join("cloud-cert.der"), &cert)?;
+        std::fs::write(dir.join("cloud-key.der"), &key)?;
+    }
+    Ok((cert, key))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let retention = Duration::from_secs(args.retention_secs);
+    let log = match &args.data_dir {
+        Some(dir) => EventLog::open(&dir.join("log"), retention).context("opening the event log")?,
+        None => EventLog::in_memory(retention),
+    };
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if args.http { "http" } else { "https" };
+    let mut state = State::new(log, format!("{scheme}://{addr}"));
+    state.min_client_version = args.min_client_version.clone();
+    for ctx in &args.tenants {
+        let config = TenantConfig {
+            context: ctx.clone(),
+            seed: args.seed,
+            rows_per_table: args.rows,
+            partitions: args.partitions,
+            with_schema: args.with_schema,
+        };
+        state.add_tenant(Tenant::new(config, source_tables()), now_ms()).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    for p in &args.partners {
+        let mut parts = p.splitn(3, ':');
+        let (Some(id), Some(secret), Some(tenants)) = (parts.next(), parts.next(), parts.next()) else {
+            anyhow::bail!("--partner must be id:secret:ctx1,ctx2");
+        };
+        state.add_partner(id, secret, tenants.split(',').map(str::to_owned).collect());
+    }
+    let admin_token = args.admin_token.clone().unwrap_or_else(dbmirror::cloud::auth::opaque_token);
+    let cloud = Cloud::new(state, admin_token.clone());
+    println!("dbmirror-cloud listening on {scheme}://{addr}");
+    println!("tenants: {}", args.tenants.join(", "));
+    if args.admin_token.is_none() {
+        println!("admin token (operations endpoints): {admin_token}");
+    }
+    if args.http {
+        spawn(listener, cloud, args.changes_per_sec).await?;
+        return Ok(());
+    }
+    let (cert, key) = certificate(args.data_dir.as_ref())?;
+    println!("certificate SHA-256 fingerprint: {}", hex(&Sha256::digest(&cert)));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.into()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+        )?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    // The background workload and retention run on a listener nobody connects to.
+    let idle = TcpListener::bind("127.0.0.1:0").await?;
+    let _background = spawn(idle, cloud.clone(), args.changes_per_sec);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (acceptor, cloud) = (acceptor.clone(), cloud.clone());
+        tokio::spawn(async move {
+            match acceptor.accept(stream).await {
+                Ok(tls) => serve_stream(tls, peer, cloud).await,
+                Err(e) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+            }
+        });
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    dbmirror::telemetry::init(dbmirror::telemetry::LogFormat::Text, "info");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}

@@ -1,0 +1,587 @@
+//! The reference cloud over HTTP (hyper, HTTP/1.1 and HTTP/2): the Dispatcher's provisioning
+//! and token endpoints, the partner API, the Replication Service with its streamed long-poll
+//! fetch, and the operations endpoints. The contract is `docs/protocol.md`; the rules live in
+//! [`super::service`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+use super::service::{ApiError, FetchRequest, Faults, Position, State};
+use crate::schema::TableId;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The shared cloud: state behind a lock (held briefly, never across an await) and a
+/// notification that wakes long-polls when records are appended.
+#[derive(Debug)]
+pub struct Cloud {
+    /// Everything the cloud knows.
+    pub state: Mutex<State>,
+    /// Woken after every append.
+    pub appended: Notify,
+    /// Bearer token of the operations endpoints (`/admin/…`).
+    pub admin_token: String,
+}
+
+impl Cloud {
+    /// Wraps a state.
+    pub fn new(state: State, admin_token: String) -> Arc<Self> {
+        Arc::new(Cloud { state: Mutex::new(state), appended: Notify::new(), admin_token })
+    }
+
+    /// Runs `f` on the state, then wakes waiting fetches.
+    pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.appended.notify_waiters();
+        out
+    }
+}
+
+/// A response body: a whole buffer or a stream of chunks from a channel.
+pub enum ResponseBody {
+    /// A complete body.
+    Full(Full<Bytes>),
+    /// Streamed chunks; an `Err` aborts the connection mid-body.
+    Stream(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|never: Infallible| match never {}),
+            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+}
+
+type Reply = Response<ResponseBody>;
+
+fn json_reply(status: u16, body: &Json) -> Reply {
+    let mut r = Response::new(ResponseBody::Full(Full::new(Bytes::from(body.to_string()))));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_reply(e: &ApiError) -> Reply {
+    let mut r = json_reply(e.status, &e.body());
+    if let Some(secs) = e.retry_after {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn html_reply(status: u16, html: String) -> Reply {
+    let mut r = Response::new(ResponseBody::Full(Full::new(Bytes::from(html))));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r
+}
+
+/// `Tue, 24 Nov 2026 06:20:01 GMT` for the `Date` header.
+pub fn http_date(epoch_secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = epoch_secs.div_euclid(86_400);
+    let secs = epoch_secs.rem_euclid(86_400);
+    let (y, m, d) = crate::decode::Date::from_days(days).map(|d| d.ymd()).unwrap_or((1970, 1, 1));
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Decodes `application/x-www-form-urlencoded` text and query strings.
+pub fn form_decode(text: &str) -> Vec<(String, String)> {
+    fn unescape(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (unescape(k), unescape(v))
+        })
+        .collect()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| ApiError::new(400, "bad_request", "the request body is unreadable or over 1 MiB"))
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", format!("invalid JSON body: {e}")))
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::to_owned)
+}
+
+fn basic(req: &Request<Incoming>) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
+    let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(value).ok()?).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// Serves `cloud` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, cloud: Arc<Cloud>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let cloud = cloud.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let cloud = cloud.clone();
+                async move { Ok::<_, Infallible>(handle(cloud, req, peer).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// Serves on an already-accepted TLS or plain stream (used by the binary for HTTPS).
+pub async fn serve_stream<S>(stream: S, peer: SocketAddr, cloud: Arc<Cloud>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let cloud = cloud.clone();
+        async move { Ok::<_, Infallible>(handle(cloud, req, peer).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+}
+
+async fn handle(cloud: Arc<Cloud>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (reply, skew) = match route(&cloud, req).await {
+        Ok((reply, skew)) => (reply, skew),
+        Err(e) => {
+            tracing::info!(%method, %path, %peer, status = e.status, code = e.code, "refused");
+            (error_reply(&e), 0)
+        }
+    };
+    let mut reply = reply;
+    if let Ok(date) = HeaderValue::from_str(&http_date(now_ms() / 1000 + skew)) {
+        reply.headers_mut().insert(hyper::header::DATE, date);
+    }
+    reply
+}
+
+/// The session a bearer-authorized request belongs to, after injected 5xx faults.
+fn authorize(cloud: &Cloud, req: &Request<Incoming>, ctx: &str) -> Result<(String, Faults), ApiError> {
+    let token = bearer(req);
+    let version = req.headers().get("x-client-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    cloud.with(|s| {
+        let claims = s.authorize(token.as_deref(), ctx, version.as_deref(), now_ms())?;
+        if let Some(e) = s.take_failure(&claims.sub) {
+            return Err(e);
+        }
+        let faults = s.session(&claims.sub).map(|x| x.faults.clone()).unwrap_or_default();
+        Ok((claims.sub, faults))
+    })
+}
+
+fn admin(cloud: &Cloud, req: &Request<Incoming>) -> Result<(), ApiError> {
+    match bearer(req) {
+        Some(t) if !cloud.admin_token.is_empty() && super::auth::token_hash(&t) == super::auth::token_hash(&cloud.admin_token) => Ok(()),
+        _ => Err(ApiError::new(401, "admin_only", "operations endpoints need the admin token")),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeviceCode {
+    device_code: String,
+}
+
+#[derive(Deserialize)]
+struct RefreshToken {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+struct NewSession {
+    tenant: String,
+    session_name: String,
+}
+
+#[derive(Deserialize)]
+struct Tables {
+    tables: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Commit {
+    offsets: Vec<Position>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Action {
+    table: Option<String>,
+    column: Option<String>,
+    count: Option<usize>,
+    version: Option<String>,
+    session_id: Option<String>,
+}
+
+fn table_id(text: &str) -> Result<TableId, ApiError> {
+    let (schema, table) =
+        text.split_once('.').ok_or_else(|| ApiError::new(400, "bad_table", format!("`{text}` is not `schema.table`")))?;
+    Ok(TableId::new(schema, table))
+}
+
+async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64), ApiError> {
+    let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
+    let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+    let query = form_decode(req.uri().query().unwrap_or(""));
+    let ok = |body: Json| Ok((json_reply(200, &body), 0));
+    match (req.method().clone(), parts.as_slice()) {
+        (Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
+        (Method::POST, ["api", "v1", "provisioning"]) => ok(cloud.with(|s| s.start_provisioning(now_ms()))),
+        (Method::POST, ["api", "v1", "provisioning", "token"]) => {
+            let body: DeviceCode = read_json(req).await?;
+            ok(cloud.with(|s| s.poll_provisioning(&body.device_code, now_ms()))?)
+        }
+        (Method::GET, ["provision"]) => Ok((provision_page(cloud, &query), 0)),
+        (Method::POST, ["provision"]) => {
+            let form = form_decode(&String::from_utf8_lossy(&read_body(req).await?));
+            let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            let approve = get("action") == "approve";
+            match cloud.with(|s| s.decide_provisioning(&get("user_code"), &get("tenant"), &get("session_name"), approve, now_ms())) {
+                Ok(info) if approve => Ok((
+                    html_reply(200, format!(
+                        "<!doctype html><title>Provisioning complete</title><h1>Provisioning complete</h1><p>Tenant {} — Replication ID <b>{}</b>. You can close this window; the client continues.</p>",
+                        html_escape(info["tenant_context_id"].as_str().unwrap_or_default()),
+                        html_escape(info["replication_id"].as_str().unwrap_or_default())
+                    )),
+                    0,
+                )),
+                Ok(_) => Ok((html_reply(200, "<!doctype html><title>Denied</title><h1>Request denied</h1>".into()), 0)),
+                Err(e) => Ok((html_reply(e.status, format!("<!doctype html><title>Error</title><h1>{}</h1><p>{}</p>", e.code, html_escape(&e.message))), 0)),
+            }
+        }
+        (Method::POST, ["api", "v1", "token"]) => {
+            let body: RefreshToken = read_json(req).await?;
+            ok(cloud.with(|s| s.refresh(&body.refresh_token, now_ms()))?)
+        }
+        (Method::GET, ["api", "v1", "partner", "tenants"]) => {
+            let (id, secret) = basic(&req).ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let tenants = cloud.with(|s| s.partner(&id, &secret).map(|p| p.tenants.clone()))?;
+            ok(json!({ "tenants": tenants }))
+        }
+        (Method::GET, ["api", "v1", "partner", "sessions"]) => {
+            let (id, secret) = basic(&req).ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            ok(cloud.with(|s| s.partner_sessions(&id, &secret))?)
+        }
+        (Method::POST, ["api", "v1", "partner", "sessions"]) => {
+            let (id, secret) = basic(&req).ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let body: NewSession = read_json(req).await?;
+            ok(cloud.with(|s| s.partner_session(&id, &secret, &body.tenant, &body.session_name, now_ms()))?)
+        }
+        (method, ["api", "v1", "replication", ctx, rest @ ..]) => {
+            let ctx = ctx.to_string();
+            let (session, faults) = authorize(cloud, &req, &ctx)?;
+            let skew = faults.clock_skew_secs;
+            let reply = match (method, rest) {
+                (Method::GET, ["session"]) => json_reply(200, &cloud.with(|s| s.session_info(&session))),
+                (Method::GET, ["schema"]) => json_reply(200, &cloud.with(|s| s.schema(&ctx))?),
+                (Method::GET, ["status"]) => json_reply(200, &cloud.with(|s| s.status(&session))?),
+                (Method::GET, ["ground-truth"]) => json_reply(200, &cloud.with(|s| s.ground_truth(&ctx))?),
+                (Method::POST, ["commit"]) => {
+                    let body: Commit = read_json(req).await?;
+                    cloud.with(|s| s.commit(&session, &body.offsets))?;
+                    json_reply(200, &json!({"committed": body.offsets.len()}))
+                }
+                (Method::POST, ["resync"]) => {
+                    let body: Tables = read_json(req).await?;
+                    let ids = body.tables.iter().map(|t| table_id(t)).collect::<Result<Vec<_>, _>>()?;
+                    let accepted = cloud.with(|s| {
+                        let (tenant, log) = s.tenant_mut(&ctx)?;
+                        tenant.resnapshot(log, now_ms(), &ids).map_err(ApiError::from)
+                    })?;
+                    let names: Vec<String> = accepted.iter().map(ToString::to_string).collect();
+                    json_reply(202, &json!({ "tables": names }))
+                }
+                (Method::POST, ["fetch"]) => {
+                    let body: FetchRequest = read_json(req).await?;
+                    fetch(cloud.clone(), session, faults, body).await?
+                }
+                _ => return Err(ApiError::new(404, "not_found", "no such endpoint")),
+            };
+            Ok((reply, skew))
+        }
+        (Method::POST, ["admin", ..]) => {
+            admin(cloud, &req)?;
+            admin_route(cloud, req, &parts[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>()).await.map(|r| (r, 0))
+        }
+        _ => Err(ApiError::new(404, "not_found", "no such endpoint")),
+    }
+}
+
+async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String]) -> Result<Reply, ApiError> {
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let now = now_ms();
+    let body = read_body(req).await?;
+    let reply = |j: Json| Ok(json_reply(200, &j));
+    match parts.as_slice() {
+        ["sessions", id, "faults"] => {
+            let faults: Faults = serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
+            cloud.with(|s| s.set_faults(id, faults))?;
+            reply(json!({"ok": true}))
+        }
+        ["sessions", id, "revoke"] => {
+            cloud.with(|s| s.revoke(id))?;
+            reply(json!({"revoked": id}))
+        }
+        ["min-client-version"] | [_, "min-client-version"] => {
+            let action: Action = serde_json::from_slice(&body).unwrap_or_default();
+            let version = action.version.ok_or_else(|| ApiError::new(400, "bad_request", "`version` is required"))?;
+            cloud.with(|s| s.min_client_version = version.clone());
+            reply(json!({"minimum_version": version}))
+        }
+        [ctx, "reset-offsets"] => reply(cloud.with(|s| s.reset_offsets(ctx, now, false))?),
+        [ctx, "actions", action] => {
+            let a: Action = if body.is_empty() {
+                Action::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?
+            };
+            reply(cloud.with(|s| lifecycle(s, ctx, action, a, now))?)
+        }
+        _ => Err(ApiError::new(404, "not_found", "no such operations endpoint")),
+    }
+}
+
+/// Runs one lifecycle action on a tenant (also used by the CLI and tests).
+fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Result<Json, ApiError> {
+    use crate::schema::{ColumnSchema, SqlType};
+    let table = || a.table.as_deref().map(table_id).transpose()?.ok_or_else(|| ApiError::new(400, "bad_request", "`table` is required"));
+    match action {
+        "changes" => {
+            let (tenant, log) = s.tenant_mut(ctx)?;
+            tenant.change(log, now, a.count.unwrap_or(100), super::tenant::Workload::default())?;
+            Ok(json!({"changes": a.count.unwrap_or(100)}))
+        }
+        "new-table" => {
+            let id = table()?;
+            let (tenant, log) = s.tenant_mut(ctx)?;
+            let template = tenant.schemas().first().map(|t| (*t).clone()).ok_or_else(|| ApiError::new(409, "empty_tenant", "no table to copy"))?;
+            tenant.add_table(log, now, crate::schema::TableSchema { id: id.clone(), ..template }, a.count.unwrap_or(20) as u64)?;
+            Ok(json!({"created": id.to_string()}))
+        }
+        "add-column" => {
+            let id = table()?;
+            let name = a.column.unwrap_or_else(|| "added_note".into());
+            let column = ColumnSchema {
+                name: name.clone(),
+                sql_type: SqlType::NVarChar(Some(200)),
+                type_name: "nvarchar".into(),
+                position: 0,
+                nullable: true,
+                identity: false,
+                default_expression: None,
+            };
+            let (tenant, log) = s.tenant_mut(ctx)?;
+            if !tenant.add_nullable_column(log, now, &id, column)? {
+                return Err(ApiError::new(404, "table_not_found", format!("no table {id}")));
+            }
+            Ok(json!({"altered": id.to_string(), "column": name}))
+        }
+        "incompatible-change" => {
+            let id = table()?;
+            let (tenant, log) = s.tenant_mut(ctx)?;
+            if !tenant.recreate_incompatible(log, now, &id)? {
+                return Err(ApiError::new(404, "table_not_found", format!("no table {id}")));
+            }
+            Ok(json!({"recreated": id.to_string()}))
+        }
+        "drop-table" => {
+            let id = table()?;
+            let (tenant, log) = s.tenant_mut(ctx)?;
+            if !tenant.drop_table(log, now, &id)? {
+                return Err(ApiError::new(404, "table_not_found", format!("no table {id}")));
+            }
+            Ok(json!({"dropped": id.to_string()}))
+        }
+        "restore" => s.reset_offsets(ctx, now, true),
+        "suspend" => s.suspend(ctx, true, now),
+        "resume" => s.suspend(ctx, false, now),
+        "purge" => {
+            let dropped = s.log.enforce_retention(now)?;
+            Ok(json!({"purged_records": dropped}))
+        }
+        "revoke-session" => {
+            let id = a.session_id.ok_or_else(|| ApiError::new(400, "bad_request", "`session_id` is required"))?;
+            s.revoke(&id)?;
+            Ok(json!({"revoked": id}))
+        }
+        _ => Err(ApiError::new(404, "unknown_action", format!("no lifecycle action `{action}`"))),
+    }
+}
+
+fn provision_page(cloud: &Cloud, query: &[(String, String)]) -> Reply {
+    let code = query.iter().find(|(k, _)| k == "user_code").map(|(_, v)| v.as_str()).unwrap_or("");
+    let tenants = cloud.with(|s| s.tenant_ids());
+    let options: String = tenants.iter().map(|t| format!("<option value=\"{0}\">{0}</option>", html_escape(t))).collect();
+    html_reply(
+        200,
+        format!(
+            "<!doctype html><title>Provision Replication Session</title><h1>Provision Replication Session</h1>\
+             <p>The Database Mirroring Service app asks to replicate your CRM data.</p>\
+             <form method=post action=/provision>\
+             <label>Code <input name=user_code value=\"{}\"></label><br>\
+             <label>Tenant <select name=tenant>{options}</select></label><br>\
+             <label>Session Name <input name=session_name required></label><br>\
+             <button name=action value=approve>Approve</button> <button name=action value=deny>Deny</button></form>",
+            html_escape(code)
+        ),
+    )
+}
+
+/// The long-poll: waits until records exist (or `max_wait_ms` passes), then streams them as
+/// newline-delimited record lines, applying the session's injected faults.
+async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchRequest) -> Result<Reply, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.min(120_000));
+    let lines = loop {
+        let notified = cloud.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let lines = {
+            let mut state = cloud.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.fetch_now(&session, &req)?
+        };
+        if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+            break lines;
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    };
+    let (drop_mid, truncate) = cloud.with(|s| {
+        let mut f = s.session(&session).map(|x| x.faults.clone()).unwrap_or_default();
+        let drop_mid = f.drop_mid_body_next > 0;
+        let truncate = !drop_mid && f.truncate_next > 0;
+        f.drop_mid_body_next = f.drop_mid_body_next.saturating_sub(u32::from(drop_mid));
+        f.truncate_next = f.truncate_next.saturating_sub(u32::from(truncate));
+        let _ = s.set_faults(&session, f);
+        (drop_mid, truncate)
+    });
+    let count = lines.len();
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let cut = if drop_mid || truncate { count / 2 } else { count };
+        let mut chunk = Vec::with_capacity(64 << 10);
+        for (i, line) in lines.iter().enumerate() {
+            if i == cut {
+                if truncate {
+                    chunk.extend_from_slice(&line[..line.len() / 2]);
+                    let _ = tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await;
+                } else {
+                    let _ = tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await;
+                    let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "injected"))).await;
+                }
+                return;
+            }
+            chunk.extend_from_slice(line);
+            chunk.push(b'\n');
+            if faults.slow_ms > 0 {
+                let _ = tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await;
+                tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
+            } else if chunk.len() >= 64 << 10 && tx.send(Ok(Bytes::from(std::mem::take(&mut chunk)))).await.is_err() {
+                return;
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(Ok(Bytes::from(chunk))).await;
+        }
+    });
+    let mut reply = Response::new(ResponseBody::Stream(rx));
+    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    reply.headers_mut().insert("x-record-count", HeaderValue::from(count));
+    Ok(reply)
+}
+
+/// Starts the cloud on `listener` in the background: the server, a retention sweep every
+/// second and, if `changes_per_sec` > 0, a change workload on every tenant.
+pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>, changes_per_sec: u32) -> tokio::task::JoinHandle<()> {
+    let background = cloud.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut elapsed = 0u64;
+        let mut owed = 0f64;
+        loop {
+            tick.tick().await;
+            elapsed += 100;
+            owed += f64::from(changes_per_sec) / 10.0;
+            let count = owed.floor() as usize;
+            owed -= count as f64;
+            background.with(|s| {
+                if count > 0 {
+                    if let Err(e) = s.tick(count, now_ms()) {
+                        tracing::warn!(code = e.code, "workload tick failed: {}", e.message);
+                    }
+                }
+                if elapsed % 1000 == 0 {
+                    let _ = s.log.enforce_retention(now_ms());
+                }
+            });
+        }
+    });
+    tokio::spawn(serve(listener, cloud))
+}
