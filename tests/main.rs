@@ -18,6 +18,9 @@ mod sink_sqlite;
 /// The simulated tenant's Debezium stream decodes and replicates to exactly its ground truth.
 mod cloud_roundtrip;
 
+/// `dbmirror-cloud` over HTTP: endpoints, error codes, long-poll, faults.
+mod cloud_http;
+
 /// The simulated tenant's whole lifecycle, through the event log, into a replica.
 mod cloud_tenant;
 

@@ -113,7 +113,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             partitions: args.partitions,
             with_schema: args.with_schema,
         };
-        state.add_tenant(Tenant::new(config, source_tables()), now_ms()).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        state
+            .add_tenant(Tenant::new(config, source_tables()), now_ms())
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
     for p in &args.partners {
         let mut parts = p.splitn(3, ':');
@@ -139,10 +141,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.into()],
-            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
-        )?;
+        .with_single_cert(vec![cert.into()], tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()))?;
     let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));

@@ -20,7 +20,7 @@ use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
-use super::service::{ApiError, FetchRequest, Faults, Position, State};
+use super::service::{ApiError, Faults, FetchRequest, Position, State};
 use crate::schema::TableId;
 
 /// Milliseconds since the Unix epoch.
@@ -241,7 +241,12 @@ fn authorize(cloud: &Cloud, req: &Request<Incoming>, ctx: &str) -> Result<(Strin
 
 fn admin(cloud: &Cloud, req: &Request<Incoming>) -> Result<(), ApiError> {
     match bearer(req) {
-        Some(t) if !cloud.admin_token.is_empty() && super::auth::token_hash(&t) == super::auth::token_hash(&cloud.admin_token) => Ok(()),
+        Some(t)
+            if !cloud.admin_token.is_empty()
+                && super::auth::token_hash(&t) == super::auth::token_hash(&cloud.admin_token) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::new(401, "admin_only", "operations endpoints need the admin token")),
     }
 }
@@ -283,8 +288,9 @@ struct Action {
 }
 
 fn table_id(text: &str) -> Result<TableId, ApiError> {
-    let (schema, table) =
-        text.split_once('.').ok_or_else(|| ApiError::new(400, "bad_table", format!("`{text}` is not `schema.table`")))?;
+    let (schema, table) = text
+        .split_once('.')
+        .ok_or_else(|| ApiError::new(400, "bad_table", format!("`{text}` is not `schema.table`")))?;
     Ok(TableId::new(schema, table))
 }
 
@@ -305,17 +311,32 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             let form = form_decode(&String::from_utf8_lossy(&read_body(req).await?));
             let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
             let approve = get("action") == "approve";
-            match cloud.with(|s| s.decide_provisioning(&get("user_code"), &get("tenant"), &get("session_name"), approve, now_ms())) {
+            match cloud.with(|s| {
+                s.decide_provisioning(&get("user_code"), &get("tenant"), &get("session_name"), approve, now_ms())
+            }) {
                 Ok(info) if approve => Ok((
-                    html_reply(200, format!(
-                        "<!doctype html><title>Provisioning complete</title><h1>Provisioning complete</h1><p>Tenant {} — Replication ID <b>{}</b>. You can close this window; the client continues.</p>",
-                        html_escape(info["tenant_context_id"].as_str().unwrap_or_default()),
-                        html_escape(info["replication_id"].as_str().unwrap_or_default())
-                    )),
+                    html_reply(
+                        200,
+                        format!(
+                            "<!doctype html><title>Provisioning complete</title><h1>Provisioning complete</h1><p>Tenant {} — Replication ID <b>{}</b>. You can close this window; the client continues.</p>",
+                            html_escape(info["tenant_context_id"].as_str().unwrap_or_default()),
+                            html_escape(info["replication_id"].as_str().unwrap_or_default())
+                        ),
+                    ),
                     0,
                 )),
                 Ok(_) => Ok((html_reply(200, "<!doctype html><title>Denied</title><h1>Request denied</h1>".into()), 0)),
-                Err(e) => Ok((html_reply(e.status, format!("<!doctype html><title>Error</title><h1>{}</h1><p>{}</p>", e.code, html_escape(&e.message))), 0)),
+                Err(e) => Ok((
+                    html_reply(
+                        e.status,
+                        format!(
+                            "<!doctype html><title>Error</title><h1>{}</h1><p>{}</p>",
+                            e.code,
+                            html_escape(&e.message)
+                        ),
+                    ),
+                    0,
+                )),
             }
         }
         (Method::POST, ["api", "v1", "token"]) => {
@@ -323,16 +344,19 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             ok(cloud.with(|s| s.refresh(&body.refresh_token, now_ms()))?)
         }
         (Method::GET, ["api", "v1", "partner", "tenants"]) => {
-            let (id, secret) = basic(&req).ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let (id, secret) = basic(&req)
+                .ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
             let tenants = cloud.with(|s| s.partner(&id, &secret).map(|p| p.tenants.clone()))?;
             ok(json!({ "tenants": tenants }))
         }
         (Method::GET, ["api", "v1", "partner", "sessions"]) => {
-            let (id, secret) = basic(&req).ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let (id, secret) = basic(&req)
+                .ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
             ok(cloud.with(|s| s.partner_sessions(&id, &secret))?)
         }
         (Method::POST, ["api", "v1", "partner", "sessions"]) => {
-            let (id, secret) = basic(&req).ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let (id, secret) = basic(&req)
+                .ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
             let body: NewSession = read_json(req).await?;
             ok(cloud.with(|s| s.partner_session(&id, &secret, &body.tenant, &body.session_name, now_ms()))?)
         }
@@ -383,7 +407,8 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
     let reply = |j: Json| Ok(json_reply(200, &j));
     match parts.as_slice() {
         ["sessions", id, "faults"] => {
-            let faults: Faults = serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
+            let faults: Faults =
+                serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
             cloud.with(|s| s.set_faults(id, faults))?;
             reply(json!({"ok": true}))
         }
@@ -413,7 +438,13 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
 /// Runs one lifecycle action on a tenant (also used by the CLI and tests).
 fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Result<Json, ApiError> {
     use crate::schema::{ColumnSchema, SqlType};
-    let table = || a.table.as_deref().map(table_id).transpose()?.ok_or_else(|| ApiError::new(400, "bad_request", "`table` is required"));
+    let table = || {
+        a.table
+            .as_deref()
+            .map(table_id)
+            .transpose()?
+            .ok_or_else(|| ApiError::new(400, "bad_request", "`table` is required"))
+    };
     match action {
         "changes" => {
             let (tenant, log) = s.tenant_mut(ctx)?;
@@ -423,8 +454,17 @@ fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Res
         "new-table" => {
             let id = table()?;
             let (tenant, log) = s.tenant_mut(ctx)?;
-            let template = tenant.schemas().first().map(|t| (*t).clone()).ok_or_else(|| ApiError::new(409, "empty_tenant", "no table to copy"))?;
-            tenant.add_table(log, now, crate::schema::TableSchema { id: id.clone(), ..template }, a.count.unwrap_or(20) as u64)?;
+            let template = tenant
+                .schemas()
+                .first()
+                .map(|t| (*t).clone())
+                .ok_or_else(|| ApiError::new(409, "empty_tenant", "no table to copy"))?;
+            tenant.add_table(
+                log,
+                now,
+                crate::schema::TableSchema { id: id.clone(), ..template },
+                a.count.unwrap_or(20) as u64,
+            )?;
             Ok(json!({"created": id.to_string()}))
         }
         "add-column" => {
@@ -480,7 +520,8 @@ fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Res
 fn provision_page(cloud: &Cloud, query: &[(String, String)]) -> Reply {
     let code = query.iter().find(|(k, _)| k == "user_code").map(|(_, v)| v.as_str()).unwrap_or("");
     let tenants = cloud.with(|s| s.tenant_ids());
-    let options: String = tenants.iter().map(|t| format!("<option value=\"{0}\">{0}</option>", html_escape(t))).collect();
+    let options: String =
+        tenants.iter().map(|t| format!("<option value=\"{0}\">{0}</option>", html_escape(t))).collect();
     html_reply(
         200,
         format!(
@@ -572,12 +613,10 @@ pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>, changes_per_sec: u32) -> 
             let count = owed.floor() as usize;
             owed -= count as f64;
             background.with(|s| {
-                if count > 0 {
-                    if let Err(e) = s.tick(count, now_ms()) {
-                        tracing::warn!(code = e.code, "workload tick failed: {}", e.message);
-                    }
+                if let Err(e) = if count > 0 { s.tick(count, now_ms()) } else { Ok(()) } {
+                    tracing::warn!(code = e.code, "workload tick failed: {}", e.message);
                 }
-                if elapsed % 1000 == 0 {
+                if elapsed.is_multiple_of(1000) {
                     let _ = s.log.enforce_retention(now_ms());
                 }
             });
