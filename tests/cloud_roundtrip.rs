@@ -40,6 +40,7 @@ fn snapshot_stream(
                 op: "r",
                 database: "CRM",
                 with_schema,
+                ts_ms: 1_734_382_927_000,
             };
             body.push_str(&change_record(t, None, Some(row), &meta));
             body.push('\n');

@@ -224,6 +224,9 @@ pub struct RecordMeta<'a> {
     pub database: &'a str,
     /// Connect JsonConverter `schemas.enable`.
     pub with_schema: bool,
+    /// When the change happened (`source.ts_ms`); the envelope's `ts_ms` is when the
+    /// connector processed it, a few milliseconds later.
+    pub ts_ms: i64,
 }
 
 fn image(table: &TableSchema, row: Option<&[Cell]>, out: &mut String) {
@@ -324,7 +327,17 @@ pub fn change_record(
     image(table, after, &mut out);
     let _ = write!(
         out,
-        ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":1734382927000,\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":null,\"commit_lsn\":\"0000002b:00000557:0005\",\"event_serial_no\":null}},\"op\":\"{op}\",\"ts_ms\":1734382928000,\"transaction\":null}}",
+        ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":{source_ts},\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":{change_lsn},\"commit_lsn\":\"0000002b:{lsn:08x}:0005\",\"event_serial_no\":{serial}}},\"op\":\"{op}\",\"ts_ms\":{processed_ts},\"transaction\":null}}",
+        source_ts = meta.ts_ms,
+        // Streamed changes carry their log sequence numbers; snapshot reads have none.
+        change_lsn = if meta.snapshot == "false" { format!("\"0000002b:{:08x}:0002\"", meta.offset) } else { "null".into() },
+        lsn = meta.offset,
+        serial = match (meta.snapshot, meta.op) {
+            ("false", "u") => "2",
+            ("false", _) => "1",
+            _ => "null",
+        },
+        processed_ts = meta.ts_ms + 7,
         db = meta.database,
         snap = meta.snapshot,
         schema = table.id.schema,

@@ -183,6 +183,7 @@ impl Tenant {
             op,
             database: &database,
             with_schema: self.config.with_schema,
+            ts_ms: now_ms,
         };
         log.append(&topic, partition, now_ms, |offset| change_record(schema, before, after, &meta(offset)))?;
         if op == "d" {
