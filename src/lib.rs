@@ -7,20 +7,23 @@
 //! offsets in one replica transaction, so a crash never loses or repeats a change.
 //!
 //! # Layout, in flow order
+//! - [`source`]: outbound HTTPS to the cloud (certificate pinning, JSON requests, typed errors).
 //! - [`protocol`]: the record line and wire types shared with the reference cloud.
 //! - [`decode`]: zero-copy Debezium decoding (simd-json tape, values borrow the record).
 //! - [`schema`]: table schemas from schema history, with exact SQL Server types.
 //! - [`coalesce`]: per-table folding of changes by primary key into batches of owned [`row`]s.
-//! - [`sink`]: the replica targets and their one-transaction-per-batch contract ([`sink::sqlite`] today).
+//! - [`sink`]: the replica targets (SQLite, PostgreSQL, SQL Server) and their
+//!   one-transaction-per-batch contract.
 //! - [`state`]: `_ReplicationState`: offsets and table states stored with the data.
 //! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
-//! - [`cloud`]: the simulated CRM tenant of the reference cloud (schema, data, Debezium encoding).
+//! - [`cloud`]: the reference cloud (`dbmirror-cloud`): simulated tenants, the event log,
+//!   tokens, the Dispatcher and Replication Service over HTTP.
 //! - [`config`]: `appsettings.json` with the original client's keys; secrets redacted.
 //! - [`error`]: the top-level error and its retry classification.
 //! - [`telemetry`]: logging setup for the binaries.
 //!
-//! The long-poll source, the PostgreSQL and SQL Server targets and the pipeline that joins
-//! the stages arrive with their own issues (see the README's status section).
+//! The streamed fetch loop and the pipeline that joins the stages arrive with the client
+//! issue (see the README's status section).
 
 pub mod cloud;
 pub mod coalesce;
@@ -32,6 +35,7 @@ pub mod protocol;
 pub mod row;
 pub mod schema;
 pub mod sink;
+pub mod source;
 pub mod state;
 pub mod telemetry;
 

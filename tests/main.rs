@@ -18,6 +18,9 @@ mod sink_sqlite;
 /// The simulated tenant's Debezium stream decodes and replicates to exactly its ground truth.
 mod cloud_roundtrip;
 
+/// The `dbmirror-cloud` binary: HTTPS with a pinned certificate, CLI actions, durable restart.
+mod cloud_binary;
+
 /// `dbmirror-cloud` over HTTP: endpoints, error codes, long-poll, faults.
 mod cloud_http;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use dbmirror::cloud::crm::source_tables;
-use dbmirror::cloud::http::{Cloud, now_ms, serve_stream, spawn};
+use dbmirror::cloud::http::{Cloud, now_ms, serve_stream, spawn, spawn_background};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
@@ -30,6 +30,68 @@ struct Cli {
 enum Command {
     /// Serves the Dispatcher and Replication Service for simulated tenants.
     Serve(ServeArgs),
+    /// Runs a lifecycle action on a running cloud (operations endpoints).
+    Action(ActionArgs),
+}
+
+#[derive(Parser)]
+struct ActionArgs {
+    /// The cloud's base URL, as `serve` printed it.
+    #[arg(long)]
+    url: String,
+    /// SHA-256 fingerprint of the cloud's certificate, as `serve` printed it.
+    #[arg(long)]
+    fingerprint: Option<String>,
+    /// A CA file (PEM) to trust instead of a fingerprint.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The admin token.
+    #[arg(long)]
+    admin_token: String,
+    /// The tenant context id.
+    #[arg(long, default_value = "cust1234")]
+    tenant: String,
+    /// changes | new-table | add-column | incompatible-change | drop-table | restore | suspend |
+    /// resume | purge | revoke-session | reset-offsets | min-client-version
+    action: String,
+    /// `schema.table` for table actions.
+    #[arg(long)]
+    table: Option<String>,
+    /// Column name for `add-column`.
+    #[arg(long)]
+    column: Option<String>,
+    /// How many changes (or rows of a new table).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Session id for `revoke-session`.
+    #[arg(long)]
+    session_id: Option<String>,
+    /// Version for `min-client-version`.
+    #[arg(long)]
+    version: Option<String>,
+}
+
+async fn action(args: ActionArgs) -> Result<()> {
+    use dbmirror::source::client::HttpClient;
+    use dbmirror::source::tls::{Trust, parse_fingerprint};
+    let trust = match (&args.fingerprint, &args.ca_file) {
+        (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+        (None, Some(ca)) => Some(Trust::CaFile(ca.clone())),
+        (None, None) => None,
+    };
+    let client = HttpClient::new(&args.url, trust.as_ref())?;
+    let path = match args.action.as_str() {
+        "reset-offsets" => format!("/admin/{}/reset-offsets", args.tenant),
+        "min-client-version" => "/admin/min-client-version".to_owned(),
+        other => format!("/admin/{}/actions/{other}", args.tenant),
+    };
+    let body = serde_json::json!({
+        "table": args.table, "column": args.column, "count": args.count,
+        "session_id": args.session_id, "version": args.version,
+    });
+    let reply = client.json(hyper::Method::POST, &path, Some(&args.admin_token), Some(&body)).await?;
+    println!("{reply}");
+    Ok(())
 }
 
 #[derive(Parser)]
@@ -104,6 +166,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if args.http { "http" } else { "https" };
     let mut state = State::new(log, format!("{scheme}://{addr}"));
+    if let Some(dir) = &args.data_dir {
+        state = state.with_journal(dir).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
     state.min_client_version = args.min_client_version.clone();
     for ctx in &args.tenants {
         let config = TenantConfig {
@@ -145,9 +210,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    // The background workload and retention run on a listener nobody connects to.
-    let idle = TcpListener::bind("127.0.0.1:0").await?;
-    let _background = spawn(idle, cloud.clone(), args.changes_per_sec);
+    let _background = spawn_background(cloud.clone(), args.changes_per_sec);
     loop {
         let (stream, peer) = listener.accept().await?;
         let (acceptor, cloud) = (acceptor.clone(), cloud.clone());
@@ -170,5 +233,6 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Action(args) => runtime.block_on(action(args)),
     }
 }

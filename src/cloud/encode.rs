@@ -330,7 +330,8 @@ pub fn change_record(
         ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":{source_ts},\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":{change_lsn},\"commit_lsn\":\"0000002b:{lsn:08x}:0005\",\"event_serial_no\":{serial}}},\"op\":\"{op}\",\"ts_ms\":{processed_ts},\"transaction\":null}}",
         source_ts = meta.ts_ms,
         // Streamed changes carry their log sequence numbers; snapshot reads have none.
-        change_lsn = if meta.snapshot == "false" { format!("\"0000002b:{:08x}:0002\"", meta.offset) } else { "null".into() },
+        change_lsn =
+            if meta.snapshot == "false" { format!("\"0000002b:{:08x}:0002\"", meta.offset) } else { "null".into() },
         lsn = meta.offset,
         serial = match (meta.snapshot, meta.op) {
             ("false", "u") => "2",

@@ -20,8 +20,8 @@ use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
+use super::journal::{TenantOp, table_id};
 use super::service::{ApiError, Faults, FetchRequest, Position, State};
-use crate::schema::TableId;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -287,13 +287,6 @@ struct Action {
     session_id: Option<String>,
 }
 
-fn table_id(text: &str) -> Result<TableId, ApiError> {
-    let (schema, table) = text
-        .split_once('.')
-        .ok_or_else(|| ApiError::new(400, "bad_table", format!("`{text}` is not `schema.table`")))?;
-    Ok(TableId::new(schema, table))
-}
-
 async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64), ApiError> {
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -437,70 +430,22 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
 
 /// Runs one lifecycle action on a tenant (also used by the CLI and tests).
 fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Result<Json, ApiError> {
-    use crate::schema::{ColumnSchema, SqlType};
-    let table = || {
-        a.table
-            .as_deref()
-            .map(table_id)
-            .transpose()?
-            .ok_or_else(|| ApiError::new(400, "bad_request", "`table` is required"))
-    };
-    match action {
-        "changes" => {
-            let (tenant, log) = s.tenant_mut(ctx)?;
-            tenant.change(log, now, a.count.unwrap_or(100), super::tenant::Workload::default())?;
-            Ok(json!({"changes": a.count.unwrap_or(100)}))
-        }
-        "new-table" => {
-            let id = table()?;
-            let (tenant, log) = s.tenant_mut(ctx)?;
-            let template = tenant
-                .schemas()
-                .first()
-                .map(|t| (*t).clone())
-                .ok_or_else(|| ApiError::new(409, "empty_tenant", "no table to copy"))?;
-            tenant.add_table(
-                log,
-                now,
-                crate::schema::TableSchema { id: id.clone(), ..template },
-                a.count.unwrap_or(20) as u64,
-            )?;
-            Ok(json!({"created": id.to_string()}))
-        }
+    let table = || a.table.clone().ok_or_else(|| ApiError::new(400, "bad_request", "`table` is required"));
+    let op = match action {
+        "changes" => TenantOp::Change { count: a.count.unwrap_or(100) },
+        "new-table" => TenantOp::NewTable { table: table()?, rows: a.count.unwrap_or(20) as u64 },
         "add-column" => {
-            let id = table()?;
-            let name = a.column.unwrap_or_else(|| "added_note".into());
-            let column = ColumnSchema {
-                name: name.clone(),
-                sql_type: SqlType::NVarChar(Some(200)),
-                type_name: "nvarchar".into(),
-                position: 0,
-                nullable: true,
-                identity: false,
-                default_expression: None,
-            };
-            let (tenant, log) = s.tenant_mut(ctx)?;
-            if !tenant.add_nullable_column(log, now, &id, column)? {
-                return Err(ApiError::new(404, "table_not_found", format!("no table {id}")));
-            }
-            Ok(json!({"altered": id.to_string(), "column": name}))
+            TenantOp::AddColumn { table: table()?, column: a.column.clone().unwrap_or_else(|| "added_note".into()) }
         }
-        "incompatible-change" => {
-            let id = table()?;
-            let (tenant, log) = s.tenant_mut(ctx)?;
-            if !tenant.recreate_incompatible(log, now, &id)? {
-                return Err(ApiError::new(404, "table_not_found", format!("no table {id}")));
-            }
-            Ok(json!({"recreated": id.to_string()}))
-        }
-        "drop-table" => {
-            let id = table()?;
-            let (tenant, log) = s.tenant_mut(ctx)?;
-            if !tenant.drop_table(log, now, &id)? {
-                return Err(ApiError::new(404, "table_not_found", format!("no table {id}")));
-            }
-            Ok(json!({"dropped": id.to_string()}))
-        }
+        "incompatible-change" => TenantOp::IncompatibleChange { table: table()? },
+        "drop-table" => TenantOp::DropTable { table: table()? },
+        _ => return other_action(s, ctx, action, a, now),
+    };
+    s.run(ctx, &op, now)
+}
+
+fn other_action(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Result<Json, ApiError> {
+    match action {
         "restore" => s.reset_offsets(ctx, now, true),
         "suspend" => s.suspend(ctx, true, now),
         "resume" => s.suspend(ctx, false, now),
@@ -598,10 +543,15 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
     Ok(reply)
 }
 
-/// Starts the cloud on `listener` in the background: the server, a retention sweep every
-/// second and, if `changes_per_sec` > 0, a change workload on every tenant.
+/// Starts the cloud on `listener` in the background: the server plus [`spawn_background`].
 pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>, changes_per_sec: u32) -> tokio::task::JoinHandle<()> {
-    let background = cloud.clone();
+    spawn_background(cloud.clone(), changes_per_sec);
+    tokio::spawn(serve(listener, cloud))
+}
+
+/// A retention sweep every second and, if `changes_per_sec` > 0, a change workload on every
+/// tenant.
+pub fn spawn_background(background: Arc<Cloud>, changes_per_sec: u32) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut elapsed = 0u64;
@@ -621,6 +571,5 @@ pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>, changes_per_sec: u32) -> 
                 }
             });
         }
-    });
-    tokio::spawn(serve(listener, cloud))
+    })
 }

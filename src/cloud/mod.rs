@@ -14,6 +14,7 @@ pub mod crm;
 pub mod encode;
 pub mod generate;
 pub mod http;
+pub mod journal;
 pub mod log;
 pub mod service;
 pub mod tenant;

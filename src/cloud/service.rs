@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use super::auth::{Claims, Signer, TokenError, opaque_token, token_hash};
+use super::journal::{Journal, TenantOp};
 use super::log::{EventLog, LogError};
-use super::tenant::{Tenant, Workload};
+use super::tenant::Tenant;
 use crate::schema::{TableId, column_type_text};
 
 /// An error with an HTTP status and a machine-readable code (`docs/protocol.md` lists them).
@@ -173,6 +174,7 @@ pub struct State {
     /// Public base URL (for provisioning links and session URLs).
     pub base_url: String,
     signer: Signer,
+    journal: Option<Journal>,
 }
 
 /// Parses `major.minor.patch` (missing parts are 0) for comparison.
@@ -202,12 +204,34 @@ impl State {
             token_ttl: Duration::from_secs(20 * 60),
             base_url,
             signer: Signer::new("dbmirror-cloud"),
+            journal: None,
         }
+    }
+
+    /// Keeps a journal of tenant operations in `dir`, so ground truth survives restarts.
+    /// Call before [`State::add_tenant`].
+    pub fn with_journal(mut self, dir: &std::path::Path) -> Result<Self, ApiError> {
+        self.journal = Some(Journal::open(dir)?);
+        Ok(self)
+    }
+
+    /// Runs (and journals) an operation that changes a tenant's data or schema.
+    pub fn run(&mut self, ctx: &str, op: &TenantOp, now_ms: i64) -> Result<Json, ApiError> {
+        self.tenant(ctx)?;
+        if let Some(journal) = &mut self.journal {
+            journal.record(ctx, now_ms, op)?;
+        }
+        let (tenant, log) = self.tenant_mut(ctx)?;
+        op.apply(tenant, log, now_ms)
     }
 
     /// Adds a tenant and publishes its initial snapshot (unless its topics already hold one,
     /// as after a restart with a durable log).
-    pub fn add_tenant(&mut self, tenant: Tenant, now_ms: i64) -> Result<(), ApiError> {
+    pub fn add_tenant(&mut self, mut tenant: Tenant, now_ms: i64) -> Result<(), ApiError> {
+        if let Some(journal) = &self.journal {
+            let replayed = journal.replay(&mut tenant)?;
+            tracing::info!(tenant = tenant.context(), replayed, "rebuilt the tenant from its journal");
+        }
         let published = self.log.partitions(&tenant.cdc_topic()) > 0
             && (0..self.log.partitions(&tenant.cdc_topic()))
                 .any(|p| self.log.bounds(&tenant.cdc_topic(), p).is_ok_and(|(_, e)| e > 0));
@@ -602,6 +626,9 @@ impl State {
     /// Resets every session of a tenant to a fresh full snapshot (`reset-offsets`, or a
     /// source restore): a new snapshot is appended and sessions must continue from its start.
     pub fn reset_offsets(&mut self, ctx: &str, now_ms: i64, restore: bool) -> Result<Json, ApiError> {
+        if restore && let Some(journal) = &mut self.journal {
+            journal.record(ctx, now_ms, &TenantOp::Restore)?;
+        }
         let (tenant, log) = self.tenant_mut(ctx)?;
         let topic = tenant.cdc_topic();
         let starts = if restore {
@@ -631,10 +658,9 @@ impl State {
 
     /// Applies `count` random changes to every running tenant.
     pub fn tick(&mut self, count: usize, now_ms: i64) -> Result<(), ApiError> {
-        for (tenant, suspended) in self.tenants.values_mut() {
-            if !*suspended {
-                tenant.change(&mut self.log, now_ms, count, Workload::default())?;
-            }
+        let running: Vec<String> = self.tenants.iter().filter(|(_, (_, s))| !*s).map(|(k, _)| k.clone()).collect();
+        for ctx in running {
+            self.run(&ctx, &TenantOp::Change { count }, now_ms)?;
         }
         Ok(())
     }

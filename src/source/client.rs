@@ -1,0 +1,129 @@
+//! A small JSON-over-HTTPS client for the Dispatcher, the Replication Service and the
+//! reference cloud's operations endpoints.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value as Json;
+
+use super::tls::{Trust, TrustError, client_config};
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The trust setting is unusable.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The URL is not `http(s)://host[:port]`.
+    #[error("`{0}` is not an http:// or https:// URL")]
+    Url(String),
+    /// Connecting or sending failed (DNS, refused, TLS, reset).
+    #[error("request to {url} failed: {source}")]
+    Request {
+        /// Where.
+        url: String,
+        /// Why.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The response body broke off.
+    #[error("reading the response from {url} failed: {source}")]
+    Body {
+        /// Where.
+        url: String,
+        /// Why.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The service answered with an error (`docs/protocol.md` lists the codes).
+    #[error("{status} {code}: {message}")]
+    Service {
+        /// HTTP status.
+        status: u16,
+        /// Machine-readable code.
+        code: String,
+        /// Human-readable text.
+        message: String,
+        /// The whole error object (details such as `positions` or `minimum_version`).
+        details: Json,
+    },
+}
+
+/// A client for one base URL.
+#[derive(Clone)]
+pub struct HttpClient {
+    base: String,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client for `base` (`https://…` needs `trust`; `http://…` is for tests and demos).
+    pub fn new(base: &str, trust: Option<&Trust>) -> Result<Self, SourceError> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(SourceError::Url(base));
+        }
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match trust {
+            Some(trust) => builder.with_tls_config(client_config(trust)?),
+            // Without a trust setting only plain HTTP works: every https:// handshake fails.
+            None => builder.with_tls_config(client_config(&Trust::Fingerprint([0; 32]))?),
+        }
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+        Ok(HttpClient { base, inner: Client::builder(TokioExecutor::new()).build(connector) })
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; a 2xx answer's JSON body
+    /// is returned, anything else becomes [`SourceError::Service`].
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Json>,
+    ) -> Result<Json, SourceError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(method).uri(&url).header("x-client-version", env!("CARGO_PKG_VERSION"));
+        if let Some(token) = bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let payload = match body {
+            Some(json) => {
+                req = req.header(CONTENT_TYPE, "application/json");
+                Bytes::from(json.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let request = req.body(Full::new(payload)).map_err(|_| SourceError::Url(url.clone()))?;
+        let response =
+            self.inner.request(request).await.map_err(|source| SourceError::Request { url: url.clone(), source })?;
+        let status = response.status().as_u16();
+        let bytes =
+            response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        if (200..300).contains(&status) {
+            return Ok(json);
+        }
+        let error = &json["error"];
+        Err(SourceError::Service {
+            status,
+            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: error["message"].as_str().unwrap_or("the service gave no reason").to_owned(),
+            details: error.clone(),
+        })
+    }
+}

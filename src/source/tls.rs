@@ -1,0 +1,145 @@
+//! Which servers the client trusts: the public web PKI is not an option for a self-signed
+//! reference cloud, and shipping certificates is what the product avoids. So trust is either
+//! a pinned SHA-256 fingerprint of the server certificate (what `dbmirror-cloud` prints) or a
+//! CA file (PEM). A pinned certificate is compared byte for byte; the handshake signature is
+//! still verified, so a stolen fingerprint without the key is useless.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
+use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme};
+
+/// How the client decides to trust the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// The server certificate's SHA-256, as 32 bytes.
+    Fingerprint([u8; 32]),
+    /// Certificates (PEM) of the authorities to trust.
+    CaFile(std::path::PathBuf),
+}
+
+/// Why a trust setting is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// Not 32 hex bytes.
+    #[error("a certificate fingerprint is 64 hex digits (colons allowed), e.g. AB:CD:…")]
+    Fingerprint,
+    /// The CA file could not be read or holds no certificate.
+    #[error("CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// Parses `AB:CD:…` or `abcd…` (64 hex digits).
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], TrustError> {
+    let hex: String = text.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    if hex.len() != 64 {
+        return Err(TrustError::Fingerprint);
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| TrustError::Fingerprint)?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: [u8; 32],
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if got == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(TlsError::General("the server certificate does not match the pinned fingerprint".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A rustls client configuration (ring provider) for `trust`; the HTTP connector adds ALPN.
+pub fn client_config(trust: &Trust) -> Result<ClientConfig, TrustError> {
+    let provider: Arc<CryptoProvider> = Arc::new(ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let config = match trust {
+        Trust::Fingerprint(fingerprint) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fingerprint: *fingerprint,
+                algorithms: provider.signature_verification_algorithms,
+            }))
+            .with_no_client_auth(),
+        Trust::CaFile(path) => {
+            let bad = |reason: String| TrustError::CaFile { path: path.display().to_string(), reason };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(Path::new(path)).map_err(|e| bad(e.to_string()))? {
+                roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no certificate in the file".into()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let hex = "AB".repeat(32);
+        let colons = vec!["ab"; 32].join(":");
+        assert_eq!(parse_fingerprint(&hex).unwrap(), [0xab; 32]);
+        assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
+        assert!(parse_fingerprint("AB:CD").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+        assert!(matches!(client_config(&Trust::CaFile("/nonexistent/ca.pem".into())), Err(TrustError::CaFile { .. })));
+    }
+}

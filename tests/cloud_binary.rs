@@ -1,0 +1,148 @@
+//! The `dbmirror-cloud` binary as an operator runs it: HTTPS with a self-signed certificate
+//! trusted by its printed fingerprint (and refused with another), lifecycle actions from the
+//! CLI, and a durable event log and certificate that survive a restart.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use dbmirror::source::client::{HttpClient, SourceError};
+use dbmirror::source::tls::{Trust, parse_fingerprint};
+use hyper::Method;
+
+struct Server {
+    child: Child,
+    url: String,
+    fingerprint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dbmirror-cloud"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--rows", "3", "--admin-token", "adm", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut fingerprint) = (String::new(), String::new());
+    while url.is_empty() || fingerprint.is_empty() {
+        let line = lines.next().expect("the server printed its address and fingerprint").unwrap();
+        if let Some(rest) = line.strip_prefix("dbmirror-cloud listening on ") {
+            url = rest.to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("certificate SHA-256 fingerprint: ") {
+            fingerprint = rest.to_owned();
+        }
+    }
+    Server { child, url, fingerprint }
+}
+
+fn cli_action(server: &Server, action: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmirror-cloud"))
+        .args(["action", "--url", &server.url, "--fingerprint", &server.fingerprint, "--admin-token", "adm", action])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_pinned_certificate_cli_actions_and_a_durable_restart() {
+    let dir = std::env::temp_dir().join(format!("dbmirror-cloud-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = start(&dir);
+    assert!(server.url.starts_with("https://"));
+    let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
+    let client = HttpClient::new(&server.url, Some(&trust)).unwrap();
+    assert_eq!(client.json(Method::GET, "/healthz", None, None).await.unwrap()["status"], "ok");
+
+    // Another fingerprint: the TLS handshake is refused.
+    let wrong = HttpClient::new(&server.url, Some(&Trust::Fingerprint([7; 32]))).unwrap();
+    assert!(matches!(wrong.json(Method::GET, "/healthz", None, None).await, Err(SourceError::Request { .. })));
+    let none = HttpClient::new(&server.url, None).unwrap();
+    assert!(none.json(Method::GET, "/healthz", None, None).await.is_err());
+
+    // Lifecycle actions from the command line.
+    assert!(cli_action(&server, "changes", &["--count", "7"]).contains("\"changes\":7"));
+    assert!(cli_action(&server, "add-column", &["--table", "crm7.person"]).contains("crm7.person"));
+    let ops = HttpClient::new(&server.url, Some(&trust)).unwrap();
+    let refused = ops.json(Method::POST, "/admin/cust1234/actions/nope", Some("adm"), None).await.unwrap_err();
+    assert!(matches!(refused, SourceError::Service { status: 404, ref code, .. } if code == "unknown_action"));
+
+    // Provision through the device grant, then read the tenant's status.
+    let request = client.json(Method::POST, "/api/v1/provisioning", None, None).await.unwrap();
+    let form =
+        format!("user_code={}&tenant=cust1234&session_name=ci&action=approve", request["user_code"].as_str().unwrap());
+    let page = reqwest_like_form(&server, &trust, &form).await;
+    assert!(page.contains("Provisioning complete"));
+    let grant = client
+        .json(
+            Method::POST,
+            "/api/v1/provisioning/token",
+            None,
+            Some(&serde_json::json!({"device_code": request["device_code"]})),
+        )
+        .await
+        .unwrap();
+    let token = grant["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let status = client.json(Method::GET, "/api/v1/replication/cust1234/status", Some(&token), None).await.unwrap();
+    let ends: Vec<i64> = status["partitions"].as_array().unwrap().iter().map(|p| p["end"].as_i64().unwrap()).collect();
+    let truth =
+        client.json(Method::GET, "/api/v1/replication/cust1234/ground-truth", Some(&token), None).await.unwrap();
+    let fingerprint = server.fingerprint.clone();
+    drop(server);
+
+    // Restart on the same data directory: same certificate, same log (nothing re-published).
+    let server = start(&dir);
+    assert_eq!(server.fingerprint, fingerprint);
+    let client = HttpClient::new(&server.url, Some(&trust)).unwrap();
+    let request = client.json(Method::POST, "/api/v1/provisioning", None, None).await.unwrap();
+    let form =
+        format!("user_code={}&tenant=cust1234&session_name=ci2&action=approve", request["user_code"].as_str().unwrap());
+    reqwest_like_form(&server, &trust, &form).await;
+    let grant = client
+        .json(
+            Method::POST,
+            "/api/v1/provisioning/token",
+            None,
+            Some(&serde_json::json!({"device_code": request["device_code"]})),
+        )
+        .await
+        .unwrap();
+    let token = grant["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let status = client.json(Method::GET, "/api/v1/replication/cust1234/status", Some(&token), None).await.unwrap();
+    let again: Vec<i64> = status["partitions"].as_array().unwrap().iter().map(|p| p["end"].as_i64().unwrap()).collect();
+    assert_eq!(again, ends, "the restarted cloud serves the same log");
+    let truth_again =
+        client.json(Method::GET, "/api/v1/replication/cust1234/ground-truth", Some(&token), None).await.unwrap();
+    assert_eq!(truth_again, truth, "the ground truth is rebuilt from the journal");
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Posts the provisioning form as a browser would (form-encoded, over the pinned TLS).
+async fn reqwest_like_form(server: &Server, trust: &Trust, form: &str) -> String {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let config = dbmirror::source::tls::client_config(trust).unwrap();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let req = hyper::Request::post(format!("{}/provision", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form.to_owned())))
+        .unwrap();
+    let body = client.request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
