@@ -235,7 +235,14 @@ async fn error_codes_for_every_refusal() {
     assert_eq!(unauthorized_admin.code(), "admin_only");
 
     // Injected 5xx with Retry-After, expired tokens and a skewed Date header.
-    h.admin(&format!("sessions/{session}/faults"), json!({"fail_next": 1, "clock_skew_secs": 600})).await;
+    h.admin(
+        &format!("sessions/{session}/faults"),
+        json!({"rate_limit_next": 1, "fail_next": 1, "clock_skew_secs": 600}),
+    )
+    .await;
+    let limited = h.api(Method::GET, &token, "session", None).await;
+    assert_eq!((limited.status.as_u16(), limited.code().as_str()), (429, "rate_limited"));
+    assert_eq!(limited.headers["retry-after"], "2");
     let failed = h.api(Method::GET, &token, "session", None).await;
     assert_eq!(
         (failed.status, failed.headers["retry-after"].to_str().unwrap()),
@@ -266,6 +273,14 @@ async fn error_codes_for_every_refusal() {
     assert_eq!((purged.status.as_u16(), purged.code().as_str()), (410, "offset_purged"), "{:?}", purged.json());
     let beyond = h.api(Method::POST, &token, "fetch", Some(all_partitions([1 << 40, 0], 0))).await;
     assert_eq!(beyond.code(), "offset_out_of_range");
+
+    // An operator's full reset: a new snapshot, and every session is told where it starts.
+    let reset_all =
+        h.call(Method::POST, "/admin/cust1/reset-offsets", &[("authorization", "Bearer admin-token")], None).await;
+    assert_eq!(reset_all.status, StatusCode::OK);
+    let again = h.api(Method::POST, &token, "fetch", Some(all_partitions([from[0], from[1]], 0))).await;
+    assert_eq!(again.code(), "offsets_reset");
+    assert_eq!(again.json()["error"]["positions"], reset_all.json()["positions"]);
 
     // Revocation by an operator.
     h.admin(&format!("sessions/{session}/revoke"), json!({})).await;

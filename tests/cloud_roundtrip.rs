@@ -41,6 +41,7 @@ fn snapshot_stream(
                 database: "CRM",
                 with_schema,
                 ts_ms: 1_734_382_927_000,
+                lsn: None,
             };
             body.push_str(&change_record(t, None, Some(row), &meta));
             body.push('\n');

@@ -227,6 +227,9 @@ pub struct RecordMeta<'a> {
     /// When the change happened (`source.ts_ms`); the envelope's `ts_ms` is when the
     /// connector processed it, a few milliseconds later.
     pub ts_ms: i64,
+    /// For streamed changes: (the change's sequence number, its transaction's number), which
+    /// become `change_lsn` and `commit_lsn` (changes of one transaction share the latter).
+    pub lsn: Option<(u64, u64)>,
 }
 
 fn image(table: &TableSchema, row: Option<&[Cell]>, out: &mut String) {
@@ -327,12 +330,12 @@ pub fn change_record(
     image(table, after, &mut out);
     let _ = write!(
         out,
-        ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":{source_ts},\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":{change_lsn},\"commit_lsn\":\"0000002b:{lsn:08x}:0005\",\"event_serial_no\":{serial}}},\"op\":\"{op}\",\"ts_ms\":{processed_ts},\"transaction\":null}}",
+        ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":{source_ts},\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":{change_lsn},\"commit_lsn\":\"{commit_lsn}\",\"event_serial_no\":{serial}}},\"op\":\"{op}\",\"ts_ms\":{processed_ts},\"transaction\":null}}",
         source_ts = meta.ts_ms,
-        // Streamed changes carry their log sequence numbers; snapshot reads have none.
-        change_lsn =
-            if meta.snapshot == "false" { format!("\"0000002b:{:08x}:0002\"", meta.offset) } else { "null".into() },
-        lsn = meta.offset,
+        // Streamed changes carry their log sequence numbers; snapshot reads only the
+        // snapshot's commit position.
+        change_lsn = meta.lsn.map_or("null".into(), |(seq, _)| format!("\"0000002c:{seq:08x}:0002\"")),
+        commit_lsn = meta.lsn.map_or("0000002b:00000557:0005".into(), |(_, txn)| format!("0000002c:{txn:08x}:0005")),
         serial = match (meta.snapshot, meta.op) {
             ("false", "u") => "2",
             ("false", _) => "1",

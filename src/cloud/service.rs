@@ -94,6 +94,8 @@ impl ApiError {
 pub struct Faults {
     /// Answer this many next requests with 503 and `Retry-After`.
     pub fail_next: u32,
+    /// Answer this many next requests with 429 and `Retry-After` (rate limited).
+    pub rate_limit_next: u32,
     /// Cut the connection after half of this many next fetch bodies.
     pub drop_mid_body_next: u32,
     /// End this many next fetch bodies inside a record line.
@@ -284,9 +286,13 @@ impl State {
         Ok(())
     }
 
-    /// Takes one pending 5xx fault, if any.
+    /// Takes one pending 429 or 503 fault, if any.
     pub fn take_failure(&mut self, session_id: &str) -> Option<ApiError> {
         let s = self.sessions.get_mut(session_id)?;
+        if s.faults.rate_limit_next > 0 {
+            s.faults.rate_limit_next -= 1;
+            return Some(ApiError::new(429, "rate_limited", "too many requests (injected)").retry(2));
+        }
         (s.faults.fail_next > 0).then(|| {
             s.faults.fail_next -= 1;
             ApiError::new(503, "unavailable", "the service is temporarily unavailable (injected)").retry(1)

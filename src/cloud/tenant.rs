@@ -58,6 +58,10 @@ pub struct Tenant {
     config: TenantConfig,
     tables: BTreeMap<TableId, (TableSchema, TableRows)>,
     rng: Rng,
+    /// Sequence number of the last streamed change (its `change_lsn`).
+    sequence: std::cell::Cell<u64>,
+    /// Number of the current source transaction (its `commit_lsn`).
+    transaction: u64,
 }
 
 /// Partition of a row: table and key hashed, so every change of one row lands in one
@@ -90,7 +94,7 @@ impl Tenant {
                 (t.id.clone(), (t, data))
             })
             .collect();
-        Tenant { config, tables, rng }
+        Tenant { config, tables, rng, sequence: std::cell::Cell::new(0), transaction: 0 }
     }
 
     /// The tenant context id.
@@ -172,6 +176,10 @@ impl Tenant {
         after: Option<&[Cell]>,
     ) -> Result<(), LogError> {
         let topic = self.cdc_topic();
+        let lsn = (snapshot == "false").then(|| {
+            self.sequence.set(self.sequence.get() + 1);
+            (self.sequence.get(), self.transaction)
+        });
         let key = key_of(schema, after.or(before).unwrap_or_default());
         let partition = partition_of(&schema.id, &key, self.config.partitions);
         let database = self.database();
@@ -184,6 +192,7 @@ impl Tenant {
             database: &database,
             with_schema: self.config.with_schema,
             ts_ms: now_ms,
+            lsn,
         };
         log.append(&topic, partition, now_ms, |offset| change_record(schema, before, after, &meta(offset)))?;
         if op == "d" {
@@ -268,7 +277,11 @@ impl Tenant {
 
     /// Applies `count` random changes to the source and publishes them (`op` c / u / d).
     pub fn change(&mut self, log: &mut EventLog, now_ms: i64, count: usize, mix: Workload) -> Result<(), LogError> {
-        for _ in 0..count {
+        for i in 0..count {
+            // Multi-row transactions: about half the changes join the previous one's.
+            if i == 0 || self.rng.chance(50) {
+                self.transaction += 1;
+            }
             let Some(id) = self.pick_table() else { return Ok(()) };
             let (schema, mut rows) = self.tables.remove(&id).expect("picked from the map");
             let roll = self.rng.below(100);
