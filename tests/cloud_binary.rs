@@ -95,6 +95,7 @@ async fn https_with_a_pinned_certificate_cli_actions_and_a_durable_restart() {
         .await
         .unwrap();
     let token = grant["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let refresh = grant["tokens"]["refresh_token"].as_str().unwrap().to_owned();
     let status = client.json(Method::GET, "/api/v1/replication/cust1234/status", Some(&token), None).await.unwrap();
     let ends: Vec<i64> = status["partitions"].as_array().unwrap().iter().map(|p| p["end"].as_i64().unwrap()).collect();
     let truth =
@@ -106,20 +107,14 @@ async fn https_with_a_pinned_certificate_cli_actions_and_a_durable_restart() {
     let server = start(&dir);
     assert_eq!(server.fingerprint, fingerprint);
     let client = HttpClient::new(&server.url, Some(&trust)).unwrap();
-    let request = client.json(Method::POST, "/api/v1/provisioning", None, None).await.unwrap();
-    let form =
-        format!("user_code={}&tenant=cust1234&session_name=ci2&action=approve", request["user_code"].as_str().unwrap());
-    reqwest_like_form(&server, &trust, &form).await;
-    let grant = client
-        .json(
-            Method::POST,
-            "/api/v1/provisioning/token",
-            None,
-            Some(&serde_json::json!({"device_code": request["device_code"]})),
-        )
+    // The session, its tokens and its signing key survived: no re-provisioning needed.
+    let status = client.json(Method::GET, "/api/v1/replication/cust1234/status", Some(&token), None).await.unwrap();
+    assert_eq!(status["session"]["replication_id"], "ci");
+    let rotated = client
+        .json(Method::POST, "/api/v1/token", None, Some(&serde_json::json!({"refresh_token": refresh})))
         .await
         .unwrap();
-    let token = grant["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let token = rotated["tokens"]["access_token"].as_str().unwrap().to_owned();
     let status = client.json(Method::GET, "/api/v1/replication/cust1234/status", Some(&token), None).await.unwrap();
     let again: Vec<i64> = status["partitions"].as_array().unwrap().iter().map(|p| p["end"].as_i64().unwrap()).collect();
     assert_eq!(again, ends, "the restarted cloud serves the same log");

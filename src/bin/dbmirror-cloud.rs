@@ -99,9 +99,12 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// Where the event log and the TLS certificate live (omit for an in-memory log).
+    /// Where the event log, sessions, journal and TLS certificate live.
+    #[arg(long, default_value = "dbmirror-cloud-data")]
+    data_dir: PathBuf,
+    /// Keep everything in memory instead (nothing survives a restart).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    in_memory: bool,
     /// Tenant context ids to simulate (repeatable).
     #[arg(long = "tenant", default_value = "cust1234")]
     tenants: Vec<String>,
@@ -158,7 +161,8 @@ fn certificate(dir: Option<&PathBuf>) -> Result<(Vec<u8>, Vec<u8>)> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let retention = Duration::from_secs(args.retention_secs);
-    let log = match &args.data_dir {
+    let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
+    let log = match &data_dir {
         Some(dir) => EventLog::open(&dir.join("log"), retention).context("opening the event log")?,
         None => EventLog::in_memory(retention),
     };
@@ -166,10 +170,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if args.http { "http" } else { "https" };
     let mut state = State::new(log, format!("{scheme}://{addr}"));
-    if let Some(dir) = &args.data_dir {
-        state = state.with_journal(dir).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    if let Some(dir) = &data_dir {
+        state =
+            state.with_journal(dir).and_then(|s| s.with_store(dir)).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
-    state.min_client_version = args.min_client_version.clone();
+    // The flag wins over a saved value: restarting with a new minimum is how operators raise it.
+    state.set_min_client_version(&args.min_client_version);
     for ctx in &args.tenants {
         let config = TenantConfig {
             context: ctx.clone(),
@@ -200,7 +206,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         spawn(listener, cloud, args.changes_per_sec).await?;
         return Ok(());
     }
-    let (cert, key) = certificate(args.data_dir.as_ref())?;
+    let (cert, key) = certificate(data_dir.as_ref())?;
     println!("certificate SHA-256 fingerprint: {}", hex(&Sha256::digest(&cert)));
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)

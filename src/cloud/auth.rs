@@ -74,6 +74,16 @@ impl Signer {
         Signer { key: random_bytes(), issuer: issuer.into() }
     }
 
+    /// A signer with a saved key (so tokens stay valid across restarts).
+    pub fn from_key(key: [u8; 32], issuer: impl Into<String>) -> Self {
+        Signer { key, issuer: issuer.into() }
+    }
+
+    /// The key, for saving it next to the sessions it signs for.
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length")
     }

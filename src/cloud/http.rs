@@ -412,7 +412,7 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
         ["min-client-version"] | [_, "min-client-version"] => {
             let action: Action = serde_json::from_slice(&body).unwrap_or_default();
             let version = action.version.ok_or_else(|| ApiError::new(400, "bad_request", "`version` is required"))?;
-            cloud.with(|s| s.min_client_version = version.clone());
+            cloud.with(|s| s.set_min_client_version(&version));
             reply(json!({"minimum_version": version}))
         }
         [ctx, "reset-offsets"] => reply(cloud.with(|s| s.reset_offsets(ctx, now, false))?),

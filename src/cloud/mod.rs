@@ -16,5 +16,6 @@ pub mod generate;
 pub mod http;
 pub mod journal;
 pub mod log;
+pub mod persist;
 pub mod service;
 pub mod tenant;

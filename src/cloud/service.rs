@@ -121,8 +121,8 @@ pub struct Session {
     pub replication_id: String,
     /// Revoked by an operator or by refresh-token reuse.
     pub revoked: bool,
-    refresh: [u8; 32],
-    used: HashSet<[u8; 32]>,
+    pub(super) refresh: [u8; 32],
+    pub(super) used: HashSet<[u8; 32]>,
     /// Committed (acknowledged) offsets: the last processed offset per topic/partition.
     pub committed: BTreeMap<(String, i32), i64>,
     /// Set by an offset reset: where the session must continue from.
@@ -165,8 +165,8 @@ pub struct Tokens {
 pub struct State {
     /// The event log of every tenant.
     pub log: EventLog,
-    tenants: BTreeMap<String, (Tenant, bool)>,
-    sessions: BTreeMap<String, Session>,
+    pub(super) tenants: BTreeMap<String, (Tenant, bool)>,
+    pub(super) sessions: BTreeMap<String, Session>,
     devices: BTreeMap<String, Device>,
     partners: BTreeMap<String, Partner>,
     /// The oldest client version the service accepts.
@@ -175,8 +175,12 @@ pub struct State {
     pub token_ttl: Duration,
     /// Public base URL (for provisioning links and session URLs).
     pub base_url: String,
-    signer: Signer,
+    pub(super) signer: Signer,
     journal: Option<Journal>,
+    /// Where sessions and the signing key are saved (see `persist`).
+    pub(super) store: Option<std::path::PathBuf>,
+    /// Tenants saved as suspended, applied when they are added.
+    pub(super) saved_suspended: HashSet<String>,
 }
 
 /// Parses `major.minor.patch` (missing parts are 0) for comparison.
@@ -207,6 +211,8 @@ impl State {
             base_url,
             signer: Signer::new("dbmirror-cloud"),
             journal: None,
+            store: None,
+            saved_suspended: HashSet::new(),
         }
     }
 
@@ -240,8 +246,16 @@ impl State {
         if !published {
             tenant.publish_initial(&mut self.log, now_ms)?;
         }
-        self.tenants.insert(tenant.context().to_owned(), (tenant, false));
+        let suspended = self.saved_suspended.contains(tenant.context());
+        self.tenants.insert(tenant.context().to_owned(), (tenant, suspended));
         Ok(())
+    }
+
+    /// Raises (or lowers) the oldest accepted client version.
+    pub fn set_min_client_version(&mut self, version: &str) {
+        self.min_client_version = version.to_owned();
+        tracing::info!(version, "minimum client version changed");
+        self.save();
     }
 
     /// Registers a partner with its secret and the tenants that approved its app.
@@ -314,7 +328,11 @@ impl State {
             exp: now + ttl,
             iss: "dbmirror-cloud".into(),
         };
-        Tokens { access_token: self.signer.sign(&claims), refresh_token, expires_in: ttl, token_type: "Bearer" }
+        let tokens =
+            Tokens { access_token: self.signer.sign(&claims), refresh_token, expires_in: ttl, token_type: "Bearer" };
+        // The rotated refresh token must survive a restart, or the client is locked out.
+        self.save();
+        tokens
     }
 
     fn create_session(&mut self, ctx: &str, name: &str) -> Result<String, ApiError> {
@@ -338,6 +356,7 @@ impl State {
             ));
         }
         let id = format!("s-{}", &opaque_token()[..16]);
+        tracing::info!(tenant = ctx, replication_id = %replication_id, session = %id, "session created");
         self.sessions.insert(
             id.clone(),
             Session {
@@ -450,8 +469,11 @@ impl State {
         }
         if session.refresh != hash {
             session.revoked = true;
+            tracing::warn!(session = %session.id, "refresh token reused: session revoked");
+            let id = session.id.clone();
+            self.save();
             return Err(ApiError::new(403, "token_reused", "a refresh token was used twice; the session is revoked")
-                .with(json!({"session_id": session.id})));
+                .with(json!({"session_id": id})));
         }
         let id = session.id.clone();
         let tokens = self.issue(&id, now_ms);
@@ -575,6 +597,7 @@ impl State {
             let slot = s.committed.entry((p.topic.clone(), p.partition)).or_insert(p.offset);
             *slot = (*slot).max(p.offset);
         }
+        self.save();
         Ok(())
     }
 
@@ -652,6 +675,8 @@ impl State {
             s.reset = Some(reset.clone());
             s.committed.retain(|(t, _), _| *t != topic);
         }
+        tracing::info!(tenant = ctx, restore, "offsets reset to a fresh snapshot");
+        self.save();
         Ok(json!({"positions": positions_json(&reset)}))
     }
 
@@ -659,6 +684,8 @@ impl State {
     pub fn suspend(&mut self, ctx: &str, suspended: bool, now_ms: i64) -> Result<Json, ApiError> {
         self.tenant(ctx)?;
         self.tenants.get_mut(ctx).expect("checked").1 = suspended;
+        tracing::info!(tenant = ctx, suspended, "tenant suspension changed");
+        self.save();
         if suspended { Ok(json!({"suspended": true})) } else { self.reset_offsets(ctx, now_ms, false) }
     }
 
