@@ -31,12 +31,15 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod inspect;
+pub mod pipeline;
 pub mod protocol;
 pub mod row;
 pub mod schema;
+pub mod secrets;
 pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod verify;
 
 pub use error::{Error, Result};

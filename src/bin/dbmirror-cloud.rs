@@ -216,7 +216,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let _background = spawn_background(cloud.clone(), args.changes_per_sec);
+    cloud.changes_per_sec.store(args.changes_per_sec, std::sync::atomic::Ordering::Relaxed);
+    let _background = spawn_background(cloud.clone());
     loop {
         let (stream, peer) = listener.accept().await?;
         let (acceptor, cloud) = (acceptor.clone(), cloud.clone());

@@ -38,12 +38,19 @@ pub struct Cloud {
     pub appended: Notify,
     /// Bearer token of the operations endpoints (`/admin/…`).
     pub admin_token: String,
+    /// Random source changes per second per tenant (changeable while running).
+    pub changes_per_sec: std::sync::atomic::AtomicU32,
 }
 
 impl Cloud {
     /// Wraps a state.
     pub fn new(state: State, admin_token: String) -> Arc<Self> {
-        Arc::new(Cloud { state: Mutex::new(state), appended: Notify::new(), admin_token })
+        Arc::new(Cloud {
+            state: Mutex::new(state),
+            appended: Notify::new(),
+            admin_token,
+            changes_per_sec: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     /// Runs `f` on the state, then wakes waiting fetches.
@@ -545,13 +552,14 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
 
 /// Starts the cloud on `listener` in the background: the server plus [`spawn_background`].
 pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>, changes_per_sec: u32) -> tokio::task::JoinHandle<()> {
-    spawn_background(cloud.clone(), changes_per_sec);
+    cloud.changes_per_sec.store(changes_per_sec, std::sync::atomic::Ordering::Relaxed);
+    spawn_background(cloud.clone());
     tokio::spawn(serve(listener, cloud))
 }
 
-/// A retention sweep every second and, if `changes_per_sec` > 0, a change workload on every
-/// tenant.
-pub fn spawn_background(background: Arc<Cloud>, changes_per_sec: u32) -> tokio::task::JoinHandle<()> {
+/// A retention sweep every second and, while [`Cloud::changes_per_sec`] > 0, a change
+/// workload on every tenant.
+pub fn spawn_background(background: Arc<Cloud>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut elapsed = 0u64;
@@ -559,7 +567,7 @@ pub fn spawn_background(background: Arc<Cloud>, changes_per_sec: u32) -> tokio::
         loop {
             tick.tick().await;
             elapsed += 100;
-            owed += f64::from(changes_per_sec) / 10.0;
+            owed += f64::from(background.changes_per_sec.load(std::sync::atomic::Ordering::Relaxed)) / 10.0;
             let count = owed.floor() as usize;
             owed -= count as f64;
             background.with(|s| {

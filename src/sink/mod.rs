@@ -153,6 +153,33 @@ pub trait Sink {
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError>;
 }
 
+impl<T: Sink + ?Sized> Sink for Box<T> {
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+        (**self).apply_schema(change)
+    }
+    fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        (**self).apply(batch)
+    }
+    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+        (**self).offsets()
+    }
+    fn tables(&self) -> Vec<TableRecord> {
+        (**self).tables()
+    }
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        (**self).set_table_state(id, state)
+    }
+    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        (**self).write_session(facts)
+    }
+    fn read_session(&mut self) -> Result<Session, SinkError> {
+        (**self).read_session()
+    }
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
+        (**self).read_rows(id)
+    }
+}
+
 /// Which target a connection string names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {

@@ -18,6 +18,8 @@ use crate::state::Offsets;
 /// Work for the sink.
 #[derive(Debug)]
 pub enum Job {
+    /// Marks every table still `snapshotting` as `ready` (the initial snapshot is complete).
+    MarkSnapshotsReady,
     /// Write a batch and its offsets in one transaction.
     Apply(Batch),
     /// Bring one table in line with a schema change.
@@ -53,6 +55,15 @@ impl<S> std::fmt::Debug for SinkWorker<S> {
     }
 }
 
+fn mark_ready<S: Sink>(sink: &mut S) -> Result<(), SinkError> {
+    for record in sink.tables() {
+        if record.state == crate::state::TableState::Snapshotting {
+            sink.set_table_state(&record.schema.id, crate::state::TableState::Ready)?;
+        }
+    }
+    Ok(())
+}
+
 fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
     let mut unapplied = Vec::new();
     for job in jobs.iter() {
@@ -65,6 +76,7 @@ fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S
                 .apply(batch)
                 .map(|()| Report::Applied { records: batch.records(), offsets: batch.offsets().clone() }),
             Job::Schema(change) => sink.apply_schema(change).map(|outcome| Report::Schema(change.clone(), outcome)),
+            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| Report::Applied { records: 0, offsets: Offsets::new() }),
         };
         match result {
             Ok(report) => {

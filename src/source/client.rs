@@ -87,15 +87,16 @@ impl HttpClient {
         Ok(HttpClient { base, inner: Client::builder(TokioExecutor::new()).build(connector) })
     }
 
-    /// Sends a request with an optional bearer token and JSON body; a 2xx answer's JSON body
-    /// is returned, anything else becomes [`SourceError::Service`].
-    pub async fn json(
+    /// Sends a request with an optional bearer token and JSON body and returns the response
+    /// with its body unread (for streamed answers); a non-2xx answer becomes
+    /// [`SourceError::Service`].
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
         bearer: Option<&str>,
         body: Option<&Json>,
-    ) -> Result<Json, SourceError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder().method(method).uri(&url).header("x-client-version", env!("CARGO_PKG_VERSION"));
         if let Some(token) = bearer {
@@ -109,15 +110,13 @@ impl HttpClient {
             None => Bytes::new(),
         };
         let request = req.body(Full::new(payload)).map_err(|_| SourceError::Url(url.clone()))?;
-        let response =
-            self.inner.request(request).await.map_err(|source| SourceError::Request { url: url.clone(), source })?;
+        let response = self.inner.request(request).await.map_err(|source| SourceError::Request { url: url.clone(), source })?;
         let status = response.status().as_u16();
-        let bytes =
-            response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
-        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         if (200..300).contains(&status) {
-            return Ok(json);
+            return Ok(response);
         }
+        let bytes = response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         let error = &json["error"];
         Err(SourceError::Service {
             status,
@@ -125,5 +124,18 @@ impl HttpClient {
             message: error["message"].as_str().unwrap_or("the service gave no reason").to_owned(),
             details: error.clone(),
         })
+    }
+
+    /// Like [`HttpClient::send`], reading the whole JSON answer.
+    pub async fn json(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<&Json>) -> Result<Json, SourceError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.send(method, path, bearer, body).await?;
+        let bytes = response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Json::Null))
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 }

@@ -5,4 +5,5 @@
 //! typed ones. The streamed long-poll fetch builds on this with the client issue.
 
 pub mod client;
+pub mod replication;
 pub mod tls;

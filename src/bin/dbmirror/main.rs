@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dbmirror::decode::{BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, Decoder, TimePrecisionMode};
 use dbmirror::telemetry::{self, LogFormat};
 
+mod demo;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -32,6 +34,9 @@ enum LogArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start an in-process reference cloud with a simulated tenant, provision, mirror it into a
+    /// local replica while it changes, then verify the replica equals the source.
+    Demo(demo::DemoArgs),
     /// Decode a file of Debezium records (one per line) and print each as canonical JSON.
     ///
     /// A line is a bare record value (Debezium JSON, or `null` for a tombstone) or a full
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Demo(args) => Ok(if demo::run(args)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
         Command::Inspect { file, time_precision_mode, decimal_handling_mode, binary_handling_mode } => {
             let options = DecodeOptions {
                 time_precision: match time_precision_mode {

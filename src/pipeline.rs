@@ -1,0 +1,385 @@
+//! The streaming pipeline that joins the stages: long-poll fetch → decode → coalesce → apply.
+//!
+//! Two threads: this one fetches (HTTP body streaming) and decodes and coalesces each chunk as
+//! it arrives; the sink thread ([`SinkWorker`]) writes batches, so the next fetch and decode
+//! overlap the current database write. The bounded job queue is the backpressure: when the
+//! database is slower than the network, decoding waits, and memory stays bounded whatever the
+//! table size. Offsets are acknowledged to the cloud only after the replica committed them.
+//! A failed write is retried with backoff; nothing after it is applied meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::coalesce::{Coalescer, FlushPolicy};
+use crate::decode::{Decoder, Event, Snapshot};
+use crate::error::Retry;
+use crate::protocol::LineFramer;
+use crate::schema::{SchemaChangeKind, SchemaRegistry, TableChange};
+use crate::secrets::SecretKey;
+use crate::sink::worker::{Job, Report, SinkWorker};
+use crate::sink::{Sink, SinkError};
+use crate::source::client::SourceError;
+use crate::source::replication::{Replication, TokenPair};
+use crate::state::{Offsets, SessionValue};
+
+/// How the pipeline runs (the `appsettings.json` knobs).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Records per fetch (`MaxBatchSize`).
+    pub max_batch_size: u32,
+    /// Soft bytes per fetch (`MaxBytes`).
+    pub max_bytes: u64,
+    /// Long-poll wait (`MaxPollTimeSeconds`).
+    pub max_poll: Duration,
+    /// How often offsets are acknowledged (`CommitIntervalSeconds`).
+    pub commit_interval: Duration,
+    /// Records per replica transaction (`DatabaseBatchSize`).
+    pub database_batch_size: u32,
+    /// Stop after this long (the demo); `None` runs until stopped.
+    pub run_for: Option<Duration>,
+    /// Stop once a fetch returns nothing (catch up, then return).
+    pub until_idle: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            max_batch_size: 10_000,
+            max_bytes: 16 << 20,
+            max_poll: Duration::from_secs(30),
+            commit_interval: Duration::from_secs(60),
+            database_batch_size: 5_000,
+            run_for: None,
+            until_idle: false,
+        }
+    }
+}
+
+/// Why the pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The cloud refused or the network failed (after retries where retrying makes sense).
+    #[error("cloud: {0}")]
+    Source(#[from] SourceError),
+    /// The replica failed in a way retrying cannot fix.
+    #[error("replica: {0}")]
+    Sink(#[from] SinkError),
+    /// A record could not be decoded or applied; it names its position.
+    #[error("{0}")]
+    Record(String),
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct SyncSummary {
+    /// Records applied to the replica.
+    pub records: u64,
+    /// Replica transactions.
+    pub batches: u64,
+    /// Schema changes applied.
+    pub schema_changes: u64,
+    /// The last applied offsets.
+    pub offsets: Offsets,
+}
+
+/// Stores rotated tokens (sealed) in the replica's `_ReplicationState`.
+pub fn token_store<'a>(
+    state: &'a mut (dyn Sink + Send),
+    key: &'a SecretKey,
+) -> impl FnMut(&TokenPair) -> Result<(), String> + Send + 'a {
+    move |tokens: &TokenPair| {
+        state
+            .write_session(&[
+                ("access_token", SessionValue::Sealed(key.seal("access_token", &tokens.access))),
+                ("refresh_token", SessionValue::Sealed(key.seal("refresh_token", &tokens.refresh))),
+                ("access_expires_at_ms", SessionValue::Text(tokens.expires_at_ms.to_string())),
+            ])
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Everything the decode stage owns.
+struct Decode {
+    framer: LineFramer,
+    decoder: Decoder,
+    schemas: SchemaRegistry,
+    coalescer: Coalescer,
+    next: BTreeMap<(String, i32), i64>,
+    jobs: Vec<Job>,
+    error: Option<String>,
+    records: u64,
+}
+
+impl Decode {
+    /// Frames and decodes a chunk; completed batches and schema changes go to `jobs`.
+    fn chunk(&mut self, data: &[u8]) {
+        self.framer.push(data);
+        while self.error.is_none() {
+            let mut line = match self.framer.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => {
+                    self.error = Some(format!("a record line is too long: {e}"));
+                    break;
+                }
+            };
+            self.line(&mut line);
+        }
+    }
+
+    fn line(&mut self, line: &mut [u8]) {
+        let decoded = match self.decoder.decode(line, &self.schemas) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error = Some(e.to_string());
+                return;
+            }
+        };
+        let now = Instant::now();
+        if let Event::SchemaChange(changes) = &decoded.event {
+            self.flush();
+            for change in changes {
+                self.schemas.apply(change);
+                self.jobs.push(Job::Schema(change.clone()));
+            }
+        }
+        let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
+        if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
+            self.error = Some(e.to_string());
+            return;
+        }
+        if let Some(p) = decoded.position {
+            self.next.insert((p.topic.to_owned(), p.partition), p.offset + 1);
+        }
+        self.records += 1;
+        if last_snapshot {
+            self.flush();
+            self.jobs.push(Job::MarkSnapshotsReady);
+        } else if self.coalescer.should_flush(now) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let batch = self.coalescer.take();
+        if !batch.is_empty() || !batch.offsets().is_empty() {
+            self.jobs.push(Job::Apply(batch));
+        }
+    }
+}
+
+/// Applies queued jobs through the worker, retrying transient failures with backoff (the
+/// only place the pipeline sleeps besides the long-poll). Returns the worker.
+fn drain<S: Sink + Send + 'static>(
+    mut worker: SinkWorker<S>,
+    jobs: &mut Vec<Job>,
+    summary: &mut SyncSummary,
+    applied: &mut Offsets,
+    stop: &AtomicBool,
+) -> Result<SinkWorker<S>, PipelineError> {
+    for job in jobs.drain(..) {
+        if let Err(job) = worker.submit(job) {
+            // The worker stopped at a failure: collect it below and resubmit.
+            let (sink, reports, mut unapplied) = worker.finish();
+            unapplied.push(job);
+            worker = retry(sink, reports, unapplied, summary, applied, stop)?;
+        }
+        while let Some(report) = worker.try_report() {
+            if let Some(failed) = account(report, summary, applied) {
+                let (sink, mut reports, unapplied) = worker.finish();
+                reports.insert(0, Report::Failed(failed));
+                worker = retry(sink, reports, unapplied, summary, applied, stop)?;
+            }
+        }
+    }
+    Ok(worker)
+}
+
+/// Counts a report; returns the error of a failed one.
+fn account(report: Report, summary: &mut SyncSummary, applied: &mut Offsets) -> Option<SinkError> {
+    match report {
+        Report::Applied { records, offsets } => {
+            summary.records += records;
+            summary.batches += u64::from(records > 0);
+            for (k, v) in offsets {
+                let slot = applied.entry(k).or_insert(v);
+                *slot = (*slot).max(v);
+            }
+            None
+        }
+        Report::Schema(change, outcome) => {
+            summary.schema_changes += 1;
+            tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
+            None
+        }
+        Report::Failed(error) => Some(error),
+    }
+}
+
+fn retry<S: Sink + Send + 'static>(
+    sink: S,
+    reports: Vec<Report>,
+    unapplied: Vec<Job>,
+    summary: &mut SyncSummary,
+    applied: &mut Offsets,
+    stop: &AtomicBool,
+) -> Result<SinkWorker<S>, PipelineError> {
+    let mut failure = None;
+    for report in reports {
+        if let Some(e) = account(report, summary, applied) {
+            failure = Some(e);
+        }
+    }
+    let mut delay = Duration::from_millis(250);
+    let mut sink = sink;
+    let mut pending = unapplied;
+    loop {
+        if let Some(e) = failure.take() {
+            if e.retry() == Retry::Fatal {
+                return Err(PipelineError::Sink(e));
+            }
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "replica write failed; retrying the same batch");
+            if stop.load(Ordering::Relaxed) {
+                return Err(PipelineError::Sink(e));
+            }
+            std::thread::sleep(delay + Duration::from_millis(u64::from(crate::cloud::auth::random_bytes::<1>()[0])));
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        let worker = SinkWorker::spawn(sink, 2);
+        let mut rest = Vec::new();
+        for job in pending.drain(..) {
+            if let Err(job) = worker.submit(job) {
+                rest.push(job);
+            }
+        }
+        let (s, reports, mut unapplied) = worker.finish();
+        unapplied.extend(rest);
+        for report in reports {
+            if let Some(e) = account(report, summary, applied) {
+                failure = Some(e);
+            }
+        }
+        if failure.is_none() && unapplied.is_empty() {
+            return Ok(SinkWorker::spawn(s, 2));
+        }
+        sink = s;
+        pending = unapplied;
+    }
+}
+
+/// Runs replication: `data` is written by the sink thread, `state` (a second connection to
+/// the same replica) keeps the session's tokens.
+pub fn sync(
+    mut replication: Replication,
+    data: Box<dyn Sink + Send>,
+    state: &mut (dyn Sink + Send),
+    key: &SecretKey,
+    options: &SyncOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<SyncSummary, PipelineError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PipelineError::Record(format!("starting the network runtime: {e}")))?;
+    let mut schemas = SchemaRegistry::new();
+    for record in data.tables() {
+        schemas.apply(&TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() });
+    }
+    let stored = state.offsets()?;
+    let info = replication.info.clone();
+    let mut decode = Decode {
+        framer: LineFramer::new(64 << 20),
+        decoder: Decoder::default(),
+        schemas,
+        coalescer: Coalescer::new(FlushPolicy {
+            max_records: u64::from(options.database_batch_size),
+            ..FlushPolicy::default()
+        }),
+        next: BTreeMap::new(),
+        jobs: Vec::new(),
+        error: None,
+        records: 0,
+    };
+    decode.next.insert((info.history_topic(), 0), stored.get(&(info.history_topic(), 0)).map_or(0, |o| o + 1));
+    for p in 0..info.cdc_partitions {
+        decode.next.insert((info.cdc_topic(), p), stored.get(&(info.cdc_topic(), p)).map_or(0, |o| o + 1));
+    }
+    let mut persist = token_store(state, key);
+    let mut summary = SyncSummary::default();
+    let mut applied = stored.clone();
+    let mut acknowledged = stored;
+    let mut worker = SinkWorker::spawn(data, 2);
+    let started = Instant::now();
+    let mut last_ack = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) || options.run_for.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        // Schema history first, so table changes precede the rows that need them.
+        let history = info.history_topic();
+        let mut positions: Vec<(String, i32, i64)> =
+            decode.next.iter().filter(|((t, _), _)| *t == history).map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        positions.extend(decode.next.iter().filter(|((t, _), _)| *t != history).map(|((t, p), o)| (t.clone(), *p, *o)));
+        let wait = options.run_for.map_or(options.max_poll, |d| d.saturating_sub(started.elapsed()).min(options.max_poll));
+        let limits = (options.max_batch_size, options.max_bytes, wait.as_millis() as u64);
+        let before = decode.records;
+        let fetched = runtime.block_on(replication.fetch(&positions, limits, &mut persist, &mut |chunk| decode.chunk(chunk)));
+        if let Err(e) = fetched {
+            // A cut connection loses nothing: the next fetch starts after the last whole record.
+            match &e {
+                SourceError::Body { .. } | SourceError::Request { .. } => {
+                    tracing::warn!(error = %e, "fetch interrupted; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                SourceError::Service { status: 429 | 503, .. } => {
+                    tracing::warn!(error = %e, "the service asked to retry later");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                _ => return Err(e.into()),
+            }
+        }
+        // A partial last line (a truncated body) is dropped; it is fetched again.
+        let _ = decode.framer.finish();
+        if let Some(error) = decode.error.take() {
+            return Err(PipelineError::Record(error));
+        }
+        let idle = decode.records == before;
+        if idle || decode.coalescer.pending_records() > 0 {
+            decode.flush();
+        }
+        worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
+        if last_ack.elapsed() >= options.commit_interval && applied != acknowledged {
+            runtime.block_on(replication.commit(&applied, &mut persist))?;
+            tracing::info!(
+                records = summary.records,
+                transactions = summary.batches,
+                partitions = applied.len(),
+                "commit cycle: offsets acknowledged to the cloud"
+            );
+            acknowledged = applied.clone();
+            last_ack = Instant::now();
+        }
+        if idle && options.until_idle {
+            break;
+        }
+    }
+    decode.flush();
+    worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
+    let (sink, reports, unapplied) = worker.finish();
+    let mut failure = None;
+    for report in reports {
+        failure = account(report, &mut summary, &mut applied).or(failure);
+    }
+    if failure.is_some() || !unapplied.is_empty() {
+        let mut jobs = unapplied;
+        let worker = retry(sink, Vec::new(), std::mem::take(&mut jobs), &mut summary, &mut applied, &stop)?;
+        let _ = worker.finish();
+    }
+    if applied != acknowledged {
+        runtime.block_on(replication.commit(&applied, &mut persist))?;
+    }
+    summary.offsets = applied;
+    Ok(summary)
+}

@@ -1,0 +1,118 @@
+//! Tokens at rest: sealed with AES-256-GCM under a key kept in the instance folder.
+//!
+//! The original client uses Windows DPAPI. Elsewhere the key is a 32-byte file
+//! (`dbmirror.key`, mode 0600) next to `appsettings.json`, so the replica database alone —
+//! a backup, a copy for reporting — never holds usable tokens. Moving a replica to another
+//! host means moving the key file with the instance folder (or running `reconnect`). Each
+//! sealed value is `nonce (12 bytes) || ciphertext+tag`, bound to its name (as associated
+//! data) so a sealed refresh token cannot be swapped in as an access token.
+
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+
+/// Why sealing or opening failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is not 32 bytes.
+    #[error("key file {0} is damaged (expected 32 bytes)")]
+    BadKey(PathBuf),
+    /// The sealed value does not open with this key (another host's key, or damaged).
+    #[error("a stored token cannot be decrypted with this instance's key: run `dbmirror reconnect`")]
+    Open,
+}
+
+/// The instance's sealing key.
+pub struct SecretKey {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    /// Loads the key file, creating it (0600) with a random key if it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
+        let io = |source| SecretError::Io { path: path.to_owned(), source };
+        let bytes = if path.exists() {
+            std::fs::read(path).map_err(io)?
+        } else {
+            let key: [u8; 32] = crate::cloud::auth::random_bytes();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            use std::io::Write as _;
+            options.open(path).and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all())).map_err(io)?;
+            key.to_vec()
+        };
+        let key: [u8; 32] = bytes.try_into().map_err(|_| SecretError::BadKey(path.to_owned()))?;
+        Ok(SecretKey { cipher: Aes256Gcm::new(&key.into()) })
+    }
+
+    /// Seals `plain` under `name`.
+    pub fn seal(&self, name: &str, plain: &str) -> Vec<u8> {
+        let nonce: [u8; 12] = crate::cloud::auth::random_bytes();
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: name.as_bytes() })
+            .expect("AES-GCM encryption does not fail for in-memory buffers");
+        [nonce.to_vec(), sealed].concat()
+    }
+
+    /// Opens a value sealed under `name`.
+    pub fn open(&self, name: &str, sealed: &[u8]) -> Result<String, SecretError> {
+        if sealed.len() < 12 {
+            return Err(SecretError::Open);
+        }
+        let (nonce, body) = sealed.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() })
+            .map_err(|_| SecretError::Open)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_tokens_open_only_with_their_key_and_name() {
+        let dir = std::env::temp_dir().join(format!("dbmirror-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dbmirror.key");
+        let _ = std::fs::remove_file(&path);
+        let key = SecretKey::load_or_create(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let sealed = key.seal("refresh_token", "secret-value");
+        assert!(!sealed.windows(12).any(|w| w == b"secret-value"), "not stored in clear");
+        assert_eq!(key.open("refresh_token", &sealed).unwrap(), "secret-value");
+        assert!(key.open("access_token", &sealed).is_err(), "bound to its name");
+        let again = SecretKey::load_or_create(&path).unwrap();
+        assert_eq!(again.open("refresh_token", &sealed).unwrap(), "secret-value", "the key file is reused");
+        std::fs::remove_file(&path).unwrap();
+        let other = SecretKey::load_or_create(&path).unwrap();
+        assert!(matches!(other.open("refresh_token", &sealed), Err(SecretError::Open)));
+        assert_eq!(format!("{other:?}"), "SecretKey(..)");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

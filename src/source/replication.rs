@@ -1,0 +1,223 @@
+//! The Replication Service from the client's side: the session, its tokens (refreshed before
+//! they expire, rotated refresh tokens handed to the caller to persist *before* they are used),
+//! the streamed long-poll fetch, and offset acknowledgements. `docs/protocol.md` is the contract.
+
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::{Value as Json, json};
+
+use super::client::{HttpClient, SourceError};
+use crate::state::{Offsets, Session as Facts, SessionValue};
+
+/// Where the session lives and what it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Session id.
+    pub session_id: String,
+    /// Tenant context id (`cust1234`).
+    pub tenant_context_id: String,
+    /// Replication ID (the session name, lower-cased).
+    pub replication_id: String,
+    /// The cloud's base URL.
+    pub cloud_url: String,
+    /// Partitions of `<ctx>-cdc`.
+    pub cdc_partitions: i32,
+}
+
+impl SessionInfo {
+    /// From the service's session object.
+    pub fn from_json(json: &Json, cloud_url: &str) -> Option<Self> {
+        Some(SessionInfo {
+            session_id: json["session_id"].as_str()?.to_owned(),
+            tenant_context_id: json["tenant_context_id"].as_str()?.to_owned(),
+            replication_id: json["replication_id"].as_str()?.to_owned(),
+            cloud_url: cloud_url.trim_end_matches('/').to_owned(),
+            cdc_partitions: i32::try_from(json["topics"]["cdc_partitions"].as_i64()?).ok()?,
+        })
+    }
+
+    /// `<ctx>-cdc`.
+    pub fn cdc_topic(&self) -> String {
+        format!("{}-cdc", self.tenant_context_id)
+    }
+
+    /// `<ctx>-schemahistory`.
+    pub fn history_topic(&self) -> String {
+        format!("{}-schemahistory", self.tenant_context_id)
+    }
+
+    /// The service path prefix.
+    fn path(&self, endpoint: &str) -> String {
+        format!("/api/v1/replication/{}/{endpoint}", self.tenant_context_id)
+    }
+
+    /// As `_ReplicationState` session facts.
+    pub fn to_facts(&self) -> Vec<(&'static str, SessionValue)> {
+        let text = |s: &str| SessionValue::Text(s.to_owned());
+        vec![
+            ("session_id", text(&self.session_id)),
+            ("tenant_context_id", text(&self.tenant_context_id)),
+            ("replication_id", text(&self.replication_id)),
+            ("cloud_url", text(&self.cloud_url)),
+            ("service_url", text(&format!("{}/api/v1/replication/{}", self.cloud_url, self.tenant_context_id))),
+            ("cdc_partitions", text(&self.cdc_partitions.to_string())),
+            ("client_version", text(env!("CARGO_PKG_VERSION"))),
+        ]
+    }
+
+    /// Back from `_ReplicationState`; `None` if the replica holds no session.
+    pub fn from_facts(facts: &Facts) -> Option<Self> {
+        let text = |name: &str| match facts.get(name) {
+            Some(SessionValue::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        Some(SessionInfo {
+            session_id: text("session_id")?,
+            tenant_context_id: text("tenant_context_id")?,
+            replication_id: text("replication_id")?,
+            cloud_url: text("cloud_url")?,
+            cdc_partitions: text("cdc_partitions")?.parse().ok()?,
+        })
+    }
+}
+
+/// An access token, its refresh token and when the access token expires.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenPair {
+    /// JWT access token.
+    pub access: String,
+    /// Opaque refresh token.
+    pub refresh: String,
+    /// Expiry of the access token (ms since the epoch, by the local clock).
+    pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for TokenPair {
+    /// Tokens never appear in logs or `Debug` output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair").field("expires_at_ms", &self.expires_at_ms).finish_non_exhaustive()
+    }
+}
+
+impl TokenPair {
+    /// From the service's `tokens` object.
+    pub fn from_json(json: &Json, now_ms: i64) -> Option<Self> {
+        Some(TokenPair {
+            access: json["access_token"].as_str()?.to_owned(),
+            refresh: json["refresh_token"].as_str()?.to_owned(),
+            expires_at_ms: now_ms + json["expires_in"].as_i64()? * 1000,
+        })
+    }
+}
+
+/// Receives every rotated token pair; must store it durably before returning.
+pub type PersistTokens<'a> = &'a mut (dyn FnMut(&TokenPair) -> Result<(), String> + Send);
+
+/// A connected session.
+#[derive(Debug)]
+pub struct Replication {
+    http: HttpClient,
+    /// The session.
+    pub info: SessionInfo,
+    tokens: TokenPair,
+}
+
+fn now_ms() -> i64 {
+    crate::cloud::http::now_ms()
+}
+
+impl Replication {
+    /// A session with its current tokens.
+    pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Self {
+        Replication { http, info, tokens }
+    }
+
+    /// The current tokens.
+    pub fn tokens(&self) -> &TokenPair {
+        &self.tokens
+    }
+
+    /// Rotates the tokens. The new pair is persisted through `persist` before it is used:
+    /// after the service rotated, the old refresh token is dead, so losing the new one would
+    /// lock the client out.
+    pub async fn refresh(&mut self, persist: PersistTokens<'_>) -> Result<(), SourceError> {
+        let body = json!({"refresh_token": self.tokens.refresh});
+        let reply = self.http.json(Method::POST, "/api/v1/token", None, Some(&body)).await?;
+        let tokens = TokenPair::from_json(&reply["tokens"], now_ms()).ok_or_else(|| SourceError::Service {
+            status: 200,
+            code: "bad_reply".into(),
+            message: "the token endpoint returned no tokens".into(),
+            details: Json::Null,
+        })?;
+        persist(&tokens).map_err(|message| SourceError::Service {
+            status: 0,
+            code: "persist_failed".into(),
+            message: format!("the rotated tokens could not be stored: {message}"),
+            details: Json::Null,
+        })?;
+        tracing::info!("access token refreshed");
+        self.tokens = tokens;
+        Ok(())
+    }
+
+    /// Refreshes when the access token has less than two minutes left.
+    async fn fresh(&mut self, persist: PersistTokens<'_>) -> Result<(), SourceError> {
+        if self.tokens.expires_at_ms - now_ms() < 120_000 {
+            self.refresh(persist).await?;
+        }
+        Ok(())
+    }
+
+    /// A JSON call with a fresh token; one refresh-and-retry on `token_expired`.
+    pub async fn call(&mut self, method: Method, endpoint: &str, body: Option<&Json>, persist: PersistTokens<'_>) -> Result<Json, SourceError> {
+        self.fresh(persist).await?;
+        let path = self.info.path(endpoint);
+        match self.http.json(method.clone(), &path, Some(&self.tokens.access), body).await {
+            Err(SourceError::Service { status: 401, code, .. }) if code == "token_expired" => {
+                self.refresh(persist).await?;
+                self.http.json(method, &path, Some(&self.tokens.access), body).await
+            }
+            other => other,
+        }
+    }
+
+    /// One long-poll: records from `positions` (next offsets) are handed to `on_chunk` as the
+    /// body streams in (chunks, not lines: the caller frames them). Returns the byte count.
+    pub async fn fetch(
+        &mut self,
+        positions: &[(String, i32, i64)],
+        limits: (u32, u64, u64),
+        persist: PersistTokens<'_>,
+        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<u64, SourceError> {
+        self.fresh(persist).await?;
+        let positions: Vec<Json> =
+            positions.iter().map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o})).collect();
+        let body = json!({"positions": positions, "max_events": limits.0, "max_bytes": limits.1, "max_wait_ms": limits.2});
+        let path = self.info.path("fetch");
+        let response = match self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await {
+            Err(SourceError::Service { status: 401, code, .. }) if code == "token_expired" => {
+                self.refresh(persist).await?;
+                self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?
+            }
+            other => other?,
+        };
+        let mut incoming = response.into_body();
+        let mut total = 0u64;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|source| SourceError::Body { url: path.clone(), source })?;
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+                on_chunk(data);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Acknowledges offsets already committed in the replica.
+    pub async fn commit(&mut self, offsets: &Offsets, persist: PersistTokens<'_>) -> Result<(), SourceError> {
+        let list: Vec<Json> =
+            offsets.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o})).collect();
+        self.call(Method::POST, "commit", Some(&json!({ "offsets": list })), persist).await.map(|_| ())
+    }
+}
