@@ -62,13 +62,19 @@ impl Default for SyncOptions {
 pub enum PipelineError {
     /// The cloud refused or the network failed (after retries where retrying makes sense).
     #[error("cloud: {0}")]
-    Source(#[from] SourceError),
+    Source(Box<SourceError>),
     /// The replica failed in a way retrying cannot fix.
     #[error("replica: {0}")]
     Sink(#[from] SinkError),
     /// A record could not be decoded or applied; it names its position.
     #[error("{0}")]
     Record(String),
+}
+
+impl From<SourceError> for PipelineError {
+    fn from(e: SourceError) -> Self {
+        PipelineError::Source(Box::new(e))
+    }
 }
 
 /// What a run did.
@@ -269,6 +275,22 @@ fn retry<S: Sink + Send + 'static>(
     }
 }
 
+/// Rotates the tokens: the new pair is stored (sealed) in the replica before it is used.
+pub fn refresh_tokens(
+    runtime: &tokio::runtime::Runtime,
+    replication: &mut Replication,
+    persist: &mut dyn FnMut(&TokenPair) -> Result<(), String>,
+) -> Result<(), PipelineError> {
+    let tokens = runtime.block_on(replication.rotate())?;
+    persist(&tokens).map_err(|e| PipelineError::Record(format!("the rotated tokens could not be stored: {e}")))?;
+    replication.adopt(tokens);
+    Ok(())
+}
+
+fn expired(e: &SourceError) -> bool {
+    matches!(e, SourceError::Service { status: 401, code, .. } if code == "token_expired")
+}
+
 /// Runs replication: `data` is written by the sink thread, `state` (a second connection to
 /// the same replica) keeps the session's tokens.
 pub fn sync(
@@ -322,13 +344,19 @@ pub fn sync(
         let mut positions: Vec<(String, i32, i64)> =
             decode.next.iter().filter(|((t, _), _)| *t == history).map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         positions.extend(decode.next.iter().filter(|((t, _), _)| *t != history).map(|((t, p), o)| (t.clone(), *p, *o)));
-        let wait = options.run_for.map_or(options.max_poll, |d| d.saturating_sub(started.elapsed()).min(options.max_poll));
+        let wait =
+            options.run_for.map_or(options.max_poll, |d| d.saturating_sub(started.elapsed()).min(options.max_poll));
         let limits = (options.max_batch_size, options.max_bytes, wait.as_millis() as u64);
         let before = decode.records;
-        let fetched = runtime.block_on(replication.fetch(&positions, limits, &mut persist, &mut |chunk| decode.chunk(chunk)));
+        if replication.needs_refresh() {
+            refresh_tokens(&runtime, &mut replication, &mut persist)?;
+        }
+        let fetched = runtime.block_on(replication.fetch(&positions, limits, &mut |chunk| decode.chunk(chunk)));
+        let failed = fetched.is_err();
         if let Err(e) = fetched {
             // A cut connection loses nothing: the next fetch starts after the last whole record.
             match &e {
+                e if expired(e) => refresh_tokens(&runtime, &mut replication, &mut persist)?,
                 SourceError::Body { .. } | SourceError::Request { .. } => {
                     tracing::warn!(error = %e, "fetch interrupted; retrying");
                     std::thread::sleep(Duration::from_millis(500));
@@ -345,13 +373,17 @@ pub fn sync(
         if let Some(error) = decode.error.take() {
             return Err(PipelineError::Record(error));
         }
-        let idle = decode.records == before;
+        // Idle means the service had nothing new, not that a fetch failed.
+        let idle = !failed && decode.records == before;
         if idle || decode.coalescer.pending_records() > 0 {
             decode.flush();
         }
         worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
         if last_ack.elapsed() >= options.commit_interval && applied != acknowledged {
-            runtime.block_on(replication.commit(&applied, &mut persist))?;
+            if replication.needs_refresh() {
+                refresh_tokens(&runtime, &mut replication, &mut persist)?;
+            }
+            runtime.block_on(replication.commit(&applied))?;
             tracing::info!(
                 records = summary.records,
                 transactions = summary.batches,
@@ -378,7 +410,10 @@ pub fn sync(
         let _ = worker.finish();
     }
     if applied != acknowledged {
-        runtime.block_on(replication.commit(&applied, &mut persist))?;
+        if replication.needs_refresh() {
+            refresh_tokens(&runtime, &mut replication, &mut persist)?;
+        }
+        runtime.block_on(replication.commit(&applied))?;
     }
     summary.offsets = applied;
     Ok(summary)

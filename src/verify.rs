@@ -25,7 +25,8 @@ pub struct TableCheck {
 pub fn verify(replica: &mut dyn Sink, truth: &Json) -> Result<Vec<TableCheck>, SinkError> {
     let mut source: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for t in truth["tables"].as_array().into_iter().flatten() {
-        let (Some(name), Some(rows), Some(sum)) = (t["table"].as_str(), t["rows"].as_u64(), t["checksum"].as_str()) else {
+        let (Some(name), Some(rows), Some(sum)) = (t["table"].as_str(), t["rows"].as_u64(), t["checksum"].as_str())
+        else {
             continue;
         };
         source.insert(name.to_owned(), (rows, sum.to_owned()));

@@ -18,6 +18,9 @@ mod sink_sqlite;
 /// The simulated tenant's Debezium stream decodes and replicates to exactly its ground truth.
 mod cloud_roundtrip;
 
+/// The client pipeline end to end against the in-process cloud, with faults, on every target.
+mod client_e2e;
+
 /// The `dbmirror-cloud` binary: HTTPS with a pinned certificate, CLI actions, durable restart.
 mod cloud_binary;
 

@@ -76,7 +76,9 @@ fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S
                 .apply(batch)
                 .map(|()| Report::Applied { records: batch.records(), offsets: batch.offsets().clone() }),
             Job::Schema(change) => sink.apply_schema(change).map(|outcome| Report::Schema(change.clone(), outcome)),
-            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| Report::Applied { records: 0, offsets: Offsets::new() }),
+            Job::MarkSnapshotsReady => {
+                mark_ready(&mut sink).map(|()| Report::Applied { records: 0, offsets: Offsets::new() })
+            }
         };
         match result {
             Ok(report) => {

@@ -110,12 +110,14 @@ impl HttpClient {
             None => Bytes::new(),
         };
         let request = req.body(Full::new(payload)).map_err(|_| SourceError::Url(url.clone()))?;
-        let response = self.inner.request(request).await.map_err(|source| SourceError::Request { url: url.clone(), source })?;
+        let response =
+            self.inner.request(request).await.map_err(|source| SourceError::Request { url: url.clone(), source })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);
         }
-        let bytes = response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        let bytes =
+            response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         let error = &json["error"];
         Err(SourceError::Service {
@@ -127,10 +129,17 @@ impl HttpClient {
     }
 
     /// Like [`HttpClient::send`], reading the whole JSON answer.
-    pub async fn json(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<&Json>) -> Result<Json, SourceError> {
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Json>,
+    ) -> Result<Json, SourceError> {
         let url = format!("{}{path}", self.base);
         let response = self.send(method, path, bearer, body).await?;
-        let bytes = response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        let bytes =
+            response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
         Ok(serde_json::from_slice(&bytes).unwrap_or(Json::Null))
     }
 

@@ -110,9 +110,6 @@ impl TokenPair {
     }
 }
 
-/// Receives every rotated token pair; must store it durably before returning.
-pub type PersistTokens<'a> = &'a mut (dyn FnMut(&TokenPair) -> Result<(), String> + Send);
-
 /// A connected session.
 #[derive(Debug)]
 pub struct Replication {
@@ -137,71 +134,51 @@ impl Replication {
         &self.tokens
     }
 
-    /// Rotates the tokens. The new pair is persisted through `persist` before it is used:
-    /// after the service rotated, the old refresh token is dead, so losing the new one would
-    /// lock the client out.
-    pub async fn refresh(&mut self, persist: PersistTokens<'_>) -> Result<(), SourceError> {
+    /// Whether the access token has less than two minutes left.
+    pub fn needs_refresh(&self) -> bool {
+        self.tokens.expires_at_ms - now_ms() < 120_000
+    }
+
+    /// Asks for new tokens. The caller stores the new pair durably and only then calls
+    /// [`Replication::adopt`]: after the service rotated, the old refresh token is dead, so a
+    /// crash before the new one is stored must not lose it. (Storing is a database write,
+    /// which is why it happens outside this async call.)
+    pub async fn rotate(&self) -> Result<TokenPair, SourceError> {
         let body = json!({"refresh_token": self.tokens.refresh});
         let reply = self.http.json(Method::POST, "/api/v1/token", None, Some(&body)).await?;
-        let tokens = TokenPair::from_json(&reply["tokens"], now_ms()).ok_or_else(|| SourceError::Service {
+        TokenPair::from_json(&reply["tokens"], now_ms()).ok_or_else(|| SourceError::Service {
             status: 200,
             code: "bad_reply".into(),
             message: "the token endpoint returned no tokens".into(),
             details: Json::Null,
-        })?;
-        persist(&tokens).map_err(|message| SourceError::Service {
-            status: 0,
-            code: "persist_failed".into(),
-            message: format!("the rotated tokens could not be stored: {message}"),
-            details: Json::Null,
-        })?;
+        })
+    }
+
+    /// Uses a stored token pair from now on.
+    pub fn adopt(&mut self, tokens: TokenPair) {
         tracing::info!("access token refreshed");
         self.tokens = tokens;
-        Ok(())
     }
 
-    /// Refreshes when the access token has less than two minutes left.
-    async fn fresh(&mut self, persist: PersistTokens<'_>) -> Result<(), SourceError> {
-        if self.tokens.expires_at_ms - now_ms() < 120_000 {
-            self.refresh(persist).await?;
-        }
-        Ok(())
-    }
-
-    /// A JSON call with a fresh token; one refresh-and-retry on `token_expired`.
-    pub async fn call(&mut self, method: Method, endpoint: &str, body: Option<&Json>, persist: PersistTokens<'_>) -> Result<Json, SourceError> {
-        self.fresh(persist).await?;
-        let path = self.info.path(endpoint);
-        match self.http.json(method.clone(), &path, Some(&self.tokens.access), body).await {
-            Err(SourceError::Service { status: 401, code, .. }) if code == "token_expired" => {
-                self.refresh(persist).await?;
-                self.http.json(method, &path, Some(&self.tokens.access), body).await
-            }
-            other => other,
-        }
+    /// A JSON call to a Replication Service endpoint with the current access token.
+    pub async fn call(&self, method: Method, endpoint: &str, body: Option<&Json>) -> Result<Json, SourceError> {
+        self.http.json(method, &self.info.path(endpoint), Some(&self.tokens.access), body).await
     }
 
     /// One long-poll: records from `positions` (next offsets) are handed to `on_chunk` as the
     /// body streams in (chunks, not lines: the caller frames them). Returns the byte count.
     pub async fn fetch(
-        &mut self,
+        &self,
         positions: &[(String, i32, i64)],
         limits: (u32, u64, u64),
-        persist: PersistTokens<'_>,
         on_chunk: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<u64, SourceError> {
-        self.fresh(persist).await?;
         let positions: Vec<Json> =
             positions.iter().map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o})).collect();
-        let body = json!({"positions": positions, "max_events": limits.0, "max_bytes": limits.1, "max_wait_ms": limits.2});
+        let body =
+            json!({"positions": positions, "max_events": limits.0, "max_bytes": limits.1, "max_wait_ms": limits.2});
         let path = self.info.path("fetch");
-        let response = match self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await {
-            Err(SourceError::Service { status: 401, code, .. }) if code == "token_expired" => {
-                self.refresh(persist).await?;
-                self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?
-            }
-            other => other?,
-        };
+        let response = self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?;
         let mut incoming = response.into_body();
         let mut total = 0u64;
         while let Some(frame) = incoming.frame().await {
@@ -215,9 +192,9 @@ impl Replication {
     }
 
     /// Acknowledges offsets already committed in the replica.
-    pub async fn commit(&mut self, offsets: &Offsets, persist: PersistTokens<'_>) -> Result<(), SourceError> {
+    pub async fn commit(&self, offsets: &Offsets) -> Result<(), SourceError> {
         let list: Vec<Json> =
             offsets.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o})).collect();
-        self.call(Method::POST, "commit", Some(&json!({ "offsets": list })), persist).await.map(|_| ())
+        self.call(Method::POST, "commit", Some(&json!({ "offsets": list }))).await.map(|_| ())
     }
 }

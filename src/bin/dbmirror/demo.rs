@@ -45,13 +45,19 @@ pub struct DemoArgs {
 fn start_cloud(rows: u64) -> Result<(String, Arc<Cloud>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("dbmirror-cloud".into()).spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
             let url = format!("http://{}", listener.local_addr().expect("address"));
             let mut state = State::new(EventLog::in_memory(Duration::from_secs(7 * 24 * 3600)), url.clone());
-            let config =
-                TenantConfig { context: "demo1234".into(), seed: 2026, rows_per_table: rows, partitions: 3, with_schema: false };
+            let config = TenantConfig {
+                context: "demo1234".into(),
+                seed: 2026,
+                rows_per_table: rows,
+                partitions: 3,
+                with_schema: false,
+            };
             state.add_tenant(Tenant::new(config, source_tables()), now_ms()).expect("tenant");
             let cloud = Cloud::new(state, dbmirror::cloud::auth::opaque_token());
             let _ = tx.send((url, cloud.clone()));
@@ -94,7 +100,8 @@ pub fn run(args: DemoArgs) -> Result<bool> {
             format!("Data Source={}", args.replica.display())
         }
     };
-    let folder = args.replica.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+    let folder =
+        args.replica.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
     let key = SecretKey::load_or_create(&folder.join("dbmirror.key"))?;
     let mut state = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
     state.write_session(&info.to_facts().iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>())?;
@@ -102,7 +109,12 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
 
     // The initial snapshot, while the source keeps changing, then streaming.
-    println!("Mirroring into {} for {} s with {} source changes per second…", dbmirror::config::redact_connection_string(&connection_string), args.seconds, args.changes_per_sec);
+    println!(
+        "Mirroring into {} for {} s with {} source changes per second…",
+        dbmirror::config::redact_connection_string(&connection_string),
+        args.seconds,
+        args.changes_per_sec
+    );
     cloud.changes_per_sec.store(args.changes_per_sec, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
@@ -135,16 +147,24 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let session = state.read_session()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
     let mut replication = Replication::new(HttpClient::new(&url, None)?, info, read_tokens(&session, &key)?);
-    let mut persist = token_store(state.as_mut(), &key);
-    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None, &mut persist))?;
-    drop(persist);
+    if replication.needs_refresh() {
+        dbmirror::pipeline::refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &key))?;
+    }
+    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
     // A fresh connection: it reads the tables the sink thread created.
-    let checks = dbmirror::verify::verify(dbmirror::sink::open(&connection_string, SinkOptions::default())?.as_mut(), &truth)?;
+    let checks =
+        dbmirror::verify::verify(dbmirror::sink::open(&connection_string, SinkOptions::default())?.as_mut(), &truth)?;
     println!();
-    println!("{:<28} {:>10} {:>10}  {}", "table", "source", "replica", "verify");
+    println!("{:<28} {:>10} {:>10}  verify", "table", "source", "replica");
     for c in &checks {
         let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-        println!("{:<28} {:>10} {:>10}  {}", c.table, n(c.source_rows), n(c.replica_rows), if c.equal { "ok" } else { "DIFFERENT" });
+        println!(
+            "{:<28} {:>10} {:>10}  {}",
+            c.table,
+            n(c.source_rows),
+            n(c.replica_rows),
+            if c.equal { "ok" } else { "DIFFERENT" }
+        );
     }
     let rows: u64 = checks.iter().filter_map(|c| c.replica_rows).sum();
     let ok = checks.iter().all(|c| c.equal);
