@@ -287,6 +287,12 @@ pub fn refresh_tokens(
     Ok(())
 }
 
+async fn wait_for(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn expired(e: &SourceError) -> bool {
     matches!(e, SourceError::Service { status: 401, code, .. } if code == "token_expired")
 }
@@ -351,7 +357,15 @@ pub fn sync(
         if replication.needs_refresh() {
             refresh_tokens(&runtime, &mut replication, &mut persist)?;
         }
-        let fetched = runtime.block_on(replication.fetch(&positions, limits, &mut |chunk| decode.chunk(chunk)));
+        // A stop request (Ctrl-C, SIGTERM) ends a long-poll at once; what was decoded is kept.
+        let mut on_chunk = |chunk: &[u8]| decode.chunk(chunk);
+        let fetched = runtime.block_on(async {
+            tokio::select! {
+                r = replication.fetch(&positions, limits, &mut on_chunk) => Some(r),
+                () = wait_for(&stop) => None,
+            }
+        });
+        let Some(fetched) = fetched else { break };
         let failed = fetched.is_err();
         if let Err(e) = fetched {
             // A cut connection loses nothing: the next fetch starts after the last whole record.

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dbmirror::decode::{BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, Decoder, TimePrecisionMode};
 use dbmirror::telemetry::{self, LogFormat};
 
+mod commands;
 mod demo;
 
 #[global_allocator]
@@ -34,6 +35,52 @@ enum LogArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Sign in through the cloud's browser page, create the session and store it (with sealed
+    /// tokens) in the replica named by appsettings.json.
+    Provision {
+        /// The cloud's base URL.
+        #[arg(long)]
+        cloud: String,
+        /// SHA-256 fingerprint of the cloud's certificate.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// A CA file (PEM) to trust instead.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// The instance folder (appsettings.json, dbmirror.key).
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
+    /// Replicate in the foreground until Ctrl-C / SIGTERM.
+    Sync {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+        /// Stop once caught up (for scripts and tests).
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Show the session: tenant, Replication ID, token expiry, URLs, client version.
+    Info {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
+    /// Tables, rows, state, offsets and lag.
+    Status {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare every table's rows with the cloud's ground truth.
+    Verify {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
     /// Start an in-process reference cloud with a simulated tenant, provision, mirror it into a
     /// local replica while it changes, then verify the replica equals the source.
     Demo(demo::DemoArgs),
@@ -99,6 +146,32 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => Ok(if demo::run(args)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+        Command::Provision { cloud, fingerprint, ca_file, instance } => {
+            commands::provision(
+                &commands::Instance::load(&instance)?,
+                &cloud,
+                fingerprint.as_deref(),
+                ca_file.as_deref(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { instance, until_idle } => {
+            commands::run_sync(&commands::Instance::load(&instance)?, until_idle)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { instance } => {
+            commands::info(&commands::Instance::load(&instance)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { instance, json } => {
+            commands::status(&commands::Instance::load(&instance)?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { instance } => Ok(if commands::verify(&commands::Instance::load(&instance)?)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
         Command::Inspect { file, time_precision_mode, decimal_handling_mode, binary_handling_mode } => {
             let options = DecodeOptions {
                 time_precision: match time_precision_mode {

@@ -1,0 +1,337 @@
+//! The customer commands that run against a real cloud: `provision`, `sync`, `info`,
+//! `status` and `verify`. Each works on an instance folder holding `appsettings.json` and the
+//! token sealing key; everything else lives in the replica's `_ReplicationState`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use dbmirror::cloud::http::now_ms;
+use dbmirror::config::{Config, redact_connection_string};
+use dbmirror::pipeline::{PipelineError, SyncOptions, refresh_tokens, sync, token_store};
+use dbmirror::secrets::SecretKey;
+use dbmirror::sink::{Sink, SinkOptions};
+use dbmirror::source::client::{HttpClient, SourceError};
+use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
+use dbmirror::source::tls::{Trust, parse_fingerprint};
+use dbmirror::state::SessionValue;
+use hyper::Method;
+use serde_json::json;
+
+use crate::demo::read_tokens;
+
+/// An instance folder: its configuration and its sealing key.
+pub struct Instance {
+    dir: PathBuf,
+    config: Config,
+    key: SecretKey,
+}
+
+impl Instance {
+    /// Loads `appsettings.json` (naming the key of any problem) and the key file.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let (config, warnings) = Config::load(&dir.join("appsettings.json"))?;
+        for w in warnings {
+            tracing::warn!("appsettings.json: {w}");
+        }
+        let key = SecretKey::load_or_create(&dir.join("dbmirror.key"))?;
+        Ok(Instance { dir: dir.to_owned(), config, key })
+    }
+
+    fn options(&self) -> SinkOptions {
+        SinkOptions {
+            table_prefix: self.config.replica.table_prefix.clone(),
+            skip_tables: self.config.replica.skip_tables.clone(),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink + Send>> {
+        dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
+            format!("opening the replica {}", redact_connection_string(&self.config.replica.connection_string))
+        })
+    }
+
+    /// The stored session, its trust setting and its tokens.
+    fn replication(&self, state: &mut dyn Sink) -> Result<Replication> {
+        let session = state.read_session()?;
+        let info = SessionInfo::from_facts(&session)
+            .context("the replica holds no session: run `dbmirror provision` first")?;
+        let trust = match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
+            (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+            (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
+            _ => None,
+        };
+        let http = HttpClient::new(&info.cloud_url, trust.as_ref())?;
+        Ok(Replication::new(http, info, read_tokens(&session, &self.key)?))
+    }
+}
+
+/// `provision`: the device grant, then the session and sealed tokens stored in the replica.
+pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<()> {
+    let trust = match (fingerprint, ca_file) {
+        (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+        (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
+        (None, None) if cloud.starts_with("https://") => bail!("an https cloud needs --fingerprint or --ca-file"),
+        (None, None) => None,
+    };
+    let http = HttpClient::new(cloud, trust.as_ref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, None))?;
+    let uri = request["verification_uri_complete"].as_str().unwrap_or_default();
+    println!(
+        "Open {uri} in a browser, sign in as an administrator and approve code {}.",
+        request["user_code"].as_str().unwrap_or_default()
+    );
+    if std::env::var_os("DISPLAY").is_some() {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(uri)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
+    let body = json!({"device_code": request["device_code"]});
+    let grant = loop {
+        std::thread::sleep(interval);
+        match runtime.block_on(http.json(Method::POST, "/api/v1/provisioning/token", None, Some(&body))) {
+            Ok(grant) => break grant,
+            Err(SourceError::Service { code, .. }) if code == "authorization_pending" || code == "slow_down" => {
+                continue;
+            }
+            Err(e) => return Err(e).context("provisioning did not complete"),
+        }
+    };
+    let info = SessionInfo::from_json(&grant["session"], cloud).context("the cloud returned an incomplete session")?;
+    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
+    let mut state = instance.open()?;
+    if let Some(existing) = SessionInfo::from_facts(&state.read_session()?)
+        && existing.tenant_context_id != info.tenant_context_id
+    {
+        bail!(
+            "this replica already holds tenant {}'s session ({}); use an empty database for tenant {}",
+            existing.tenant_context_id,
+            existing.replication_id,
+            info.tenant_context_id
+        );
+    }
+    let mut facts = info.to_facts();
+    match &trust {
+        Some(Trust::Fingerprint(fp)) => {
+            facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())))
+        }
+        Some(Trust::CaFile(ca)) => facts.push(("trust_ca_file", SessionValue::Text(ca.display().to_string()))),
+        None => {}
+    }
+    state.write_session(&facts)?;
+    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
+    println!("Provisioning completed successfully!");
+    println!("Tenant ID:      {}", info.tenant_context_id);
+    println!("Replication ID: {}", info.replication_id);
+    println!("Service URL:    {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
+    Ok(())
+}
+
+/// Stops on Ctrl-C or SIGTERM.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tracing::info!("stopping: finishing the current batch");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+/// `sync`: replicate in the foreground until stopped (or, with `until_idle`, until caught up).
+pub fn run_sync(instance: &Instance, until_idle: bool) -> Result<()> {
+    let lock = instance.dir.join("dbmirror.lock");
+    let _guard = InstanceLock::take(&lock)?;
+    let stop = stop_on_signals();
+    let c = &instance.config;
+    let options = SyncOptions {
+        max_batch_size: c.max_batch_size,
+        max_bytes: c.max_bytes,
+        max_poll: c.max_poll_time,
+        commit_interval: c.commit_interval,
+        database_batch_size: c.database_batch_size,
+        run_for: None,
+        until_idle,
+    };
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut state = instance.open()?;
+        let replication = instance.replication(state.as_mut())?;
+        match sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, stop.clone()) {
+            Ok(summary) => {
+                println!("stopped after applying {} records in {} transactions", summary.records, summary.batches);
+                return Ok(());
+            }
+            Err(PipelineError::Source(e)) => match *e {
+                SourceError::Service { ref code, .. } if code == "offset_purged" => bail!(
+                    "{e}\nThe replica was offline longer than the cloud keeps changes. Run `dbmirror resync-tables` for every table (or ask for a full reset), then `sync` again."
+                ),
+                SourceError::Service { ref code, ref details, .. } if code == "client_too_old" => bail!(
+                    "CRITICAL: this client is too old for the cloud (minimum {}). Install a newer dbmirror; configuration and state are kept.",
+                    details["minimum_version"].as_str().unwrap_or("unknown")
+                ),
+                SourceError::Service { ref code, .. } if code == "session_revoked" || code == "token_reused" => {
+                    bail!(
+                        "{e}\nThe session was revoked: run `dbmirror reconnect`, and if that fails, `dbmirror provision`."
+                    )
+                }
+                SourceError::Service { status: 400..=499, .. } => return Err(anyhow::Error::from(*e)),
+                other => {
+                    tracing::warn!(error = %other, retry_in_s = delay.as_secs(), "cloud unreachable; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(300));
+                }
+            },
+            Err(e) => return Err(e.into()),
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
+
+/// One instance at a time per folder: a lock file holding the owner's process id.
+struct InstanceLock(PathBuf);
+
+impl InstanceLock {
+    fn take(path: &Path) -> Result<Self> {
+        if let Ok(pid) = std::fs::read_to_string(path) {
+            let alive =
+                Path::new(&format!("/proc/{}", pid.trim())).exists() && pid.trim() != std::process::id().to_string();
+            if alive {
+                bail!(
+                    "another dbmirror (process {}) is running in {}",
+                    pid.trim(),
+                    path.parent().unwrap_or(path).display()
+                );
+            }
+        }
+        std::fs::write(path, std::process::id().to_string())?;
+        Ok(InstanceLock(path.to_owned()))
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `info`: the session, token expiry, URLs and client version (never the tokens).
+pub fn info(instance: &Instance) -> Result<()> {
+    let mut state = instance.open()?;
+    let session = state.read_session()?;
+    let info =
+        SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision` first")?;
+    let expires = match session.get("access_expires_at_ms") {
+        Some(SessionValue::Text(t)) => t.parse::<i64>().unwrap_or(0),
+        _ => 0,
+    };
+    println!("Tenant ID:        {}", info.tenant_context_id);
+    println!("Replication ID:   {}", info.replication_id);
+    println!("Session ID:       {}", info.session_id);
+    println!("Cloud URL:        {}", info.cloud_url);
+    println!("Service URL:      {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
+    println!(
+        "Access token:     {}",
+        if expires > now_ms() {
+            format!("valid for {} s", (expires - now_ms()) / 1000)
+        } else {
+            "expired (refreshed on the next request)".into()
+        }
+    );
+    println!("Client version:   {}", env!("CARGO_PKG_VERSION"));
+    println!("Replica:          {}", redact_connection_string(&instance.config.replica.connection_string));
+    Ok(())
+}
+
+/// `status`: tables, rows and state; offsets; the cloud's view of lag.
+pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
+    let mut state = instance.open()?;
+    let mut tables = Vec::new();
+    let mut records = state.tables();
+    records.sort_by_key(|r| r.schema.id.to_string());
+    for r in &records {
+        let rows = state.read_rows(&r.schema.id)?.len();
+        tables.push(json!({"table": r.schema.id.to_string(), "state": r.state.as_str(), "rows": rows}));
+    }
+    let offsets: Vec<_> =
+        state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
+    let cloud = match instance.replication(state.as_mut()) {
+        Ok(mut replication) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if replication.needs_refresh() {
+                refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &instance.key))?;
+            }
+            runtime
+                .block_on(replication.call(Method::GET, "status", None))
+                .unwrap_or_else(|e| json!({"error": e.to_string()}))
+        }
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    let running = instance.dir.join("dbmirror.lock").exists();
+    let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud});
+    if as_json {
+        println!("{report:#}");
+        return Ok(());
+    }
+    println!("client running: {}", if running { "yes" } else { "no" });
+    println!("{:<32} {:<16} {:>10}", "table", "state", "rows");
+    for t in &tables {
+        println!(
+            "{:<32} {:<16} {:>10}",
+            t["table"].as_str().unwrap_or(""),
+            t["state"].as_str().unwrap_or(""),
+            t["rows"]
+        );
+    }
+    if let Some(parts) = cloud["partitions"].as_array() {
+        let lag: i64 = parts.iter().filter_map(|p| p["lag"].as_i64()).sum();
+        println!("lag behind the cloud: {lag} records (as last acknowledged)");
+    } else if let Some(e) = cloud["error"].as_str() {
+        println!("cloud: {e}");
+    }
+    Ok(())
+}
+
+/// `verify`: every table against the cloud's ground truth; false if any differs.
+pub fn verify(instance: &Instance) -> Result<bool> {
+    let mut state = instance.open()?;
+    let mut replication = instance.replication(state.as_mut())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if replication.needs_refresh() {
+        refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &instance.key))?;
+    }
+    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
+    let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
+    for c in &checks {
+        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        println!(
+            "{:<32} {:>10} {:>10}  {}",
+            c.table,
+            n(c.source_rows),
+            n(c.replica_rows),
+            if c.equal { "ok" } else { "DIFFERENT" }
+        );
+    }
+    Ok(checks.iter().all(|c| c.equal))
+}
