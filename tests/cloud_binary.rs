@@ -141,3 +141,60 @@ async fn reqwest_like_form(server: &Server, trust: &Trust, form: &str) -> String
     let body = client.request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
+
+/// The customer's commands against the real cloud binary: `provision` (the admin approves in
+/// the browser page), `sync --until-idle`, `info`, `status --json` and `verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_commands_provision_sync_and_verify() {
+    let dir = std::env::temp_dir().join(format!("dbmirror-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("cloud")).unwrap();
+    let server = start(&dir.join("cloud"));
+    let instance = dir.join("instance");
+    std::fs::create_dir_all(&instance).unwrap();
+    let replica = instance.join("replica.db");
+    std::fs::write(
+        instance.join("appsettings.json"),
+        serde_json::json!({"ReplicaDatabase": {"ConnectionString": format!("Data Source={}", replica.display())}, "MaxPollTimeSeconds": 1})
+            .to_string(),
+    )
+    .unwrap();
+    let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
+    let mut provision = Command::new(dbmirror)
+        .args(["provision", "--cloud", &server.url, "--fingerprint", &server.fingerprint, "--instance"])
+        .arg(&instance)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(provision.stdout.take().unwrap()).lines();
+    let prompt = out.next().unwrap().unwrap();
+    let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
+    let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
+    let page =
+        reqwest_like_form(&server, &trust, &format!("user_code={code}&tenant=cust1234&session_name=BI&action=approve"))
+            .await;
+    assert!(page.contains("Provisioning complete"), "{page}");
+    let rest: Vec<String> = out.map(Result::unwrap).collect();
+    assert!(provision.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l == "Provisioning completed successfully!"), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("Replication ID: bi")));
+
+    let run = |args: &[&str]| {
+        let out = Command::new(dbmirror).args(args).arg("--instance").arg(&instance).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, _) = run(&["sync", "--until-idle"]);
+    assert_eq!(code, Some(0));
+    let (code, info) = run(&["info"]);
+    assert_eq!(code, Some(0));
+    assert!(info.contains("cust1234") && !info.to_lowercase().contains("eyj"), "no token in the output: {info}");
+    let (_, status) = run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["tables"].as_array().unwrap().iter().all(|t| t["state"] == "ready"), "{status}");
+    let (code, verify) = run(&["verify"]);
+    assert_eq!(code, Some(0), "{verify}");
+    assert!(!verify.contains("DIFFERENT"));
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
