@@ -116,6 +116,24 @@ struct Decode {
     jobs: Vec<Job>,
     error: Option<String>,
     records: u64,
+    /// Tables dropped or re-created during this run: their older records, still in flight in
+    /// other partitions, no longer fit the schema and are skipped (the table is dropped, or
+    /// reloaded from the snapshot that follows its re-creation).
+    reshaped: std::collections::HashSet<(String, String)>,
+    skipped: u64,
+}
+
+/// `(schema, table)` of a change record's `source` block, read from the raw line (before
+/// decoding mutates it); only used when a table was reshaped during the run.
+fn raw_source_table(line: &[u8]) -> Option<(String, String)> {
+    let source = memchr::memmem::find(line, b"\"source\":")?;
+    let rest = &line[source..];
+    let field = |name: &[u8]| -> Option<String> {
+        let at = memchr::memmem::find(rest, name)? + name.len();
+        let end = memchr::memchr(b'"', &rest[at..])?;
+        String::from_utf8(rest[at..at + end].to_vec()).ok()
+    };
+    Some((field(b"\"schema\":\"")?, field(b"\"table\":\"")?))
 }
 
 impl Decode {
@@ -135,9 +153,28 @@ impl Decode {
         }
     }
 
+    /// Advances past a record that is skipped on purpose.
+    fn skip(&mut self, position: Option<&crate::protocol::OwnedPosition>, why: &str) {
+        let Some(p) = position else {
+            self.error = Some(format!("a record without a position cannot be skipped: {why}"));
+            return;
+        };
+        tracing::debug!(position = %p, "skipping a record of a reshaped table: {why}");
+        let marker = crate::decode::Decoded {
+            position: Some(crate::protocol::Position { topic: &p.topic, partition: p.partition, offset: p.offset }),
+            event: Event::Tombstone,
+        };
+        let _ = self.coalescer.push(&marker, &self.schemas, Instant::now());
+        self.next.insert((p.topic.clone(), p.partition), p.offset + 1);
+        self.skipped += 1;
+    }
+
     fn line(&mut self, line: &mut [u8]) {
+        let hint = if self.reshaped.is_empty() { None } else { raw_source_table(line) };
+        let reshaped = hint.as_ref().is_some_and(|t| self.reshaped.contains(t));
         let decoded = match self.decoder.decode(line, &self.schemas) {
             Ok(d) => d,
+            Err(e) if reshaped => return self.skip(e.position(), &e.to_string()),
             Err(e) => {
                 self.error = Some(e.to_string());
                 return;
@@ -147,12 +184,21 @@ impl Decode {
         if let Event::SchemaChange(changes) = &decoded.event {
             self.flush();
             for change in changes {
+                let id = (change.table.id.schema.clone(), change.table.id.table.clone());
+                let known = self.schemas.get(&id.0, &id.1).is_some();
+                if change.kind == SchemaChangeKind::Drop || (known && change.kind == SchemaChangeKind::Create) {
+                    self.reshaped.insert(id);
+                }
                 self.schemas.apply(change);
                 self.jobs.push(Job::Schema(change.clone()));
             }
         }
         let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
         if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
+            if reshaped {
+                let position = e.position.clone();
+                return self.skip(position.as_ref(), &e.to_string());
+            }
             self.error = Some(e.to_string());
             return;
         }
@@ -329,6 +375,8 @@ pub fn sync(
         jobs: Vec::new(),
         error: None,
         records: 0,
+        reshaped: std::collections::HashSet::new(),
+        skipped: 0,
     };
     decode.next.insert((info.history_topic(), 0), stored.get(&(info.history_topic(), 0)).map_or(0, |o| o + 1));
     for p in 0..info.cdc_partitions {

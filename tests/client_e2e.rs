@@ -174,3 +174,79 @@ fn new_customer_restarts_and_a_faulty_stream_all_converge() {
         w.verify(&db, "token refresh");
     }
 }
+
+/// Schema lifecycle while the client is behind: a new table, a nullable column added and an
+/// incompatible re-create all arrive in one stream with changes before and after them.
+#[test]
+fn schema_changes_in_the_stream_converge() {
+    use dbmirror::cloud::journal::TenantOp;
+    let db = fresh_databases().into_iter().next().unwrap();
+    let w = world(false);
+    let key = key(&db);
+    w.provision(&db, &key, "schema");
+    w.sync_until_idle(&db, &key);
+    w.changes(100);
+    for op in [
+        TenantOp::AddColumn { table: "crm7.person".into(), column: "nickname".into() },
+        TenantOp::Change { count: 100 },
+        TenantOp::NewTable { table: "crm7.service_extra".into(), rows: 15 },
+        TenantOp::IncompatibleChange { table: "crm7.contact".into() },
+        TenantOp::Change { count: 100 },
+        TenantOp::DropTable { table: "crm7.relations".into() },
+    ] {
+        w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+    }
+    w.sync_until_idle(&db, &key);
+    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+    let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
+    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(checks.iter().any(|c| c.table == "crm7.service_extra"));
+    assert!(!checks.iter().any(|c| c.table == "crm7.relations"));
+}
+
+/// The replica refuses writes (a broken table): the client stops with the database's error,
+/// commits no progress past the failed batch, and converges once the replica is fixed.
+/// (Transient errors — locks, lost connections — are retried in place: `pipeline::retry`.)
+#[test]
+fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix() {
+    let db = fresh_databases().into_iter().next().unwrap();
+    let w = world(false);
+    let key = key(&db);
+    w.provision(&db, &key, "retry");
+    w.sync_until_idle(&db, &key);
+    let offsets_before = db.open(SinkOptions::default()).offsets().unwrap();
+    // Writes to crm7.person fail: a trigger raises (SQLite's `busy` is transient; this error is
+    // not, so `sync` stops with the error and keeps its offsets).
+    db.exec("CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;");
+    w.changes(300);
+    let mut state = db.open(SinkOptions::default());
+    let session = state.read_session().unwrap();
+    let info = SessionInfo::from_facts(&session).unwrap();
+    let tokens = TokenPair {
+        access: match &session["access_token"] {
+            SessionValue::Sealed(b) => key.open("access_token", b).unwrap(),
+            SessionValue::Text(_) => unreachable!(),
+        },
+        refresh: match &session["refresh_token"] {
+            SessionValue::Sealed(b) => key.open("refresh_token", b).unwrap(),
+            SessionValue::Text(_) => unreachable!(),
+        },
+        expires_at_ms: now_ms() + 600_000,
+    };
+    let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens);
+    let options = SyncOptions { max_poll: Duration::from_millis(300), until_idle: true, ..SyncOptions::default() };
+    let failed = sync(
+        replication,
+        db.open(SinkOptions::default()),
+        state.as_mut(),
+        &key,
+        &options,
+        Arc::new(AtomicBool::new(false)),
+    );
+    assert!(failed.unwrap_err().to_string().contains("replica refuses"));
+    assert_eq!(db.open(SinkOptions::default()).offsets().unwrap(), offsets_before, "no progress past the failed batch");
+    db.exec("DROP TRIGGER refuse;");
+    w.sync_until_idle(&db, &key);
+    w.verify(&db, "after the fix");
+}

@@ -53,7 +53,7 @@ pub enum SchemaOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The embedded SQLite database reported an error.
-    #[error("sqlite: {context}")]
+    #[error("sqlite: {context}: {source}")]
     Sqlite {
         /// What was being done.
         context: String,
@@ -62,7 +62,7 @@ pub enum SinkError {
         source: rusqlite::Error,
     },
     /// The PostgreSQL replica reported an error.
-    #[error("postgres: {context}")]
+    #[error("postgres: {context}: {source}")]
     Postgres {
         /// What was being done.
         context: String,
@@ -71,7 +71,7 @@ pub enum SinkError {
         source: ::postgres::Error,
     },
     /// The SQL Server replica reported an error.
-    #[error("sql server: {context}")]
+    #[error("sql server: {context}: {source}")]
     Mssql {
         /// What was being done.
         context: String,
