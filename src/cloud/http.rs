@@ -412,6 +412,12 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
             cloud.with(|s| s.set_faults(id, faults))?;
             reply(json!({"ok": true}))
         }
+        ["workload"] => {
+            let rate = serde_json::from_slice::<Json>(&body).ok().and_then(|j| j["changes_per_sec"].as_u64());
+            let rate = rate.ok_or_else(|| ApiError::new(400, "bad_request", "`changes_per_sec` is required"))?;
+            cloud.changes_per_sec.store(rate.min(u64::from(u32::MAX)) as u32, std::sync::atomic::Ordering::Relaxed);
+            reply(json!({"changes_per_sec": rate}))
+        }
         ["sessions", id, "revoke"] => {
             cloud.with(|s| s.revoke(id))?;
             reply(json!({"revoked": id}))
