@@ -106,6 +106,9 @@ pub fn token_store<'a>(
     }
 }
 
+/// The `_ReplicationState` offset row that records how many offset resets were reloaded.
+pub const RESET_MARKER: &str = "_reset";
+
 /// Everything the decode stage owns.
 struct Decode {
     framer: LineFramer,
@@ -212,6 +215,66 @@ impl Decode {
         } else if self.coalescer.should_flush(now) {
             self.flush();
         }
+    }
+
+    /// The cloud reset the tenant's offsets (source restored, tenant resumed, operator reset):
+    /// a fresh snapshot of every table starts at `positions`. The replica's tables are cleared
+    /// in the first transaction after the reset and reloaded from that snapshot, so rows the
+    /// source no longer has disappear too. Until the reload completes readers see partial
+    /// tables; a crash in between repeats the reset (the stored offsets are still older).
+    fn reset(&mut self, positions: &serde_json::Value, epoch: u64) -> Result<(), String> {
+        let list = positions.as_array().ok_or("the reset carried no positions")?;
+        self.flush();
+        let tables: Vec<(String, String)> =
+            self.schemas.tables().map(|t| (t.id.schema.clone(), t.id.table.clone())).collect();
+        for (schema, table) in &tables {
+            let truncate = crate::decode::Decoded {
+                position: None,
+                event: Event::Change(crate::decode::ChangeEvent {
+                    op: crate::decode::Op::Truncate,
+                    key: None,
+                    before: None,
+                    after: None,
+                    source: crate::decode::SourceInfo {
+                        version: None,
+                        connector: None,
+                        name: None,
+                        ts_ms: None,
+                        snapshot: Snapshot::False,
+                        db: None,
+                        schema,
+                        table,
+                        change_lsn: None,
+                        commit_lsn: None,
+                        event_serial_no: None,
+                    },
+                    ts_ms: None,
+                    transaction: None,
+                }),
+            };
+            self.coalescer.push(&truncate, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
+        }
+        // The handled reset is recorded with the cleared tables, in the same transaction.
+        let epoch = i64::try_from(epoch).map_err(|_| "the reset epoch is out of range")?;
+        let marker = crate::decode::Decoded {
+            position: Some(crate::protocol::Position { topic: RESET_MARKER, partition: 0, offset: epoch }),
+            event: Event::Tombstone,
+        };
+        self.coalescer.push(&marker, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
+        self.flush();
+        for p in list {
+            let (Some(topic), Some(partition), Some(offset)) =
+                (p["topic"].as_str(), p["partition"].as_i64(), p["offset"].as_i64())
+            else {
+                return Err("a reset position is incomplete".into());
+            };
+            self.next.insert((topic.to_owned(), partition as i32), offset);
+        }
+        tracing::warn!(
+            tables = tables.len(),
+            "the cloud reset the offsets: reloading every table from a fresh snapshot"
+        );
+        Ok(())
     }
 
     fn flush(&mut self) {
@@ -382,6 +445,7 @@ pub fn sync(
     for p in 0..info.cdc_partitions {
         decode.next.insert((info.cdc_topic(), p), stored.get(&(info.cdc_topic(), p)).map_or(0, |o| o + 1));
     }
+    let mut reset_epoch = stored.get(&(RESET_MARKER.to_owned(), 0)).map_or(0, |e| u64::try_from(*e).unwrap_or(0));
     let mut persist = token_store(state, key);
     let mut summary = SyncSummary::default();
     let mut applied = stored.clone();
@@ -409,7 +473,7 @@ pub fn sync(
         let mut on_chunk = |chunk: &[u8]| decode.chunk(chunk);
         let fetched = runtime.block_on(async {
             tokio::select! {
-                r = replication.fetch(&positions, limits, &mut on_chunk) => Some(r),
+                r = replication.fetch(&positions, limits, reset_epoch, &mut on_chunk) => Some(r),
                 () = wait_for(&stop) => None,
             }
         });
@@ -419,6 +483,11 @@ pub fn sync(
             // A cut connection loses nothing: the next fetch starts after the last whole record.
             match &e {
                 e if expired(e) => refresh_tokens(&runtime, &mut replication, &mut persist)?,
+                SourceError::Service { code, details, .. } if code == "offsets_reset" => {
+                    let epoch = details["reset_epoch"].as_u64().unwrap_or(reset_epoch + 1);
+                    decode.reset(&details["positions"], epoch).map_err(PipelineError::Record)?;
+                    reset_epoch = epoch;
+                }
                 SourceError::Body { .. } | SourceError::Request { .. } => {
                     tracing::warn!(error = %e, "fetch interrupted; retrying");
                     std::thread::sleep(Duration::from_millis(500));

@@ -250,3 +250,29 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
     w.sync_until_idle(&db, &key);
     w.verify(&db, "after the fix");
 }
+
+/// Source restored from a backup, and a tenant suspended then resumed: the cloud resets the
+/// offsets to a fresh snapshot; the client reloads every table from it with no manual step,
+/// and rows the restored source no longer has are gone from the replica too.
+#[test]
+fn offset_resets_after_a_restore_or_a_resume_converge() {
+    for db in fresh_databases() {
+        let w = world(false);
+        let key = key(&db);
+        w.provision(&db, &key, "reset");
+        w.sync_until_idle(&db, &key);
+        w.changes(200);
+        w.sync_until_idle(&db, &key);
+        w.cloud.with(|s| s.reset_offsets("e2e1", now_ms(), true)).unwrap();
+        w.changes(50);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after a source restore");
+        w.cloud.with(|s| s.suspend("e2e1", true, now_ms())).unwrap();
+        w.cloud.with(|s| s.suspend("e2e1", false, now_ms())).unwrap();
+        w.changes(50);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after suspend and resume");
+        // Restarting changes nothing: the handled reset is stored with the data.
+        assert_eq!(w.sync_until_idle(&db, &key).records, 0);
+    }
+}

@@ -263,22 +263,28 @@ async fn error_codes_for_every_refusal() {
     let reset = h.api(Method::POST, &token, "fetch", Some(all_partitions([0, 0], 0))).await;
     assert_eq!((reset.status, reset.code().as_str()), (StatusCode::CONFLICT, "offsets_reset"));
     assert_eq!(reset.json()["error"]["positions"], resumed["positions"]);
+    let epoch = reset.json()["error"]["reset_epoch"].as_u64().unwrap();
+    assert_eq!(epoch, 1);
+    let handled = |mut body: Json| {
+        body["reset_epoch"] = json!(epoch);
+        body
+    };
 
     // Retention: after a purge, old offsets are gone with a distinct code.
     tokio::time::sleep(Duration::from_millis(400)).await;
     h.admin("cust1/actions/purge", json!({})).await;
     let positions = resumed["positions"].as_array().unwrap();
     let from: Vec<i64> = positions.iter().map(|p| p["offset"].as_i64().unwrap()).collect();
-    let purged = h.api(Method::POST, &token, "fetch", Some(all_partitions([from[0], from[1]], 0))).await;
+    let purged = h.api(Method::POST, &token, "fetch", Some(handled(all_partitions([from[0], from[1]], 0)))).await;
     assert_eq!((purged.status.as_u16(), purged.code().as_str()), (410, "offset_purged"), "{:?}", purged.json());
-    let beyond = h.api(Method::POST, &token, "fetch", Some(all_partitions([1 << 40, 0], 0))).await;
+    let beyond = h.api(Method::POST, &token, "fetch", Some(handled(all_partitions([1 << 40, 0], 0)))).await;
     assert_eq!(beyond.code(), "offset_out_of_range");
 
     // An operator's full reset: a new snapshot, and every session is told where it starts.
     let reset_all =
         h.call(Method::POST, "/admin/cust1/reset-offsets", &[("authorization", "Bearer admin-token")], None).await;
     assert_eq!(reset_all.status, StatusCode::OK);
-    let again = h.api(Method::POST, &token, "fetch", Some(all_partitions([from[0], from[1]], 0))).await;
+    let again = h.api(Method::POST, &token, "fetch", Some(handled(all_partitions([from[0], from[1]], 0)))).await;
     assert_eq!(again.code(), "offsets_reset");
     assert_eq!(again.json()["error"]["positions"], reset_all.json()["positions"]);
 

@@ -21,6 +21,8 @@ struct SavedSession {
     used: Vec<String>,
     committed: Vec<Position>,
     reset: Option<Vec<Position>>,
+    #[serde(default)]
+    reset_epoch: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +80,7 @@ impl State {
                     used: s.used.iter().filter_map(|u| unhex(u)).collect::<HashSet<_>>(),
                     committed: unpositions(s.committed),
                     reset: s.reset.map(unpositions),
+                    reset_epoch: s.reset_epoch,
                     faults: Faults::default(),
                 };
                 self.sessions.insert(s.id, session);
@@ -106,6 +109,7 @@ impl State {
                     used: s.used.iter().map(|u| hex(u)).collect(),
                     committed: positions(&s.committed),
                     reset: s.reset.as_ref().map(positions),
+                    reset_epoch: s.reset_epoch,
                 })
                 .collect(),
             suspended: self.tenants.iter().filter(|(_, (_, s))| *s).map(|(k, _)| k.clone()).collect(),

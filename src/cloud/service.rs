@@ -127,6 +127,9 @@ pub struct Session {
     pub committed: BTreeMap<(String, i32), i64>,
     /// Set by an offset reset: where the session must continue from.
     pub reset: Option<BTreeMap<(String, i32), i64>>,
+    /// Number of offset resets so far; a fetch that says it has handled fewer is refused
+    /// with `offsets_reset` until the client has reloaded from the reset positions.
+    pub reset_epoch: u64,
     /// Injected faults.
     pub faults: Faults,
 }
@@ -368,6 +371,7 @@ impl State {
                 used: HashSet::new(),
                 committed: BTreeMap::new(),
                 reset: None,
+                reset_epoch: 0,
                 faults: Faults::default(),
             },
         );
@@ -673,6 +677,7 @@ impl State {
         let reset: BTreeMap<(String, i32), i64> = starts.iter().map(|(p, o)| ((topic.clone(), *p), *o)).collect();
         for s in self.sessions.values_mut().filter(|s| s.ctx == ctx) {
             s.reset = Some(reset.clone());
+            s.reset_epoch += 1;
             s.committed.retain(|(t, _), _| *t != topic);
         }
         tracing::info!(tenant = ctx, restore, "offsets reset to a fresh snapshot");
@@ -728,6 +733,9 @@ pub struct FetchRequest {
     /// Longest wait for the first record, in milliseconds (MaxPollTimeSeconds).
     #[serde(default = "default_max_wait")]
     pub max_wait_ms: u64,
+    /// How many offset resets the client has already handled (0 for a new replica).
+    #[serde(default)]
+    pub reset_epoch: u64,
 }
 
 fn default_max_events() -> usize {
@@ -748,16 +756,13 @@ impl State {
             .sessions
             .get_mut(session_id)
             .ok_or_else(|| ApiError::new(404, "session_not_found", "no such session"))?;
-        if let Some(reset) = &s.reset {
-            let behind = req
-                .positions
-                .iter()
-                .any(|p| reset.get(&(p.topic.clone(), p.partition)).is_some_and(|start| p.offset < *start));
-            if behind {
-                return Err(ApiError::new(409, "offsets_reset", "the tenant's offsets were reset: a fresh snapshot starts at the given positions; resync every table from there")
-                    .with(json!({"positions": positions_json(reset)})));
-            }
-            s.reset = None;
+        // A reset is reported until the client says (with `reset_epoch`) that it reloaded
+        // from it: its stored epoch moves in the same replica transaction as the cleared
+        // tables, so a crash in between is told again.
+        if req.reset_epoch < s.reset_epoch {
+            let positions = s.reset.as_ref().map(positions_json).unwrap_or(Json::Array(Vec::new()));
+            return Err(ApiError::new(409, "offsets_reset", "the tenant's offsets were reset: a fresh snapshot starts at the given positions; reload every table from there")
+                .with(json!({"positions": positions, "reset_epoch": s.reset_epoch})));
         }
         let rewind = std::mem::take(&mut s.faults.redeliver);
         let mut lines = Vec::new();
@@ -838,6 +843,7 @@ mod tests {
             max_events: 10_000,
             max_bytes: 1 << 20,
             max_wait_ms: 0,
+            reset_epoch: 0,
         };
         let first = c.fetch_now(&id, &all(0)).unwrap();
         assert_eq!(first.len(), published_tables().len() * 3);

@@ -447,6 +447,11 @@ impl SchemaRegistry {
         }
     }
 
+    /// Every known table (in no particular order).
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<TableSchema>> {
+        self.tables.values().flat_map(HashMap::values)
+    }
+
     /// Number of known tables.
     pub fn len(&self) -> usize {
         self.tables.values().map(HashMap::len).sum()

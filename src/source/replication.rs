@@ -167,16 +167,20 @@ impl Replication {
 
     /// One long-poll: records from `positions` (next offsets) are handed to `on_chunk` as the
     /// body streams in (chunks, not lines: the caller frames them). Returns the byte count.
+    /// `reset_epoch` is how many offset resets the replica has already reloaded from.
     pub async fn fetch(
         &self,
         positions: &[(String, i32, i64)],
         limits: (u32, u64, u64),
+        reset_epoch: u64,
         on_chunk: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<u64, SourceError> {
         let positions: Vec<Json> =
             positions.iter().map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o})).collect();
-        let body =
-            json!({"positions": positions, "max_events": limits.0, "max_bytes": limits.1, "max_wait_ms": limits.2});
+        let body = json!({
+            "positions": positions, "max_events": limits.0, "max_bytes": limits.1, "max_wait_ms": limits.2,
+            "reset_epoch": reset_epoch,
+        });
         let path = self.info.path("fetch");
         let response = self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?;
         let mut incoming = response.into_body();
@@ -193,8 +197,12 @@ impl Replication {
 
     /// Acknowledges offsets already committed in the replica.
     pub async fn commit(&self, offsets: &Offsets) -> Result<(), SourceError> {
-        let list: Vec<Json> =
-            offsets.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o})).collect();
+        // Only the cloud's topics; the replica also keeps local markers (`_reset`).
+        let list: Vec<Json> = offsets
+            .iter()
+            .filter(|((t, _), _)| !t.starts_with('_'))
+            .map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o}))
+            .collect();
         self.call(Method::POST, "commit", Some(&json!({ "offsets": list }))).await.map(|_| ())
     }
 }
