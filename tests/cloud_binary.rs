@@ -200,6 +200,24 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let (code, verify) = run(&["verify"]);
     assert_eq!(code, Some(0), "{verify}");
     assert!(!verify.contains("DIFFERENT"));
+    let (code, validated) = run(&["validate"]);
+    assert_eq!(code, Some(0), "{validated}");
+    assert!(validated.contains("ok    clock") && !validated.contains("FAIL"), "{validated}");
+
+    // As a service: a unit named after the Replication ID; a second install is refused.
+    let units = dir.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let unit_dir = units.to_str().unwrap();
+    let (code, _) = run(&["install", "--unit-dir", unit_dir]);
+    assert_eq!(code, Some(0));
+    let unit = std::fs::read_to_string(units.join("dbmirror-bi.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=") && unit.contains(" sync --instance ") && unit.contains("KillSignal=SIGTERM"),
+        "{unit}"
+    );
+    assert_ne!(run(&["install", "--unit-dir", unit_dir]).0, Some(0), "no two units for one Replication ID");
+    assert_eq!(run(&["uninstall", "--unit-dir", unit_dir]).0, Some(0));
+    assert!(!units.join("dbmirror-bi.service").exists());
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -335,3 +335,159 @@ pub fn verify(instance: &Instance) -> Result<bool> {
     }
     Ok(checks.iter().all(|c| c.equal))
 }
+
+/// `validate`: checks configuration, the replica connection, the stored session, the cloud
+/// (reachable, session valid with the stored tokens) and the clock. It changes nothing, except
+/// refreshing an expired access token as `sync` would. Returns whether everything passed.
+pub fn validate(dir: &Path) -> Result<bool> {
+    let mut ok = true;
+    let mut check = |name: &str, result: Result<String>| match result {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => {
+            ok = false;
+            println!("FAIL  {name}: {e:#}");
+        }
+    };
+    let instance = match Instance::load(dir) {
+        Ok(i) => i,
+        Err(e) => {
+            check("configuration", Err(e));
+            return Ok(false);
+        }
+    };
+    check(
+        "configuration",
+        Ok(format!(
+            "{} (replica {})",
+            dir.join("appsettings.json").display(),
+            redact_connection_string(&instance.config.replica.connection_string)
+        )),
+    );
+    let mut state = match instance.open() {
+        Ok(s) => s,
+        Err(e) => {
+            check("replica connection", Err(e));
+            return Ok(false);
+        }
+    };
+    check("replica connection", Ok(format!("{} replicated tables", state.tables().len())));
+    let mut replication = match instance.replication(state.as_mut()) {
+        Ok(r) => r,
+        Err(e) => {
+            check("session", Err(e));
+            return Ok(false);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = now_ms();
+    if replication.needs_refresh() {
+        // An expired access token is normal between runs; refreshing is what `sync` would do.
+        let refreshed = refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &instance.key));
+        check("token refresh", refreshed.map(|()| "new tokens issued and stored".to_owned()).map_err(Into::into));
+    }
+    let session = runtime.block_on(replication.call(Method::GET, "session", None));
+    check(
+        "cloud session",
+        session
+            .map(|s| {
+                format!(
+                    "tenant {} as {}",
+                    s["tenant_context_id"].as_str().unwrap_or("?"),
+                    s["replication_id"].as_str().unwrap_or("?")
+                )
+            })
+            .map_err(Into::into),
+    );
+    let skew = runtime.block_on(replication.server_time()).map(|server_ms| {
+        let local = (started + now_ms()) / 2;
+        (server_ms - local) / 1000
+    });
+    check(
+        "clock",
+        skew.map_err(anyhow::Error::from).and_then(|s| {
+            if s.abs() > 120 {
+                bail!("this host's clock is {s} s off the cloud's; tokens will be refused: synchronize the time")
+            }
+            Ok(format!("within {} s of the cloud", s.abs().max(1)))
+        }),
+    );
+    Ok(ok)
+}
+
+/// The systemd unit for an instance: `dbmirror-<replication-id>.service`, running `sync` from
+/// the instance folder, restarted on failure, stopped with SIGTERM (a clean stop).
+pub fn systemd_unit(exe: &Path, instance: &Path, info: &SessionInfo) -> String {
+    format!(
+        "[Unit]\nDescription=dbmirror replication {rid} (tenant {ctx})\nAfter=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nType=simple\nWorkingDirectory={dir}\nExecStart={exe} sync --instance {dir}\nRestart=always\nRestartSec=10\n\
+         KillSignal=SIGTERM\nTimeoutStopSec=90\n\n[Install]\nWantedBy=multi-user.target\n",
+        rid = info.replication_id,
+        ctx = info.tenant_context_id,
+        dir = instance.display(),
+        exe = exe.display(),
+    )
+}
+
+fn systemctl(args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new("systemctl").args(args).status().context("running systemctl")?;
+    if !status.success() {
+        bail!("systemctl {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// `install`: registers the instance as a service (`--start` also starts it). Several
+/// instances coexist: each unit is named after its Replication ID and runs from its folder.
+pub fn install(instance: &Instance, unit_dir: &Path, start: bool) -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        bail!(
+            "`install` supports systemd on Linux; on Windows, register `dbmirror sync --instance <folder>` with `sc create` (a native Windows service is not built yet)"
+        );
+    }
+    let mut state = instance.open()?;
+    let info = SessionInfo::from_facts(&state.read_session()?)
+        .context("the replica holds no session: run `dbmirror provision` first")?;
+    let dir = std::fs::canonicalize(&instance.dir)?;
+    let exe = std::env::current_exe()?;
+    let name = format!("dbmirror-{}.service", info.replication_id);
+    let path = unit_dir.join(&name);
+    if path.exists() {
+        bail!(
+            "{} exists: another instance uses Replication ID {} (run `uninstall` there first)",
+            path.display(),
+            info.replication_id
+        );
+    }
+    std::fs::write(&path, systemd_unit(&exe, &dir, &info)).with_context(|| format!("writing {}", path.display()))?;
+    println!("Installed {}", path.display());
+    if Path::new("/run/systemd/system").exists() {
+        systemctl(&["daemon-reload"])?;
+        systemctl(&["enable", &name])?;
+        if start {
+            systemctl(&["start", &name])?;
+            println!("Started {name}");
+        } else {
+            println!("Start it with: systemctl start {name}");
+        }
+    } else {
+        println!("systemd is not running here: enable it later with `systemctl enable --now {name}`");
+    }
+    Ok(())
+}
+
+/// `uninstall`: stops and removes the instance's service.
+pub fn uninstall(instance: &Instance, unit_dir: &Path) -> Result<()> {
+    let mut state = instance.open()?;
+    let info = SessionInfo::from_facts(&state.read_session()?).context("the replica holds no session")?;
+    let name = format!("dbmirror-{}.service", info.replication_id);
+    let path = unit_dir.join(&name);
+    if Path::new("/run/systemd/system").exists() {
+        let _ = systemctl(&["disable", "--now", &name]);
+    }
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    if Path::new("/run/systemd/system").exists() {
+        systemctl(&["daemon-reload"])?;
+    }
+    println!("Removed {}", path.display());
+    Ok(())
+}

@@ -51,6 +51,33 @@ enum Command {
         #[arg(long, default_value = ".")]
         instance: PathBuf,
     },
+    /// Check configuration, replica, cloud, tokens and clock; exit code 0 only if all pass.
+    Validate {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
+    /// Run the instance as a service named dbmirror-<replication-id> (systemd).
+    Install {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+        /// Start it now.
+        #[arg(long)]
+        start: bool,
+        /// Where unit files go.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
+    /// Stop and remove the instance's service.
+    Uninstall {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+        /// Where unit files go.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
     /// Replicate in the foreground until Ctrl-C / SIGTERM.
     Sync {
         /// The instance folder.
@@ -153,6 +180,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 fingerprint.as_deref(),
                 ca_file.as_deref(),
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { instance } => {
+            Ok(if commands::validate(&instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Install { instance, start, unit_dir } => {
+            commands::install(&commands::Instance::load(&instance)?, &unit_dir, start)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall { instance, unit_dir } => {
+            commands::uninstall(&commands::Instance::load(&instance)?, &unit_dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { instance, until_idle } => {
