@@ -41,6 +41,9 @@ pub struct SyncOptions {
     pub run_for: Option<Duration>,
     /// Stop once a fetch returns nothing (catch up, then return).
     pub until_idle: bool,
+    /// When the replica was offline longer than the cloud's retention (`offset_purged`),
+    /// reload every table from a fresh snapshot instead of stopping.
+    pub auto_resync: bool,
 }
 
 impl Default for SyncOptions {
@@ -53,6 +56,7 @@ impl Default for SyncOptions {
             database_batch_size: 5_000,
             run_for: None,
             until_idle: false,
+            auto_resync: false,
         }
     }
 }
@@ -483,6 +487,26 @@ pub fn sync(
             // A cut connection loses nothing: the next fetch starts after the last whole record.
             match &e {
                 e if expired(e) => refresh_tokens(&runtime, &mut replication, &mut persist)?,
+                SourceError::Service { code, .. } if code == "offset_purged" && options.auto_resync => {
+                    // Read the ends first, then ask for the snapshot: it lands after them.
+                    let status = runtime.block_on(replication.call(hyper::Method::GET, "status", None))?;
+                    let cdc = info.cdc_topic();
+                    let ends: Vec<serde_json::Value> = status["partitions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p["topic"].as_str() == Some(cdc.as_str()))
+                        .map(|p| serde_json::json!({"topic": cdc, "partition": p["partition"], "offset": p["end"]}))
+                        .collect();
+                    let tables: Vec<String> = decode.schemas.tables().map(|t| t.id.to_string()).collect();
+                    runtime.block_on(replication.call(
+                        hyper::Method::POST,
+                        "resync",
+                        Some(&serde_json::json!({ "tables": tables })),
+                    ))?;
+                    tracing::warn!("offline longer than the cloud's retention: reloading every table (--auto-resync)");
+                    decode.reset(&serde_json::Value::Array(ends), reset_epoch).map_err(PipelineError::Record)?;
+                }
                 SourceError::Service { code, details, .. } if code == "offsets_reset" => {
                     let epoch = details["reset_epoch"].as_u64().unwrap_or(reset_epoch + 1);
                     decode.reset(&details["positions"], epoch).map_err(PipelineError::Record)?;

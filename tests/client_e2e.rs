@@ -31,11 +31,15 @@ struct World {
 }
 
 fn world(with_schema: bool) -> World {
+    world_with(with_schema, Duration::from_secs(3600))
+}
+
+fn world_with(with_schema: bool, retention: Duration) -> World {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (url, cloud) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut state = State::new(EventLog::in_memory(Duration::from_secs(3600)), url.clone());
+        let mut state = State::new(EventLog::in_memory(retention), url.clone());
         let config = TenantConfig { context: "e2e1".into(), seed: 11, rows_per_table: 30, partitions: 3, with_schema };
         state.add_tenant(Tenant::new(config, source_tables()), now_ms()).unwrap();
         let cloud = Cloud::new(state, "adm".into());
@@ -72,6 +76,15 @@ impl World {
 
     /// One `sync` run until the stream is idle, as a restarted client would do it.
     fn sync_until_idle(&self, db: &TestDb, key: &SecretKey) -> SyncSummary {
+        self.try_sync(db, key, false).unwrap()
+    }
+
+    fn try_sync(
+        &self,
+        db: &TestDb,
+        key: &SecretKey,
+        auto_resync: bool,
+    ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
         let mut state = db.open(SinkOptions::default());
         let session = state.read_session().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
@@ -89,6 +102,7 @@ impl World {
             max_poll: Duration::from_millis(300),
             until_idle: true,
             database_batch_size: 200,
+            auto_resync,
             ..SyncOptions::default()
         };
         sync(
@@ -99,7 +113,6 @@ impl World {
             &options,
             Arc::new(AtomicBool::new(false)),
         )
-        .unwrap()
     }
 
     fn verify(&self, db: &TestDb, phase: &str) {
@@ -275,4 +288,28 @@ fn offset_resets_after_a_restore_or_a_resume_converge() {
         // Restarting changes nothing: the handled reset is stored with the data.
         assert_eq!(w.sync_until_idle(&db, &key).records, 0);
     }
+}
+
+/// Offline longer than the retention: the purged offset is detected with its own error, and
+/// `--auto-resync` reloads every table from a fresh snapshot and converges.
+#[test]
+fn offline_longer_than_retention_is_detected_and_auto_resync_converges() {
+    let db = fresh_databases().into_iter().next().unwrap();
+    let w = world_with(false, Duration::from_millis(1500));
+    let key = key(&db);
+    w.provision(&db, &key, "away");
+    w.sync_until_idle(&db, &key);
+    w.changes(200);
+    std::thread::sleep(Duration::from_millis(1600));
+    w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
+    w.changes(20);
+    let error = w.try_sync(&db, &key, false).unwrap_err();
+    assert!(
+        matches!(&error, dbmirror::pipeline::PipelineError::Source(e)
+        if matches!(e.as_ref(), dbmirror::source::client::SourceError::Service { code, .. } if code == "offset_purged")),
+        "{error}"
+    );
+    let resynced = w.try_sync(&db, &key, true).unwrap();
+    assert!(resynced.records > 0);
+    w.verify(&db, "after auto-resync");
 }

@@ -320,11 +320,13 @@ impl EventLog {
         Ok(Fetched { records, end: p.end })
     }
 
-    /// Purges every record older than the retention; returns how many went.
+    /// Purges every record older than the retention; returns how many went. Schema-history
+    /// topics are kept whole, as Debezium requires: a new consumer needs every table's schema.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let cutoff = now_ms - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let mut dropped = 0;
-        for partitions in self.topics.values_mut() {
+        let topics = self.topics.iter_mut().filter(|(t, _)| !t.ends_with(crate::protocol::SCHEMA_HISTORY_TOPIC_SUFFIX));
+        for (_, partitions) in topics {
             for p in partitions {
                 dropped += p.purge(cutoff)?;
             }

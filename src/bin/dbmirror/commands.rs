@@ -158,7 +158,7 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 }
 
 /// `sync`: replicate in the foreground until stopped (or, with `until_idle`, until caught up).
-pub fn run_sync(instance: &Instance, until_idle: bool) -> Result<()> {
+pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Result<()> {
     let lock = instance.dir.join("dbmirror.lock");
     let _guard = InstanceLock::take(&lock)?;
     let stop = stop_on_signals();
@@ -171,6 +171,7 @@ pub fn run_sync(instance: &Instance, until_idle: bool) -> Result<()> {
         database_batch_size: c.database_batch_size,
         run_for: None,
         until_idle,
+        auto_resync,
     };
     let mut delay = Duration::from_secs(1);
     loop {
@@ -183,7 +184,7 @@ pub fn run_sync(instance: &Instance, until_idle: bool) -> Result<()> {
             }
             Err(PipelineError::Source(e)) => match *e {
                 SourceError::Service { ref code, .. } if code == "offset_purged" => bail!(
-                    "{e}\nThe replica was offline longer than the cloud keeps changes. Run `dbmirror resync-tables` for every table (or ask for a full reset), then `sync` again."
+                    "{e}\nThe replica was offline longer than the cloud keeps changes, so it can no longer catch up change by change. Run `dbmirror sync --auto-resync` to reload every table from a fresh snapshot."
                 ),
                 SourceError::Service { ref code, ref details, .. } if code == "client_too_old" => bail!(
                     "CRITICAL: this client is too old for the cloud (minimum {}). Install a newer dbmirror; configuration and state are kept.",

@@ -86,6 +86,10 @@ enum Command {
         /// Stop once caught up (for scripts and tests).
         #[arg(long)]
         until_idle: bool,
+        /// If the replica was offline longer than the cloud's retention, reload every table
+        /// from a fresh snapshot instead of stopping.
+        #[arg(long)]
+        auto_resync: bool,
     },
     /// Show the session: tenant, Replication ID, token expiry, URLs, client version.
     Info {
@@ -193,8 +197,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             commands::uninstall(&commands::Instance::load(&instance)?, &unit_dir)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { instance, until_idle } => {
-            commands::run_sync(&commands::Instance::load(&instance)?, until_idle)?;
+        Command::Sync { instance, until_idle, auto_resync } => {
+            commands::run_sync(&commands::Instance::load(&instance)?, until_idle, auto_resync)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { instance } => {
