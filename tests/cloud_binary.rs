@@ -218,6 +218,38 @@ async fn the_customer_commands_provision_sync_and_verify() {
     assert_ne!(run(&["install", "--unit-dir", unit_dir]).0, Some(0), "no two units for one Replication ID");
     assert_eq!(run(&["uninstall", "--unit-dir", unit_dir]).0, Some(0));
     assert!(!units.join("dbmirror-bi.service").exists());
+
+    // An operator revokes the session: sync stops and says what to do; `reconnect`
+    // re-authorizes the same session through the browser, and sync carries on.
+    let ops = HttpClient::new(&server.url, Some(&trust)).unwrap();
+    let session_id = status["cloud"]["session"]["session_id"].as_str().unwrap().to_owned();
+    ops.json(Method::POST, &format!("/admin/sessions/{session_id}/revoke"), Some("adm"), None).await.unwrap();
+    let out = Command::new(dbmirror).args(["sync", "--until-idle", "--instance"]).arg(&instance).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dbmirror reconnect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reconnect = Command::new(dbmirror)
+        .args(["reconnect", "--instance"])
+        .arg(&instance)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(reconnect.stdout.take().unwrap()).lines();
+    let prompt = lines.next().unwrap().unwrap();
+    let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
+    let page =
+        reqwest_like_form(&server, &trust, &format!("user_code={code}&tenant=cust1234&session_name=bi&action=approve"))
+            .await;
+    assert!(page.contains("Provisioning complete"), "{page}");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(reconnect.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.starts_with("Reconnected")), "{rest:?}");
+    assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
+    assert_eq!(run(&["verify"]).0, Some(0));
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -301,7 +301,15 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
     let ok = |body: Json| Ok((json_reply(200, &body), 0));
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
-        (Method::POST, ["api", "v1", "provisioning"]) => ok(cloud.with(|s| s.start_provisioning(now_ms()))),
+        (Method::POST, ["api", "v1", "provisioning"]) => {
+            let body = read_body(req).await?;
+            let reconnect =
+                serde_json::from_slice::<Json>(&body).ok().and_then(|j| j["session_id"].as_str().map(str::to_owned));
+            match reconnect {
+                Some(id) => ok(cloud.with(|s| s.start_reconnect(&id, now_ms()))?),
+                None => ok(cloud.with(|s| s.start_provisioning(now_ms()))),
+            }
+        }
         (Method::POST, ["api", "v1", "provisioning", "token"]) => {
             let body: DeviceCode = read_json(req).await?;
             ok(cloud.with(|s| s.poll_provisioning(&body.device_code, now_ms()))?)
@@ -478,6 +486,22 @@ fn other_action(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> 
 fn provision_page(cloud: &Cloud, query: &[(String, String)]) -> Reply {
     let code = query.iter().find(|(k, _)| k == "user_code").map(|(_, v)| v.as_str()).unwrap_or("");
     let tenants = cloud.with(|s| s.tenant_ids());
+    let reconnect = cloud.with(|s| s.reconnect_target(code).map(|x| (x.ctx.clone(), x.replication_id.clone())));
+    if let Some((ctx, rid)) = reconnect {
+        return html_reply(
+            200,
+            format!(
+                "<!doctype html><title>Reconnect Replication Session</title><h1>Reconnect Replication Session</h1>\
+                 <p>Re-authorize session <b>{rid}</b> of tenant {ctx}.</p>\
+                 <form method=post action=/provision><input type=hidden name=user_code value=\"{code}\">\
+                 <input type=hidden name=tenant value=\"{ctx}\"><input type=hidden name=session_name value=\"{rid}\">\
+                 <button name=action value=approve>Approve</button> <button name=action value=deny>Deny</button></form>",
+                rid = html_escape(&rid),
+                ctx = html_escape(&ctx),
+                code = html_escape(code)
+            ),
+        );
+    }
     let options: String =
         tenants.iter().map(|t| format!("<option value=\"{0}\">{0}</option>", html_escape(t))).collect();
     html_reply(

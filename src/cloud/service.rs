@@ -140,6 +140,8 @@ struct Device {
     user_code: String,
     expires_ms: i64,
     outcome: Option<Result<String, ()>>,
+    /// For `reconnect`: the existing session the approval re-authorizes.
+    reconnect: Option<String>,
 }
 
 /// A multi-tenant partner's credentials and the tenants that approved its app.
@@ -395,11 +397,24 @@ impl State {
     /// Starts a provisioning request: the device code (secret, for polling) and the user
     /// code the admin confirms in the browser.
     pub fn start_provisioning(&mut self, now_ms: i64) -> Json {
+        self.start_device(now_ms, None)
+    }
+
+    /// Starts a re-authorization of an existing session (`reconnect`): after the admin
+    /// approves, the session is reinstated (even if revoked) with a new token family.
+    pub fn start_reconnect(&mut self, session_id: &str, now_ms: i64) -> Result<Json, ApiError> {
+        if !self.sessions.contains_key(session_id) {
+            return Err(ApiError::new(404, "session_not_found", "no such session: run `provision` instead"));
+        }
+        Ok(self.start_device(now_ms, Some(session_id.to_owned())))
+    }
+
+    fn start_device(&mut self, now_ms: i64, reconnect: Option<String>) -> Json {
         let device_code = opaque_token();
         let user_code = user_code();
         self.devices.insert(
             device_code.clone(),
-            Device { user_code: user_code.clone(), expires_ms: now_ms + 600_000, outcome: None },
+            Device { user_code: user_code.clone(), expires_ms: now_ms + 600_000, outcome: None, reconnect },
         );
         json!({
             "device_code": device_code,
@@ -427,10 +442,33 @@ impl State {
             .find(|(_, d)| d.user_code == code && d.expires_ms > now_ms && d.outcome.is_none())
             .map(|(k, _)| k.clone())
             .ok_or_else(|| ApiError::new(404, "unknown_user_code", "this code is unknown, used or expired"))?;
-        let outcome = if approve { Ok(self.create_session(ctx, session_name)?) } else { Err(()) };
+        let reconnect = self.devices[&device_code].reconnect.clone();
+        let outcome = match (approve, reconnect) {
+            (false, _) => Err(()),
+            (true, Some(id)) => {
+                let session = self
+                    .sessions
+                    .get_mut(&id)
+                    .ok_or_else(|| ApiError::new(404, "session_not_found", "the session is gone"))?;
+                if session.ctx != ctx {
+                    return Err(ApiError::new(403, "wrong_tenant", "this session belongs to another tenant"));
+                }
+                session.revoked = false;
+                tracing::info!(session = %id, "session reconnected");
+                Ok(id)
+            }
+            (true, None) => Ok(self.create_session(ctx, session_name)?),
+        };
         let info = outcome.as_ref().ok().map(|id| self.session_info(id));
         self.devices.get_mut(&device_code).expect("found above").outcome = Some(outcome);
         Ok(info.unwrap_or(Json::Null))
+    }
+
+    /// The session a pending user code would reconnect, for the approval page.
+    pub fn reconnect_target(&self, user_code: &str) -> Option<&Session> {
+        let code = user_code.trim().to_ascii_uppercase();
+        let device = self.devices.values().find(|d| d.user_code == code)?;
+        self.sessions.get(device.reconnect.as_ref()?)
     }
 
     /// The client polls with its device code until the admin decided.

@@ -77,32 +77,7 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
         (None, None) => None,
     };
     let http = HttpClient::new(cloud, trust.as_ref())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, None))?;
-    let uri = request["verification_uri_complete"].as_str().unwrap_or_default();
-    println!(
-        "Open {uri} in a browser, sign in as an administrator and approve code {}.",
-        request["user_code"].as_str().unwrap_or_default()
-    );
-    if std::env::var_os("DISPLAY").is_some() {
-        let _ = std::process::Command::new("xdg-open")
-            .arg(uri)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-    }
-    let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
-    let body = json!({"device_code": request["device_code"]});
-    let grant = loop {
-        std::thread::sleep(interval);
-        match runtime.block_on(http.json(Method::POST, "/api/v1/provisioning/token", None, Some(&body))) {
-            Ok(grant) => break grant,
-            Err(SourceError::Service { code, .. }) if code == "authorization_pending" || code == "slow_down" => {
-                continue;
-            }
-            Err(e) => return Err(e).context("provisioning did not complete"),
-        }
-    };
+    let grant = device_grant(&http, None)?;
     let info = SessionInfo::from_json(&grant["session"], cloud).context("the cloud returned an incomplete session")?;
     let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
     let mut state = instance.open()?;
@@ -131,6 +106,66 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
     println!("Replication ID: {}", info.replication_id);
     println!("Service URL:    {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
     Ok(())
+}
+
+/// The device grant: start a request, show where to approve it, poll until decided.
+fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, body))?;
+    let uri = request["verification_uri_complete"].as_str().unwrap_or_default();
+    println!(
+        "Open {uri} in a browser, sign in as an administrator and approve code {}.",
+        request["user_code"].as_str().unwrap_or_default()
+    );
+    if std::env::var_os("DISPLAY").is_some() {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(uri)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
+    let poll = json!({"device_code": request["device_code"]});
+    loop {
+        std::thread::sleep(interval);
+        match runtime.block_on(http.json(Method::POST, "/api/v1/provisioning/token", None, Some(&poll))) {
+            Ok(grant) => return Ok(grant),
+            Err(SourceError::Service { code, .. }) if code == "authorization_pending" || code == "slow_down" => {}
+            Err(e) => return Err(e).context("the administrator's approval did not complete"),
+        }
+    }
+}
+
+/// `reconnect`: re-authorizes the stored session (after revocation or lost tokens) through
+/// the browser, without a new session or a new snapshot.
+pub fn reconnect(instance: &Instance) -> Result<()> {
+    let mut state = instance.open()?;
+    let replication = instance.replication(state.as_mut()).or_else(|_| -> Result<Replication> {
+        // The tokens may be unreadable (another host's key): only the session is needed.
+        let session = state.read_session()?;
+        let info =
+            SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
+        let empty = TokenPair { access: String::new(), refresh: String::new(), expires_at_ms: 0 };
+        Ok(Replication::new(HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?, info, empty))
+    })?;
+    let session = state.read_session()?;
+    let http = HttpClient::new(&replication.info.cloud_url, trust_of(&session)?.as_ref())?;
+    let grant = device_grant(&http, Some(&json!({"session_id": replication.info.session_id})))?;
+    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
+    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "Reconnected: session {} of tenant {} has new tokens.",
+        replication.info.replication_id, replication.info.tenant_context_id
+    );
+    Ok(())
+}
+
+fn trust_of(session: &dbmirror::state::Session) -> Result<Option<Trust>> {
+    Ok(match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
+        (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+        (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
+        _ => None,
+    })
 }
 
 /// Stops on Ctrl-C or SIGTERM.

@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
     },
+    /// Re-authenticate the stored session (revoked or invalid tokens) without re-provisioning.
+    Reconnect {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
     /// Replicate in the foreground until Ctrl-C / SIGTERM.
     Sync {
         /// The instance folder.
@@ -184,6 +190,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 fingerprint.as_deref(),
                 ca_file.as_deref(),
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconnect { instance } => {
+            commands::reconnect(&commands::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { instance } => {
