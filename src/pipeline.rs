@@ -44,6 +44,9 @@ pub struct SyncOptions {
     /// When the replica was offline longer than the cloud's retention (`offset_purged`),
     /// reload every table from a fresh snapshot instead of stopping.
     pub auto_resync: bool,
+    /// Read only the schema history (`update-schema`): new and changed tables are applied
+    /// now; their rows follow with the next `sync`.
+    pub history_only: bool,
 }
 
 impl Default for SyncOptions {
@@ -57,6 +60,7 @@ impl Default for SyncOptions {
             run_for: None,
             until_idle: false,
             auto_resync: false,
+            history_only: false,
         }
     }
 }
@@ -465,7 +469,10 @@ pub fn sync(
         let history = info.history_topic();
         let mut positions: Vec<(String, i32, i64)> =
             decode.next.iter().filter(|((t, _), _)| *t == history).map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-        positions.extend(decode.next.iter().filter(|((t, _), _)| *t != history).map(|((t, p), o)| (t.clone(), *p, *o)));
+        if !options.history_only {
+            positions
+                .extend(decode.next.iter().filter(|((t, _), _)| *t != history).map(|((t, p), o)| (t.clone(), *p, *o)));
+        }
         let wait =
             options.run_for.map_or(options.max_poll, |d| d.saturating_sub(started.elapsed()).min(options.max_poll));
         let limits = (options.max_batch_size, options.max_bytes, wait.as_millis() as u64);

@@ -250,6 +250,23 @@ async fn the_customer_commands_provision_sync_and_verify() {
     assert!(rest.iter().any(|l| l.starts_with("Reconnected")), "{rest:?}");
     assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
     assert_eq!(run(&["verify"]).0, Some(0));
+
+    // A new table at the source: `update-schema` creates it now, `sync` fills it.
+    ops.json(
+        Method::POST,
+        "/admin/cust1234/actions/new-table",
+        Some("adm"),
+        Some(&serde_json::json!({"table": "crm7.service_x", "count": 5})),
+    )
+    .await
+    .unwrap();
+    let (code, updated) = run(&["update-schema"]);
+    assert_eq!(code, Some(0));
+    assert!(updated.contains("new table: crm7.service_x"), "{updated}");
+    assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
+    let (code, verified) = run(&["verify"]);
+    assert_eq!(code, Some(0), "{verified}");
+    assert!(verified.contains("crm7.service_x"));
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -207,6 +207,7 @@ pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Res
         run_for: None,
         until_idle,
         auto_resync,
+        history_only: false,
     };
     let mut delay = Duration::from_secs(1);
     loop {
@@ -525,5 +526,32 @@ pub fn uninstall(instance: &Instance, unit_dir: &Path) -> Result<()> {
         systemctl(&["daemon-reload"])?;
     }
     println!("Removed {}", path.display());
+    Ok(())
+}
+
+/// `update-schema`: reads the schema history now instead of with the next fetch cycle; new
+/// tables are created (their snapshot rows follow with `sync`), changed ones altered or
+/// re-created, dropped ones dropped.
+pub fn update_schema(instance: &Instance) -> Result<()> {
+    let mut state = instance.open()?;
+    let replication = instance.replication(state.as_mut())?;
+    let options = SyncOptions {
+        max_poll: Duration::from_millis(200),
+        until_idle: true,
+        history_only: true,
+        ..SyncOptions::default()
+    };
+    let before: std::collections::BTreeSet<String> = state.tables().iter().map(|r| r.schema.id.to_string()).collect();
+    let summary =
+        sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, Arc::new(AtomicBool::new(false)))?;
+    let after: std::collections::BTreeSet<String> =
+        instance.open()?.tables().iter().map(|r| r.schema.id.to_string()).collect();
+    println!("{} schema changes applied", summary.schema_changes);
+    for t in after.difference(&before) {
+        println!("new table: {t} (its rows arrive with the next sync)");
+    }
+    for t in before.difference(&after) {
+        println!("dropped table: {t}");
+    }
     Ok(())
 }

@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
     },
+    /// Check for new or changed tables now.
+    UpdateSchema {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
     /// Re-authenticate the stored session (revoked or invalid tokens) without re-provisioning.
     Reconnect {
         /// The instance folder.
@@ -190,6 +196,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 fingerprint.as_deref(),
                 ca_file.as_deref(),
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::UpdateSchema { instance } => {
+            commands::update_schema(&commands::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconnect { instance } => {
