@@ -382,7 +382,7 @@ pub fn validate(dir: &Path) -> Result<bool> {
         Ok(detail) => println!("ok    {name}: {detail}"),
         Err(e) => {
             ok = false;
-            println!("FAIL  {name}: {e:#}");
+            println!("FAIL  {name}: {}", crate::describe(&e));
         }
     };
     let instance = match Instance::load(dir) {
