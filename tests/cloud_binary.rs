@@ -130,6 +130,63 @@ async fn https_with_a_pinned_certificate_cli_actions_and_a_durable_restart() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An instance folder with a SQLite replica and these extra settings.
+fn instance_folder(dir: &Path, settings: serde_json::Value) -> std::path::PathBuf {
+    let instance = dir.join("instance");
+    std::fs::create_dir_all(&instance).unwrap();
+    let mut config = serde_json::json!({
+        "ReplicaDatabase": {"ConnectionString": format!("Data Source={}", instance.join("replica.db").display())},
+        "MaxPollTimeSeconds": 1
+    });
+    for (k, v) in settings.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+    instance
+}
+
+/// Runs a `dbmirror` command that waits for a browser approval (`provision`, `reconnect`),
+/// approves it through the page as an administrator would, and returns the rest of its output.
+async fn with_browser_approval(server: &Server, args: &[&str], instance: &Path, session_name: &str) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+        .args(args)
+        .arg("--instance")
+        .arg(instance)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let prompt = lines.next().unwrap().unwrap();
+    let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
+    let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
+    let form = format!("user_code={code}&tenant=cust1234&session_name={session_name}&action=approve");
+    let page = reqwest_like_form(server, &trust, &form).await;
+    assert!(page.contains("Provisioning complete"), "{page}");
+    // Read everything: closing the pipe early would fail the child's next print.
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    rest
+}
+
+/// A fresh cloud (started with `serve_args`) and an instance provisioned against it with
+/// the CLI; returns the scratch folder, the server, the instance folder and `provision`'s output.
+async fn provisioned(
+    label: &str,
+    serve_args: &[&str],
+    settings: serde_json::Value,
+    session_name: &str,
+) -> (std::path::PathBuf, Server, std::path::PathBuf, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!("dbmirror-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("cloud")).unwrap();
+    let server = start_with(&dir.join("cloud"), serve_args);
+    let instance = instance_folder(&dir, settings);
+    let provision = ["provision", "--cloud", server.url.as_str(), "--fingerprint", server.fingerprint.as_str()];
+    let rest = with_browser_approval(&server, &provision, &instance, session_name).await;
+    (dir, server, instance, rest)
+}
+
 /// Posts the provisioning form as a browser would (form-encoded, over the pinned TLS).
 async fn reqwest_like_form(server: &Server, trust: &Trust, form: &str) -> String {
     use bytes::Bytes;
@@ -151,37 +208,9 @@ async fn reqwest_like_form(server: &Server, trust: &Trust, form: &str) -> String
 /// the browser page), `sync --until-idle`, `info`, `status --json` and `verify`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_customer_commands_provision_sync_and_verify() {
-    let dir = std::env::temp_dir().join(format!("dbmirror-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("cloud")).unwrap();
-    let server = start(&dir.join("cloud"));
-    let instance = dir.join("instance");
-    std::fs::create_dir_all(&instance).unwrap();
-    let replica = instance.join("replica.db");
-    std::fs::write(
-        instance.join("appsettings.json"),
-        serde_json::json!({"ReplicaDatabase": {"ConnectionString": format!("Data Source={}", replica.display())}, "MaxPollTimeSeconds": 1})
-            .to_string(),
-    )
-    .unwrap();
+    let (dir, server, instance, rest) = provisioned("cli", &["--rows", "3"], serde_json::json!({}), "BI").await;
     let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
-    let mut provision = Command::new(dbmirror)
-        .args(["provision", "--cloud", &server.url, "--fingerprint", &server.fingerprint, "--instance"])
-        .arg(&instance)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(provision.stdout.take().unwrap()).lines();
-    let prompt = out.next().unwrap().unwrap();
-    let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
     let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
-    let page =
-        reqwest_like_form(&server, &trust, &format!("user_code={code}&tenant=cust1234&session_name=BI&action=approve"))
-            .await;
-    assert!(page.contains("Provisioning complete"), "{page}");
-    let rest: Vec<String> = out.map(Result::unwrap).collect();
-    assert!(provision.wait().unwrap().success());
     assert!(rest.iter().any(|l| l == "Provisioning completed successfully!"), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("Replication ID: bi")));
 
@@ -231,22 +260,7 @@ async fn the_customer_commands_provision_sync_and_verify() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut reconnect = Command::new(dbmirror)
-        .args(["reconnect", "--instance"])
-        .arg(&instance)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(reconnect.stdout.take().unwrap()).lines();
-    let prompt = lines.next().unwrap().unwrap();
-    let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
-    let page =
-        reqwest_like_form(&server, &trust, &format!("user_code={code}&tenant=cust1234&session_name=bi&action=approve"))
-            .await;
-    assert!(page.contains("Provisioning complete"), "{page}");
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(reconnect.wait().unwrap().success());
+    let rest = with_browser_approval(&server, &["reconnect"], &instance, "bi").await;
     assert!(rest.iter().any(|l| l.starts_with("Reconnected")), "{rest:?}");
     assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
     assert_eq!(run(&["verify"]).0, Some(0));
@@ -275,39 +289,12 @@ async fn the_customer_commands_provision_sync_and_verify() {
 /// streaming: every restart resumes from the replica's own offsets and `verify` passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_killed_at_random_moments_converges() {
-    let dir = std::env::temp_dir().join(format!("dbmirror-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("cloud")).unwrap();
-    let server = start_with(&dir.join("cloud"), &["--rows", "400", "--changes-per-sec", "300"]);
-    let instance = dir.join("instance");
-    std::fs::create_dir_all(&instance).unwrap();
-    let replica = instance.join("replica.db");
-    std::fs::write(
-        instance.join("appsettings.json"),
-        serde_json::json!({
-            "ReplicaDatabase": {"ConnectionString": format!("Data Source={}", replica.display())},
-            "MaxPollTimeSeconds": 1, "DatabaseBatchSize": 500, "CommitIntervalSeconds": 1
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let settings = serde_json::json!({"DatabaseBatchSize": 500, "CommitIntervalSeconds": 1});
+    let (dir, server, instance, rest) =
+        provisioned("kill", &["--rows", "400", "--changes-per-sec", "300"], settings, "kill").await;
     let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
-    let mut provision = Command::new(dbmirror)
-        .args(["provision", "--cloud", &server.url, "--fingerprint", &server.fingerprint, "--instance"])
-        .arg(&instance)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(provision.stdout.take().unwrap()).lines();
-    let prompt = lines.next().unwrap().unwrap();
-    let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
     let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
-    reqwest_like_form(&server, &trust, &format!("user_code={code}&tenant=cust1234&session_name=kill&action=approve"))
-        .await;
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
     assert!(rest.iter().any(|l| l.starts_with("Provisioning completed")), "{rest:?}");
-    assert!(provision.wait().unwrap().success());
 
     let mut seed = std::process::id() as u64 | 1;
     for round in 0..6 {

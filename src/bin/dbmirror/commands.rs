@@ -360,16 +360,7 @@ pub fn verify(instance: &Instance) -> Result<bool> {
     }
     let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
     let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
-    for c in &checks {
-        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-        println!(
-            "{:<32} {:>10} {:>10}  {}",
-            c.table,
-            n(c.source_rows),
-            n(c.replica_rows),
-            if c.equal { "ok" } else { "DIFFERENT" }
-        );
-    }
+    crate::demo::print_checks(&checks);
     Ok(checks.iter().all(|c| c.equal))
 }
 

@@ -155,17 +155,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let checks =
         dbmirror::verify::verify(dbmirror::sink::open(&connection_string, SinkOptions::default())?.as_mut(), &truth)?;
     println!();
-    println!("{:<28} {:>10} {:>10}  verify", "table", "source", "replica");
-    for c in &checks {
-        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-        println!(
-            "{:<28} {:>10} {:>10}  {}",
-            c.table,
-            n(c.source_rows),
-            n(c.replica_rows),
-            if c.equal { "ok" } else { "DIFFERENT" }
-        );
-    }
+    print_checks(&checks);
     let rows: u64 = checks.iter().filter_map(|c| c.replica_rows).sum();
     let ok = checks.iter().all(|c| c.equal);
     println!();
@@ -198,4 +188,14 @@ pub fn read_tokens(session: &dbmirror::state::Session, key: &SecretKey) -> Resul
         _ => 0,
     };
     Ok(TokenPair { access: sealed("access_token")?, refresh: sealed("refresh_token")?, expires_at_ms: expires })
+}
+
+/// The `verify` table: source and replica rows per table, and whether they are equal.
+pub fn print_checks(checks: &[dbmirror::verify::TableCheck]) {
+    println!("{:<32} {:>10} {:>10}  verify", "table", "source", "replica");
+    for c in checks {
+        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        let verdict = if c.equal { "ok" } else { "DIFFERENT" };
+        println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
+    }
 }
