@@ -56,8 +56,18 @@ impl SecretKey {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             use std::io::Write as _;
-            options.open(path).and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all())).map_err(io)?;
-            key.to_vec()
+            match options.open(path) {
+                Ok(mut f) => {
+                    f.write_all(&key).and_then(|()| f.sync_all()).map_err(io)?;
+                    key.to_vec()
+                }
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::fs::read(path).map_err(io)?
+                }
+                Err(e) => return Err(io(e)),
+            }
         };
         let key: [u8; 32] = bytes.try_into().map_err(|_| SecretError::BadKey(path.to_owned()))?;
         Ok(SecretKey { cipher: Aes256Gcm::new(&key.into()) })

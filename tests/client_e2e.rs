@@ -129,9 +129,11 @@ impl World {
 }
 
 fn key(db: &TestDb) -> SecretKey {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("dbmirror-e2e-{}-{:?}", std::process::id(), db.kind));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.key", db.connection_string.len()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{n}.key"));
     let _ = std::fs::remove_file(&path);
     SecretKey::load_or_create(&path).unwrap()
 }
