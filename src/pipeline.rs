@@ -96,6 +96,8 @@ pub struct SyncSummary {
     pub schema_changes: u64,
     /// The last applied offsets.
     pub offsets: Offsets,
+    /// Rows written per table since the last commit-cycle log line.
+    pub rows_by_table: BTreeMap<String, u64>,
 }
 
 /// Stores rotated tokens (sealed) in the replica's `_ReplicationState`.
@@ -323,7 +325,10 @@ fn drain<S: Sink + Send + 'static>(
 /// Counts a report; returns the error of a failed one.
 fn account(report: Report, summary: &mut SyncSummary, applied: &mut Offsets) -> Option<SinkError> {
     match report {
-        Report::Applied { records, offsets } => {
+        Report::Applied { tables, records, offsets } => {
+            for (id, rows) in tables {
+                *summary.rows_by_table.entry(id.to_string()).or_default() += rows;
+            }
             summary.records += records;
             summary.batches += u64::from(records > 0);
             for (k, v) in offsets {
@@ -412,6 +417,36 @@ async fn wait_for(stop: &AtomicBool) {
 
 fn expired(e: &SourceError) -> bool {
     matches!(e, SourceError::Service { status: 401, code, .. } if code == "token_expired")
+}
+
+/// Acknowledges applied offsets to the cloud and writes the commit-cycle log line: rows per
+/// table since the last one, and the lag behind the cloud (written there, not yet here).
+fn acknowledge(
+    runtime: &tokio::runtime::Runtime,
+    replication: &mut Replication,
+    persist: &mut dyn FnMut(&TokenPair) -> Result<(), String>,
+    applied: &Offsets,
+    summary: &mut SyncSummary,
+) -> Result<(), PipelineError> {
+    if replication.needs_refresh() {
+        refresh_tokens(runtime, replication, persist)?;
+    }
+    runtime.block_on(replication.commit(applied))?;
+    let lag: i64 = runtime
+        .block_on(replication.call(hyper::Method::GET, "status", None))
+        .ok()
+        .and_then(|s| s["partitions"].as_array().map(|p| p.iter().filter_map(|p| p["lag"].as_i64()).sum()))
+        .unwrap_or(-1);
+    let tables: Vec<String> =
+        std::mem::take(&mut summary.rows_by_table).into_iter().map(|(t, n)| format!("{t}={n}")).collect();
+    tracing::info!(
+        records = summary.records,
+        transactions = summary.batches,
+        lag,
+        rows = %tables.join(" "),
+        "commit cycle: offsets acknowledged to the cloud"
+    );
+    Ok(())
 }
 
 /// Runs replication: `data` is written by the sink thread, `state` (a second connection to
@@ -542,16 +577,7 @@ pub fn sync(
         }
         worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
         if last_ack.elapsed() >= options.commit_interval && applied != acknowledged {
-            if replication.needs_refresh() {
-                refresh_tokens(&runtime, &mut replication, &mut persist)?;
-            }
-            runtime.block_on(replication.commit(&applied))?;
-            tracing::info!(
-                records = summary.records,
-                transactions = summary.batches,
-                partitions = applied.len(),
-                "commit cycle: offsets acknowledged to the cloud"
-            );
+            acknowledge(&runtime, &mut replication, &mut persist, &applied, &mut summary)?;
             acknowledged = applied.clone();
             last_ack = Instant::now();
         }
@@ -572,10 +598,7 @@ pub fn sync(
         let _ = worker.finish();
     }
     if applied != acknowledged {
-        if replication.needs_refresh() {
-            refresh_tokens(&runtime, &mut replication, &mut persist)?;
-        }
-        runtime.block_on(replication.commit(&applied))?;
+        acknowledge(&runtime, &mut replication, &mut persist, &applied, &mut summary)?;
     }
     summary.offsets = applied;
     Ok(summary)

@@ -22,3 +22,30 @@ pub fn init(format: LogFormat, default_level: &str) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// Keeps the log file writer flushing; drop it last (at the end of `main`).
+pub type FileGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Like [`init`], plus a daily rolling log file `dir/dbmirror.log.<date>` (plain text, no
+/// colours), so a service leaves a history next to its configuration.
+pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::Path) -> Option<FileGuard> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    if std::fs::create_dir_all(dir).is_err() {
+        init(format, default_level);
+        return None;
+    }
+    let (file, guard) = tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "dbmirror.log"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let file_layer = tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false).with_target(false);
+    let registry = tracing_subscriber::registry().with(filter).with(file_layer);
+    let _ = match format {
+        LogFormat::Text => {
+            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init()
+        }
+        LogFormat::Json => {
+            registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
+        }
+    };
+    Some(guard)
+}

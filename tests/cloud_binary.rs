@@ -220,6 +220,13 @@ async fn the_customer_commands_provision_sync_and_verify() {
     };
     let (code, _) = run(&["sync", "--until-idle"]);
     assert_eq!(code, Some(0));
+    // The instance keeps a rolling log file with one line per commit cycle, rows per table.
+    let logs: String = std::fs::read_dir(instance.join("logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(logs.contains("commit cycle") && logs.contains("crm7.person="), "{logs}");
+    assert!(!logs.contains("eyJ"), "no token in the log");
     let (code, info) = run(&["info"]);
     assert_eq!(code, Some(0));
     assert!(info.contains("cust1234") && !info.to_lowercase().contains("eyj"), "no token in the output: {info}");

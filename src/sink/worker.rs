@@ -31,6 +31,8 @@ pub enum Job {
 pub enum Report {
     /// A batch committed; its offsets are durable in the replica.
     Applied {
+        /// Rows written per table (upserts and deletes after coalescing).
+        tables: Vec<(crate::schema::TableId, u64)>,
         /// Records the batch covered.
         records: u64,
         /// The offsets now committed.
@@ -72,13 +74,20 @@ fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S
             continue;
         }
         let result = match &job {
-            Job::Apply(batch) => sink
-                .apply(batch)
-                .map(|()| Report::Applied { records: batch.records(), offsets: batch.offsets().clone() }),
+            Job::Apply(batch) => sink.apply(batch).map(|()| Report::Applied {
+                tables: batch
+                    .tables()
+                    .map(|t| (t.schema().id.clone(), (t.upserts().count() + t.deletes().count()) as u64))
+                    .collect(),
+                records: batch.records(),
+                offsets: batch.offsets().clone(),
+            }),
             Job::Schema(change) => sink.apply_schema(change).map(|outcome| Report::Schema(change.clone(), outcome)),
-            Job::MarkSnapshotsReady => {
-                mark_ready(&mut sink).map(|()| Report::Applied { records: 0, offsets: Offsets::new() })
-            }
+            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| Report::Applied {
+                tables: Vec::new(),
+                records: 0,
+                offsets: Offsets::new(),
+            }),
         };
         match result {
             Ok(report) => {

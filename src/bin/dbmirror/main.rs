@@ -176,7 +176,28 @@ fn main() -> ExitCode {
         LogArg::Text => LogFormat::Text,
         LogArg::Json => LogFormat::Json,
     };
-    telemetry::init(format, "info");
+    // Commands that run on an instance folder also log to `<instance>/logs`.
+    let instance = match &cli.command {
+        Command::Sync { instance, .. }
+        | Command::Provision { instance, .. }
+        | Command::Validate { instance }
+        | Command::Reconnect { instance }
+        | Command::UpdateSchema { instance } => Some(instance.clone()),
+        _ => None,
+    };
+    let _log_file = match instance {
+        Some(dir) => {
+            // `Logging.LogLevel.Default` from the instance's appsettings.json, if readable.
+            let level = dbmirror::config::Config::load(&dir.join("appsettings.json"))
+                .map(|(c, _)| c.tracing_level())
+                .unwrap_or("info");
+            telemetry::init_with_file(format, level, &dir.join("logs"))
+        }
+        None => {
+            telemetry::init(format, "info");
+            None
+        }
+    };
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
