@@ -119,6 +119,19 @@ pub fn token_store<'a>(
 /// The `_ReplicationState` offset row that records how many offset resets were reloaded.
 pub const RESET_MARKER: &str = "_reset";
 
+/// Opens the sealed tokens stored by [`token_store`]; tokens stored in clear are refused.
+pub fn stored_tokens(session: &crate::state::Session, key: &SecretKey) -> Result<TokenPair, PipelineError> {
+    let sealed = |name: &str| match session.get(name) {
+        Some(SessionValue::Sealed(b)) => key.open(name, b).map_err(|e| PipelineError::Record(e.to_string())),
+        _ => Err(PipelineError::Record(format!("the replica has no sealed {name}: run `dbmirror provision`"))),
+    };
+    let expires = match session.get("access_expires_at_ms") {
+        Some(SessionValue::Text(t)) => t.parse().unwrap_or(0),
+        _ => 0,
+    };
+    Ok(TokenPair { access: sealed("access_token")?, refresh: sealed("refresh_token")?, expires_at_ms: expires })
+}
+
 /// Everything the decode stage owns.
 struct Decode {
     framer: LineFramer,

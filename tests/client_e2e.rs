@@ -13,7 +13,7 @@ use dbmirror::cloud::http::{Cloud, now_ms, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::{Faults, State};
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
-use dbmirror::pipeline::{SyncOptions, SyncSummary, sync, token_store};
+use dbmirror::pipeline::{SyncOptions, SyncSummary, stored_tokens, sync, token_store};
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::SinkOptions;
 use dbmirror::source::client::HttpClient;
@@ -88,15 +88,7 @@ impl World {
         let mut state = db.open(SinkOptions::default());
         let session = state.read_session().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
-        let open = |name: &str| match &session[name] {
-            SessionValue::Sealed(b) => key.open(name, b).unwrap(),
-            SessionValue::Text(_) => panic!("{name} is stored in clear"),
-        };
-        let expires = match &session["access_expires_at_ms"] {
-            SessionValue::Text(t) => t.parse().unwrap(),
-            SessionValue::Sealed(_) => 0,
-        };
-        let tokens = TokenPair { access: open("access_token"), refresh: open("refresh_token"), expires_at_ms: expires };
+        let tokens = stored_tokens(&session, key).unwrap();
         let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens);
         let options = SyncOptions {
             max_poll: Duration::from_millis(300),
@@ -238,17 +230,7 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
     let mut state = db.open(SinkOptions::default());
     let session = state.read_session().unwrap();
     let info = SessionInfo::from_facts(&session).unwrap();
-    let tokens = TokenPair {
-        access: match &session["access_token"] {
-            SessionValue::Sealed(b) => key.open("access_token", b).unwrap(),
-            SessionValue::Text(_) => unreachable!(),
-        },
-        refresh: match &session["refresh_token"] {
-            SessionValue::Sealed(b) => key.open("refresh_token", b).unwrap(),
-            SessionValue::Text(_) => unreachable!(),
-        },
-        expires_at_ms: now_ms() + 600_000,
-    };
+    let tokens = stored_tokens(&session, &key).unwrap();
     let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens);
     let options = SyncOptions { max_poll: Duration::from_millis(300), until_idle: true, ..SyncOptions::default() };
     let failed = sync(

@@ -190,15 +190,7 @@ pub async fn serve(listener: TcpListener, cloud: Arc<Cloud>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
-        let cloud = cloud.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let cloud = cloud.clone();
-                async move { Ok::<_, Infallible>(handle(cloud, req, peer).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-        });
+        tokio::spawn(serve_stream(stream, peer, cloud.clone()));
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::cloud::http::now_ms;
 use dbmirror::config::{Config, redact_connection_string};
-use dbmirror::pipeline::{PipelineError, SyncOptions, refresh_tokens, sync, token_store};
+use dbmirror::pipeline::{PipelineError, SyncOptions, refresh_tokens, stored_tokens, sync, token_store};
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::{Sink, SinkOptions};
 use dbmirror::source::client::{HttpClient, SourceError};
@@ -19,8 +19,6 @@ use dbmirror::source::tls::{Trust, parse_fingerprint};
 use dbmirror::state::SessionValue;
 use hyper::Method;
 use serde_json::json;
-
-use crate::demo::read_tokens;
 
 /// An instance folder: its configuration and its sealing key.
 pub struct Instance {
@@ -64,7 +62,7 @@ impl Instance {
             _ => None,
         };
         let http = HttpClient::new(&info.cloud_url, trust.as_ref())?;
-        Ok(Replication::new(http, info, read_tokens(&session, &self.key)?))
+        Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?))
     }
 }
 
@@ -139,24 +137,16 @@ fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<s
 /// `reconnect`: re-authorizes the stored session (after revocation or lost tokens) through
 /// the browser, without a new session or a new snapshot.
 pub fn reconnect(instance: &Instance) -> Result<()> {
+    // Only the session and its trust setting are needed: the stored tokens may be revoked or
+    // unreadable (another host's key).
     let mut state = instance.open()?;
-    let replication = instance.replication(state.as_mut()).or_else(|_| -> Result<Replication> {
-        // The tokens may be unreadable (another host's key): only the session is needed.
-        let session = state.read_session()?;
-        let info =
-            SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
-        let empty = TokenPair { access: String::new(), refresh: String::new(), expires_at_ms: 0 };
-        Ok(Replication::new(HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?, info, empty))
-    })?;
     let session = state.read_session()?;
-    let http = HttpClient::new(&replication.info.cloud_url, trust_of(&session)?.as_ref())?;
-    let grant = device_grant(&http, Some(&json!({"session_id": replication.info.session_id})))?;
+    let info = SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
+    let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
+    let grant = device_grant(&http, Some(&json!({"session_id": info.session_id})))?;
     let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
     token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
-    println!(
-        "Reconnected: session {} of tenant {} has new tokens.",
-        replication.info.replication_id, replication.info.tenant_context_id
-    );
+    println!("Reconnected: session {} of tenant {} has new tokens.", info.replication_id, info.tenant_context_id);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use dbmirror::cloud::http::{Cloud, now_ms, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
-use dbmirror::pipeline::{SyncOptions, sync, token_store};
+use dbmirror::pipeline::{SyncOptions, stored_tokens, sync, token_store};
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::SinkOptions;
 use dbmirror::source::client::HttpClient;
@@ -133,7 +133,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     std::thread::sleep(Duration::from_millis(200));
     let session = state.read_session()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
-    let tokens = read_tokens(&session, &key)?;
+    let tokens = stored_tokens(&session, &key)?;
     let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
     let catch_up = SyncOptions { until_idle: true, run_for: None, max_poll: Duration::from_millis(500), ..options };
@@ -146,7 +146,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
 
     let session = state.read_session()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
-    let mut replication = Replication::new(HttpClient::new(&url, None)?, info, read_tokens(&session, &key)?);
+    let mut replication = Replication::new(HttpClient::new(&url, None)?, info, stored_tokens(&session, &key)?);
     if replication.needs_refresh() {
         dbmirror::pipeline::refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &key))?;
     }
@@ -174,20 +174,6 @@ pub fn run(args: DemoArgs) -> Result<bool> {
         bail!("verify: the replica differs from the source");
     }
     Ok(ok)
-}
-
-/// Opens the sealed tokens stored in the replica.
-pub fn read_tokens(session: &dbmirror::state::Session, key: &SecretKey) -> Result<TokenPair> {
-    use dbmirror::state::SessionValue;
-    let sealed = |name: &str| match session.get(name) {
-        Some(SessionValue::Sealed(b)) => key.open(name, b).map_err(anyhow::Error::from),
-        _ => bail!("the replica has no {name}: run `dbmirror provision`"),
-    };
-    let expires = match session.get("access_expires_at_ms") {
-        Some(SessionValue::Text(t)) => t.parse().unwrap_or(0),
-        _ => 0,
-    };
-    Ok(TokenPair { access: sealed("access_token")?, refresh: sealed("refresh_token")?, expires_at_ms: expires })
 }
 
 /// The `verify` table: source and replica rows per table, and whether they are equal.
