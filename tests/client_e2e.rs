@@ -8,127 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use dbmirror::cloud::crm::source_tables;
-use dbmirror::cloud::http::{Cloud, now_ms, spawn};
-use dbmirror::cloud::log::EventLog;
-use dbmirror::cloud::service::{Faults, State};
-use dbmirror::cloud::tenant::{Tenant, TenantConfig};
-use dbmirror::pipeline::{SyncOptions, SyncSummary, stored_tokens, sync, token_store};
-use dbmirror::secrets::SecretKey;
+use dbmirror::cloud::http::now_ms;
+use dbmirror::cloud::service::Faults;
+use dbmirror::pipeline::{SyncOptions, stored_tokens, sync};
 use dbmirror::sink::SinkOptions;
 use dbmirror::source::client::HttpClient;
-use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
+use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::SessionValue;
-use hyper::Method;
-use serde_json::json;
 
-use crate::support::targets::{TestDb, fresh_databases};
-
-struct World {
-    url: String,
-    cloud: Arc<Cloud>,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn world(with_schema: bool) -> World {
-    world_with(with_schema, Duration::from_secs(3600))
-}
-
-fn world_with(with_schema: bool, retention: Duration) -> World {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (url, cloud) = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut state = State::new(EventLog::in_memory(retention), url.clone());
-        let config = TenantConfig { context: "e2e1".into(), seed: 11, rows_per_table: 30, partitions: 3, with_schema };
-        state.add_tenant(Tenant::new(config, source_tables()), now_ms()).unwrap();
-        let cloud = Cloud::new(state, "adm".into());
-        spawn(listener, cloud.clone(), 0);
-        (url, cloud)
-    });
-    World { url, cloud, runtime }
-}
-
-impl World {
-    /// Provisions a session and stores it in the replica; returns the session id.
-    fn provision(&self, db: &TestDb, key: &SecretKey, name: &str) -> String {
-        let http = HttpClient::new(&self.url, None).unwrap();
-        let request = self.runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, None)).unwrap();
-        let code = request["user_code"].as_str().unwrap().to_owned();
-        self.cloud.with(|s| s.decide_provisioning(&code, "e2e1", name, true, now_ms())).unwrap();
-        let grant = self
-            .runtime
-            .block_on(http.json(
-                Method::POST,
-                "/api/v1/provisioning/token",
-                None,
-                Some(&json!({"device_code": request["device_code"]})),
-            ))
-            .unwrap();
-        let info = SessionInfo::from_json(&grant["session"], &self.url).unwrap();
-        let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).unwrap();
-        let mut state = db.open(SinkOptions::default());
-        let facts: Vec<(&str, SessionValue)> = info.to_facts();
-        state.write_session(&facts).unwrap();
-        token_store(state.as_mut(), key)(&tokens).unwrap();
-        info.session_id
-    }
-
-    /// One `sync` run until the stream is idle, as a restarted client would do it.
-    fn sync_until_idle(&self, db: &TestDb, key: &SecretKey) -> SyncSummary {
-        self.try_sync(db, key, false).unwrap()
-    }
-
-    fn try_sync(
-        &self,
-        db: &TestDb,
-        key: &SecretKey,
-        auto_resync: bool,
-    ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
-        let mut state = db.open(SinkOptions::default());
-        let session = state.read_session().unwrap();
-        let info = SessionInfo::from_facts(&session).unwrap();
-        let tokens = stored_tokens(&session, key).unwrap();
-        let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens);
-        let options = SyncOptions {
-            max_poll: Duration::from_millis(300),
-            until_idle: true,
-            database_batch_size: 200,
-            auto_resync,
-            ..SyncOptions::default()
-        };
-        sync(
-            replication,
-            db.open(SinkOptions::default()),
-            state.as_mut(),
-            key,
-            &options,
-            Arc::new(AtomicBool::new(false)),
-        )
-    }
-
-    fn verify(&self, db: &TestDb, phase: &str) {
-        let truth = self.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
-        let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
-        let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
-        assert!(bad.is_empty(), "{:?} {phase}: {bad:?}", db.kind);
-        assert_eq!(checks.len(), 20, "{phase}");
-    }
-
-    fn changes(&self, count: usize) {
-        self.cloud.with(|s| s.run("e2e1", &dbmirror::cloud::journal::TenantOp::Change { count }, now_ms())).unwrap();
-    }
-}
-
-fn key(db: &TestDb) -> SecretKey {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("dbmirror-e2e-{}-{:?}", std::process::id(), db.kind));
-    std::fs::create_dir_all(&dir).unwrap();
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!("{n}.key"));
-    let _ = std::fs::remove_file(&path);
-    SecretKey::load_or_create(&path).unwrap()
-}
+use crate::support::targets::fresh_databases;
+use crate::support::world::{key, world, world_with};
 
 #[test]
 fn new_customer_restarts_and_a_faulty_stream_all_converge() {

@@ -288,6 +288,31 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let (code, verified) = run(&["verify"]);
     assert_eq!(code, Some(0), "{verified}");
     assert!(verified.contains("crm7.service_x"));
+
+    // `resync-tables`: with no service running the command does it and returns when done;
+    // with one running, the service picks the request up. An unknown table is refused.
+    let (code, resynced) = run(&["resync-tables", "person"]);
+    assert_eq!(code, Some(0), "{resynced}");
+    assert!(resynced.contains("Resync complete: crm7.person"), "{resynced}");
+    assert_ne!(run(&["resync-tables", "crm7.nope"]).0, Some(0));
+    let mut service = Command::new(dbmirror).args(["sync", "--instance"]).arg(&instance).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, requested) = run(&["resync-tables", "crm7.contact"]);
+    assert_eq!(code, Some(0), "{requested}");
+    assert!(requested.contains("The running dbmirror"), "{requested}");
+    let contact_state = || {
+        let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"]).1).unwrap();
+        let tables = status["tables"].as_array().unwrap().clone();
+        tables.into_iter().find(|t| t["table"] == "crm7.contact").unwrap()["state"].as_str().unwrap().to_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while contact_state() != "ready" {
+        assert!(std::time::Instant::now() < deadline, "the service did not finish the resync");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = Command::new("kill").arg(service.id().to_string()).status();
+    assert!(service.wait().unwrap().success(), "SIGTERM stops the service cleanly");
+    assert_eq!(run(&["verify"]).0, Some(0));
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -21,6 +21,9 @@ mod cloud_roundtrip;
 /// The client pipeline end to end against the in-process cloud, with faults, on every target.
 mod client_e2e;
 
+/// `resync-tables`: shadow tables loaded and swapped in while the source changes, on every target.
+mod client_resync;
+
 /// The `dbmirror-cloud` binary: HTTPS with a pinned certificate, CLI actions, durable restart.
 mod cloud_binary;
 

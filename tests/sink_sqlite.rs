@@ -331,6 +331,9 @@ impl Sink for FlakySink {
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.set_table_state(id, state)
     }
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.replace_from_shadow(id)
+    }
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.write_session(facts)
     }

@@ -377,12 +377,18 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
                 (Method::POST, ["resync"]) => {
                     let body: Tables = read_json(req).await?;
                     let ids = body.tables.iter().map(|t| table_id(t)).collect::<Result<Vec<_>, _>>()?;
-                    let accepted = cloud.with(|s| {
+                    let (accepted, until) = cloud.with(|s| {
                         let (tenant, log) = s.tenant_mut(&ctx)?;
-                        tenant.resnapshot(log, now_ms(), &ids).map_err(ApiError::from)
+                        let accepted = tenant.resnapshot(log, now_ms(), &ids)?;
+                        // Where the snapshot is complete: the ends of the topic after it.
+                        let topic = tenant.cdc_topic();
+                        let until = (0..log.partitions(&topic))
+                            .map(|p| Ok(json!({"topic": topic, "partition": p, "offset": log.next_offset(&topic, p)?})))
+                            .collect::<Result<Vec<_>, crate::cloud::log::LogError>>()?;
+                        Ok::<_, ApiError>((accepted, until))
                     })?;
                     let names: Vec<String> = accepted.iter().map(ToString::to_string).collect();
-                    json_reply(202, &json!({ "tables": names }))
+                    json_reply(202, &json!({ "tables": names, "until": until }))
                 }
                 (Method::POST, ["fetch"]) => {
                     let body: FetchRequest = read_json(req).await?;

@@ -108,6 +108,15 @@ impl Batch {
         self.tables.values()
     }
 
+    /// Writes the changes of table `from` to `schema.id` as well, in the same transaction (a
+    /// resync's shadow table follows its live table until it is swapped in). Repeating it
+    /// (a retried batch) replaces the copy.
+    pub fn copy_table(&mut self, from: &TableId, schema: Arc<TableSchema>) {
+        if let Some(copy) = self.tables.get(from).map(|t| t.copy_for(schema.clone())) {
+            self.tables.insert(schema.id.clone(), copy);
+        }
+    }
+
     /// The highest offset consumed per (topic, partition); the next fetch starts one later.
     pub fn offsets(&self) -> &BTreeMap<(String, i32), i64> {
         &self.offsets

@@ -22,7 +22,7 @@ pub enum Change {
 /// Sinks apply `truncate_first`, then every delete, then every upsert. Deletes go first because
 /// two keys that differ here (`abc`, `ABC`) may be one key under the target's collation; the
 /// final state is then still right.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TableBatch {
     schema: Arc<TableSchema>,
     truncate_first: bool,
@@ -33,6 +33,11 @@ pub struct TableBatch {
 impl TableBatch {
     pub(super) fn new(schema: Arc<TableSchema>) -> Self {
         Self { schema, truncate_first: false, changes: HashMap::new(), bytes: 0 }
+    }
+
+    /// The same changes for another table with the same columns (a resync's shadow table).
+    pub fn copy_for(&self, schema: Arc<TableSchema>) -> Self {
+        Self { schema, ..self.clone() }
     }
 
     /// The schema the rows are laid out by (column order).

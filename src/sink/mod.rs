@@ -17,6 +17,7 @@ pub mod canonical;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;
+pub mod shadow;
 pub mod sqlite;
 pub mod worker;
 
@@ -141,6 +142,10 @@ pub trait Sink {
     /// Records where a table stands (e.g. `Ready` once its snapshot completed).
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError>;
 
+    /// Ends a resync in one transaction: the live table's rows are replaced by its shadow's,
+    /// the shadow is dropped and forgotten, and the table is `ready` (see [`shadow`]).
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError>;
+
     /// Stores session facts (insert or replace by name) in one transaction, so a rotated
     /// refresh token and its expiry are never half written.
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError>;
@@ -168,6 +173,9 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     }
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
         (**self).set_table_state(id, state)
+    }
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        (**self).replace_from_shadow(id)
     }
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         (**self).write_session(facts)

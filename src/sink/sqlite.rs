@@ -15,7 +15,7 @@ use rusqlite::{Connection, ToSql, params};
 use super::canonical::{canonical, fraction_scale, parse_stored};
 use super::plan::{SchemaPlan, check_batch_schema, plan, read_record, remember, result};
 pub use super::plan::{SinkOptions, TableRecord};
-use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
+use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
@@ -353,6 +353,27 @@ impl Sink for SqliteSink {
             )
             .map_err(err("updating table state"))?;
         record.state = state;
+        Ok(())
+    }
+
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        let (live, shadow) = shadow::records(&self.tables, id)?;
+        let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let sql = shadow::copy_back_sql(
+            &quote(&Self::table_name(&live.target_schema, id)),
+            &quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
+            &columns,
+        );
+        let ready = TableRecord { state: TableState::Ready, ..live.clone() };
+        let shadow_name = shadow.schema.id.to_string();
+        let tx = self.conn.transaction().map_err(err("starting the resync swap"))?;
+        tx.execute_batch(&sql).map_err(err(format!("replacing {id} from its shadow")))?;
+        Self::write_table_record(&tx, &ready)?;
+        tx.execute(&format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)), [&shadow_name])
+            .map_err(err("forgetting the shadow"))?;
+        tx.commit().map_err(err("committing the resync swap"))?;
+        self.tables.remove(&shadow::shadow_id(id));
+        self.tables.insert(id.clone(), ready);
         Ok(())
     }
 

@@ -10,9 +10,10 @@
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
+use super::shadow;
 use super::{SchemaOutcome, Sink, SinkError};
 use crate::coalesce::Batch;
-use crate::schema::TableChange;
+use crate::schema::{TableChange, TableId};
 use crate::state::Offsets;
 
 /// Work for the sink.
@@ -24,6 +25,16 @@ pub enum Job {
     Apply(Batch),
     /// Bring one table in line with a schema change.
     Schema(TableChange),
+    /// Start resyncing a table into a shadow table; the cloud's snapshot of it is complete
+    /// once every record before `until` is applied (see [`super::shadow`]).
+    StartResync {
+        /// The live table.
+        table: TableId,
+        /// The next offset per partition after the snapshot.
+        until: Offsets,
+    },
+    /// Swap a resynced table's shadow in.
+    FinishResync(TableId),
 }
 
 /// What happened to a job.
@@ -68,26 +79,33 @@ fn mark_ready<S: Sink>(sink: &mut S) -> Result<(), SinkError> {
 
 fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
     let mut unapplied = Vec::new();
-    for job in jobs.iter() {
+    let nothing = || Report::Applied { tables: Vec::new(), records: 0, offsets: Offsets::new() };
+    for mut job in jobs.iter() {
         if !unapplied.is_empty() {
             unapplied.push(job);
             continue;
         }
-        let result = match &job {
-            Job::Apply(batch) => sink.apply(batch).map(|()| Report::Applied {
-                tables: batch
+        let result = match &mut job {
+            Job::Apply(batch) => {
+                // Counted before the shadow copies are added: rows of the live tables.
+                let tables: Vec<_> = batch
                     .tables()
                     .map(|t| (t.schema().id.clone(), (t.upserts().count() + t.deletes().count()) as u64))
-                    .collect(),
-                records: batch.records(),
-                offsets: batch.offsets().clone(),
-            }),
-            Job::Schema(change) => sink.apply_schema(change).map(|outcome| Report::Schema(change.clone(), outcome)),
-            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| Report::Applied {
-                tables: Vec::new(),
-                records: 0,
-                offsets: Offsets::new(),
-            }),
+                    .collect();
+                shadow::copy_to_shadows(&sink, batch);
+                sink.apply(batch).map(|()| Report::Applied {
+                    tables,
+                    records: batch.records(),
+                    offsets: batch.offsets().clone(),
+                })
+            }
+            Job::Schema(change) => sink
+                .apply_schema(change)
+                .and_then(|outcome| shadow::follow_schema(&mut sink, change).map(|()| outcome))
+                .map(|outcome| Report::Schema(change.clone(), outcome)),
+            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| nothing()),
+            Job::StartResync { table, until } => shadow::start(&mut sink, table, until).map(|()| nothing()),
+            Job::FinishResync(table) => shadow::finish(&mut sink, table).map(|()| nothing()),
         };
         match result {
             Ok(report) => {

@@ -4,6 +4,9 @@
 /// Real databases per target.
 pub mod targets;
 
+/// The in-process reference cloud and the client's side of it.
+pub mod world;
+
 use std::collections::HashMap;
 
 use dbmirror::coalesce::Batch;

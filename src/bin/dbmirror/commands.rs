@@ -11,8 +11,9 @@ use anyhow::{Context as _, Result, bail};
 use dbmirror::cloud::http::now_ms;
 use dbmirror::config::{Config, redact_connection_string};
 use dbmirror::pipeline::{PipelineError, SyncOptions, refresh_tokens, stored_tokens, sync, token_store};
+use dbmirror::schema::TableId;
 use dbmirror::secrets::SecretKey;
-use dbmirror::sink::{Sink, SinkOptions};
+use dbmirror::sink::{Sink, SinkOptions, shadow};
 use dbmirror::source::client::{HttpClient, SourceError};
 use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
 use dbmirror::source::tls::{Trust, parse_fingerprint};
@@ -43,6 +44,10 @@ impl Instance {
             table_prefix: self.config.replica.table_prefix.clone(),
             skip_tables: self.config.replica.skip_tables.clone(),
         }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("dbmirror.lock")
     }
 
     fn open(&self) -> Result<Box<dyn Sink + Send>> {
@@ -184,8 +189,7 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 
 /// `sync`: replicate in the foreground until stopped (or, with `until_idle`, until caught up).
 pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Result<()> {
-    let lock = instance.dir.join("dbmirror.lock");
-    let _guard = InstanceLock::take(&lock)?;
+    let _guard = InstanceLock::take(&instance.lock_path())?;
     let stop = stop_on_signals();
     let c = &instance.config;
     let options = SyncOptions {
@@ -240,17 +244,16 @@ pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Res
 struct InstanceLock(PathBuf);
 
 impl InstanceLock {
+    /// The process id of a live holder of the lock, if any.
+    fn holder(path: &Path) -> Option<String> {
+        let pid = std::fs::read_to_string(path).ok()?;
+        let pid = pid.trim();
+        (Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id().to_string()).then(|| pid.to_owned())
+    }
+
     fn take(path: &Path) -> Result<Self> {
-        if let Ok(pid) = std::fs::read_to_string(path) {
-            let alive =
-                Path::new(&format!("/proc/{}", pid.trim())).exists() && pid.trim() != std::process::id().to_string();
-            if alive {
-                bail!(
-                    "another dbmirror (process {}) is running in {}",
-                    pid.trim(),
-                    path.parent().unwrap_or(path).display()
-                );
-            }
+        if let Some(pid) = Self::holder(path) {
+            bail!("another dbmirror (process {pid}) is running in {}", path.parent().unwrap_or(path).display());
         }
         std::fs::write(path, std::process::id().to_string())?;
         Ok(InstanceLock(path.to_owned()))
@@ -297,9 +300,19 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let mut tables = Vec::new();
     let mut records = state.tables();
     records.sort_by_key(|r| r.schema.id.to_string());
-    for r in &records {
-        let rows = state.read_rows(&r.schema.id)?.len();
-        tables.push(json!({"table": r.schema.id.to_string(), "state": r.state.as_str(), "rows": rows}));
+    let session = state.read_session()?;
+    let (requested, running) = (shadow::requested(&session), shadow::running(&session));
+    for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
+        let id = &r.schema.id;
+        let rows = state.read_rows(id)?.len();
+        let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows});
+        if records.iter().any(|s| s.schema.id == shadow::shadow_id(id)) && running.iter().any(|(t, _)| t == id) {
+            entry["state"] = json!("resyncing");
+            entry["resync_rows_loaded"] = json!(state.read_rows(&shadow::shadow_id(id))?.len());
+        } else if requested.contains(id) {
+            entry["state"] = json!("resync_requested");
+        }
+        tables.push(entry);
     }
     let offsets: Vec<_> =
         state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
@@ -307,7 +320,7 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
         Ok(mut replication) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             if replication.needs_refresh() {
-                refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &instance.key))?;
+                refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key)?;
             }
             runtime
                 .block_on(replication.call(Method::GET, "status", None))
@@ -315,7 +328,7 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
         }
         Err(e) => json!({"error": e.to_string()}),
     };
-    let running = instance.dir.join("dbmirror.lock").exists();
+    let running = InstanceLock::holder(&instance.lock_path()).is_some();
     let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud});
     if as_json {
         println!("{report:#}");
@@ -324,11 +337,13 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     println!("client running: {}", if running { "yes" } else { "no" });
     println!("{:<32} {:<16} {:>10}", "table", "state", "rows");
     for t in &tables {
+        let loaded = t["resync_rows_loaded"].as_u64().map(|n| format!("  ({n} rows loaded into the shadow)"));
         println!(
-            "{:<32} {:<16} {:>10}",
+            "{:<32} {:<16} {:>10}{}",
             t["table"].as_str().unwrap_or(""),
             t["state"].as_str().unwrap_or(""),
-            t["rows"]
+            t["rows"],
+            loaded.unwrap_or_default()
         );
     }
     if let Some(parts) = cloud["partitions"].as_array() {
@@ -346,7 +361,7 @@ pub fn verify(instance: &Instance) -> Result<bool> {
     let mut replication = instance.replication(state.as_mut())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if replication.needs_refresh() {
-        refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &instance.key))?;
+        refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key)?;
     }
     let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
     let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
@@ -400,7 +415,7 @@ pub fn validate(dir: &Path) -> Result<bool> {
     let started = now_ms();
     if replication.needs_refresh() {
         // An expired access token is normal between runs; refreshing is what `sync` would do.
-        let refreshed = refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &instance.key));
+        let refreshed = refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key);
         check("token refresh", refreshed.map(|()| "new tokens issued and stored".to_owned()).map_err(Into::into));
     }
     let session = runtime.block_on(replication.call(Method::GET, "session", None));
@@ -534,5 +549,52 @@ pub fn update_schema(instance: &Instance) -> Result<()> {
     for t in before.difference(&after) {
         println!("dropped table: {t}");
     }
+    Ok(())
+}
+
+/// `resync-tables`: a fresh snapshot of just these tables, loaded into shadow tables and
+/// swapped in when complete, so readers never see an empty table. The request is stored in
+/// the replica: a running service picks it up within seconds; otherwise this command runs the
+/// resync itself and returns when it is done.
+pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
+    let mut state = instance.open()?;
+    let known: Vec<TableId> =
+        state.tables().into_iter().map(|r| r.schema.id.clone()).filter(|id| shadow::live_id(id).is_none()).collect();
+    let mut ids = Vec::new();
+    for name in names {
+        let found = known.iter().find(|id| {
+            name.eq_ignore_ascii_case(&id.to_string()) || (!name.contains('.') && name.eq_ignore_ascii_case(&id.table))
+        });
+        match found {
+            Some(id) => ids.push(id.clone()),
+            None => bail!(
+                "`{name}` is not a replicated table; the replica has: {}",
+                known.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    let stamp = now_ms().to_string();
+    let facts: Vec<(String, SessionValue)> =
+        ids.iter().map(|id| (shadow::request_fact(id), SessionValue::Text(stamp.clone()))).collect();
+    state.write_session(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
+    let list = ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    if let Some(pid) = InstanceLock::holder(&instance.lock_path()) {
+        println!(
+            "Resync of {list} requested. The running dbmirror (process {pid}) starts it within a few seconds; \
+             `dbmirror status` shows its progress. Readers keep the current rows until the fresh copy is swapped in."
+        );
+        return Ok(());
+    }
+    println!("Resyncing {list}: loading shadow tables, then swapping them in");
+    run_sync(instance, true, false)?;
+    let left: Vec<TableId> = shadow::requested(&state.read_session()?)
+        .into_iter()
+        .chain(shadow::running(&state.read_session()?).into_iter().map(|(id, _)| id))
+        .filter(|id| ids.contains(id))
+        .collect();
+    if !left.is_empty() {
+        bail!("the resync of {left:?} did not complete; it continues with the next `dbmirror sync`");
+    }
+    println!("Resync complete: {list}");
     Ok(())
 }

@@ -148,7 +148,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
     let mut replication = Replication::new(HttpClient::new(&url, None)?, info, stored_tokens(&session, &key)?);
     if replication.needs_refresh() {
-        dbmirror::pipeline::refresh_tokens(&runtime, &mut replication, &mut token_store(state.as_mut(), &key))?;
+        dbmirror::pipeline::refresh_tokens(&runtime, &mut replication, state.as_mut(), &key)?;
     }
     let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
     // A fresh connection: it reads the tables the sink thread created.

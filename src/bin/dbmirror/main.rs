@@ -103,6 +103,17 @@ enum Command {
         #[arg(long)]
         auto_resync: bool,
     },
+    /// Reload just these tables from a fresh snapshot, without emptying them for readers: a
+    /// shadow table is loaded and swapped in when complete. A running service picks the
+    /// request up; otherwise this command runs the resync and returns when it is done.
+    ResyncTables {
+        /// Tables as `schema.table` (or just `table`), e.g. `crm7.person`.
+        #[arg(required = true)]
+        tables: Vec<String>,
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
     /// Show the session: tenant, Replication ID, token expiry, URLs, client version.
     Info {
         /// The instance folder.
@@ -182,7 +193,8 @@ fn main() -> ExitCode {
         | Command::Provision { instance, .. }
         | Command::Validate { instance }
         | Command::Reconnect { instance }
-        | Command::UpdateSchema { instance } => Some(instance.clone()),
+        | Command::UpdateSchema { instance }
+        | Command::ResyncTables { instance, .. } => Some(instance.clone()),
         _ => None,
     };
     let _log_file = match instance {
@@ -251,6 +263,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Sync { instance, until_idle, auto_resync } => {
             commands::run_sync(&commands::Instance::load(&instance)?, until_idle, auto_resync)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ResyncTables { tables, instance } => {
+            commands::resync_tables(&commands::Instance::load(&instance)?, &tables)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { instance } => {

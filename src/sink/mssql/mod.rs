@@ -24,7 +24,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::canonical::canonical;
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
-use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
+use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
 use crate::row::Cell;
@@ -300,6 +300,15 @@ async fn schema_change(
     client.commit_transaction().await.map_err(err("committing schema change"))
 }
 
+/// The resync swap (see [`shadow`]) in one transaction.
+async fn swap_in(client: &mut Conn, statement: &str, ready: &TableRecord, shadow_name: &str) -> Result<(), SinkError> {
+    client.begin_transaction().await.map_err(err("starting the resync swap"))?;
+    exec(client, statement, "replacing a table from its shadow").await?;
+    write_record(client, ready).await?;
+    client.execute(sql::delete_table_record(), &[&shadow_name]).await.map_err(err("forgetting the shadow"))?;
+    client.commit_transaction().await.map_err(err("committing the resync swap"))
+}
+
 impl Sink for MssqlSink {
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
         let new = &change.table;
@@ -379,6 +388,24 @@ impl Sink for MssqlSink {
         if let Some(record) = self.tables.get_mut(id) {
             record.state = state;
         }
+        Ok(())
+    }
+
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        let (live, shadow) = shadow::records(&self.tables, id)?;
+        let columns: Vec<String> = live.schema.columns.iter().map(|c| sql::quote(&c.name)).collect();
+        let statement = shadow::copy_back_sql(
+            &sql::qualified(&live.target_schema, &id.table),
+            &sql::qualified(&shadow.target_schema, &shadow.schema.id.table),
+            &columns,
+        );
+        let ready = TableRecord { state: TableState::Ready, ..live.clone() };
+        let shadow_name = shadow.schema.id.to_string();
+        let (rt, client) = self.conn()?;
+        let done = rt.block_on(swap_in(client, &statement, &ready, &shadow_name));
+        self.settle(done)?;
+        self.tables.remove(&shadow::shadow_id(id));
+        self.tables.insert(id.clone(), ready);
         Ok(())
     }
 

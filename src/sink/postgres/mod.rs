@@ -21,7 +21,7 @@ use ::postgres::{Client, NoTls, Transaction};
 use self::copy::{PgKind, pg_type};
 use super::canonical::{canonical, parse_stored};
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
-use super::{CanonicalRow, SchemaOutcome, Sink, SinkError};
+use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
@@ -417,6 +417,28 @@ impl Sink for PgSink {
             )
             .map_err(err("updating table state"))?;
         record.state = state;
+        Ok(())
+    }
+
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let (live, shadow) = shadow::records(&self.tables, id)?;
+        let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let sql = shadow::copy_back_sql(
+            &qualified(&live.target_schema, &id.table),
+            &qualified(&shadow.target_schema, &shadow.schema.id.table),
+            &columns,
+        );
+        let ready = TableRecord { state: TableState::Ready, ..live.clone() };
+        let shadow_name = shadow.schema.id.to_string();
+        let mut tx = self.client.transaction().map_err(err("starting the resync swap"))?;
+        tx.batch_execute(&sql).map_err(err(format!("replacing {id} from its shadow")))?;
+        Self::write_table_record(&mut tx, &ready)?;
+        tx.execute(&format!("DELETE FROM {} WHERE scope = 'table' AND name = $1", quote(STATE_TABLE)), &[&shadow_name])
+            .map_err(err("forgetting the shadow"))?;
+        tx.commit().map_err(err("committing the resync swap"))?;
+        self.tables.remove(&shadow::shadow_id(id));
+        self.tables.insert(id.clone(), ready);
         Ok(())
     }
 

@@ -24,6 +24,8 @@ use crate::source::client::SourceError;
 use crate::source::replication::{Replication, TokenPair};
 use crate::state::{Offsets, SessionValue};
 
+mod resync;
+
 /// How the pipeline runs (the `appsettings.json` knobs).
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -411,13 +413,29 @@ fn retry<S: Sink + Send + 'static>(
 }
 
 /// Rotates the tokens: the new pair is stored (sealed) in the replica before it is used.
+///
+/// The stored pair is read first: another process of the same instance (`status` or `verify`
+/// next to a running service) may have rotated already. Its pair is then the live one, and
+/// rotating with ours would present a dead refresh token, which the cloud treats as theft
+/// and answers by revoking the whole session.
 pub fn refresh_tokens(
     runtime: &tokio::runtime::Runtime,
     replication: &mut Replication,
-    persist: &mut dyn FnMut(&TokenPair) -> Result<(), String>,
+    state: &mut (dyn Sink + Send),
+    key: &SecretKey,
 ) -> Result<(), PipelineError> {
+    let stored = state.read_session().map_err(PipelineError::Sink).and_then(|s| stored_tokens(&s, key));
+    if let Ok(stored) = stored
+        && stored.refresh != replication.tokens().refresh
+    {
+        replication.adopt(stored);
+        if !replication.needs_refresh() {
+            return Ok(());
+        }
+    }
     let tokens = runtime.block_on(replication.rotate())?;
-    persist(&tokens).map_err(|e| PipelineError::Record(format!("the rotated tokens could not be stored: {e}")))?;
+    token_store(state, key)(&tokens)
+        .map_err(|e| PipelineError::Record(format!("the rotated tokens could not be stored: {e}")))?;
     replication.adopt(tokens);
     Ok(())
 }
@@ -437,12 +455,13 @@ fn expired(e: &SourceError) -> bool {
 fn acknowledge(
     runtime: &tokio::runtime::Runtime,
     replication: &mut Replication,
-    persist: &mut dyn FnMut(&TokenPair) -> Result<(), String>,
+    state: &mut (dyn Sink + Send),
+    key: &SecretKey,
     applied: &Offsets,
     summary: &mut SyncSummary,
 ) -> Result<(), PipelineError> {
     if replication.needs_refresh() {
-        refresh_tokens(runtime, replication, persist)?;
+        refresh_tokens(runtime, replication, state, key)?;
     }
     runtime.block_on(replication.commit(applied))?;
     let lag: i64 = runtime
@@ -466,7 +485,7 @@ fn acknowledge(
 /// the same replica) keeps the session's tokens.
 pub fn sync(
     mut replication: Replication,
-    data: Box<dyn Sink + Send>,
+    mut data: Box<dyn Sink + Send>,
     state: &mut (dyn Sink + Send),
     key: &SecretKey,
     options: &SyncOptions,
@@ -476,8 +495,9 @@ pub fn sync(
         .enable_all()
         .build()
         .map_err(|e| PipelineError::Record(format!("starting the network runtime: {e}")))?;
+    let mut resyncs = resync::Resyncs::new(crate::sink::shadow::reconcile(&mut *data)?);
     let mut schemas = SchemaRegistry::new();
-    for record in data.tables() {
+    for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
         schemas.apply(&TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() });
     }
     let stored = state.offsets()?;
@@ -502,7 +522,6 @@ pub fn sync(
         decode.next.insert((info.cdc_topic(), p), stored.get(&(info.cdc_topic(), p)).map_or(0, |o| o + 1));
     }
     let mut reset_epoch = stored.get(&(RESET_MARKER.to_owned(), 0)).map_or(0, |e| u64::try_from(*e).unwrap_or(0));
-    let mut persist = token_store(state, key);
     let mut summary = SyncSummary::default();
     let mut applied = stored.clone();
     let mut acknowledged = stored;
@@ -526,22 +545,36 @@ pub fn sync(
         let limits = (options.max_batch_size, options.max_bytes, wait.as_millis() as u64);
         let before = decode.records;
         if replication.needs_refresh() {
-            refresh_tokens(&runtime, &mut replication, &mut persist)?;
+            refresh_tokens(&runtime, &mut replication, state, key)?;
         }
-        // A stop request (Ctrl-C, SIGTERM) ends a long-poll at once; what was decoded is kept.
+        if !options.history_only {
+            let starts = resyncs.poll(&runtime, &replication, state);
+            if !starts.is_empty() {
+                // Everything decoded so far precedes the snapshot: it goes to the live tables only.
+                decode.flush();
+                decode.jobs.extend(starts);
+                worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
+            }
+        }
+        // A stop request (Ctrl-C, SIGTERM) ends a long-poll at once, and so does a new
+        // resync request (it starts with the next fetch); what was decoded is kept.
         let mut on_chunk = |chunk: &[u8]| decode.chunk(chunk);
+        let watch_requests = !options.history_only;
         let fetched = runtime.block_on(async {
             tokio::select! {
-                r = replication.fetch(&positions, limits, reset_epoch, &mut on_chunk) => Some(r),
+                r = replication.fetch(&positions, limits, reset_epoch, &mut on_chunk) => Some(Some(r)),
                 () = wait_for(&stop) => None,
+                () = resyncs.requested(state), if watch_requests => Some(None),
             }
         });
         let Some(fetched) = fetched else { break };
-        let failed = fetched.is_err();
+        let interrupted = fetched.is_none();
+        let fetched = fetched.unwrap_or(Ok(0));
+        let failed = fetched.is_err() || interrupted;
         if let Err(e) = fetched {
             // A cut connection loses nothing: the next fetch starts after the last whole record.
             match &e {
-                e if expired(e) => refresh_tokens(&runtime, &mut replication, &mut persist)?,
+                e if expired(e) => refresh_tokens(&runtime, &mut replication, state, key)?,
                 SourceError::Service { code, .. } if code == "offset_purged" && options.auto_resync => {
                     // Read the ends first, then ask for the snapshot: it lands after them.
                     let status = runtime.block_on(replication.call(hyper::Method::GET, "status", None))?;
@@ -588,13 +621,14 @@ pub fn sync(
         if idle || decode.coalescer.pending_records() > 0 {
             decode.flush();
         }
+        decode.jobs.extend(resyncs.completed(&decode.next).into_iter().map(Job::FinishResync));
         worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
         if last_ack.elapsed() >= options.commit_interval && applied != acknowledged {
-            acknowledge(&runtime, &mut replication, &mut persist, &applied, &mut summary)?;
+            acknowledge(&runtime, &mut replication, state, key, &applied, &mut summary)?;
             acknowledged = applied.clone();
             last_ack = Instant::now();
         }
-        if idle && options.until_idle {
+        if idle && options.until_idle && resyncs.is_empty() {
             break;
         }
     }
@@ -611,7 +645,7 @@ pub fn sync(
         let _ = worker.finish();
     }
     if applied != acknowledged {
-        acknowledge(&runtime, &mut replication, &mut persist, &applied, &mut summary)?;
+        acknowledge(&runtime, &mut replication, state, key, &applied, &mut summary)?;
     }
     summary.offsets = applied;
     Ok(summary)

@@ -1,0 +1,163 @@
+//! The pipeline's side of `resync-tables`: noticing requests, asking the cloud for a fresh
+//! snapshot, and telling the sink when the snapshot has been read completely. The replica's
+//! side (shadow tables and the swap) is [`crate::sink::shadow`].
+//!
+//! Requests are session facts written by the `resync-tables` command, so a running service
+//! picks them up without a restart or a second connection to the cloud (which would rotate
+//! the refresh token under the service's feet).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::schema::TableId;
+use crate::sink::shadow;
+use crate::sink::worker::Job;
+use crate::sink::{Sink, SinkError};
+use crate::source::replication::Replication;
+use crate::state::{Offsets, Session, SessionValue};
+
+/// How often the replica is asked for new requests.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Running resyncs and the requests already acted on.
+#[derive(Debug, Default)]
+pub(super) struct Resyncs {
+    running: BTreeMap<TableId, Offsets>,
+    /// Requests acted on in this run, with the value they were written with: the fact is
+    /// cleared by the sink thread a little later, and must not start a second resync.
+    seen: HashSet<(TableId, String)>,
+    checked: Option<Instant>,
+}
+
+impl Resyncs {
+    pub(super) fn new(running: Vec<(TableId, Offsets)>) -> Self {
+        Self { running: running.into_iter().collect(), ..Self::default() }
+    }
+
+    /// No resync is running.
+    pub(super) fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Starts the resyncs requested since the last check: the cloud appends a snapshot of the
+    /// tables and says where it ends; the returned jobs create the shadows and must be queued
+    /// before any record fetched after this call. Failures are logged and retried later.
+    pub(super) fn poll(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        replication: &Replication,
+        state: &mut (dyn Sink + Send),
+    ) -> Vec<Job> {
+        if self.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
+            return Vec::new();
+        }
+        self.checked = Some(Instant::now());
+        match self.try_poll(runtime, replication, state) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "resync request not started yet; trying again shortly");
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_poll(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        replication: &Replication,
+        state: &mut (dyn Sink + Send),
+    ) -> Result<Vec<Job>, String> {
+        let session = state.read_session().map_err(|e| e.to_string())?;
+        let fresh: Vec<(TableId, String)> = self.fresh(&session).collect();
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = fresh.iter().map(|(id, _)| id.to_string()).collect();
+        let reply = runtime
+            .block_on(replication.call(hyper::Method::POST, "resync", Some(&serde_json::json!({ "tables": names }))))
+            .map_err(|e| e.to_string())?;
+        let until = parse_until(&reply["until"]).ok_or("the cloud's resync reply has no `until` positions")?;
+        let accepted: Vec<&str> = reply["tables"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        let mut jobs = Vec::new();
+        for (id, value) in fresh {
+            if accepted.contains(&id.to_string().as_str()) {
+                self.running.insert(id.clone(), until.clone());
+                jobs.push(Job::StartResync { table: id.clone(), until: until.clone() });
+            } else {
+                tracing::warn!(table = %id, "the cloud does not publish this table; resync request dropped");
+                state
+                    .write_session(&[(&shadow::request_fact(&id), SessionValue::Text(String::new()))])
+                    .map_err(|e: SinkError| e.to_string())?;
+            }
+            self.seen.insert((id, value));
+        }
+        Ok(jobs)
+    }
+
+    /// Returns once a request not acted on yet is stored (checked every few seconds): a
+    /// running service's long-poll ends early, so a request starts within seconds.
+    pub(super) async fn requested(&self, state: &mut (dyn Sink + Send)) {
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            if let Ok(session) = state.read_session()
+                && self.fresh(&session).next().is_some()
+            {
+                return;
+            }
+        }
+    }
+
+    fn fresh<'a>(&'a self, session: &'a Session) -> impl Iterator<Item = (TableId, String)> + 'a {
+        shadow::requested(session)
+            .into_iter()
+            .filter_map(|id| match session.get(&shadow::request_fact(&id)) {
+                Some(SessionValue::Text(v)) => Some((id, v.clone())),
+                _ => None,
+            })
+            .filter(|r| !self.seen.contains(r) && !self.running.contains_key(&r.0))
+    }
+
+    /// Resyncs whose snapshot has been read completely (`next` has passed every `until`);
+    /// they are forgotten here, and their swap must be queued after everything decoded so far.
+    pub(super) fn completed(&mut self, next: &BTreeMap<(String, i32), i64>) -> Vec<TableId> {
+        let done: Vec<TableId> = self
+            .running
+            .iter()
+            .filter(|(_, until)| until.iter().all(|(k, o)| next.get(k).is_some_and(|n| n >= o)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &done {
+            self.running.remove(id);
+        }
+        done
+    }
+}
+
+fn parse_until(value: &serde_json::Value) -> Option<Offsets> {
+    value
+        .as_array()?
+        .iter()
+        .map(|p| {
+            Some((
+                (p["topic"].as_str()?.to_owned(), i32::try_from(p["partition"].as_i64()?).ok()?),
+                p["offset"].as_i64()?,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_completes_once_every_partition_passed_until() {
+        let until: Offsets = [(("c".to_owned(), 0), 10), (("c".to_owned(), 1), 5)].into_iter().collect();
+        let mut r = Resyncs::new(vec![(TableId::new("crm7", "person"), until)]);
+        let mut next: BTreeMap<(String, i32), i64> = [(("c".to_owned(), 0), 10), (("c".to_owned(), 1), 4)].into();
+        assert!(r.completed(&next).is_empty());
+        next.insert(("c".to_owned(), 1), 5);
+        assert_eq!(r.completed(&next), vec![TableId::new("crm7", "person")]);
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,233 @@
+//! Resyncing a table without leaving readers an empty one (`dbmirror resync-tables`).
+//!
+//! The original client truncates a table and reloads it, so reports run meanwhile see a
+//! half-empty table. Here a resync loads a **shadow table** (`<table>__resync`) instead:
+//!
+//! 1. `start`: the shadow is created empty and the resync recorded in `_ReplicationState`
+//!    with `until`, the log positions after which the cloud's fresh snapshot is complete.
+//! 2. Every batch that touches the table is written to the live table *and* the shadow in the
+//!    same transaction, so the live table stays current and the shadow gets the snapshot
+//!    rows plus every later change.
+//! 3. `finish` (once every record before `until` is applied): in one transaction the live
+//!    table's rows are replaced by the shadow's and the shadow dropped. The live table object
+//!    is kept, so readers' views, grants and extra indexes survive, and readers see the old
+//!    rows until the commit and the new ones after it — never an empty table.
+//!
+//! Crash safety comes from the order of steps: the shadow exists before its fact is written,
+//! and is gone before its fact is cleared. A fact without a shadow therefore means the swap
+//! (or a cancellation) completed, and a shadow without a fact an interrupted start, which is
+//! repeated because the request is only cleared together with the fact.
+
+use std::sync::Arc;
+
+use super::{Sink, SinkError};
+use crate::coalesce::Batch;
+use crate::schema::{SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema};
+use crate::state::{Offsets, Session, SessionValue, TableState};
+
+/// The suffix of shadow tables' names.
+pub const SUFFIX: &str = "__resync";
+/// Session fact naming a requested resync (`resync_request:crm7.person`); written by
+/// `resync-tables`, cleared when the resync starts.
+pub const REQUEST: &str = "resync_request:";
+/// Session fact of a running resync (`resync:crm7.person`) holding its `until` positions.
+pub const RUNNING: &str = "resync:";
+
+/// The shadow of a table.
+pub fn shadow_id(id: &TableId) -> TableId {
+    TableId::new(id.schema.clone(), format!("{}{SUFFIX}", id.table))
+}
+
+/// The live table a shadow belongs to, if `id` is a shadow.
+pub fn live_id(id: &TableId) -> Option<TableId> {
+    id.table.strip_suffix(SUFFIX).map(|t| TableId::new(id.schema.clone(), t))
+}
+
+fn shadow_schema(live: &TableSchema) -> Arc<TableSchema> {
+    Arc::new(TableSchema { id: shadow_id(&live.id), ..live.clone() })
+}
+
+/// The statements of the swap, for names and columns quoted by the target: the live table's
+/// rows are replaced by the shadow's (the table object itself is kept) and the shadow dropped.
+pub fn copy_back_sql(live: &str, shadow: &str, columns: &[String]) -> String {
+    let columns = columns.join(", ");
+    format!("DELETE FROM {live}; INSERT INTO {live} ({columns}) SELECT {columns} FROM {shadow}; DROP TABLE {shadow}")
+}
+
+/// The live and shadow records of a resync, or the error naming what is missing.
+pub fn records<'a>(
+    tables: &'a std::collections::HashMap<TableId, super::TableRecord>,
+    id: &TableId,
+) -> Result<(&'a super::TableRecord, &'a super::TableRecord), SinkError> {
+    let missing = |what: &str| SinkError::Table { table: id.clone(), reason: format!("{what} is not in the replica") };
+    Ok((
+        tables.get(id).ok_or_else(|| missing("the table"))?,
+        tables.get(&shadow_id(id)).ok_or_else(|| missing("its shadow"))?,
+    ))
+}
+
+/// Positions as stored in a fact: `topic/partition=offset` joined by spaces.
+pub fn encode_until(until: &Offsets) -> String {
+    until.iter().map(|((t, p), o)| format!("{t}/{p}={o}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Reads [`encode_until`]'s text.
+pub fn parse_until(text: &str) -> Option<Offsets> {
+    text.split_whitespace()
+        .map(|part| {
+            let (tp, o) = part.split_once('=')?;
+            let (t, p) = tp.rsplit_once('/')?;
+            Some(((t.to_owned(), p.parse().ok()?), o.parse().ok()?))
+        })
+        .collect()
+}
+
+fn fact_tables<'a>(session: &'a Session, prefix: &'a str) -> impl Iterator<Item = (TableId, &'a str)> + 'a {
+    session.iter().filter_map(move |(name, value)| {
+        let table = name.strip_prefix(prefix)?;
+        let SessionValue::Text(text) = value else { return None };
+        let (schema, table) = table.split_once('.')?;
+        (!text.is_empty()).then(|| (TableId::new(schema, table), text.as_str()))
+    })
+}
+
+/// Tables whose resync was requested and has not started.
+pub fn requested(session: &Session) -> Vec<TableId> {
+    fact_tables(session, REQUEST).map(|(id, _)| id).collect()
+}
+
+/// Running resyncs and their `until` positions.
+pub fn running(session: &Session) -> Vec<(TableId, Offsets)> {
+    fact_tables(session, RUNNING).filter_map(|(id, text)| Some((id, parse_until(text)?))).collect()
+}
+
+/// The fact a request is stored under.
+pub fn request_fact(id: &TableId) -> String {
+    format!("{REQUEST}{id}")
+}
+
+fn running_fact(id: &TableId) -> String {
+    format!("{RUNNING}{id}")
+}
+
+fn cleared() -> SessionValue {
+    SessionValue::Text(String::new())
+}
+
+fn has_shadow<S: Sink + ?Sized>(sink: &S, id: &TableId) -> bool {
+    let shadow = shadow_id(id);
+    sink.tables().iter().any(|r| r.schema.id == shadow)
+}
+
+fn drop_shadow<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
+    let Some(record) = sink.tables().into_iter().find(|r| r.schema.id == shadow_id(id)) else { return Ok(()) };
+    sink.apply_schema(&TableChange { kind: SchemaChangeKind::Drop, table: (*record.schema).clone() })?;
+    Ok(())
+}
+
+/// Step 1: an empty shadow (a leftover of an interrupted start is dropped first), then the
+/// fact with `until`, clearing the request in the same transaction.
+pub fn start<S: Sink + ?Sized>(sink: &mut S, id: &TableId, until: &Offsets) -> Result<(), SinkError> {
+    let Some(live) = sink.tables().into_iter().find(|r| &r.schema.id == id) else {
+        tracing::warn!(table = %id, "resync requested for a table the replica does not have; ignored");
+        return sink.write_session(&[(&request_fact(id), cleared())]);
+    };
+    drop_shadow(sink, id)?;
+    sink.apply_schema(&TableChange { kind: SchemaChangeKind::Create, table: (*shadow_schema(&live.schema)).clone() })?;
+    sink.write_session(&[
+        (&running_fact(id), SessionValue::Text(encode_until(until))),
+        (&request_fact(id), cleared()),
+    ])?;
+    tracing::info!(table = %id, until = %encode_until(until), "resync started: loading a shadow table");
+    Ok(())
+}
+
+/// Step 3: the shadow's rows replace the live table's, then the fact is cleared. Without a
+/// shadow (already swapped, or cancelled by a schema change) only the fact is cleared.
+pub fn finish<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
+    if has_shadow(sink, id) {
+        sink.replace_from_shadow(id)?;
+        tracing::info!(table = %id, "resync complete: the shadow table's rows replaced the live table's");
+    }
+    sink.write_session(&[(&running_fact(id), cleared())])
+}
+
+/// Step 2: adds a shadow copy of every table in `batch` that is being resynced.
+pub fn copy_to_shadows<S: Sink + ?Sized>(sink: &S, batch: &mut Batch) {
+    let tables = sink.tables();
+    let shadows: Vec<_> = tables
+        .iter()
+        .filter_map(|r| live_id(&r.schema.id).map(|live| (live, r.schema.clone())))
+        .filter(|(live, _)| batch.tables().any(|t| &t.schema().id == live))
+        .collect();
+    for (live, schema) in shadows {
+        batch.copy_table(&live, schema);
+    }
+}
+
+/// After a schema change of a table being resynced: an added column is added to the shadow
+/// too; a drop or an incompatible change cancels the resync (the re-created table gets its
+/// own snapshot), dropping the shadow.
+pub fn follow_schema<S: Sink + ?Sized>(sink: &mut S, change: &TableChange) -> Result<(), SinkError> {
+    let id = &change.table.id;
+    if live_id(id).is_some() || !has_shadow(sink, id) {
+        return Ok(());
+    }
+    let live = sink.tables().into_iter().find(|r| &r.schema.id == id);
+    let shadow = sink.tables().into_iter().find(|r| r.schema.id == shadow_id(id));
+    match (live, shadow) {
+        (Some(live), Some(shadow))
+            if live.state != TableState::ResyncPending
+                && !matches!(shadow.schema.diff(&shadow_schema(&live.schema)), SchemaDiff::Incompatible) =>
+        {
+            sink.apply_schema(&TableChange {
+                kind: SchemaChangeKind::Alter,
+                table: (*shadow_schema(&live.schema)).clone(),
+            })?;
+        }
+        _ => {
+            tracing::warn!(table = %id, "the table's schema changed incompatibly during its resync: resync cancelled");
+            drop_shadow(sink, id)?;
+            sink.write_session(&[(&running_fact(id), cleared())])?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings shadows in line with the facts when a replica is opened: a shadow without a running
+/// fact is an interrupted start (dropped; its request is still pending), a fact without a
+/// shadow a completed swap (cleared). Returns the resyncs still running.
+pub fn reconcile<S: Sink + ?Sized>(sink: &mut S) -> Result<Vec<(TableId, Offsets)>, SinkError> {
+    let session = sink.read_session()?;
+    let running = running(&session);
+    let shadows: Vec<TableId> = sink.tables().iter().filter_map(|r| live_id(&r.schema.id)).collect();
+    for live in &shadows {
+        if !running.iter().any(|(id, _)| id == live) {
+            drop_shadow(sink, live)?;
+        }
+    }
+    let mut still = Vec::new();
+    for (id, until) in running {
+        if shadows.contains(&id) {
+            still.push((id, until));
+        } else {
+            sink.write_session(&[(&running_fact(&id), cleared())])?;
+        }
+    }
+    Ok(still)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_positions_round_trip() {
+        let id = TableId::new("crm7", "person");
+        assert_eq!(live_id(&shadow_id(&id)), Some(id.clone()));
+        assert_eq!(live_id(&id), None);
+        let until: Offsets = [(("t-cdc".to_owned(), 0), 12), (("t-cdc".to_owned(), 3), 0)].into_iter().collect();
+        assert_eq!(parse_until(&encode_until(&until)), Some(until));
+        assert_eq!(parse_until("t-cdc/x=1"), None);
+    }
+}
