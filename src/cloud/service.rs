@@ -645,8 +645,8 @@ impl State {
 
     /// The published schema: tables, exact column types, keys and a hash per table.
     pub fn schema(&self, ctx: &str) -> Result<Json, ApiError> {
-        let tables: Vec<Json> = self
-            .tenant(ctx)?
+        let tenant = self.tenant(ctx)?;
+        let tables: Vec<Json> = tenant
             .schemas()
             .into_iter()
             .map(|t| {
@@ -655,7 +655,8 @@ impl State {
                     .iter()
                     .map(|c| json!({"name": c.name, "type": column_type_text(c), "nullable": c.nullable, "default": c.default_expression}))
                     .collect();
-                json!({"table": t.id.to_string(), "primary_key": t.primary_key, "columns": columns, "schema_hash": t.fingerprint()})
+                let rows = tenant.rows(&t.id).map_or(0, |r| r.len());
+                json!({"table": t.id.to_string(), "primary_key": t.primary_key, "columns": columns, "schema_hash": t.fingerprint(), "approx_rows": rows})
             })
             .collect();
         Ok(json!({ "tables": tables }))

@@ -49,6 +49,22 @@ pub struct SyncOptions {
     /// Read only the schema history (`update-schema`): new and changed tables are applied
     /// now; their rows follow with the next `sync`.
     pub history_only: bool,
+    /// Called after every fetch cycle with the run so far and whether the stream was idle
+    /// (the `sync` command draws per-table progress bars from it).
+    pub progress: Option<ProgressHook>,
+}
+
+/// A progress callback: the run so far, and whether the last fetch found nothing new.
+pub type ProgressFn = dyn Fn(&SyncSummary, bool) + Send + Sync;
+
+/// A shareable [`ProgressFn`].
+#[derive(Clone)]
+pub struct ProgressHook(pub Arc<ProgressFn>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 impl Default for SyncOptions {
@@ -63,6 +79,7 @@ impl Default for SyncOptions {
             until_idle: false,
             auto_resync: false,
             history_only: false,
+            progress: None,
         }
     }
 }
@@ -100,6 +117,8 @@ pub struct SyncSummary {
     pub offsets: Offsets,
     /// Rows written per table since the last commit-cycle log line.
     pub rows_by_table: BTreeMap<String, u64>,
+    /// Rows written per table during the whole run.
+    pub rows_total: BTreeMap<String, u64>,
 }
 
 /// Stores rotated tokens (sealed) in the replica's `_ReplicationState`.
@@ -343,6 +362,7 @@ fn account(report: Report, summary: &mut SyncSummary, applied: &mut Offsets) -> 
         Report::Applied { tables, records, offsets } => {
             for (id, rows) in tables {
                 *summary.rows_by_table.entry(id.to_string()).or_default() += rows;
+                *summary.rows_total.entry(id.to_string()).or_default() += rows;
             }
             summary.records += records;
             summary.batches += u64::from(records > 0);
@@ -627,6 +647,9 @@ pub fn sync(
             acknowledge(&runtime, &mut replication, state, key, &applied, &mut summary)?;
             acknowledged = applied.clone();
             last_ack = Instant::now();
+        }
+        if let Some(progress) = &options.progress {
+            (progress.0)(&summary, idle);
         }
         if idle && options.until_idle && resyncs.is_empty() {
             break;

@@ -202,6 +202,7 @@ pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Res
         until_idle,
         auto_resync,
         history_only: false,
+        progress: snapshot_progress(instance),
     };
     let mut delay = Duration::from_secs(1);
     loop {
@@ -238,6 +239,24 @@ pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Res
             return Ok(());
         }
     }
+}
+
+/// Progress bars when a snapshot is due (a new replica, or tables not `ready`) and stderr is
+/// a terminal; sized by the cloud's row estimates when it has them.
+fn snapshot_progress(instance: &Instance) -> Option<dbmirror::pipeline::ProgressHook> {
+    let mut state = instance.open().ok()?;
+    let tables = state.tables();
+    if !tables.is_empty() && tables.iter().all(|t| t.state == dbmirror::state::TableState::Ready) {
+        return None;
+    }
+    let replication = instance.replication(state.as_mut()).ok()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let schema = if replication.needs_refresh() {
+        serde_json::Value::Null
+    } else {
+        runtime.block_on(replication.call(Method::GET, "schema", None)).unwrap_or_default()
+    };
+    crate::progress::snapshot_bars(crate::progress::estimates(&schema))
 }
 
 /// One instance at a time per folder: a lock file holding the owner's process id.

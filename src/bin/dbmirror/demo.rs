@@ -118,10 +118,12 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     cloud.changes_per_sec.store(args.changes_per_sec, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
+    let estimates = crate::progress::estimates(&cloud.with(|s| s.schema("demo1234")).unwrap_or_default());
     let options = SyncOptions {
         max_poll: Duration::from_secs(1),
         commit_interval: Duration::from_secs(2),
         run_for: Some(Duration::from_secs(args.seconds)),
+        progress: crate::progress::snapshot_bars(estimates),
         ..SyncOptions::default()
     };
     let synced = Instant::now();
@@ -136,7 +138,13 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let tokens = stored_tokens(&session, &key)?;
     let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
-    let catch_up = SyncOptions { until_idle: true, run_for: None, max_poll: Duration::from_millis(500), ..options };
+    let catch_up = SyncOptions {
+        until_idle: true,
+        run_for: None,
+        max_poll: Duration::from_millis(500),
+        progress: None,
+        ..options
+    };
     let caught = Instant::now();
     let more = sync(replication, data, state.as_mut(), &key, &catch_up, stop)?;
     elapsed += caught.elapsed();

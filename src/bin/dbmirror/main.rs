@@ -12,6 +12,7 @@ use dbmirror::telemetry::{self, LogFormat};
 
 mod commands;
 mod demo;
+mod progress;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
