@@ -1,7 +1,9 @@
 //! Tokens at rest: sealed with AES-256-GCM under a key kept in the instance folder.
 //!
-//! The original client uses Windows DPAPI. Elsewhere the key is a 32-byte file
-//! (`dbmirror.key`, mode 0600) next to `appsettings.json`, so the replica database alone —
+//! The key is a file (`dbmirror.key`, mode 0600) next to `appsettings.json`. On Windows the
+//! file holds the key protected by DPAPI (machine scope, as the original client uses DPAPI), so
+//! a copied key file is useless on another machine; elsewhere it holds the 32 raw bytes. Either
+//! way the replica database alone —
 //! a backup, a copy for reporting — never holds usable tokens. Moving a replica to another
 //! host means moving the key file with the instance folder (or running `reconnect`). Each
 //! sealed value is `nonce (12 bytes) || ciphertext+tag`, bound to its name (as associated
@@ -32,6 +34,69 @@ pub enum SecretError {
     Open,
 }
 
+/// How the key file's bytes are protected: as they are (the file's mode protects them).
+#[cfg(not(windows))]
+mod at_rest {
+    pub fn protect(key: &[u8]) -> std::io::Result<Vec<u8>> {
+        Ok(key.to_vec())
+    }
+    pub fn unprotect(stored: &[u8]) -> std::io::Result<Vec<u8>> {
+        Ok(stored.to_vec())
+    }
+}
+
+/// DPAPI with machine scope: the service (LocalSystem) and an administrator's commands can
+/// both open it on this machine, and nobody can on another. Not compiled or tested on the
+/// Linux CI.
+#[cfg(windows)]
+#[allow(unsafe_code)] // FFI to DPAPI; the only unsafe code in the crate.
+mod at_rest {
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Security::Cryptography::{
+        CRYPT_INTEGER_BLOB, CRYPTPROTECT_LOCAL_MACHINE, CRYPTPROTECT_UI_FORBIDDEN, CryptProtectData, CryptUnprotectData,
+    };
+
+    fn call(
+        input: &[u8],
+        f: impl FnOnce(*const CRYPT_INTEGER_BLOB, *mut CRYPT_INTEGER_BLOB) -> i32,
+    ) -> std::io::Result<Vec<u8>> {
+        let len = u32::try_from(input.len()).map_err(|_| std::io::Error::other("key file too large"))?;
+        let blob_in = CRYPT_INTEGER_BLOB { cbData: len, pbData: input.as_ptr() as *mut u8 };
+        let mut blob_out = CRYPT_INTEGER_BLOB { cbData: 0, pbData: std::ptr::null_mut() };
+        if f(&blob_in, &mut blob_out) == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: on success DPAPI returns `cbData` bytes at `pbData`, allocated with LocalAlloc.
+        let out = unsafe { std::slice::from_raw_parts(blob_out.pbData, blob_out.cbData as usize).to_vec() };
+        // SAFETY: freed once, as DPAPI's documentation requires.
+        unsafe { LocalFree(blob_out.pbData.cast()) };
+        Ok(out)
+    }
+
+    pub fn protect(key: &[u8]) -> std::io::Result<Vec<u8>> {
+        let flags = CRYPTPROTECT_LOCAL_MACHINE | CRYPTPROTECT_UI_FORBIDDEN;
+        // SAFETY: every pointer is valid for the call; optional arguments are null.
+        call(key, |i, o| unsafe {
+            CryptProtectData(i, std::ptr::null(), std::ptr::null(), std::ptr::null(), std::ptr::null(), flags, o)
+        })
+    }
+
+    pub fn unprotect(stored: &[u8]) -> std::io::Result<Vec<u8>> {
+        // SAFETY: as above; the description output is not requested.
+        call(stored, |i, o| unsafe {
+            CryptUnprotectData(
+                i,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                CRYPTPROTECT_UI_FORBIDDEN,
+                o,
+            )
+        })
+    }
+}
+
 /// The instance's sealing key.
 pub struct SecretKey {
     cipher: Aes256Gcm,
@@ -48,7 +113,7 @@ impl SecretKey {
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
         let io = |source| SecretError::Io { path: path.to_owned(), source };
         let bytes = if path.exists() {
-            std::fs::read(path).map_err(io)?
+            at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(io)?
         } else {
             let key: [u8; 32] = crate::cloud::auth::random_bytes();
             let mut options = std::fs::OpenOptions::new();
@@ -58,13 +123,13 @@ impl SecretKey {
             use std::io::Write as _;
             match options.open(path) {
                 Ok(mut f) => {
-                    f.write_all(&key).and_then(|()| f.sync_all()).map_err(io)?;
+                    f.write_all(&at_rest::protect(&key).map_err(io)?).and_then(|()| f.sync_all()).map_err(io)?;
                     key.to_vec()
                 }
                 // Another process created it first: use theirs.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
-                    std::fs::read(path).map_err(io)?
+                    at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(io)?
                 }
                 Err(e) => return Err(io(e)),
             }

@@ -300,6 +300,11 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let (code, requested) = run(&["resync-tables", "crm7.contact"]);
     assert_eq!(code, Some(0), "{requested}");
     assert!(requested.contains("The running dbmirror"), "{requested}");
+    // One sync per instance folder: a second one is refused and names the first.
+    let second = Command::new(dbmirror).args(["sync", "--until-idle", "--instance"]).arg(&instance).output().unwrap();
+    assert!(!second.status.success());
+    let why = String::from_utf8_lossy(&second.stderr);
+    assert!(why.contains(&format!("another dbmirror (process {})", service.id())), "{why}");
     let contact_state = || {
         let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"]).1).unwrap();
         let tables = status["tables"].as_array().unwrap().clone();

@@ -18,8 +18,20 @@ use dbmirror::source::client::{HttpClient, SourceError};
 use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
 use dbmirror::source::tls::{Trust, parse_fingerprint};
 use dbmirror::state::SessionValue;
+
+use crate::service::InstanceLock;
 use hyper::Method;
 use serde_json::json;
+
+/// Where the sealing key is: a systemd credential (`LoadCredential=dbmirror.key:…` or
+/// `LoadCredentialEncrypted=`, handed over in `$CREDENTIALS_DIRECTORY`) when the service has
+/// one, else `dbmirror.key` in the instance folder.
+fn key_path(dir: &Path) -> PathBuf {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join("dbmirror.key"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| dir.join("dbmirror.key"))
+}
 
 /// An instance folder: its configuration and its sealing key.
 pub struct Instance {
@@ -35,7 +47,7 @@ impl Instance {
         for w in warnings {
             tracing::warn!("appsettings.json: {w}");
         }
-        let key = SecretKey::load_or_create(&dir.join("dbmirror.key"))?;
+        let key = SecretKey::load_or_create(&key_path(dir))?;
         Ok(Instance { dir: dir.to_owned(), config, key })
     }
 
@@ -46,11 +58,16 @@ impl Instance {
         }
     }
 
-    fn lock_path(&self) -> PathBuf {
+    /// The instance folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn lock_path(&self) -> PathBuf {
         self.dir.join("dbmirror.lock")
     }
 
-    fn open(&self) -> Result<Box<dyn Sink + Send>> {
+    pub(crate) fn open(&self) -> Result<Box<dyn Sink + Send>> {
         dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
             format!("opening the replica {}", redact_connection_string(&self.config.replica.connection_string))
         })
@@ -189,8 +206,12 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 
 /// `sync`: replicate in the foreground until stopped (or, with `until_idle`, until caught up).
 pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Result<()> {
+    run_sync_with(instance, until_idle, auto_resync, stop_on_signals())
+}
+
+/// `sync` until `stop` is set (Ctrl-C, SIGTERM, or the Windows service being stopped).
+pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, stop: Arc<AtomicBool>) -> Result<()> {
     let _guard = InstanceLock::take(&instance.lock_path())?;
-    let stop = stop_on_signals();
     let c = &instance.config;
     let options = SyncOptions {
         max_batch_size: c.max_batch_size,
@@ -257,32 +278,6 @@ fn snapshot_progress(instance: &Instance) -> Option<dbmirror::pipeline::Progress
         runtime.block_on(replication.call(Method::GET, "schema", None)).unwrap_or_default()
     };
     crate::progress::snapshot_bars(crate::progress::estimates(&schema))
-}
-
-/// One instance at a time per folder: a lock file holding the owner's process id.
-struct InstanceLock(PathBuf);
-
-impl InstanceLock {
-    /// The process id of a live holder of the lock, if any.
-    fn holder(path: &Path) -> Option<String> {
-        let pid = std::fs::read_to_string(path).ok()?;
-        let pid = pid.trim();
-        (Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id().to_string()).then(|| pid.to_owned())
-    }
-
-    fn take(path: &Path) -> Result<Self> {
-        if let Some(pid) = Self::holder(path) {
-            bail!("another dbmirror (process {pid}) is running in {}", path.parent().unwrap_or(path).display());
-        }
-        std::fs::write(path, std::process::id().to_string())?;
-        Ok(InstanceLock(path.to_owned()))
-    }
-}
-
-impl Drop for InstanceLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// `info`: the session, token expiry, URLs and client version (never the tokens).
@@ -464,84 +459,6 @@ pub fn validate(dir: &Path) -> Result<bool> {
         }),
     );
     Ok(ok)
-}
-
-/// The systemd unit for an instance: `dbmirror-<replication-id>.service`, running `sync` from
-/// the instance folder, restarted on failure, stopped with SIGTERM (a clean stop).
-pub fn systemd_unit(exe: &Path, instance: &Path, info: &SessionInfo) -> String {
-    format!(
-        "[Unit]\nDescription=dbmirror replication {rid} (tenant {ctx})\nAfter=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nType=simple\nWorkingDirectory={dir}\nExecStart={exe} sync --instance {dir}\nRestart=always\nRestartSec=10\n\
-         KillSignal=SIGTERM\nTimeoutStopSec=90\n\n[Install]\nWantedBy=multi-user.target\n",
-        rid = info.replication_id,
-        ctx = info.tenant_context_id,
-        dir = instance.display(),
-        exe = exe.display(),
-    )
-}
-
-fn systemctl(args: &[&str]) -> Result<()> {
-    let status = std::process::Command::new("systemctl").args(args).status().context("running systemctl")?;
-    if !status.success() {
-        bail!("systemctl {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// `install`: registers the instance as a service (`--start` also starts it). Several
-/// instances coexist: each unit is named after its Replication ID and runs from its folder.
-pub fn install(instance: &Instance, unit_dir: &Path, start: bool) -> Result<()> {
-    if !cfg!(target_os = "linux") {
-        bail!(
-            "`install` supports systemd on Linux; on Windows, register `dbmirror sync --instance <folder>` with `sc create` (a native Windows service is not built yet)"
-        );
-    }
-    let mut state = instance.open()?;
-    let info = SessionInfo::from_facts(&state.read_session()?)
-        .context("the replica holds no session: run `dbmirror provision` first")?;
-    let dir = std::fs::canonicalize(&instance.dir)?;
-    let exe = std::env::current_exe()?;
-    let name = format!("dbmirror-{}.service", info.replication_id);
-    let path = unit_dir.join(&name);
-    if path.exists() {
-        bail!(
-            "{} exists: another instance uses Replication ID {} (run `uninstall` there first)",
-            path.display(),
-            info.replication_id
-        );
-    }
-    std::fs::write(&path, systemd_unit(&exe, &dir, &info)).with_context(|| format!("writing {}", path.display()))?;
-    println!("Installed {}", path.display());
-    if Path::new("/run/systemd/system").exists() {
-        systemctl(&["daemon-reload"])?;
-        systemctl(&["enable", &name])?;
-        if start {
-            systemctl(&["start", &name])?;
-            println!("Started {name}");
-        } else {
-            println!("Start it with: systemctl start {name}");
-        }
-    } else {
-        println!("systemd is not running here: enable it later with `systemctl enable --now {name}`");
-    }
-    Ok(())
-}
-
-/// `uninstall`: stops and removes the instance's service.
-pub fn uninstall(instance: &Instance, unit_dir: &Path) -> Result<()> {
-    let mut state = instance.open()?;
-    let info = SessionInfo::from_facts(&state.read_session()?).context("the replica holds no session")?;
-    let name = format!("dbmirror-{}.service", info.replication_id);
-    let path = unit_dir.join(&name);
-    if Path::new("/run/systemd/system").exists() {
-        let _ = systemctl(&["disable", "--now", &name]);
-    }
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    if Path::new("/run/systemd/system").exists() {
-        systemctl(&["daemon-reload"])?;
-    }
-    println!("Removed {}", path.display());
-    Ok(())
 }
 
 /// `update-schema`: reads the schema history now instead of with the next fetch cycle; new

@@ -13,6 +13,9 @@ use dbmirror::telemetry::{self, LogFormat};
 mod commands;
 mod demo;
 mod progress;
+mod service;
+#[cfg(windows)]
+mod windows;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -58,7 +61,15 @@ enum Command {
         #[arg(long, default_value = ".")]
         instance: PathBuf,
     },
-    /// Run the instance as a service named dbmirror-<replication-id> (systemd).
+    /// Run by the Windows Service Control Manager for an installed instance (not by hand).
+    #[command(hide = true)]
+    ServiceRun {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
+    /// Run the instance as a service named dbmirror-<replication-id> (a systemd unit on
+    /// Linux, a Windows service on Windows).
     Install {
         /// The instance folder.
         #[arg(long, default_value = ".")]
@@ -191,6 +202,7 @@ fn main() -> ExitCode {
     // Commands that run on an instance folder also log to `<instance>/logs`.
     let instance = match &cli.command {
         Command::Sync { instance, .. }
+        | Command::ServiceRun { instance }
         | Command::Provision { instance, .. }
         | Command::Validate { instance }
         | Command::Reconnect { instance }
@@ -255,11 +267,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if commands::validate(&instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Install { instance, start, unit_dir } => {
-            commands::install(&commands::Instance::load(&instance)?, &unit_dir, start)?;
+            service::install(&commands::Instance::load(&instance)?, &unit_dir, start)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Uninstall { instance, unit_dir } => {
-            commands::uninstall(&commands::Instance::load(&instance)?, &unit_dir)?;
+            service::uninstall(&commands::Instance::load(&instance)?, &unit_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ServiceRun { instance } => {
+            #[cfg(windows)]
+            windows::run(&instance)?;
+            #[cfg(not(windows))]
+            anyhow::bail!(
+                "`service-run` is for the Windows service ({}); on Linux, `install` writes a systemd unit",
+                instance.display()
+            );
+            #[allow(unreachable_code)]
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { instance, until_idle, auto_resync } => {
