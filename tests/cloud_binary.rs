@@ -239,6 +239,7 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let (code, validated) = run(&["validate"]);
     assert_eq!(code, Some(0), "{validated}");
     assert!(validated.contains("ok    clock") && !validated.contains("FAIL"), "{validated}");
+    assert!(validated.contains("ok    replica permissions"), "{validated}");
 
     // As a service: a unit named after the Replication ID; a second install is refused.
     let units = dir.join("units");

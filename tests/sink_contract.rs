@@ -397,3 +397,15 @@ fn session_facts_are_stored_replaced_and_survive_a_reopen() {
         );
     }
 }
+
+/// `validate`'s permission check succeeds on a writable replica and leaves nothing behind:
+/// running it twice proves the probe table was rolled back.
+#[test]
+fn the_write_check_leaves_nothing_behind() {
+    for db in fresh_databases() {
+        let mut sink = db.open(SinkOptions::default());
+        sink.check_writable().unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        sink.check_writable().unwrap_or_else(|e| panic!("{:?}: a second check: {e}", db.kind));
+        assert!(sink.tables().is_empty() && sink.offsets().unwrap().is_empty(), "{:?}", db.kind);
+    }
+}

@@ -334,6 +334,9 @@ impl Sink for FlakySink {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.replace_from_shadow(id)
     }
+    fn check_writable(&mut self) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.check_writable()
+    }
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.write_session(facts)
     }

@@ -146,6 +146,10 @@ pub trait Sink {
     /// the shadow is dropped and forgotten, and the table is `ready` (see [`shadow`]).
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError>;
 
+    /// Proves the login may create, fill and drop tables (what `sync` needs), in a transaction
+    /// that is rolled back: `validate` changes nothing.
+    fn check_writable(&mut self) -> Result<(), SinkError>;
+
     /// Stores session facts (insert or replace by name) in one transaction, so a rotated
     /// refresh token and its expiry are never half written.
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError>;
@@ -177,6 +181,9 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         (**self).replace_from_shadow(id)
     }
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        (**self).check_writable()
+    }
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         (**self).write_session(facts)
     }
@@ -186,6 +193,12 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         (**self).read_rows(id)
     }
+}
+
+/// The statements of [`Sink::check_writable`] (to run inside a transaction that is rolled
+/// back), for a table name quoted by the target.
+pub fn probe_sql(table: &str) -> String {
+    format!("CREATE TABLE {table} (x int PRIMARY KEY); INSERT INTO {table} (x) VALUES (1); DROP TABLE {table}")
 }
 
 /// Which target a connection string names.

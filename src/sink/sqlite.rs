@@ -377,6 +377,12 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        let tx = self.conn.transaction().map_err(err("starting the write check"))?;
+        tx.execute_batch(&super::probe_sql(&quote("_dbmirror_probe"))).map_err(err("creating a table"))?;
+        tx.rollback().map_err(err("rolling the write check back"))
+    }
+
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         let tx = self.conn.transaction().map_err(err("starting session transaction"))?;
         for (name, value) in facts {

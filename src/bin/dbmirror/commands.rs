@@ -418,6 +418,13 @@ pub fn validate(dir: &Path) -> Result<bool> {
         }
     };
     check("replica connection", Ok(format!("{} replicated tables", state.tables().len())));
+    check(
+        "replica permissions",
+        state
+            .check_writable()
+            .map(|()| "may create, fill and drop tables (checked, rolled back)".into())
+            .map_err(Into::into),
+    );
     let mut replication = match instance.replication(state.as_mut()) {
         Ok(r) => r,
         Err(e) => {

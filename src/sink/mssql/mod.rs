@@ -409,6 +409,12 @@ impl Sink for MssqlSink {
         Ok(())
     }
 
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        // A failure leaves the transaction open; `settle` drops the connection, which rolls it back.
+        let probe = super::probe_sql(&sql::qualified("dbo", "_dbmirror_probe"));
+        self.execute_batch(&format!("BEGIN TRANSACTION; {probe}; ROLLBACK TRANSACTION"))
+    }
+
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {

@@ -442,6 +442,13 @@ impl Sink for PgSink {
         Ok(())
     }
 
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let mut tx = self.client.transaction().map_err(err("starting the write check"))?;
+        tx.batch_execute(&super::probe_sql(&quote("_dbmirror_probe"))).map_err(err("creating a table"))?;
+        tx.rollback().map_err(err("rolling the write check back"))
+    }
+
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let mut tx = self.client.transaction().map_err(err("starting session transaction"))?;
