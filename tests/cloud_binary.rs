@@ -233,6 +233,11 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let (_, status) = run(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert!(status["tables"].as_array().unwrap().iter().all(|t| t["state"] == "ready"), "{status}");
+    assert!(status["last_commit_cycle_ms"].is_i64(), "{status}");
+    assert!(
+        status["tables"].as_array().unwrap().iter().all(|t| t["last_change_ms"].is_i64() && t["rows"] == 3),
+        "{status}"
+    );
     let (code, verify) = run(&["verify"]);
     assert_eq!(code, Some(0), "{verify}");
     assert!(!verify.contains("DIFFERENT"));
@@ -268,6 +273,9 @@ async fn the_customer_commands_provision_sync_and_verify() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let (_, after) = run(&["status", "--json"]);
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert!(after["last_error"]["message"].as_str().unwrap().contains("dbmirror reconnect"), "{after}");
     let rest = with_browser_approval(&server, &["reconnect"], &instance, "bi").await;
     assert!(rest.iter().any(|l| l.starts_with("Reconnected")), "{rest:?}");
     assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));

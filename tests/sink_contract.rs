@@ -301,6 +301,7 @@ fn every_type_round_trips_exactly_on_every_target() {
                 }
             }
             assert_eq!(got.len(), expected.len());
+            assert_eq!(sink.count_rows(&schema.id).unwrap(), expected.len() as u64, "{:?}", db.kind);
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::source::client::SourceError;
 use crate::source::replication::{Replication, TokenPair};
 use crate::state::{Offsets, SessionValue};
 
+pub mod facts;
 mod resync;
 
 /// How the pipeline runs (the `appsettings.json` knobs).
@@ -332,6 +333,7 @@ impl Decode {
 /// Applies queued jobs through the worker, retrying transient failures with backoff (the
 /// only place the pipeline sleeps besides the long-poll). Returns the worker.
 fn drain<S: Sink + Send + 'static>(
+    state: &mut (dyn Sink + Send),
     mut worker: SinkWorker<S>,
     jobs: &mut Vec<Job>,
     summary: &mut SyncSummary,
@@ -343,13 +345,13 @@ fn drain<S: Sink + Send + 'static>(
             // The worker stopped at a failure: collect it below and resubmit.
             let (sink, reports, mut unapplied) = worker.finish();
             unapplied.push(job);
-            worker = retry(sink, reports, unapplied, summary, applied, stop)?;
+            worker = retry(state, sink, reports, unapplied, summary, applied, stop)?;
         }
         while let Some(report) = worker.try_report() {
             if let Some(failed) = account(report, summary, applied) {
                 let (sink, mut reports, unapplied) = worker.finish();
                 reports.insert(0, Report::Failed(failed));
-                worker = retry(sink, reports, unapplied, summary, applied, stop)?;
+                worker = retry(state, sink, reports, unapplied, summary, applied, stop)?;
             }
         }
     }
@@ -382,6 +384,7 @@ fn account(report: Report, summary: &mut SyncSummary, applied: &mut Offsets) -> 
 }
 
 fn retry<S: Sink + Send + 'static>(
+    state: &mut (dyn Sink + Send),
     sink: S,
     reports: Vec<Report>,
     unapplied: Vec<Job>,
@@ -404,6 +407,7 @@ fn retry<S: Sink + Send + 'static>(
                 return Err(PipelineError::Sink(e));
             }
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "replica write failed; retrying the same batch");
+            facts::record_error(state, &format!("replica write failed (retrying): {e}"));
             if stop.load(Ordering::Relaxed) {
                 return Err(PipelineError::Sink(e));
             }
@@ -489,6 +493,7 @@ fn acknowledge(
         .ok()
         .and_then(|s| s["partitions"].as_array().map(|p| p.iter().filter_map(|p| p["lag"].as_i64()).sum()))
         .unwrap_or(-1);
+    facts::record_cycle(state, summary.rows_by_table.keys());
     let tables: Vec<String> =
         std::mem::take(&mut summary.rows_by_table).into_iter().map(|(t, n)| format!("{t}={n}")).collect();
     tracing::info!(
@@ -573,7 +578,7 @@ pub fn sync(
                 // Everything decoded so far precedes the snapshot: it goes to the live tables only.
                 decode.flush();
                 decode.jobs.extend(starts);
-                worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
+                worker = drain(state, worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
             }
         }
         // A stop request (Ctrl-C, SIGTERM) ends a long-poll at once, and so does a new
@@ -622,10 +627,12 @@ pub fn sync(
                 }
                 SourceError::Body { .. } | SourceError::Request { .. } => {
                     tracing::warn!(error = %e, "fetch interrupted; retrying");
+                    facts::record_error(state, &format!("fetch interrupted (retrying): {e}"));
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 SourceError::Service { status: 429 | 503, .. } => {
                     tracing::warn!(error = %e, "the service asked to retry later");
+                    facts::record_error(state, &format!("the cloud asked to retry later: {e}"));
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 _ => return Err(e.into()),
@@ -642,7 +649,7 @@ pub fn sync(
             decode.flush();
         }
         decode.jobs.extend(resyncs.completed(&decode.next).into_iter().map(Job::FinishResync));
-        worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
+        worker = drain(state, worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
         if last_ack.elapsed() >= options.commit_interval && applied != acknowledged {
             acknowledge(&runtime, &mut replication, state, key, &applied, &mut summary)?;
             acknowledged = applied.clone();
@@ -656,7 +663,7 @@ pub fn sync(
         }
     }
     decode.flush();
-    worker = drain(worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
+    worker = drain(state, worker, &mut decode.jobs, &mut summary, &mut applied, &stop)?;
     let (sink, reports, unapplied) = worker.finish();
     let mut failure = None;
     for report in reports {
@@ -664,7 +671,7 @@ pub fn sync(
     }
     if failure.is_some() || !unapplied.is_empty() {
         let mut jobs = unapplied;
-        let worker = retry(sink, Vec::new(), std::mem::take(&mut jobs), &mut summary, &mut applied, &stop)?;
+        let worker = retry(state, sink, Vec::new(), std::mem::take(&mut jobs), &mut summary, &mut applied, &stop)?;
         let _ = worker.finish();
     }
     if applied != acknowledged {

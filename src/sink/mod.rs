@@ -160,6 +160,11 @@ pub trait Sink {
     /// Every row of a replicated table in [`canonical`] form, in no particular order: what
     /// `verify` and the cross-target tests compare with the source.
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError>;
+
+    /// The number of rows of a replicated table (`status`); targets count in the database.
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        Ok(self.read_rows(id)?.len() as u64)
+    }
 }
 
 impl<T: Sink + ?Sized> Sink for Box<T> {
@@ -193,6 +198,13 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         (**self).read_rows(id)
     }
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        (**self).count_rows(id)
+    }
+}
+
+fn missing(id: &TableId) -> SinkError {
+    SinkError::Table { table: id.clone(), reason: "not in the replica".into() }
 }
 
 /// The statements of [`Sink::check_writable`] (to run inside a transaction that is rolled

@@ -416,6 +416,15 @@ impl Sink for SqliteSink {
         rows.collect::<Result<_, _>>().map_err(err("reading session"))
     }
 
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        let record = self.tables.get(id).ok_or_else(|| super::missing(id))?;
+        let target = quote(&Self::table_name(&record.target_schema, id));
+        self.conn
+            .query_row(&format!("SELECT count(*) FROM {target}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(err(format!("counting {target}")))
+    }
+
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         let record = self
             .tables

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::cloud::http::now_ms;
 use dbmirror::config::{Config, redact_connection_string};
-use dbmirror::pipeline::{PipelineError, SyncOptions, refresh_tokens, stored_tokens, sync, token_store};
+use dbmirror::pipeline::{PipelineError, SyncOptions, facts, refresh_tokens, stored_tokens, sync, token_store};
 use dbmirror::schema::TableId;
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::{Sink, SinkOptions, shadow};
@@ -229,36 +229,41 @@ pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, s
     loop {
         let mut state = instance.open()?;
         let replication = instance.replication(state.as_mut())?;
-        match sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, stop.clone()) {
+        let error = match sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, stop.clone()) {
             Ok(summary) => {
                 println!("stopped after applying {} records in {} transactions", summary.records, summary.batches);
                 return Ok(());
             }
             Err(PipelineError::Source(e)) => match *e {
-                SourceError::Service { ref code, .. } if code == "offset_purged" => bail!(
+                SourceError::Service { ref code, .. } if code == "offset_purged" => anyhow::anyhow!(
                     "{e}\nThe replica was offline longer than the cloud keeps changes, so it can no longer catch up change by change. Run `dbmirror sync --auto-resync` to reload every table from a fresh snapshot."
                 ),
-                SourceError::Service { ref code, ref details, .. } if code == "client_too_old" => bail!(
+                SourceError::Service { ref code, ref details, .. } if code == "client_too_old" => anyhow::anyhow!(
                     "CRITICAL: this client is too old for the cloud (minimum {}). Install a newer dbmirror; configuration and state are kept.",
                     details["minimum_version"].as_str().unwrap_or("unknown")
                 ),
                 SourceError::Service { ref code, .. } if code == "session_revoked" || code == "token_reused" => {
-                    bail!(
+                    anyhow::anyhow!(
                         "{e}\nThe session was revoked: run `dbmirror reconnect`, and if that fails, `dbmirror provision`."
                     )
                 }
-                SourceError::Service { status: 400..=499, .. } => return Err(anyhow::Error::from(*e)),
+                SourceError::Service { status: 400..=499, .. } => anyhow::Error::from(*e),
                 other => {
                     tracing::warn!(error = %other, retry_in_s = delay.as_secs(), "cloud unreachable; retrying");
+                    facts::record_error(state.as_mut(), &format!("cloud unreachable (retrying): {other}"));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(300));
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    continue;
                 }
             },
-            Err(e) => return Err(e.into()),
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
+            Err(e) => e.into(),
+        };
+        // Stopped: `status` shows why until the next error replaces it.
+        facts::record_error(state.as_mut(), &format!("sync stopped: {}", crate::describe(&error)));
+        return Err(error);
     }
 }
 
@@ -316,13 +321,15 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     records.sort_by_key(|r| r.schema.id.to_string());
     let session = state.read_session()?;
     let (requested, running) = (shadow::requested(&session), shadow::running(&session));
+    let last_applied = facts::last_applied(&session);
     for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
         let id = &r.schema.id;
-        let rows = state.read_rows(id)?.len();
-        let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows});
+        let rows = state.count_rows(id)?;
+        let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows,
+            "last_change_ms": last_applied.get(&id.to_string())});
         if records.iter().any(|s| s.schema.id == shadow::shadow_id(id)) && running.iter().any(|(t, _)| t == id) {
             entry["state"] = json!("resyncing");
-            entry["resync_rows_loaded"] = json!(state.read_rows(&shadow::shadow_id(id))?.len());
+            entry["resync_rows_loaded"] = json!(state.count_rows(&shadow::shadow_id(id))?);
         } else if requested.contains(id) {
             entry["state"] = json!("resync_requested");
         }
@@ -332,33 +339,52 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
         state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
     let cloud = match instance.replication(state.as_mut()) {
         Ok(mut replication) => {
+            // The cloud's view is optional: local facts are shown even when it is unreachable
+            // or the session was revoked.
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            if replication.needs_refresh() {
-                refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key)?;
+            let refreshed = if replication.needs_refresh() {
+                refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key).map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            };
+            match refreshed {
+                Ok(()) => runtime
+                    .block_on(replication.call(Method::GET, "status", None))
+                    .unwrap_or_else(|e| json!({"error": e.to_string()})),
+                Err(e) => json!({"error": e}),
             }
-            runtime
-                .block_on(replication.call(Method::GET, "status", None))
-                .unwrap_or_else(|e| json!({"error": e.to_string()}))
         }
         Err(e) => json!({"error": e.to_string()}),
     };
     let running = InstanceLock::holder(&instance.lock_path()).is_some();
-    let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud});
+    let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
+    let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud,
+        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error});
     if as_json {
         println!("{report:#}");
         return Ok(());
     }
+    let ago = |ms: Option<i64>| ms.map_or("never".to_owned(), |ms| format!("{} s ago", (now_ms() - ms).max(0) / 1000));
     println!("client running: {}", if running { "yes" } else { "no" });
-    println!("{:<32} {:<16} {:>10}", "table", "state", "rows");
+    println!("{:<32} {:<16} {:>10}  last change", "table", "state", "rows");
     for t in &tables {
         let loaded = t["resync_rows_loaded"].as_u64().map(|n| format!("  ({n} rows loaded into the shadow)"));
         println!(
-            "{:<32} {:<16} {:>10}{}",
+            "{:<32} {:<16} {:>10}  {}{}",
             t["table"].as_str().unwrap_or(""),
             t["state"].as_str().unwrap_or(""),
             t["rows"],
+            ago(t["last_change_ms"].as_i64()),
             loaded.unwrap_or_default()
         );
+    }
+    for o in &offsets {
+        println!("offset {}/{}: {}", o["topic"].as_str().unwrap_or(""), o["partition"], o["last_applied"]);
+    }
+    println!("offsets last acknowledged: {}", ago(facts::last_cycle(&session)));
+    match facts::last_error(&session) {
+        Some((at, message)) => println!("last error ({}): {message}", ago(Some(at))),
+        None => println!("last error: none"),
     }
     if let Some(parts) = cloud["partitions"].as_array() {
         let lag: i64 = parts.iter().filter_map(|p| p["lag"].as_i64()).sum();

@@ -455,6 +455,23 @@ impl Sink for MssqlSink {
         self.settle(result)
     }
 
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        let record = self.tables.get(id).ok_or_else(|| super::missing(id))?;
+        let statement = format!("SELECT COUNT_BIG(*) FROM {}", sql::qualified(&record.target_schema, &id.table));
+        let (rt, client) = self.conn()?;
+        let result = rt.block_on(async {
+            let row = client
+                .simple_query(statement)
+                .await
+                .map_err(err("counting rows"))?
+                .into_row()
+                .await
+                .map_err(err("counting rows"))?;
+            Ok(row.and_then(|r| r.get::<i64, _>(0)).unwrap_or(0) as u64)
+        });
+        self.settle(result)
+    }
+
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         let record = self
             .tables

@@ -480,6 +480,17 @@ impl Sink for PgSink {
         Ok(rows.iter().map(|r| (r.get(0), SessionValue::from_columns(r.get(1), r.get(2)))).collect())
     }
 
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        self.ensure_connected()?;
+        let record = self.tables.get(id).ok_or_else(|| super::missing(id))?;
+        let target = qualified(&record.target_schema, &id.table);
+        let row = self
+            .client
+            .query_one(&format!("SELECT count(*) FROM {target}"), &[])
+            .map_err(err(format!("counting {target}")))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         self.ensure_connected()?;
         let record = self

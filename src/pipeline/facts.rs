@@ -1,0 +1,80 @@
+//! What `status` reports about a running or stopped client, kept as session facts in the
+//! replica (so `status` works from another process, and after a restart): when each table
+//! last received changes, when offsets were last acknowledged, and the last error.
+//!
+//! Written on the state connection; a failure to write them is ignored, because they must
+//! never stop replication (the log has the same information).
+
+use std::collections::BTreeMap;
+
+use crate::sink::Sink;
+use crate::state::{Session, SessionValue};
+
+const LAST_APPLIED: &str = "last_applied:";
+const LAST_CYCLE: &str = "last_commit_cycle_ms";
+const LAST_ERROR: &str = "last_error";
+
+fn now_ms() -> i64 {
+    crate::cloud::http::now_ms()
+}
+
+/// Records an error (time and message); replaces the previous one.
+pub fn record_error(state: &mut (dyn Sink + Send), message: &str) {
+    let value = SessionValue::Text(format!("{} {message}", now_ms()));
+    if let Err(e) = state.write_session(&[(LAST_ERROR, value)]) {
+        tracing::debug!(error = %e, "could not record the last error in the replica");
+    }
+}
+
+/// Records a commit cycle and the tables that received changes in it.
+pub fn record_cycle<'a>(state: &mut (dyn Sink + Send), tables: impl Iterator<Item = &'a String>) {
+    let now = SessionValue::Text(now_ms().to_string());
+    let names: Vec<String> = tables.map(|t| format!("{LAST_APPLIED}{t}")).collect();
+    let mut facts: Vec<(&str, SessionValue)> = names.iter().map(|n| (n.as_str(), now.clone())).collect();
+    facts.push((LAST_CYCLE, now.clone()));
+    if let Err(e) = state.write_session(&facts) {
+        tracing::debug!(error = %e, "could not record the commit cycle in the replica");
+    }
+}
+
+fn text<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    match session.get(name) {
+        Some(SessionValue::Text(t)) if !t.is_empty() => Some(t),
+        _ => None,
+    }
+}
+
+/// When each table last received changes (ms since the epoch).
+pub fn last_applied(session: &Session) -> BTreeMap<String, i64> {
+    session
+        .keys()
+        .filter_map(|k| Some((k.strip_prefix(LAST_APPLIED)?.to_owned(), text(session, k)?.parse().ok()?)))
+        .collect()
+}
+
+/// When offsets were last acknowledged to the cloud (ms since the epoch).
+pub fn last_cycle(session: &Session) -> Option<i64> {
+    text(session, LAST_CYCLE)?.parse().ok()
+}
+
+/// The last error: when (ms since the epoch) and what.
+pub fn last_error(session: &Session) -> Option<(i64, String)> {
+    let (at, message) = text(session, LAST_ERROR)?.split_once(' ')?;
+    Some((at.parse().ok()?, message.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_read_back() {
+        let mut s = Session::new();
+        s.insert("last_applied:crm7.person".into(), SessionValue::Text("1700".into()));
+        s.insert(LAST_ERROR.into(), SessionValue::Text("1800 replica: disk full".into()));
+        s.insert(LAST_CYCLE.into(), SessionValue::Text(String::new()));
+        assert_eq!(last_applied(&s)["crm7.person"], 1700);
+        assert_eq!(last_error(&s), Some((1800, "replica: disk full".into())));
+        assert_eq!(last_cycle(&s), None);
+    }
+}
