@@ -128,6 +128,27 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
     Ok(())
 }
 
+/// Opens the approval page when this host has a desktop; on a server the printed URL is
+/// opened on any other machine.
+fn open_browser(uri: &str) {
+    let command = if cfg!(windows) {
+        Some(("cmd", vec!["/C", "start", "", uri]))
+    } else if cfg!(target_os = "macos") {
+        Some(("open", vec![uri]))
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        Some(("xdg-open", vec![uri]))
+    } else {
+        None
+    };
+    if let Some((program, args)) = command {
+        let _ = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
+
 /// The device grant: start a request, show where to approve it, poll until decided.
 fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -137,13 +158,7 @@ fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<s
         "Open {uri} in a browser, sign in as an administrator and approve code {}.",
         request["user_code"].as_str().unwrap_or_default()
     );
-    if std::env::var_os("DISPLAY").is_some() {
-        let _ = std::process::Command::new("xdg-open")
-            .arg(uri)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-    }
+    open_browser(uri);
     let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
     let poll = json!({"device_code": request["device_code"]});
     loop {
