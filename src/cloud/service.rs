@@ -800,8 +800,15 @@ impl State {
         // tables, so a crash in between is told again.
         if req.reset_epoch < s.reset_epoch {
             let positions = s.reset.as_ref().map(positions_json).unwrap_or(Json::Array(Vec::new()));
+            // The snapshot was appended when the offsets were reset: today's ends are past it.
+            let ends: BTreeMap<(String, i32), i64> = s
+                .reset
+                .iter()
+                .flatten()
+                .map(|((t, p), _)| Ok(((t.clone(), *p), self.log.next_offset(t, *p)?)))
+                .collect::<Result<_, LogError>>()?;
             return Err(ApiError::new(409, "offsets_reset", "the tenant's offsets were reset: a fresh snapshot starts at the given positions; reload every table from there")
-                .with(json!({"positions": positions, "reset_epoch": s.reset_epoch})));
+                .with(json!({"positions": positions, "until": positions_json(&ends), "reset_epoch": s.reset_epoch})));
         }
         let rewind = std::mem::take(&mut s.faults.redeliver);
         let mut lines = Vec::new();

@@ -262,62 +262,45 @@ impl Decode {
         }
     }
 
-    /// The cloud reset the tenant's offsets (source restored, tenant resumed, operator reset):
-    /// a fresh snapshot of every table starts at `positions`. The replica's tables are cleared
-    /// in the first transaction after the reset and reloaded from that snapshot, so rows the
-    /// source no longer has disappear too. Until the reload completes readers see partial
-    /// tables; a crash in between repeats the reset (the stored offsets are still older).
-    fn reset(&mut self, positions: &serde_json::Value, epoch: u64) -> Result<(), String> {
+    /// The cloud reset the tenant's offsets (source restored, tenant resumed, operator reset,
+    /// or `--auto-resync` after a purge): a fresh snapshot of every table starts at
+    /// `positions`. Every table is reloaded through a shadow (`starts`, queued first), so
+    /// readers keep complete tables until each reload is swapped in, and rows the source no
+    /// longer has disappear then. The handled reset (`epoch`) is stored with the positions
+    /// the stream continues from, in one transaction after the starts: a crash before it
+    /// repeats the reset; after it, nothing older than `positions` is read again.
+    fn reset(&mut self, positions: &serde_json::Value, epoch: u64, starts: Vec<Job>) -> Result<(), String> {
         let list = positions.as_array().ok_or("the reset carried no positions")?;
         self.flush();
-        let tables: Vec<(String, String)> =
-            self.schemas.tables().map(|t| (t.id.schema.clone(), t.id.table.clone())).collect();
-        for (schema, table) in &tables {
-            let truncate = crate::decode::Decoded {
-                position: None,
-                event: Event::Change(crate::decode::ChangeEvent {
-                    op: crate::decode::Op::Truncate,
-                    key: None,
-                    before: None,
-                    after: None,
-                    source: crate::decode::SourceInfo {
-                        version: None,
-                        connector: None,
-                        name: None,
-                        ts_ms: None,
-                        snapshot: Snapshot::False,
-                        db: None,
-                        schema,
-                        table,
-                        change_lsn: None,
-                        commit_lsn: None,
-                        event_serial_no: None,
-                    },
-                    ts_ms: None,
-                    transaction: None,
-                }),
-            };
-            self.coalescer.push(&truncate, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
-        }
-        // The handled reset is recorded with the cleared tables, in the same transaction.
+        let tables = starts.len();
+        self.jobs.extend(starts);
         let epoch = i64::try_from(epoch).map_err(|_| "the reset epoch is out of range")?;
-        let marker = crate::decode::Decoded {
-            position: Some(crate::protocol::Position { topic: RESET_MARKER, partition: 0, offset: epoch }),
-            event: Event::Tombstone,
-        };
-        self.coalescer.push(&marker, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
-        self.flush();
+        let mut consumed = vec![(RESET_MARKER.to_owned(), 0, epoch)];
+        let mut next = Vec::new();
         for p in list {
             let (Some(topic), Some(partition), Some(offset)) =
                 (p["topic"].as_str(), p["partition"].as_i64(), p["offset"].as_i64())
             else {
                 return Err("a reset position is incomplete".into());
             };
-            self.next.insert((topic.to_owned(), partition as i32), offset);
+            let partition = i32::try_from(partition).map_err(|_| "a reset partition is out of range")?;
+            if offset > 0 {
+                consumed.push((topic.to_owned(), partition, offset - 1));
+            }
+            next.push(((topic.to_owned(), partition), offset));
         }
+        for (topic, partition, offset) in &consumed {
+            let marker = crate::decode::Decoded {
+                position: Some(crate::protocol::Position { topic, partition: *partition, offset: *offset }),
+                event: Event::Tombstone,
+            };
+            self.coalescer.push(&marker, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
+        }
+        self.flush();
+        self.next.extend(next);
         tracing::warn!(
-            tables = tables.len(),
-            "the cloud reset the offsets: reloading every table from a fresh snapshot"
+            tables,
+            "the cloud reset the offsets: reloading every table from a fresh snapshot, through shadow tables"
         );
         Ok(())
     }
@@ -328,6 +311,17 @@ impl Decode {
             self.jobs.push(Job::Apply(batch));
         }
     }
+}
+
+/// Shadow reloads of every known table for an offset reset, complete at `until`.
+fn reload_all(
+    resyncs: &mut resync::Resyncs,
+    schemas: &SchemaRegistry,
+    until: &serde_json::Value,
+) -> Result<Vec<Job>, PipelineError> {
+    let until = resync::parse_until(until)
+        .ok_or_else(|| PipelineError::Record("the cloud's reset carried no `until` positions".into()))?;
+    Ok(resyncs.begin(schemas.tables().map(|t| t.id.clone()).collect(), &until))
 }
 
 /// Applies queued jobs through the worker, retrying transient failures with backoff (the
@@ -612,17 +606,20 @@ pub fn sync(
                         .map(|p| serde_json::json!({"topic": cdc, "partition": p["partition"], "offset": p["end"]}))
                         .collect();
                     let tables: Vec<String> = decode.schemas.tables().map(|t| t.id.to_string()).collect();
-                    runtime.block_on(replication.call(
+                    let reply = runtime.block_on(replication.call(
                         hyper::Method::POST,
                         "resync",
                         Some(&serde_json::json!({ "tables": tables })),
                     ))?;
                     tracing::warn!("offline longer than the cloud's retention: reloading every table (--auto-resync)");
-                    decode.reset(&serde_json::Value::Array(ends), reset_epoch).map_err(PipelineError::Record)?;
+                    let starts = reload_all(&mut resyncs, &decode.schemas, &reply["until"])?;
+                    let ends = serde_json::Value::Array(ends);
+                    decode.reset(&ends, reset_epoch, starts).map_err(PipelineError::Record)?;
                 }
                 SourceError::Service { code, details, .. } if code == "offsets_reset" => {
                     let epoch = details["reset_epoch"].as_u64().unwrap_or(reset_epoch + 1);
-                    decode.reset(&details["positions"], epoch).map_err(PipelineError::Record)?;
+                    let starts = reload_all(&mut resyncs, &decode.schemas, &details["until"])?;
+                    decode.reset(&details["positions"], epoch, starts).map_err(PipelineError::Record)?;
                     reset_epoch = epoch;
                 }
                 SourceError::Body { .. } | SourceError::Request { .. } => {

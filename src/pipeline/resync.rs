@@ -81,8 +81,7 @@ impl Resyncs {
         let mut jobs = Vec::new();
         for (id, value) in fresh {
             if accepted.contains(&id.to_string().as_str()) {
-                self.running.insert(id.clone(), until.clone());
-                jobs.push(Job::StartResync { table: id.clone(), until: until.clone() });
+                jobs.extend(self.begin(vec![id.clone()], &until));
             } else {
                 tracing::warn!(table = %id, "the cloud does not publish this table; resync request dropped");
                 state
@@ -117,6 +116,18 @@ impl Resyncs {
             .filter(|r| !self.seen.contains(r) && !self.running.contains_key(&r.0))
     }
 
+    /// Starts resyncs (replacing running ones of the same tables) whose snapshot is complete
+    /// at `until`; the returned jobs create the shadows.
+    pub(super) fn begin(&mut self, tables: Vec<TableId>, until: &Offsets) -> Vec<Job> {
+        tables
+            .into_iter()
+            .map(|id| {
+                self.running.insert(id.clone(), until.clone());
+                Job::StartResync { table: id, until: until.clone() }
+            })
+            .collect()
+    }
+
     /// Resyncs whose snapshot has been read completely (`next` has passed every `until`);
     /// they are forgotten here, and their swap must be queued after everything decoded so far.
     pub(super) fn completed(&mut self, next: &BTreeMap<(String, i32), i64>) -> Vec<TableId> {
@@ -133,7 +144,7 @@ impl Resyncs {
     }
 }
 
-fn parse_until(value: &serde_json::Value) -> Option<Offsets> {
+pub(super) fn parse_until(value: &serde_json::Value) -> Option<Offsets> {
     value
         .as_array()?
         .iter()

@@ -129,7 +129,7 @@ fn drop_shadow<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkE
 /// fact with `until`, clearing the request in the same transaction.
 pub fn start<S: Sink + ?Sized>(sink: &mut S, id: &TableId, until: &Offsets) -> Result<(), SinkError> {
     let Some(live) = sink.tables().into_iter().find(|r| &r.schema.id == id) else {
-        tracing::warn!(table = %id, "resync requested for a table the replica does not have; ignored");
+        tracing::debug!(table = %id, "resync of a table the replica does not have (skipped): nothing to do");
         return sink.write_session(&[(&request_fact(id), cleared())]);
     };
     drop_shadow(sink, id)?;
