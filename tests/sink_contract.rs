@@ -410,3 +410,26 @@ fn the_write_check_leaves_nothing_behind() {
         assert!(sink.tables().is_empty() && sink.offsets().unwrap().is_empty(), "{:?}", db.kind);
     }
 }
+
+/// A PostgreSQL replica over TLS: with the server's certificate as `sslrootcert` the sink
+/// connects encrypted (checked on the server side); with no trusted root it refuses.
+#[test]
+fn postgres_over_tls_verifies_the_server_certificate() {
+    let (Some(admin), Some(root)) =
+        (crate::support::targets::postgres_admin(), crate::support::targets::postgres_root_cert())
+    else {
+        eprintln!("skipped: no test cluster with TLS");
+        return;
+    };
+    let db = fresh_databases().into_iter().find(|d| d.kind == dbmirror::sink::TargetKind::Postgres).unwrap();
+    let over_tls = format!("{} sslmode=verify-full sslrootcert={}", db.connection_string, root.display());
+    let mut sink =
+        dbmirror::sink::postgres::PgSink::open(&over_tls, SinkOptions::default()).unwrap_or_else(|e| panic!("{e:?}"));
+    sink.execute_batch(
+        "DO $$ BEGIN IF NOT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) THEN RAISE EXCEPTION 'plain'; END IF; END $$",
+    )
+    .expect("the connection is encrypted");
+    let untrusted = format!("{admin} dbname=postgres sslmode=require");
+    let refused = dbmirror::sink::postgres::PgSink::open(&untrusted, SinkOptions::default()).unwrap_err().to_string();
+    assert!(refused.contains("certificate") || refused.contains("trusted roots"), "{refused}");
+}

@@ -81,6 +81,14 @@ pub fn fresh_databases() -> Vec<TestDb> {
     out
 }
 
+/// The certificate the test cluster serves (to trust as `sslrootcert`), when this process
+/// started the cluster itself.
+pub fn postgres_root_cert() -> Option<PathBuf> {
+    postgres_admin()?;
+    let path = std::env::temp_dir().join(format!("dbmirror-pg-{}", std::process::id())).join("root.crt");
+    path.exists().then_some(path)
+}
+
 /// The admin connection string of the test PostgreSQL, if one is available.
 pub fn postgres_admin() -> Option<&'static str> {
     static ADMIN: OnceLock<Option<String>> = OnceLock::new();
@@ -143,12 +151,27 @@ fn start_cluster() -> Result<String, String> {
     if !status.success() {
         return Err(format!("initdb failed: {status}"));
     }
+    // TLS on, with a self-signed certificate for 127.0.0.1 (plain connections still work).
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .map_err(|e| format!("generating a certificate: {e}"))?;
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&crt, cert.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key, cert.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("root.crt"), cert.cert.pem()).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    if is_root() {
+        Command::new("chown").args(["postgres:postgres"]).arg(&crt).arg(&key).status().map_err(|e| e.to_string())?;
+    }
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let server = format!(
-        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
         bin.join("postgres").display(),
         data.display(),
-        dir.display()
+        dir.display(),
+        crt.display(),
+        key.display()
     );
     let watchdog = format!(
         "{server} >{log} 2>&1 & pg=$!; while [ -d /proc/{me} ]; do sleep 1; done; kill -INT $pg; wait $pg; rm -rf {dir}",

@@ -12,6 +12,7 @@
 //! on their own thread (see [`crate::sink::worker`]), so a blocking client is the simple fit.
 
 pub mod copy;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -30,6 +31,7 @@ use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offs
 /// The PostgreSQL replica.
 pub struct PgSink {
     config: ::postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     client: Client,
     options: SinkOptions,
     tables: HashMap<TableId, TableRecord>,
@@ -48,7 +50,15 @@ impl std::fmt::Debug for PgSink {
 
 fn err(context: impl Into<String>) -> impl FnOnce(::postgres::Error) -> SinkError {
     let context = context.into();
-    move |source| SinkError::Postgres { context, source }
+    move |source| {
+        // The driver's message for a TLS or I/O failure ("error performing TLS handshake")
+        // hides the reason; name it.
+        let context = match std::error::Error::source(&source).map(ToString::to_string) {
+            Some(cause) if !source.to_string().contains(&cause) => format!("{context} ({cause})"),
+            _ => context,
+        };
+        SinkError::Postgres { context, source }
+    }
 }
 
 /// Whether waiting and retrying can help: lost connections, lock conflicts, server restarts.
@@ -104,11 +114,9 @@ fn kinds<'a>(table: &TableSchema, names: impl Iterator<Item = &'a String>) -> Ve
 impl PgSink {
     /// Connects to the replica named by a connection string and creates `_ReplicationState`.
     pub fn open(connection_string: &str, options: SinkOptions) -> Result<Self, SinkError> {
-        let config: ::postgres::Config = connection_string
-            .parse()
-            .map_err(|e: ::postgres::Error| SinkError::ConnectionString(format!("PostgreSQL: {e}")))?;
-        let client = Self::connect(&config)?;
-        let mut sink = Self { config, client, options, tables: HashMap::new() };
+        let tls::Target { config, tls } = tls::parse(connection_string)?;
+        let client = Self::connect(&config, tls.as_ref())?;
+        let mut sink = Self { config, tls, client, options, tables: HashMap::new() };
         sink.client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {} (
@@ -129,8 +137,15 @@ impl PgSink {
         Ok(sink)
     }
 
-    fn connect(config: &::postgres::Config) -> Result<Client, SinkError> {
-        let mut client = config.connect(NoTls).map_err(err("connecting"))?;
+    fn connect(
+        config: &::postgres::Config,
+        tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
+    ) -> Result<Client, SinkError> {
+        let mut client = match tls {
+            Some(tls) => config.connect(tls.clone()),
+            None => config.connect(NoTls),
+        }
+        .map_err(err("connecting"))?;
         // Fixed output forms, whatever the server's defaults: `read_rows` parses them.
         client
             .batch_execute("SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 1")
@@ -142,7 +157,7 @@ impl PgSink {
     fn ensure_connected(&mut self) -> Result<(), SinkError> {
         if self.client.is_closed() {
             tracing::warn!("PostgreSQL connection lost; reconnecting");
-            self.client = Self::connect(&self.config)?;
+            self.client = Self::connect(&self.config, self.tls.as_ref())?;
         }
         Ok(())
     }
