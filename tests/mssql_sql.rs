@@ -91,6 +91,19 @@ fn every_statement_for_every_table_parses() {
         }
     }
     assert_parses(&sql::create_state_table());
+    assert_parses(&sql::write_check());
+    let t = person();
+    let shadow = TableSchema { id: dbmirror::sink::shadow::shadow_id(&t.id), ..t.clone() };
+    let swap = sql::replace_from_shadow(&t, "crm7", &shadow, "crm7");
+    assert_eq!(
+        swap,
+        "DELETE FROM [crm7].[person]; INSERT INTO [crm7].[person] ([person_id], [contact_id], [firstname], [middlename], \
+         [lastname], [title], [birthdate], [registered], [updated], [retired]) SELECT [person_id], [contact_id], [firstname], \
+         [middlename], [lastname], [title], [birthdate], [registered], [updated], [retired] FROM [crm7].[person__resync]; \
+         DROP TABLE [crm7].[person__resync]"
+    );
+    assert_parses(&swap);
+    assert_parses(&sql::count_rows(&t, "crm7"));
     for statement in [
         sql::upsert_offset(),
         sql::upsert_table_record(),

@@ -393,12 +393,8 @@ impl Sink for MssqlSink {
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         let (live, shadow) = shadow::records(&self.tables, id)?;
-        let columns: Vec<String> = live.schema.columns.iter().map(|c| sql::quote(&c.name)).collect();
-        let statement = shadow::copy_back_sql(
-            &sql::qualified(&live.target_schema, &id.table),
-            &sql::qualified(&shadow.target_schema, &shadow.schema.id.table),
-            &columns,
-        );
+        let statement =
+            sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema);
         let ready = TableRecord { state: TableState::Ready, ..live.clone() };
         let shadow_name = shadow.schema.id.to_string();
         let (rt, client) = self.conn()?;
@@ -411,8 +407,7 @@ impl Sink for MssqlSink {
 
     fn check_writable(&mut self) -> Result<(), SinkError> {
         // A failure leaves the transaction open; `settle` drops the connection, which rolls it back.
-        let probe = super::probe_sql(&sql::qualified("dbo", "_dbmirror_probe"));
-        self.execute_batch(&format!("BEGIN TRANSACTION; {probe}; ROLLBACK TRANSACTION"))
+        self.execute_batch(&sql::write_check())
     }
 
     fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
@@ -457,7 +452,7 @@ impl Sink for MssqlSink {
 
     fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
         let record = self.tables.get(id).ok_or_else(|| super::missing(id))?;
-        let statement = format!("SELECT COUNT_BIG(*) FROM {}", sql::qualified(&record.target_schema, &id.table));
+        let statement = sql::count_rows(&record.schema, &record.target_schema);
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             let row = client

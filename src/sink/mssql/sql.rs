@@ -267,3 +267,24 @@ pub fn upsert_session() -> String {
         quote(STATE_TABLE)
     )
 }
+
+/// The `resync-tables` swap (see `sink::shadow`): the live table's rows replaced by the
+/// shadow's, and the shadow dropped; run inside the swap's transaction.
+pub fn replace_from_shadow(live: &TableSchema, live_schema: &str, shadow: &TableSchema, shadow_schema: &str) -> String {
+    let columns: Vec<String> = live.columns.iter().map(|c| quote(&c.name)).collect();
+    crate::sink::shadow::copy_back_sql(
+        &qualified(live_schema, &live.id.table),
+        &qualified(shadow_schema, &shadow.id.table),
+        &columns,
+    )
+}
+
+/// Counts a table's rows (`status`).
+pub fn count_rows(table: &TableSchema, target_schema: &str) -> String {
+    format!("SELECT COUNT_BIG(*) FROM {}", qualified(target_schema, &table.id.table))
+}
+
+/// `validate`'s write check: create, fill and drop a table, then roll it all back.
+pub fn write_check() -> String {
+    format!("BEGIN TRANSACTION; {}; ROLLBACK TRANSACTION", crate::sink::probe_sql(&qualified("dbo", "_dbmirror_probe")))
+}
