@@ -44,6 +44,14 @@ fn drift(db: &TestDb) {
     );
 }
 
+/// Makes the cloud pause `ms` before each record it sends this replica's session.
+fn slow_down(w: &World, db: &TestDb, ms: u64) {
+    let session = db.open(SinkOptions::default()).read_session().unwrap();
+    let Some(SessionValue::Text(id)) = session.get("session_id") else { panic!("no session id") };
+    let faults = dbmirror::cloud::service::Faults { slow_ms: ms, ..Default::default() };
+    w.cloud.with(|s| s.set_faults(id, faults)).unwrap();
+}
+
 fn provisioned(db: &TestDb) -> (World, dbmirror::secrets::SecretKey) {
     let w = world(false);
     let key = key(db);
@@ -98,10 +106,7 @@ fn a_resync_stopped_midway_resumes_and_completes() {
     drift(&db);
     request(&db, &[&person]);
     // Records trickle in (a pause before each), so a stop lands inside the snapshot.
-    let session = db.open(SinkOptions::default()).read_session().unwrap();
-    let Some(SessionValue::Text(id)) = session.get("session_id") else { panic!("no session id") };
-    let slow = dbmirror::cloud::service::Faults { slow_ms: 20, ..Default::default() };
-    w.cloud.with(|s| s.set_faults(id, slow)).unwrap();
+    slow_down(&w, &db, 20);
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = {
         let (db, stop) = (db.clone(), stop.clone());
@@ -122,7 +127,7 @@ fn a_resync_stopped_midway_resumes_and_completes() {
     assert!(stopper.join().unwrap(), "the shadow table appeared");
     let session = db.open(SinkOptions::default()).read_session().unwrap();
     assert_eq!(shadow::running(&session).len(), 1, "stopped while the resync was running");
-    w.cloud.with(|s| s.set_faults(id, Default::default())).unwrap();
+    slow_down(&w, &db, 0);
     w.changes(100);
     w.sync_until_idle(&db, &key);
     w.verify(&db, "after the resumed resync");
@@ -184,10 +189,7 @@ fn a_restore_reloads_through_shadows_and_keeps_tables_complete() {
     w.sync_until_idle(&db, &key);
     let before = person_rows(&db);
     w.cloud.with(|s| s.reset_offsets("e2e1", now_ms(), true)).unwrap();
-    let session = db.open(SinkOptions::default()).read_session().unwrap();
-    let Some(SessionValue::Text(id)) = session.get("session_id") else { panic!("no session id") };
-    let slow = dbmirror::cloud::service::Faults { slow_ms: 5, ..Default::default() };
-    w.cloud.with(|s| s.set_faults(id, slow)).unwrap();
+    slow_down(&w, &db, 5);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (db, stop) = (db.clone(), stop.clone());
@@ -206,7 +208,7 @@ fn a_restore_reloads_through_shadows_and_keeps_tables_complete() {
     w.run_sync(&db, &key, stop).unwrap();
     let during = watcher.join().unwrap().expect("every table was being reloaded through a shadow");
     assert!(during >= before, "the live table kept its rows during the reload ({during} < {before})");
-    w.cloud.with(|s| s.set_faults(id, Default::default())).unwrap();
+    slow_down(&w, &db, 0);
     w.sync_until_idle(&db, &key);
     w.verify(&db, "after the reload");
     assert_settled(&db);

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::{Sink, SinkError};
+use super::{Sink, SinkError, TableRecord};
 use crate::coalesce::Batch;
 use crate::schema::{SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema};
 use crate::state::{Offsets, Session, SessionValue, TableState};
@@ -54,16 +54,45 @@ pub fn copy_back_sql(live: &str, shadow: &str, columns: &[String]) -> String {
     format!("DELETE FROM {live}; INSERT INTO {live} ({columns}) SELECT {columns} FROM {shadow}; DROP TABLE {shadow}")
 }
 
-/// The live and shadow records of a resync, or the error naming what is missing.
-pub fn records<'a>(
-    tables: &'a std::collections::HashMap<TableId, super::TableRecord>,
-    id: &TableId,
-) -> Result<(&'a super::TableRecord, &'a super::TableRecord), SinkError> {
-    let missing = |what: &str| SinkError::Table { table: id.clone(), reason: format!("{what} is not in the replica") };
-    Ok((
-        tables.get(id).ok_or_else(|| missing("the table"))?,
-        tables.get(&shadow_id(id)).ok_or_else(|| missing("its shadow"))?,
-    ))
+/// What a target does in its swap transaction: run `sql`, store `ready` as the live table's
+/// record and forget the record named `shadow_name`; then [`Swap::done`] updates its cache.
+#[derive(Debug)]
+pub struct Swap {
+    /// The statements, quoted for the target.
+    pub sql: String,
+    /// The live table's record afterwards (`ready`).
+    pub ready: TableRecord,
+    /// The shadow's record name in `_ReplicationState`.
+    pub shadow_name: String,
+}
+
+type Tables = std::collections::HashMap<TableId, TableRecord>;
+
+impl Swap {
+    /// Plans the swap of `id` from the sink's records; `statements(live, shadow)` quotes the
+    /// target's names (usually through [`copy_back_sql`]).
+    pub fn plan(
+        tables: &Tables,
+        id: &TableId,
+        statements: impl FnOnce(&TableRecord, &TableRecord) -> String,
+    ) -> Result<Self, SinkError> {
+        let missing =
+            |what: &str| SinkError::Table { table: id.clone(), reason: format!("{what} is not in the replica") };
+        let live = tables.get(id).ok_or_else(|| missing("the table"))?;
+        let shadow = tables.get(&shadow_id(id)).ok_or_else(|| missing("its shadow"))?;
+        Ok(Swap {
+            sql: statements(live, shadow),
+            ready: TableRecord { state: TableState::Ready, ..live.clone() },
+            shadow_name: shadow.schema.id.to_string(),
+        })
+    }
+
+    /// After the commit: the sink's cache forgets the shadow and keeps the ready record.
+    pub fn done(self, tables: &mut Tables) {
+        let id = self.ready.schema.id.clone();
+        tables.remove(&shadow_id(&id));
+        tables.insert(id, self.ready);
+    }
 }
 
 /// Positions as stored in a fact: `topic/partition=offset` joined by spaces.

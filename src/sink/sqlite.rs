@@ -357,23 +357,24 @@ impl Sink for SqliteSink {
     }
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
-        let (live, shadow) = shadow::records(&self.tables, id)?;
-        let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let sql = shadow::copy_back_sql(
-            &quote(&Self::table_name(&live.target_schema, id)),
-            &quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
-            &columns,
-        );
-        let ready = TableRecord { state: TableState::Ready, ..live.clone() };
-        let shadow_name = shadow.schema.id.to_string();
+        let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
+            let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
+            shadow::copy_back_sql(
+                &quote(&Self::table_name(&live.target_schema, id)),
+                &quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
+                &columns,
+            )
+        })?;
         let tx = self.conn.transaction().map_err(err("starting the resync swap"))?;
-        tx.execute_batch(&sql).map_err(err(format!("replacing {id} from its shadow")))?;
-        Self::write_table_record(&tx, &ready)?;
-        tx.execute(&format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)), [&shadow_name])
-            .map_err(err("forgetting the shadow"))?;
+        tx.execute_batch(&swap.sql).map_err(err(format!("replacing {id} from its shadow")))?;
+        Self::write_table_record(&tx, &swap.ready)?;
+        tx.execute(
+            &format!("DELETE FROM {} WHERE scope = 'table' AND name = ?1", quote(STATE_TABLE)),
+            [&swap.shadow_name],
+        )
+        .map_err(err("forgetting the shadow"))?;
         tx.commit().map_err(err("committing the resync swap"))?;
-        self.tables.remove(&shadow::shadow_id(id));
-        self.tables.insert(id.clone(), ready);
+        swap.done(&mut self.tables);
         Ok(())
     }
 

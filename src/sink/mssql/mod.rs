@@ -392,16 +392,13 @@ impl Sink for MssqlSink {
     }
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
-        let (live, shadow) = shadow::records(&self.tables, id)?;
-        let statement =
-            sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema);
-        let ready = TableRecord { state: TableState::Ready, ..live.clone() };
-        let shadow_name = shadow.schema.id.to_string();
+        let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
+            sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema)
+        })?;
         let (rt, client) = self.conn()?;
-        let done = rt.block_on(swap_in(client, &statement, &ready, &shadow_name));
+        let done = rt.block_on(swap_in(client, &swap.sql, &swap.ready, &swap.shadow_name));
         self.settle(done)?;
-        self.tables.remove(&shadow::shadow_id(id));
-        self.tables.insert(id.clone(), ready);
+        swap.done(&mut self.tables);
         Ok(())
     }
 

@@ -437,23 +437,24 @@ impl Sink for PgSink {
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         self.ensure_connected()?;
-        let (live, shadow) = shadow::records(&self.tables, id)?;
-        let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let sql = shadow::copy_back_sql(
-            &qualified(&live.target_schema, &id.table),
-            &qualified(&shadow.target_schema, &shadow.schema.id.table),
-            &columns,
-        );
-        let ready = TableRecord { state: TableState::Ready, ..live.clone() };
-        let shadow_name = shadow.schema.id.to_string();
+        let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
+            let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
+            shadow::copy_back_sql(
+                &qualified(&live.target_schema, &id.table),
+                &qualified(&shadow.target_schema, &shadow.schema.id.table),
+                &columns,
+            )
+        })?;
         let mut tx = self.client.transaction().map_err(err("starting the resync swap"))?;
-        tx.batch_execute(&sql).map_err(err(format!("replacing {id} from its shadow")))?;
-        Self::write_table_record(&mut tx, &ready)?;
-        tx.execute(&format!("DELETE FROM {} WHERE scope = 'table' AND name = $1", quote(STATE_TABLE)), &[&shadow_name])
-            .map_err(err("forgetting the shadow"))?;
+        tx.batch_execute(&swap.sql).map_err(err(format!("replacing {id} from its shadow")))?;
+        Self::write_table_record(&mut tx, &swap.ready)?;
+        tx.execute(
+            &format!("DELETE FROM {} WHERE scope = 'table' AND name = $1", quote(STATE_TABLE)),
+            &[&swap.shadow_name],
+        )
+        .map_err(err("forgetting the shadow"))?;
         tx.commit().map_err(err("committing the resync swap"))?;
-        self.tables.remove(&shadow::shadow_id(id));
-        self.tables.insert(id.clone(), ready);
+        swap.done(&mut self.tables);
         Ok(())
     }
 
