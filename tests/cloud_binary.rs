@@ -278,6 +278,17 @@ async fn the_customer_commands_provision_sync_and_verify() {
     assert!(after["last_error"]["message"].as_str().unwrap().contains("dbmirror reconnect"), "{after}");
     let rest = with_browser_approval(&server, &["reconnect"], &instance, "bi").await;
     assert!(rest.iter().any(|l| l.starts_with("Reconnected")), "{rest:?}");
+    // A host clock 10 minutes off the cloud's: sync warns (and still works).
+    let faults = format!("/admin/sessions/{session_id}/faults");
+    ops.json(Method::POST, &faults, Some("adm"), Some(&serde_json::json!({"clock_skew_secs": 600}))).await.unwrap();
+    let skewed = Command::new(dbmirror).args(["sync", "--until-idle", "--instance"]).arg(&instance).output().unwrap();
+    assert!(skewed.status.success());
+    assert!(
+        String::from_utf8_lossy(&skewed.stderr).contains("clock is off"),
+        "{}",
+        String::from_utf8_lossy(&skewed.stderr)
+    );
+    ops.json(Method::POST, &faults, Some("adm"), Some(&serde_json::json!({}))).await.unwrap();
     assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
     assert_eq!(run(&["verify"]).0, Some(0));
 

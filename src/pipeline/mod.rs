@@ -458,6 +458,21 @@ pub fn refresh_tokens(
     Ok(())
 }
 
+/// Warns when this host's clock is off the cloud's (read from the `Date` header): token
+/// lifetimes are judged by the cloud's clock, so a large skew gets valid tokens refused.
+fn warn_on_clock_skew(runtime: &tokio::runtime::Runtime, replication: &Replication) {
+    let local = crate::cloud::http::now_ms();
+    if let Ok(server) = runtime.block_on(replication.server_time()) {
+        let skew_s = (server - local) / 1000;
+        if skew_s.abs() > 60 {
+            tracing::warn!(
+                skew_s,
+                "this host's clock is off the cloud's; tokens may be refused: synchronize the time (NTP)"
+            );
+        }
+    }
+}
+
 async fn wait_for(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -514,6 +529,7 @@ pub fn sync(
         .enable_all()
         .build()
         .map_err(|e| PipelineError::Record(format!("starting the network runtime: {e}")))?;
+    warn_on_clock_skew(&runtime, &replication);
     let mut resyncs = resync::Resyncs::new(crate::sink::shadow::reconcile(&mut *data)?);
     let mut schemas = SchemaRegistry::new();
     for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {

@@ -160,9 +160,10 @@ impl Replication {
         self.tokens = tokens;
     }
 
-    /// The cloud's clock (ms since the epoch), from the `Date` header of a health check.
+    /// The cloud's clock (ms since the epoch), from the `Date` header of the session's own
+    /// endpoint (any status: an error reply is dated too).
     pub async fn server_time(&self) -> Result<i64, SourceError> {
-        let response = self.http.send(Method::GET, "/healthz", None, None).await?;
+        let response = self.http.send(Method::GET, &self.info.path("session"), Some(&self.tokens.access), None).await?;
         let date = response.headers().get(hyper::header::DATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         parse_http_date(date).ok_or_else(|| SourceError::Service {
             status: 200,
