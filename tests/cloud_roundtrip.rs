@@ -24,7 +24,7 @@ fn snapshot_stream(
     let truth = tenant(&tables, 42, rows_per_table);
     let mut body = String::new();
     for t in &tables {
-        body.push_str(&history_record(t, "CREATE", "CRM"));
+        body.push_str(&history_record(t, "CREATE", "CRM", 1));
         body.push('\n');
     }
     let mut offset = 0i64;

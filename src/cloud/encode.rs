@@ -168,9 +168,18 @@ fn jdbc_parts(sql: SqlType) -> (String, i64, Option<i64>) {
     }
 }
 
-/// A schema-history record (the connector's internal history format) for one table change.
-pub fn history_record(table: &TableSchema, kind: &str, database: &str) -> String {
-    let mut out = format!("{{\"source\":{{\"server\":\"{database}\"}},\"position\":{{}},\"databaseName\":");
+/// SQL Server's LSN text for a transaction number: fixed-width hex, so LSNs compare as text.
+pub fn commit_lsn(transaction: u64) -> String {
+    format!("0000002c:{transaction:08x}:0005")
+}
+
+/// A schema-history record (the connector's internal history format) for one table change;
+/// `position.commit_lsn` is the DDL's LSN.
+pub fn history_record(table: &TableSchema, kind: &str, database: &str, commit: u64) -> String {
+    let mut out = format!(
+        "{{\"source\":{{\"server\":\"{database}\"}},\"position\":{{\"commit_lsn\":\"{}\"}},\"databaseName\":",
+        commit_lsn(commit)
+    );
     write_json_string(&mut out, database);
     out.push_str(",\"schemaName\":");
     write_json_string(&mut out, &table.id.schema);
@@ -227,8 +236,9 @@ pub struct RecordMeta<'a> {
     /// When the change happened (`source.ts_ms`); the envelope's `ts_ms` is when the
     /// connector processed it, a few milliseconds later.
     pub ts_ms: i64,
-    /// For streamed changes: (the change's sequence number, its transaction's number), which
-    /// become `change_lsn` and `commit_lsn` (changes of one transaction share the latter).
+    /// (the change's sequence number, its transaction's number), which become `change_lsn`
+    /// and `commit_lsn` (changes of one transaction share the latter); sequence 0 (snapshot
+    /// reads) has no `change_lsn`.
     pub lsn: Option<(u64, u64)>,
 }
 
@@ -334,8 +344,11 @@ pub fn change_record(
         source_ts = meta.ts_ms,
         // Streamed changes carry their log sequence numbers; snapshot reads only the
         // snapshot's commit position.
-        change_lsn = meta.lsn.map_or("null".into(), |(seq, _)| format!("\"0000002c:{seq:08x}:0002\"")),
-        commit_lsn = meta.lsn.map_or("0000002b:00000557:0005".into(), |(_, txn)| format!("0000002c:{txn:08x}:0005")),
+        change_lsn = meta
+            .lsn
+            .filter(|(seq, _)| *seq > 0)
+            .map_or("null".into(), |(seq, _)| format!("\"0000002c:{seq:08x}:0002\"")),
+        commit_lsn = meta.lsn.map_or("0000002b:00000557:0005".into(), |(_, txn)| commit_lsn(txn)),
         serial = match (meta.snapshot, meta.op) {
             ("false", "u") => "2",
             ("false", _) => "1",

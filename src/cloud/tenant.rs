@@ -61,7 +61,7 @@ pub struct Tenant {
     /// Sequence number of the last streamed change (its `change_lsn`).
     sequence: std::cell::Cell<u64>,
     /// Number of the current source transaction (its `commit_lsn`).
-    transaction: u64,
+    transaction: std::cell::Cell<u64>,
 }
 
 /// Partition of a row: table and key hashed, so every change of one row lands in one
@@ -94,7 +94,7 @@ impl Tenant {
                 (t.id.clone(), (t, data))
             })
             .collect();
-        Tenant { config, tables, rng, sequence: std::cell::Cell::new(0), transaction: 0 }
+        Tenant { config, tables, rng, sequence: std::cell::Cell::new(0), transaction: std::cell::Cell::new(0) }
     }
 
     /// The tenant context id.
@@ -155,7 +155,10 @@ impl Tenant {
         kind: &str,
     ) -> Result<(), LogError> {
         let topic = self.history_topic();
-        let value = history_record(schema, kind, &self.database());
+        // A DDL is its own transaction: changes before it have lower LSNs, the table's
+        // snapshot and changes after it the same or higher.
+        self.transaction.set(self.transaction.get() + 1);
+        let value = history_record(schema, kind, &self.database(), self.transaction.get());
         log.append(&topic, 0, now_ms, |offset| {
             let mut line = String::from("{\"topic\":");
             crate::decode::write_json_string(&mut line, &topic);
@@ -176,10 +179,14 @@ impl Tenant {
         after: Option<&[Cell]>,
     ) -> Result<(), LogError> {
         let topic = self.cdc_topic();
-        let lsn = (snapshot == "false").then(|| {
+        // Streamed changes carry their own change LSN; snapshot reads only the commit LSN
+        // at which the snapshot was taken (change sequence 0 = none).
+        let lsn = if snapshot == "false" {
             self.sequence.set(self.sequence.get() + 1);
-            (self.sequence.get(), self.transaction)
-        });
+            Some((self.sequence.get(), self.transaction.get()))
+        } else {
+            Some((0, self.transaction.get()))
+        };
         let key = key_of(schema, after.or(before).unwrap_or_default());
         let partition = partition_of(&schema.id, &key, self.config.partitions);
         let database = self.database();
@@ -280,7 +287,7 @@ impl Tenant {
         for i in 0..count {
             // Multi-row transactions: about half the changes join the previous one's.
             if i == 0 || self.rng.chance(50) {
-                self.transaction += 1;
+                self.transaction.set(self.transaction.get() + 1);
             }
             let Some(id) = self.pick_table() else { return Ok(()) };
             let (schema, mut rows) = self.tables.remove(&id).expect("picked from the map");

@@ -25,6 +25,7 @@ use crate::source::replication::{Replication, TokenPair};
 use crate::state::{Offsets, SessionValue};
 
 pub mod facts;
+mod incarnation;
 mod resync;
 
 /// How the pipeline runs (the `appsettings.json` knobs).
@@ -164,24 +165,10 @@ struct Decode {
     jobs: Vec<Job>,
     error: Option<String>,
     records: u64,
-    /// Tables dropped or re-created during this run: their older records, still in flight in
-    /// other partitions, no longer fit the schema and are skipped (the table is dropped, or
-    /// reloaded from the snapshot that follows its re-creation).
-    reshaped: std::collections::HashSet<(String, String)>,
+    /// Tables dropped or re-created: their older records, still in flight in other
+    /// partitions, are skipped (see [`incarnation`]).
+    incarnations: incarnation::Incarnations,
     skipped: u64,
-}
-
-/// `(schema, table)` of a change record's `source` block, read from the raw line (before
-/// decoding mutates it); only used when a table was reshaped during the run.
-fn raw_source_table(line: &[u8]) -> Option<(String, String)> {
-    let source = memchr::memmem::find(line, b"\"source\":")?;
-    let rest = &line[source..];
-    let field = |name: &[u8]| -> Option<String> {
-        let at = memchr::memmem::find(rest, name)? + name.len();
-        let end = memchr::memchr(b'"', &rest[at..])?;
-        String::from_utf8(rest[at..at + end].to_vec()).ok()
-    };
-    Some((field(b"\"schema\":\"")?, field(b"\"table\":\"")?))
 }
 
 impl Decode {
@@ -218,8 +205,9 @@ impl Decode {
     }
 
     fn line(&mut self, line: &mut [u8]) {
-        let hint = if self.reshaped.is_empty() { None } else { raw_source_table(line) };
-        let reshaped = hint.as_ref().is_some_and(|t| self.reshaped.contains(t));
+        let ddl_lsn = self.incarnations.ddl_lsn(line);
+        let hint = if self.incarnations.is_empty() { None } else { incarnation::raw_source_table(line) };
+        let reshaped = hint.as_ref().is_some_and(|t| self.incarnations.contains(t));
         let decoded = match self.decoder.decode(line, &self.schemas) {
             Ok(d) => d,
             Err(e) if reshaped => return self.skip(e.position(), &e.to_string()),
@@ -233,13 +221,26 @@ impl Decode {
             self.flush();
             for change in changes {
                 let id = (change.table.id.schema.clone(), change.table.id.table.clone());
-                let known = self.schemas.get(&id.0, &id.1).is_some();
-                if change.kind == SchemaChangeKind::Drop || (known && change.kind == SchemaChangeKind::Create) {
-                    self.reshaped.insert(id);
+                // Reshaped: dropped, or changed so that the replica re-creates it. A CREATE
+                // that re-announces an unchanged table (connectors do) reshapes nothing.
+                let incompatible = self
+                    .schemas
+                    .get(&id.0, &id.1)
+                    .is_some_and(|old| matches!(old.diff(&change.table), crate::schema::SchemaDiff::Incompatible));
+                let recreated = change.kind == SchemaChangeKind::Create && self.incarnations.contains(&id);
+                if change.kind == SchemaChangeKind::Drop || incompatible || recreated {
+                    self.incarnations.reshaped(id, ddl_lsn.clone());
                 }
                 self.schemas.apply(change);
                 self.jobs.push(Job::Schema(change.clone()));
             }
+        }
+        if reshaped
+            && let (Event::Change(c), Some(table), Some(p)) = (&decoded.event, &hint, &decoded.position)
+            && self.incarnations.is_stale(table, c.source.commit_lsn)
+        {
+            let position = p.to_owned();
+            return self.skip(Some(&position), "older than the table's re-creation");
         }
         let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
         if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
@@ -549,7 +550,7 @@ pub fn sync(
         jobs: Vec::new(),
         error: None,
         records: 0,
-        reshaped: std::collections::HashSet::new(),
+        incarnations: incarnation::Incarnations::new(&info.history_topic(), &state.read_session()?),
         skipped: 0,
     };
     decode.next.insert((info.history_topic(), 0), stored.get(&(info.history_topic(), 0)).map_or(0, |o| o + 1));
@@ -653,6 +654,7 @@ pub fn sync(
         }
         // A partial last line (a truncated body) is dropped; it is fetched again.
         let _ = decode.framer.finish();
+        decode.incarnations.save(state)?;
         if let Some(error) = decode.error.take() {
             return Err(PipelineError::Record(error));
         }

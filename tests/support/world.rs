@@ -102,19 +102,34 @@ impl World {
         auto_resync: bool,
         stop: Arc<AtomicBool>,
     ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
+        let options = SyncOptions { auto_resync, ..Self::options() };
+        self.sync_options(db, key, &options, stop)
+    }
+
+    /// The options of the runs above: short long-polls, small transactions, until idle.
+    pub fn options() -> SyncOptions {
+        SyncOptions {
+            max_poll: Duration::from_millis(300),
+            until_idle: true,
+            database_batch_size: 200,
+            ..SyncOptions::default()
+        }
+    }
+
+    /// A `sync` run with the stored session and these options.
+    pub fn sync_options(
+        &self,
+        db: &TestDb,
+        key: &SecretKey,
+        options: &SyncOptions,
+        stop: Arc<AtomicBool>,
+    ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
         let mut state = db.open(SinkOptions::default());
         let session = state.read_session().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, key).unwrap();
         let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens);
-        let options = SyncOptions {
-            max_poll: Duration::from_millis(300),
-            until_idle: true,
-            database_batch_size: 200,
-            auto_resync,
-            ..SyncOptions::default()
-        };
-        sync(replication, db.open(SinkOptions::default()), state.as_mut(), key, &options, stop)
+        sync(replication, db.open(SinkOptions::default()), state.as_mut(), key, options, stop)
     }
 
     pub fn verify(&self, db: &TestDb, phase: &str) {
