@@ -513,6 +513,13 @@ pub fn validate(dir: &Path) -> Result<bool> {
 /// tables are created (their snapshot rows follow with `sync`), changed ones altered or
 /// re-created, dropped ones dropped.
 pub fn update_schema(instance: &Instance) -> Result<()> {
+    // A running service reads the schema history with every fetch already; a second reader
+    // beside it would only race it.
+    if let Some(pid) = InstanceLock::holder(&instance.lock_path()) {
+        println!("dbmirror (process {pid}) is running here and applies schema changes as they arrive: nothing to do");
+        return Ok(());
+    }
+    let _guard = InstanceLock::take(&instance.lock_path())?;
     let mut state = instance.open()?;
     let replication = instance.replication(state.as_mut())?;
     let options = SyncOptions {
