@@ -70,6 +70,9 @@ async fn https_with_a_pinned_certificate_cli_actions_and_a_durable_restart() {
     let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
     let client = HttpClient::new(&server.url, Some(&trust)).unwrap();
     assert_eq!(client.json(Method::GET, "/healthz", None, None).await.unwrap()["status"], "ok");
+    // ALPN picks HTTP/2 over TLS (HTTP/1.1 stays available to clients that only speak it).
+    let response = client.send(Method::GET, "/healthz", None, None).await.unwrap();
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
 
     // Another fingerprint: the TLS handshake is refused.
     let wrong = HttpClient::new(&server.url, Some(&Trust::Fingerprint([7; 32]))).unwrap();
