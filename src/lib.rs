@@ -33,6 +33,7 @@ pub mod error;
 pub mod inspect;
 pub mod pipeline;
 pub mod protocol;
+pub mod retry;
 pub mod row;
 pub mod schema;
 pub mod secrets;

@@ -251,6 +251,11 @@ async fn error_codes_for_every_refusal() {
     let skewed = h.api(Method::GET, &token, "session", None).await;
     let date = skewed.headers["date"].to_str().unwrap().to_owned();
     assert_ne!(date, dbmirror::cloud::http::http_date(now_ms() / 1000), "the Date header is 10 minutes ahead");
+    // The client reads Retry-After into the error, for its backoff.
+    h.admin(&format!("sessions/{session}/faults"), json!({"rate_limit_next": 1})).await;
+    let client = dbmirror::source::client::HttpClient::new(&h.base, None).unwrap();
+    let refused = client.json(Method::GET, "/api/v1/replication/cust1/session", Some(&token), None).await.unwrap_err();
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(2)), "{refused}");
     h.admin(&format!("sessions/{session}/faults"), json!({"expire_tokens": true})).await;
     assert_eq!(h.api(Method::GET, &token, "session", None).await.code(), "token_expired");
     h.admin(&format!("sessions/{session}/faults"), json!({})).await;

@@ -325,8 +325,8 @@ fn reload_all(
     Ok(resyncs.begin(schemas.tables().map(|t| t.id.clone()).collect(), &until))
 }
 
-/// Applies queued jobs through the worker, retrying transient failures with backoff (the
-/// only place the pipeline sleeps besides the long-poll). Returns the worker.
+/// Applies queued jobs through the worker, retrying transient failures with backoff
+/// ([`crate::retry`]). Returns the worker.
 fn drain<S: Sink + Send + 'static>(
     state: &mut (dyn Sink + Send),
     mut worker: SinkWorker<S>,
@@ -393,7 +393,7 @@ fn retry<S: Sink + Send + 'static>(
             failure = Some(e);
         }
     }
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut sink = sink;
     let mut pending = unapplied;
     loop {
@@ -401,13 +401,12 @@ fn retry<S: Sink + Send + 'static>(
             if e.retry() == Retry::Fatal {
                 return Err(PipelineError::Sink(e));
             }
-            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "replica write failed; retrying the same batch");
+            tracing::warn!(error = %e, "replica write failed; retrying the same batch");
             facts::record_error(state, &format!("replica write failed (retrying): {e}"));
             if stop.load(Ordering::Relaxed) {
                 return Err(PipelineError::Sink(e));
             }
-            std::thread::sleep(delay + Duration::from_millis(u64::from(crate::cloud::auth::random_bytes::<1>()[0])));
-            delay = (delay * 2).min(Duration::from_secs(30));
+            backoff.wait(None, stop);
         }
         let worker = SinkWorker::spawn(sink, 2);
         let mut rest = Vec::new();
@@ -564,6 +563,7 @@ pub fn sync(
     let mut worker = SinkWorker::spawn(data, 2);
     let started = Instant::now();
     let mut last_ack = Instant::now();
+    let mut fetch_backoff = crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
     loop {
         if stop.load(Ordering::Relaxed) || options.run_for.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -607,6 +607,9 @@ pub fn sync(
         let interrupted = fetched.is_none();
         let fetched = fetched.unwrap_or(Ok(0));
         let failed = fetched.is_err() || interrupted;
+        if fetched.is_ok() {
+            fetch_backoff.reset();
+        }
         if let Err(e) = fetched {
             // A cut connection loses nothing: the next fetch starts after the last whole record.
             match &e {
@@ -642,12 +645,12 @@ pub fn sync(
                 SourceError::Body { .. } | SourceError::Request { .. } => {
                     tracing::warn!(error = %e, "fetch interrupted; retrying");
                     facts::record_error(state, &format!("fetch interrupted (retrying): {e}"));
-                    std::thread::sleep(Duration::from_millis(500));
+                    fetch_backoff.wait(None, &stop);
                 }
                 SourceError::Service { status: 429 | 503, .. } => {
-                    tracing::warn!(error = %e, "the service asked to retry later");
+                    tracing::warn!(error = %e, retry_after_s = e.retry_after().map(|d| d.as_secs()), "the service asked to retry later");
                     facts::record_error(state, &format!("the cloud asked to retry later: {e}"));
-                    std::thread::sleep(Duration::from_secs(1));
+                    fetch_backoff.wait(e.retry_after(), &stop);
                 }
                 _ => return Err(e.into()),
             }

@@ -54,6 +54,21 @@ pub enum SourceError {
     },
 }
 
+/// Where a `Retry-After` header's seconds are kept in an error's `details`.
+const RETRY_AFTER_KEY: &str = "retry_after_s";
+
+impl SourceError {
+    /// How long the service asked to wait (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SourceError::Service { details, .. } => {
+                details[RETRY_AFTER_KEY].as_u64().map(std::time::Duration::from_secs)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A client for one base URL.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -116,15 +131,23 @@ impl HttpClient {
         if (200..300).contains(&status) {
             return Ok(response);
         }
+        let retry_after = response
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         let bytes =
             response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         let error = &json["error"];
+        let mut details = error.clone();
+        if let (Some(secs), Some(map)) = (retry_after, details.as_object_mut()) {
+            map.insert(RETRY_AFTER_KEY.into(), Json::from(secs));
+        }
         Err(SourceError::Service {
             status,
             code: error["code"].as_str().unwrap_or("unknown").to_owned(),
             message: error["message"].as_str().unwrap_or("the service gave no reason").to_owned(),
-            details: error.clone(),
+            details,
         })
     }
 

@@ -240,7 +240,7 @@ pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, s
         history_only: false,
         progress: snapshot_progress(instance),
     };
-    let mut delay = Duration::from_secs(1);
+    let mut backoff = dbmirror::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         let mut state = instance.open()?;
         let replication = instance.replication(state.as_mut())?;
@@ -264,10 +264,9 @@ pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, s
                 }
                 SourceError::Service { status: 400..=499, .. } => anyhow::Error::from(*e),
                 other => {
-                    tracing::warn!(error = %other, retry_in_s = delay.as_secs(), "cloud unreachable; retrying");
+                    tracing::warn!(error = %other, "cloud unreachable; retrying");
                     facts::record_error(state.as_mut(), &format!("cloud unreachable (retrying): {other}"));
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(300));
+                    backoff.wait(other.retry_after(), &stop);
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
