@@ -135,7 +135,12 @@ async fn https_with_a_pinned_certificate_cli_actions_and_a_durable_restart() {
 
 /// An instance folder with a SQLite replica and these extra settings.
 fn instance_folder(dir: &Path, settings: serde_json::Value) -> std::path::PathBuf {
-    let instance = dir.join("instance");
+    named_instance_folder(dir, "instance", settings)
+}
+
+/// Like [`instance_folder`], in `dir/<name>`.
+fn named_instance_folder(dir: &Path, name: &str, settings: serde_json::Value) -> std::path::PathBuf {
+    let instance = dir.join(name);
     std::fs::create_dir_all(&instance).unwrap();
     let mut config = serde_json::json!({
         "ReplicaDatabase": {"ConnectionString": format!("Data Source={}", instance.join("replica.db").display())},
@@ -384,6 +389,46 @@ async fn sync_killed_at_random_moments_converges() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let verify = Command::new(dbmirror).args(["verify", "--instance"]).arg(&instance).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Test and Prod side by side: two instance folders, two sessions of one tenant, two services
+/// running at once; each keeps its own lock, log, key and replica, and both converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_run_side_by_side() {
+    let (dir, server, prod, _) =
+        provisioned("sidebyside", &["--rows", "20", "--changes-per-sec", "100"], serde_json::json!({}), "Prod").await;
+    let test = named_instance_folder(&dir, "test-instance", serde_json::json!({}));
+    let provision = ["provision", "--cloud", server.url.as_str(), "--fingerprint", server.fingerprint.as_str()];
+    with_browser_approval(&server, &provision, &test, "Test").await;
+    let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
+    let mut services: Vec<_> = [&prod, &test]
+        .iter()
+        .map(|i| Command::new(dbmirror).args(["sync", "--instance"]).arg(i).stderr(Stdio::null()).spawn().unwrap())
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
+    let ops = HttpClient::new(&server.url, Some(&trust)).unwrap();
+    ops.json(Method::POST, "/admin/workload", Some("adm"), Some(&serde_json::json!({"changes_per_sec": 0})))
+        .await
+        .unwrap();
+    for service in &mut services {
+        let _ = Command::new("kill").arg(service.id().to_string()).status();
+        assert!(service.wait().unwrap().success(), "each service stops cleanly on SIGTERM");
+    }
+    let units = dir.join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    for (instance, unit) in [(&prod, "dbmirror-prod.service"), (&test, "dbmirror-test.service")] {
+        let run = |args: &[&str]| Command::new(dbmirror).args(args).arg("--instance").arg(instance).output().unwrap();
+        assert!(run(&["sync", "--until-idle"]).status.success());
+        let verified = run(&["verify"]);
+        assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+        assert!(run(&["install", "--unit-dir", units.to_str().unwrap()]).status.success());
+        assert!(units.join(unit).exists(), "{unit}");
+        assert!(instance.join("logs").read_dir().unwrap().next().is_some(), "each instance logs in its own folder");
+    }
+    assert_ne!(std::fs::read(prod.join("dbmirror.key")).unwrap(), std::fs::read(test.join("dbmirror.key")).unwrap());
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
