@@ -76,29 +76,30 @@ fn new_customer_restarts_and_a_faulty_stream_all_converge() {
 #[test]
 fn schema_changes_in_the_stream_converge() {
     use dbmirror::cloud::journal::TenantOp;
-    let db = fresh_databases().into_iter().next().unwrap();
-    let w = world(false);
-    let key = key(&db);
-    w.provision(&db, &key, "schema");
-    w.sync_until_idle(&db, &key);
-    w.changes(100);
-    for op in [
-        TenantOp::AddColumn { table: "crm7.person".into(), column: "nickname".into() },
-        TenantOp::Change { count: 100 },
-        TenantOp::NewTable { table: "crm7.service_extra".into(), rows: 15 },
-        TenantOp::IncompatibleChange { table: "crm7.contact".into() },
-        TenantOp::Change { count: 100 },
-        TenantOp::DropTable { table: "crm7.relations".into() },
-    ] {
-        w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+    for db in fresh_databases() {
+        let w = world(false);
+        let key = key(&db);
+        w.provision(&db, &key, "schema");
+        w.sync_until_idle(&db, &key);
+        w.changes(100);
+        for op in [
+            TenantOp::AddColumn { table: "crm7.person".into(), column: "nickname".into() },
+            TenantOp::Change { count: 100 },
+            TenantOp::NewTable { table: "crm7.service_extra".into(), rows: 15 },
+            TenantOp::IncompatibleChange { table: "crm7.contact".into() },
+            TenantOp::Change { count: 100 },
+            TenantOp::DropTable { table: "crm7.relations".into() },
+        ] {
+            w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+        }
+        w.sync_until_idle(&db, &key);
+        let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+        let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
+        let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(checks.iter().any(|c| c.table == "crm7.service_extra"));
+        assert!(!checks.iter().any(|c| c.table == "crm7.relations"));
     }
-    w.sync_until_idle(&db, &key);
-    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
-    let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
-    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
-    assert!(bad.is_empty(), "{bad:?}");
-    assert!(checks.iter().any(|c| c.table == "crm7.service_extra"));
-    assert!(!checks.iter().any(|c| c.table == "crm7.relations"));
 }
 
 /// The replica refuses writes (a broken table): the client stops with the database's error,
@@ -106,35 +107,49 @@ fn schema_changes_in_the_stream_converge() {
 /// (Transient errors — locks, lost connections — are retried in place: `pipeline::retry`.)
 #[test]
 fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix() {
-    let db = fresh_databases().into_iter().next().unwrap();
-    let w = world(false);
-    let key = key(&db);
-    w.provision(&db, &key, "retry");
-    w.sync_until_idle(&db, &key);
-    let offsets_before = db.open(SinkOptions::default()).offsets().unwrap();
-    // Writes to crm7.person fail: a trigger raises (SQLite's `busy` is transient; this error is
-    // not, so `sync` stops with the error and keeps its offsets).
-    db.exec("CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;");
-    w.changes(300);
-    let mut state = db.open(SinkOptions::default());
-    let session = state.read_session().unwrap();
-    let info = SessionInfo::from_facts(&session).unwrap();
-    let tokens = stored_tokens(&session, &key).unwrap();
-    let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens);
-    let options = SyncOptions { max_poll: Duration::from_millis(300), until_idle: true, ..SyncOptions::default() };
-    let failed = sync(
-        replication,
-        db.open(SinkOptions::default()),
-        state.as_mut(),
-        &key,
-        &options,
-        Arc::new(AtomicBool::new(false)),
-    );
-    assert!(failed.unwrap_err().to_string().contains("replica refuses"));
-    assert_eq!(db.open(SinkOptions::default()).offsets().unwrap(), offsets_before, "no progress past the failed batch");
-    db.exec("DROP TRIGGER refuse;");
-    w.sync_until_idle(&db, &key);
-    w.verify(&db, "after the fix");
+    for db in fresh_databases() {
+        let w = world(false);
+        let key = key(&db);
+        w.provision(&db, &key, "retry");
+        w.sync_until_idle(&db, &key);
+        let offsets_before = db.open(SinkOptions::default()).offsets().unwrap();
+        // Writes to crm7.person fail: a trigger raises (SQLite's `busy` is transient; this error is
+        // not, so `sync` stops with the error and keeps its offsets).
+        db.exec_per_target(
+            "CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;",
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'replica refuses'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON crm7.person FOR EACH ROW EXECUTE FUNCTION refuse();",
+            "CREATE TRIGGER refuse ON [crm7].[person] AFTER INSERT, UPDATE AS THROW 50000, 'replica refuses', 1;",
+        );
+        w.changes(300);
+        let mut state = db.open(SinkOptions::default());
+        let session = state.read_session().unwrap();
+        let info = SessionInfo::from_facts(&session).unwrap();
+        let tokens = stored_tokens(&session, &key).unwrap();
+        let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens);
+        let options = SyncOptions { max_poll: Duration::from_millis(300), until_idle: true, ..SyncOptions::default() };
+        let failed = sync(
+            replication,
+            db.open(SinkOptions::default()),
+            state.as_mut(),
+            &key,
+            &options,
+            Arc::new(AtomicBool::new(false)),
+        );
+        assert!(failed.unwrap_err().to_string().contains("replica refuses"));
+        assert_eq!(
+            db.open(SinkOptions::default()).offsets().unwrap(),
+            offsets_before,
+            "no progress past the failed batch"
+        );
+        db.exec_per_target(
+            "DROP TRIGGER refuse;",
+            "DROP TRIGGER refuse ON crm7.person;",
+            "DROP TRIGGER [crm7].[refuse];",
+        );
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after the fix");
+    }
 }
 
 /// Source restored from a backup, and a tenant suspended then resumed: the cloud resets the
@@ -167,24 +182,25 @@ fn offset_resets_after_a_restore_or_a_resume_converge() {
 /// `--auto-resync` reloads every table from a fresh snapshot and converges.
 #[test]
 fn offline_longer_than_retention_is_detected_and_auto_resync_converges() {
-    let db = fresh_databases().into_iter().next().unwrap();
-    let w = world_with(false, Duration::from_millis(1500));
-    let key = key(&db);
-    w.provision(&db, &key, "away");
-    w.sync_until_idle(&db, &key);
-    w.changes(200);
-    std::thread::sleep(Duration::from_millis(1600));
-    w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
-    w.changes(20);
-    let error = w.try_sync(&db, &key, false).unwrap_err();
-    assert!(
-        matches!(&error, dbmirror::pipeline::PipelineError::Source(e)
+    for db in fresh_databases() {
+        let w = world_with(false, Duration::from_millis(1500));
+        let key = key(&db);
+        w.provision(&db, &key, "away");
+        w.sync_until_idle(&db, &key);
+        w.changes(200);
+        std::thread::sleep(Duration::from_millis(1600));
+        w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
+        w.changes(20);
+        let error = w.try_sync(&db, &key, false).unwrap_err();
+        assert!(
+            matches!(&error, dbmirror::pipeline::PipelineError::Source(e)
         if matches!(e.as_ref(), dbmirror::source::client::SourceError::Service { code, .. } if code == "offset_purged")),
-        "{error}"
-    );
-    let resynced = w.try_sync(&db, &key, true).unwrap();
-    assert!(resynced.records > 0);
-    w.verify(&db, "after auto-resync");
+            "{error}"
+        );
+        let resynced = w.try_sync(&db, &key, true).unwrap();
+        assert!(resynced.records > 0);
+        w.verify(&db, "after auto-resync");
+    }
 }
 
 /// An incompatible re-create read while the client is behind, then a restart before the old
@@ -196,28 +212,29 @@ fn a_restart_between_a_recreate_and_its_stale_records_converges() {
     use dbmirror::cloud::journal::TenantOp;
     use dbmirror::pipeline::ProgressHook;
     use std::sync::atomic::Ordering;
-    let db = fresh_databases().into_iter().next().unwrap();
-    let w = world(false);
-    let key = key(&db);
-    w.provision(&db, &key, "stale");
-    w.sync_until_idle(&db, &key);
-    for op in [
-        TenantOp::Change { count: 300 },
-        TenantOp::IncompatibleChange { table: "crm7.contact".into() },
-        TenantOp::Change { count: 50 },
-    ] {
-        w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+    for db in fresh_databases() {
+        let w = world(false);
+        let key = key(&db);
+        w.provision(&db, &key, "stale");
+        w.sync_until_idle(&db, &key);
+        for op in [
+            TenantOp::Change { count: 300 },
+            TenantOp::IncompatibleChange { table: "crm7.contact".into() },
+            TenantOp::Change { count: 50 },
+        ] {
+            w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+        }
+        // One small fetch (the schema history comes first), then stop.
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let options = SyncOptions {
+            max_batch_size: 10,
+            progress: Some(ProgressHook(Arc::new(move |_, _| flag.store(true, Ordering::Relaxed)))),
+            ..crate::support::world::World::options()
+        };
+        let first = w.sync_options(&db, &key, &options, stop).unwrap();
+        assert!(first.schema_changes >= 2 && first.records <= 20, "{first:?}");
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after a restart between a re-create and its stale records");
     }
-    // One small fetch (the schema history comes first), then stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let options = SyncOptions {
-        max_batch_size: 10,
-        progress: Some(ProgressHook(Arc::new(move |_, _| flag.store(true, Ordering::Relaxed)))),
-        ..crate::support::world::World::options()
-    };
-    let first = w.sync_options(&db, &key, &options, stop).unwrap();
-    assert!(first.schema_changes >= 2 && first.records <= 20, "{first:?}");
-    w.sync_until_idle(&db, &key);
-    w.verify(&db, "after a restart between a re-create and its stale records");
 }

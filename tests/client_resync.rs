@@ -100,38 +100,39 @@ fn a_drifted_table_is_reloaded_through_a_shadow_and_never_seen_empty() {
 
 #[test]
 fn a_resync_stopped_midway_resumes_and_completes() {
-    let db = fresh_databases().into_iter().next().unwrap();
-    let (w, key) = provisioned(&db);
-    let person = TableId::new("crm7", "person");
-    drift(&db);
-    request(&db, &[&person]);
-    // Records trickle in (a pause before each), so a stop lands inside the snapshot.
-    slow_down(&w, &db, 20);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopper = {
-        let (db, stop) = (db.clone(), stop.clone());
-        std::thread::spawn(move || {
-            // Stop (as Ctrl-C would) once the shadow exists: the snapshot is still trickling in.
-            let shadow = shadow::shadow_id(&TableId::new("crm7", "person"));
-            for _ in 0..2000 {
-                if db.open(SinkOptions::default()).tables().iter().any(|r| r.schema.id == shadow) {
-                    stop.store(true, Ordering::Relaxed);
-                    return true;
+    for db in fresh_databases() {
+        let (w, key) = provisioned(&db);
+        let person = TableId::new("crm7", "person");
+        drift(&db);
+        request(&db, &[&person]);
+        // Records trickle in (a pause before each), so a stop lands inside the snapshot.
+        slow_down(&w, &db, 20);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Stop (as Ctrl-C would) once the shadow exists: the snapshot is still trickling in.
+                let shadow = shadow::shadow_id(&TableId::new("crm7", "person"));
+                for _ in 0..2000 {
+                    if db.open(SinkOptions::default()).tables().iter().any(|r| r.schema.id == shadow) {
+                        stop.store(true, Ordering::Relaxed);
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            false
-        })
-    };
-    w.run_sync(&db, &key, stop).unwrap();
-    assert!(stopper.join().unwrap(), "the shadow table appeared");
-    let session = db.open(SinkOptions::default()).read_session().unwrap();
-    assert_eq!(shadow::running(&session).len(), 1, "stopped while the resync was running");
-    slow_down(&w, &db, 0);
-    w.changes(100);
-    w.sync_until_idle(&db, &key);
-    w.verify(&db, "after the resumed resync");
-    assert_settled(&db);
+                false
+            })
+        };
+        w.run_sync(&db, &key, stop).unwrap();
+        assert!(stopper.join().unwrap(), "the shadow table appeared");
+        let session = db.open(SinkOptions::default()).read_session().unwrap();
+        assert_eq!(shadow::running(&session).len(), 1, "stopped while the resync was running");
+        slow_down(&w, &db, 0);
+        w.changes(100);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after the resumed resync");
+        assert_settled(&db);
+    }
 }
 
 #[test]
@@ -160,22 +161,23 @@ fn schema_changes_during_a_resync_are_followed_or_cancel_it() {
 /// recorded (the request is still pending), and a swap committed but its fact not cleared.
 #[test]
 fn a_crash_between_resync_steps_is_reconciled_on_restart() {
-    let db = fresh_databases().into_iter().next().unwrap();
-    let (w, key) = provisioned(&db);
-    let (person, contact) = (TableId::new("crm7", "person"), TableId::new("crm7", "contact"));
-    drift(&db);
-    let mut sink = db.open(SinkOptions::default());
-    let live = sink.tables().into_iter().find(|r| r.schema.id == person).unwrap();
-    let orphan = dbmirror::schema::TableSchema { id: shadow::shadow_id(&person), ..(*live.schema).clone() };
-    let create = dbmirror::schema::TableChange { kind: dbmirror::schema::SchemaChangeKind::Create, table: orphan };
-    sink.apply_schema(&create).unwrap();
-    sink.write_session(&[("resync:crm7.contact", SessionValue::Text("e2e1-cdc/0=1".into()))]).unwrap();
-    drop(sink);
-    request(&db, &[&person]);
-    w.sync_until_idle(&db, &key);
-    w.verify(&db, "after reconciling interrupted steps");
-    assert_settled(&db);
-    assert!(db.open(SinkOptions::default()).tables().iter().any(|r| r.schema.id == contact));
+    for db in fresh_databases() {
+        let (w, key) = provisioned(&db);
+        let (person, contact) = (TableId::new("crm7", "person"), TableId::new("crm7", "contact"));
+        drift(&db);
+        let mut sink = db.open(SinkOptions::default());
+        let live = sink.tables().into_iter().find(|r| r.schema.id == person).unwrap();
+        let orphan = dbmirror::schema::TableSchema { id: shadow::shadow_id(&person), ..(*live.schema).clone() };
+        let create = dbmirror::schema::TableChange { kind: dbmirror::schema::SchemaChangeKind::Create, table: orphan };
+        sink.apply_schema(&create).unwrap();
+        sink.write_session(&[("resync:crm7.contact", SessionValue::Text("e2e1-cdc/0=1".into()))]).unwrap();
+        drop(sink);
+        request(&db, &[&person]);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after reconciling interrupted steps");
+        assert_settled(&db);
+        assert!(db.open(SinkOptions::default()).tables().iter().any(|r| r.schema.id == contact));
+    }
 }
 
 /// A source restore resets the offsets: every table is reloaded through a shadow, so while
@@ -183,33 +185,34 @@ fn a_crash_between_resync_steps_is_reconciled_on_restart() {
 /// replica equals the restored source.
 #[test]
 fn a_restore_reloads_through_shadows_and_keeps_tables_complete() {
-    let db = fresh_databases().into_iter().next().unwrap();
-    let (w, key) = provisioned(&db);
-    w.changes(100);
-    w.sync_until_idle(&db, &key);
-    let before = person_rows(&db);
-    w.cloud.with(|s| s.reset_offsets("e2e1", now_ms(), true)).unwrap();
-    slow_down(&w, &db, 5);
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (db, stop) = (db.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for _ in 0..4000 {
-                let running = shadow::running(&db.open(SinkOptions::default()).read_session().unwrap());
-                if running.len() >= 20 {
-                    stop.store(true, Ordering::Relaxed);
-                    return Some(person_rows(&db));
+    for db in fresh_databases() {
+        let (w, key) = provisioned(&db);
+        w.changes(100);
+        w.sync_until_idle(&db, &key);
+        let before = person_rows(&db);
+        w.cloud.with(|s| s.reset_offsets("e2e1", now_ms(), true)).unwrap();
+        slow_down(&w, &db, 5);
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for _ in 0..4000 {
+                    let running = shadow::running(&db.open(SinkOptions::default()).read_session().unwrap());
+                    if running.len() >= 20 {
+                        stop.store(true, Ordering::Relaxed);
+                        return Some(person_rows(&db));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            None
-        })
-    };
-    w.run_sync(&db, &key, stop).unwrap();
-    let during = watcher.join().unwrap().expect("every table was being reloaded through a shadow");
-    assert!(during >= before, "the live table kept its rows during the reload ({during} < {before})");
-    slow_down(&w, &db, 0);
-    w.sync_until_idle(&db, &key);
-    w.verify(&db, "after the reload");
-    assert_settled(&db);
+                None
+            })
+        };
+        w.run_sync(&db, &key, stop).unwrap();
+        let during = watcher.join().unwrap().expect("every table was being reloaded through a shadow");
+        assert!(during >= before, "the live table kept its rows during the reload ({during} < {before})");
+        slow_down(&w, &db, 0);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after the reload");
+        assert_settled(&db);
+    }
 }

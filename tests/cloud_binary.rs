@@ -354,9 +354,18 @@ async fn the_customer_commands_provision_sync_and_verify() {
 /// streaming: every restart resumes from the replica's own offsets and `verify` passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_killed_at_random_moments_converges() {
-    let settings = serde_json::json!({"DatabaseBatchSize": 500, "CommitIntervalSeconds": 1});
+    for db in tokio::task::block_in_place(crate::support::targets::fresh_databases) {
+        let mut settings = serde_json::json!({"DatabaseBatchSize": 500, "CommitIntervalSeconds": 1});
+        if db.kind != dbmirror::sink::TargetKind::Sqlite {
+            settings["ReplicaDatabase"] = serde_json::json!({"ConnectionString": db.connection_string});
+        }
+        killed_at_random_moments(&format!("kill-{:?}", db.kind), settings).await;
+    }
+}
+
+async fn killed_at_random_moments(label: &str, settings: serde_json::Value) {
     let (dir, server, instance, rest) =
-        provisioned("kill", &["--rows", "400", "--changes-per-sec", "300"], settings, "kill").await;
+        provisioned(label, &["--rows", "400", "--changes-per-sec", "300"], settings, "kill").await;
     let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
     let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
     assert!(rest.iter().any(|l| l.starts_with("Provisioning completed")), "{rest:?}");
