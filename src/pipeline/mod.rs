@@ -13,20 +13,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::coalesce::{Coalescer, FlushPolicy};
-use crate::decode::{Decoder, Event, Snapshot};
-use crate::error::Retry;
+use crate::decode::Decoder;
 use crate::protocol::LineFramer;
 use crate::schema::{SchemaChangeKind, SchemaRegistry, TableChange};
 use crate::secrets::SecretKey;
-use crate::sink::worker::{Job, Report, SinkWorker};
+use crate::sink::worker::{Job, SinkWorker};
 use crate::sink::{Sink, SinkError};
 use crate::source::client::SourceError;
-use crate::source::replication::{Replication, TokenPair};
-use crate::state::{Offsets, SessionValue};
+use crate::source::replication::Replication;
+use crate::state::Offsets;
 
+mod apply;
+mod decode_stage;
 pub mod facts;
 mod incarnation;
 mod resync;
+mod tokens;
+
+pub use tokens::{refresh_tokens, stored_tokens, token_store};
+
+use apply::{account, drain, retry};
+use decode_stage::Decode;
 
 /// How the pipeline runs (the `appsettings.json` knobs).
 #[derive(Debug, Clone)]
@@ -123,196 +130,8 @@ pub struct SyncSummary {
     pub rows_total: BTreeMap<String, u64>,
 }
 
-/// Stores rotated tokens (sealed) in the replica's `_ReplicationState`.
-pub fn token_store<'a>(
-    state: &'a mut (dyn Sink + Send),
-    key: &'a SecretKey,
-) -> impl FnMut(&TokenPair) -> Result<(), String> + Send + 'a {
-    move |tokens: &TokenPair| {
-        state
-            .write_session(&[
-                ("access_token", SessionValue::Sealed(key.seal("access_token", &tokens.access))),
-                ("refresh_token", SessionValue::Sealed(key.seal("refresh_token", &tokens.refresh))),
-                ("access_expires_at_ms", SessionValue::Text(tokens.expires_at_ms.to_string())),
-            ])
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// The `_ReplicationState` offset row that records how many offset resets were reloaded.
 pub const RESET_MARKER: &str = "_reset";
-
-/// Opens the sealed tokens stored by [`token_store`]; tokens stored in clear are refused.
-pub fn stored_tokens(session: &crate::state::Session, key: &SecretKey) -> Result<TokenPair, PipelineError> {
-    let sealed = |name: &str| match session.get(name) {
-        Some(SessionValue::Sealed(b)) => key.open(name, b).map_err(|e| PipelineError::Record(e.to_string())),
-        _ => Err(PipelineError::Record(format!("the replica has no sealed {name}: run `dbmirror provision`"))),
-    };
-    let expires = match session.get("access_expires_at_ms") {
-        Some(SessionValue::Text(t)) => t.parse().unwrap_or(0),
-        _ => 0,
-    };
-    Ok(TokenPair { access: sealed("access_token")?, refresh: sealed("refresh_token")?, expires_at_ms: expires })
-}
-
-/// Everything the decode stage owns.
-struct Decode {
-    framer: LineFramer,
-    decoder: Decoder,
-    schemas: SchemaRegistry,
-    coalescer: Coalescer,
-    next: BTreeMap<(String, i32), i64>,
-    jobs: Vec<Job>,
-    error: Option<String>,
-    records: u64,
-    /// Tables dropped or re-created: their older records, still in flight in other
-    /// partitions, are skipped (see [`incarnation`]).
-    incarnations: incarnation::Incarnations,
-    skipped: u64,
-}
-
-impl Decode {
-    /// Frames and decodes a chunk; completed batches and schema changes go to `jobs`.
-    fn chunk(&mut self, data: &[u8]) {
-        self.framer.push(data);
-        while self.error.is_none() {
-            let mut line = match self.framer.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) => break,
-                Err(e) => {
-                    self.error = Some(format!("a record line is too long: {e}"));
-                    break;
-                }
-            };
-            self.line(&mut line);
-        }
-    }
-
-    /// Advances past a record that is skipped on purpose.
-    fn skip(&mut self, position: Option<&crate::protocol::OwnedPosition>, why: &str) {
-        let Some(p) = position else {
-            self.error = Some(format!("a record without a position cannot be skipped: {why}"));
-            return;
-        };
-        tracing::debug!(position = %p, "skipping a record of a reshaped table: {why}");
-        let marker = crate::decode::Decoded {
-            position: Some(crate::protocol::Position { topic: &p.topic, partition: p.partition, offset: p.offset }),
-            event: Event::Tombstone,
-        };
-        let _ = self.coalescer.push(&marker, &self.schemas, Instant::now());
-        self.next.insert((p.topic.clone(), p.partition), p.offset + 1);
-        self.skipped += 1;
-    }
-
-    fn line(&mut self, line: &mut [u8]) {
-        let ddl_lsn = self.incarnations.ddl_lsn(line);
-        let hint = if self.incarnations.is_empty() { None } else { incarnation::raw_source_table(line) };
-        let reshaped = hint.as_ref().is_some_and(|t| self.incarnations.contains(t));
-        let decoded = match self.decoder.decode(line, &self.schemas) {
-            Ok(d) => d,
-            Err(e) if reshaped => return self.skip(e.position(), &e.to_string()),
-            Err(e) => {
-                self.error = Some(e.to_string());
-                return;
-            }
-        };
-        let now = Instant::now();
-        if let Event::SchemaChange(changes) = &decoded.event {
-            self.flush();
-            for change in changes {
-                let id = (change.table.id.schema.clone(), change.table.id.table.clone());
-                // Reshaped: dropped, or changed so that the replica re-creates it. A CREATE
-                // that re-announces an unchanged table (connectors do) reshapes nothing.
-                let incompatible = self
-                    .schemas
-                    .get(&id.0, &id.1)
-                    .is_some_and(|old| matches!(old.diff(&change.table), crate::schema::SchemaDiff::Incompatible));
-                let recreated = change.kind == SchemaChangeKind::Create && self.incarnations.contains(&id);
-                if change.kind == SchemaChangeKind::Drop || incompatible || recreated {
-                    self.incarnations.reshaped(id, ddl_lsn.clone());
-                }
-                self.schemas.apply(change);
-                self.jobs.push(Job::Schema(change.clone()));
-            }
-        }
-        if reshaped
-            && let (Event::Change(c), Some(table), Some(p)) = (&decoded.event, &hint, &decoded.position)
-            && self.incarnations.is_stale(table, c.source.commit_lsn)
-        {
-            let position = p.to_owned();
-            return self.skip(Some(&position), "older than the table's re-creation");
-        }
-        let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
-        if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
-            if reshaped {
-                let position = e.position.clone();
-                return self.skip(position.as_ref(), &e.to_string());
-            }
-            self.error = Some(e.to_string());
-            return;
-        }
-        if let Some(p) = decoded.position {
-            self.next.insert((p.topic.to_owned(), p.partition), p.offset + 1);
-        }
-        self.records += 1;
-        if last_snapshot {
-            self.flush();
-            self.jobs.push(Job::MarkSnapshotsReady);
-        } else if self.coalescer.should_flush(now) {
-            self.flush();
-        }
-    }
-
-    /// The cloud reset the tenant's offsets (source restored, tenant resumed, operator reset,
-    /// or `--auto-resync` after a purge): a fresh snapshot of every table starts at
-    /// `positions`. Every table is reloaded through a shadow (`starts`, queued first), so
-    /// readers keep complete tables until each reload is swapped in, and rows the source no
-    /// longer has disappear then. The handled reset (`epoch`) is stored with the positions
-    /// the stream continues from, in one transaction after the starts: a crash before it
-    /// repeats the reset; after it, nothing older than `positions` is read again.
-    fn reset(&mut self, positions: &serde_json::Value, epoch: u64, starts: Vec<Job>) -> Result<(), String> {
-        let list = positions.as_array().ok_or("the reset carried no positions")?;
-        self.flush();
-        let tables = starts.len();
-        self.jobs.extend(starts);
-        let epoch = i64::try_from(epoch).map_err(|_| "the reset epoch is out of range")?;
-        let mut consumed = vec![(RESET_MARKER.to_owned(), 0, epoch)];
-        let mut next = Vec::new();
-        for p in list {
-            let (Some(topic), Some(partition), Some(offset)) =
-                (p["topic"].as_str(), p["partition"].as_i64(), p["offset"].as_i64())
-            else {
-                return Err("a reset position is incomplete".into());
-            };
-            let partition = i32::try_from(partition).map_err(|_| "a reset partition is out of range")?;
-            if offset > 0 {
-                consumed.push((topic.to_owned(), partition, offset - 1));
-            }
-            next.push(((topic.to_owned(), partition), offset));
-        }
-        for (topic, partition, offset) in &consumed {
-            let marker = crate::decode::Decoded {
-                position: Some(crate::protocol::Position { topic, partition: *partition, offset: *offset }),
-                event: Event::Tombstone,
-            };
-            self.coalescer.push(&marker, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
-        }
-        self.flush();
-        self.next.extend(next);
-        tracing::warn!(
-            tables,
-            "the cloud reset the offsets: reloading every table from a fresh snapshot, through shadow tables"
-        );
-        Ok(())
-    }
-
-    fn flush(&mut self) {
-        let batch = self.coalescer.take();
-        if !batch.is_empty() || !batch.offsets().is_empty() {
-            self.jobs.push(Job::Apply(batch));
-        }
-    }
-}
 
 /// Shadow reloads of every known table for an offset reset, complete at `until`.
 fn reload_all(
@@ -323,139 +142,6 @@ fn reload_all(
     let until = resync::parse_until(until)
         .ok_or_else(|| PipelineError::Record("the cloud's reset carried no `until` positions".into()))?;
     Ok(resyncs.begin(schemas.tables().map(|t| t.id.clone()).collect(), &until))
-}
-
-/// Applies queued jobs through the worker, retrying transient failures with backoff
-/// ([`crate::retry`]). Returns the worker.
-fn drain<S: Sink + Send + 'static>(
-    state: &mut (dyn Sink + Send),
-    mut worker: SinkWorker<S>,
-    jobs: &mut Vec<Job>,
-    summary: &mut SyncSummary,
-    applied: &mut Offsets,
-    stop: &AtomicBool,
-) -> Result<SinkWorker<S>, PipelineError> {
-    for job in jobs.drain(..) {
-        if let Err(job) = worker.submit(job) {
-            // The worker stopped at a failure: collect it below and resubmit.
-            let (sink, reports, mut unapplied) = worker.finish();
-            unapplied.push(job);
-            worker = retry(state, sink, reports, unapplied, summary, applied, stop)?;
-        }
-        while let Some(report) = worker.try_report() {
-            if let Some(failed) = account(report, summary, applied) {
-                let (sink, mut reports, unapplied) = worker.finish();
-                reports.insert(0, Report::Failed(failed));
-                worker = retry(state, sink, reports, unapplied, summary, applied, stop)?;
-            }
-        }
-    }
-    Ok(worker)
-}
-
-/// Counts a report; returns the error of a failed one.
-fn account(report: Report, summary: &mut SyncSummary, applied: &mut Offsets) -> Option<SinkError> {
-    match report {
-        Report::Applied { tables, records, offsets } => {
-            for (id, rows) in tables {
-                *summary.rows_by_table.entry(id.to_string()).or_default() += rows;
-                *summary.rows_total.entry(id.to_string()).or_default() += rows;
-            }
-            summary.records += records;
-            summary.batches += u64::from(records > 0);
-            for (k, v) in offsets {
-                let slot = applied.entry(k).or_insert(v);
-                *slot = (*slot).max(v);
-            }
-            None
-        }
-        Report::Schema(change, outcome) => {
-            summary.schema_changes += 1;
-            tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
-            None
-        }
-        Report::Failed(error) => Some(error),
-    }
-}
-
-fn retry<S: Sink + Send + 'static>(
-    state: &mut (dyn Sink + Send),
-    sink: S,
-    reports: Vec<Report>,
-    unapplied: Vec<Job>,
-    summary: &mut SyncSummary,
-    applied: &mut Offsets,
-    stop: &AtomicBool,
-) -> Result<SinkWorker<S>, PipelineError> {
-    let mut failure = None;
-    for report in reports {
-        if let Some(e) = account(report, summary, applied) {
-            failure = Some(e);
-        }
-    }
-    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-    let mut sink = sink;
-    let mut pending = unapplied;
-    loop {
-        if let Some(e) = failure.take() {
-            if e.retry() == Retry::Fatal {
-                return Err(PipelineError::Sink(e));
-            }
-            tracing::warn!(error = %e, "replica write failed; retrying the same batch");
-            facts::record_error(state, &format!("replica write failed (retrying): {e}"));
-            if stop.load(Ordering::Relaxed) {
-                return Err(PipelineError::Sink(e));
-            }
-            backoff.wait(None, stop);
-        }
-        let worker = SinkWorker::spawn(sink, 2);
-        let mut rest = Vec::new();
-        for job in pending.drain(..) {
-            if let Err(job) = worker.submit(job) {
-                rest.push(job);
-            }
-        }
-        let (s, reports, mut unapplied) = worker.finish();
-        unapplied.extend(rest);
-        for report in reports {
-            if let Some(e) = account(report, summary, applied) {
-                failure = Some(e);
-            }
-        }
-        if failure.is_none() && unapplied.is_empty() {
-            return Ok(SinkWorker::spawn(s, 2));
-        }
-        sink = s;
-        pending = unapplied;
-    }
-}
-
-/// Rotates the tokens: the new pair is stored (sealed) in the replica before it is used.
-///
-/// The stored pair is read first: another process of the same instance (`status` or `verify`
-/// next to a running service) may have rotated already. Its pair is then the live one, and
-/// rotating with ours would present a dead refresh token, which the cloud treats as theft
-/// and answers by revoking the whole session.
-pub fn refresh_tokens(
-    runtime: &tokio::runtime::Runtime,
-    replication: &mut Replication,
-    state: &mut (dyn Sink + Send),
-    key: &SecretKey,
-) -> Result<(), PipelineError> {
-    let stored = state.read_session().map_err(PipelineError::Sink).and_then(|s| stored_tokens(&s, key));
-    if let Ok(stored) = stored
-        && stored.refresh != replication.tokens().refresh
-    {
-        replication.adopt(stored);
-        if !replication.needs_refresh() {
-            return Ok(());
-        }
-    }
-    let tokens = runtime.block_on(replication.rotate())?;
-    token_store(state, key)(&tokens)
-        .map_err(|e| PipelineError::Record(format!("the rotated tokens could not be stored: {e}")))?;
-    replication.adopt(tokens);
-    Ok(())
 }
 
 /// Warns when this host's clock is off the cloud's (read from the `Date` header): token
