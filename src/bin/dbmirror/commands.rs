@@ -1,6 +1,7 @@
-//! The customer commands that run against a real cloud: `provision`, `sync`, `info`,
-//! `status` and `verify`. Each works on an instance folder holding `appsettings.json` and the
-//! token sealing key; everything else lives in the replica's `_ReplicationState`.
+//! The instance folder and the commands that replicate: `sync`, `update-schema` and
+//! `resync-tables` (the others are in `session.rs`, `report.rs` and `service.rs`). An instance
+//! folder holds `appsettings.json` and the token sealing key; everything else lives in the
+//! replica's `_ReplicationState`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,18 +11,16 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::cloud::http::now_ms;
 use dbmirror::config::{Config, redact_connection_string};
-use dbmirror::pipeline::{PipelineError, SyncOptions, facts, refresh_tokens, stored_tokens, sync, token_store};
+use dbmirror::pipeline::{PipelineError, SyncOptions, facts, stored_tokens, sync};
 use dbmirror::schema::TableId;
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::{Sink, SinkOptions, shadow};
 use dbmirror::source::client::{HttpClient, SourceError};
-use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
-use dbmirror::source::tls::{Trust, parse_fingerprint};
+use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::SessionValue;
 
 use crate::service::InstanceLock;
 use hyper::Method;
-use serde_json::json;
 
 /// Where the sealing key is: a systemd credential (`LoadCredential=dbmirror.key:…` or
 /// `LoadCredentialEncrypted=`, handed over in `$CREDENTIALS_DIRECTORY`) when the service has
@@ -36,8 +35,8 @@ fn key_path(dir: &Path) -> PathBuf {
 /// An instance folder: its configuration and its sealing key.
 pub struct Instance {
     dir: PathBuf,
-    config: Config,
-    key: SecretKey,
+    pub(crate) config: Config,
+    pub(crate) key: SecretKey,
 }
 
 impl Instance {
@@ -51,7 +50,7 @@ impl Instance {
         Ok(Instance { dir: dir.to_owned(), config, key })
     }
 
-    fn options(&self) -> SinkOptions {
+    pub(crate) fn options(&self) -> SinkOptions {
         SinkOptions {
             table_prefix: self.config.replica.table_prefix.clone(),
             skip_tables: self.config.replica.skip_tables.clone(),
@@ -74,125 +73,13 @@ impl Instance {
     }
 
     /// The stored session, its trust setting and its tokens.
-    fn replication(&self, state: &mut dyn Sink) -> Result<Replication> {
+    pub(crate) fn replication(&self, state: &mut dyn Sink) -> Result<Replication> {
         let session = state.read_session()?;
         let info = SessionInfo::from_facts(&session)
             .context("the replica holds no session: run `dbmirror provision` first")?;
-        let trust = match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
-            (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-            (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
-            _ => None,
-        };
-        let http = HttpClient::new(&info.cloud_url, trust.as_ref())?;
+        let http = HttpClient::new(&info.cloud_url, crate::session::trust_of(&session)?.as_ref())?;
         Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?))
     }
-}
-
-/// `provision`: the device grant, then the session and sealed tokens stored in the replica.
-pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<()> {
-    let trust = match (fingerprint, ca_file) {
-        (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-        (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
-        (None, None) if cloud.starts_with("https://") => bail!("an https cloud needs --fingerprint or --ca-file"),
-        (None, None) => None,
-    };
-    let http = HttpClient::new(cloud, trust.as_ref())?;
-    let grant = device_grant(&http, None)?;
-    let info = SessionInfo::from_json(&grant["session"], cloud).context("the cloud returned an incomplete session")?;
-    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
-    let mut state = instance.open()?;
-    if let Some(existing) = SessionInfo::from_facts(&state.read_session()?)
-        && existing.tenant_context_id != info.tenant_context_id
-    {
-        bail!(
-            "this replica already holds tenant {}'s session ({}); use an empty database for tenant {}",
-            existing.tenant_context_id,
-            existing.replication_id,
-            info.tenant_context_id
-        );
-    }
-    let mut facts = info.to_facts();
-    match &trust {
-        Some(Trust::Fingerprint(fp)) => {
-            facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())))
-        }
-        Some(Trust::CaFile(ca)) => facts.push(("trust_ca_file", SessionValue::Text(ca.display().to_string()))),
-        None => {}
-    }
-    state.write_session(&facts)?;
-    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
-    println!("Provisioning completed successfully!");
-    println!("Tenant ID:      {}", info.tenant_context_id);
-    println!("Replication ID: {}", info.replication_id);
-    println!("Service URL:    {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
-    Ok(())
-}
-
-/// Opens the approval page when this host has a desktop; on a server the printed URL is
-/// opened on any other machine.
-fn open_browser(uri: &str) {
-    let command = if cfg!(windows) {
-        Some(("cmd", vec!["/C", "start", "", uri]))
-    } else if cfg!(target_os = "macos") {
-        Some(("open", vec![uri]))
-    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
-        Some(("xdg-open", vec![uri]))
-    } else {
-        None
-    };
-    if let Some((program, args)) = command {
-        let _ = std::process::Command::new(program)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-    }
-}
-
-/// The device grant: start a request, show where to approve it, poll until decided.
-fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, body))?;
-    let uri = request["verification_uri_complete"].as_str().unwrap_or_default();
-    println!(
-        "Open {uri} in a browser, sign in as an administrator and approve code {}.",
-        request["user_code"].as_str().unwrap_or_default()
-    );
-    open_browser(uri);
-    let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
-    let poll = json!({"device_code": request["device_code"]});
-    loop {
-        std::thread::sleep(interval);
-        match runtime.block_on(http.json(Method::POST, "/api/v1/provisioning/token", None, Some(&poll))) {
-            Ok(grant) => return Ok(grant),
-            Err(SourceError::Service { code, .. }) if code == "authorization_pending" || code == "slow_down" => {}
-            Err(e) => return Err(e).context("the administrator's approval did not complete"),
-        }
-    }
-}
-
-/// `reconnect`: re-authorizes the stored session (after revocation or lost tokens) through
-/// the browser, without a new session or a new snapshot.
-pub fn reconnect(instance: &Instance) -> Result<()> {
-    // Only the session and its trust setting are needed: the stored tokens may be revoked or
-    // unreadable (another host's key).
-    let mut state = instance.open()?;
-    let session = state.read_session()?;
-    let info = SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
-    let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
-    let grant = device_grant(&http, Some(&json!({"session_id": info.session_id})))?;
-    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
-    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
-    println!("Reconnected: session {} of tenant {} has new tokens.", info.replication_id, info.tenant_context_id);
-    Ok(())
-}
-
-fn trust_of(session: &dbmirror::state::Session) -> Result<Option<Trust>> {
-    Ok(match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
-        (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-        (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
-        _ => None,
-    })
 }
 
 /// Stops on Ctrl-C or SIGTERM.
@@ -297,215 +184,6 @@ fn snapshot_progress(instance: &Instance) -> Option<dbmirror::pipeline::Progress
         runtime.block_on(replication.call(Method::GET, "schema", None)).unwrap_or_default()
     };
     crate::progress::snapshot_bars(crate::progress::estimates(&schema))
-}
-
-/// `info`: the session, token expiry, URLs and client version (never the tokens).
-pub fn info(instance: &Instance) -> Result<()> {
-    let mut state = instance.open()?;
-    let session = state.read_session()?;
-    let info =
-        SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision` first")?;
-    let expires = match session.get("access_expires_at_ms") {
-        Some(SessionValue::Text(t)) => t.parse::<i64>().unwrap_or(0),
-        _ => 0,
-    };
-    println!("Tenant ID:        {}", info.tenant_context_id);
-    println!("Replication ID:   {}", info.replication_id);
-    println!("Session ID:       {}", info.session_id);
-    println!("Cloud URL:        {}", info.cloud_url);
-    println!("Service URL:      {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
-    println!(
-        "Access token:     {}",
-        if expires > now_ms() {
-            format!("valid for {} s", (expires - now_ms()) / 1000)
-        } else {
-            "expired (refreshed on the next request)".into()
-        }
-    );
-    println!("Client version:   {}", env!("CARGO_PKG_VERSION"));
-    println!("Replica:          {}", redact_connection_string(&instance.config.replica.connection_string));
-    Ok(())
-}
-
-/// `status`: tables, rows and state; offsets; the cloud's view of lag.
-pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
-    let mut state = instance.open()?;
-    let mut tables = Vec::new();
-    let mut records = state.tables();
-    records.sort_by_key(|r| r.schema.id.to_string());
-    let session = state.read_session()?;
-    let (requested, running) = (shadow::requested(&session), shadow::running(&session));
-    let last_applied = facts::last_applied(&session);
-    for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
-        let id = &r.schema.id;
-        let rows = state.count_rows(id)?;
-        let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows,
-            "last_change_ms": last_applied.get(&id.to_string())});
-        if records.iter().any(|s| s.schema.id == shadow::shadow_id(id)) && running.iter().any(|(t, _)| t == id) {
-            entry["state"] = json!("resyncing");
-            entry["resync_rows_loaded"] = json!(state.count_rows(&shadow::shadow_id(id))?);
-        } else if requested.contains(id) {
-            entry["state"] = json!("resync_requested");
-        }
-        tables.push(entry);
-    }
-    let offsets: Vec<_> =
-        state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
-    let cloud = match instance.replication(state.as_mut()) {
-        Ok(mut replication) => {
-            // The cloud's view is optional: local facts are shown even when it is unreachable
-            // or the session was revoked.
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let refreshed = if replication.needs_refresh() {
-                refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key).map_err(|e| e.to_string())
-            } else {
-                Ok(())
-            };
-            match refreshed {
-                Ok(()) => runtime
-                    .block_on(replication.call(Method::GET, "status", None))
-                    .unwrap_or_else(|e| json!({"error": e.to_string()})),
-                Err(e) => json!({"error": e}),
-            }
-        }
-        Err(e) => json!({"error": e.to_string()}),
-    };
-    let running = InstanceLock::holder(&instance.lock_path()).is_some();
-    let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
-    let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud,
-        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error});
-    if as_json {
-        println!("{report:#}");
-        return Ok(());
-    }
-    let ago = |ms: Option<i64>| ms.map_or("never".to_owned(), |ms| format!("{} s ago", (now_ms() - ms).max(0) / 1000));
-    println!("client running: {}", if running { "yes" } else { "no" });
-    println!("{:<32} {:<16} {:>10}  last change", "table", "state", "rows");
-    for t in &tables {
-        let loaded = t["resync_rows_loaded"].as_u64().map(|n| format!("  ({n} rows loaded into the shadow)"));
-        println!(
-            "{:<32} {:<16} {:>10}  {}{}",
-            t["table"].as_str().unwrap_or(""),
-            t["state"].as_str().unwrap_or(""),
-            t["rows"],
-            ago(t["last_change_ms"].as_i64()),
-            loaded.unwrap_or_default()
-        );
-    }
-    for o in &offsets {
-        println!("offset {}/{}: {}", o["topic"].as_str().unwrap_or(""), o["partition"], o["last_applied"]);
-    }
-    println!("offsets last acknowledged: {}", ago(facts::last_cycle(&session)));
-    match facts::last_error(&session) {
-        Some((at, message)) => println!("last error ({}): {message}", ago(Some(at))),
-        None => println!("last error: none"),
-    }
-    if let Some(parts) = cloud["partitions"].as_array() {
-        let lag: i64 = parts.iter().filter_map(|p| p["lag"].as_i64()).sum();
-        println!("lag behind the cloud: {lag} records (as last acknowledged)");
-    } else if let Some(e) = cloud["error"].as_str() {
-        println!("cloud: {e}");
-    }
-    Ok(())
-}
-
-/// `verify`: every table against the cloud's ground truth; false if any differs.
-pub fn verify(instance: &Instance) -> Result<bool> {
-    let mut state = instance.open()?;
-    let mut replication = instance.replication(state.as_mut())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    if replication.needs_refresh() {
-        refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key)?;
-    }
-    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
-    let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
-    crate::demo::print_checks(&checks);
-    Ok(checks.iter().all(|c| c.equal))
-}
-
-/// `validate`: checks configuration, the replica connection, the stored session, the cloud
-/// (reachable, session valid with the stored tokens) and the clock. It changes nothing, except
-/// refreshing an expired access token as `sync` would. Returns whether everything passed.
-pub fn validate(dir: &Path) -> Result<bool> {
-    let mut ok = true;
-    let mut check = |name: &str, result: Result<String>| match result {
-        Ok(detail) => println!("ok    {name}: {detail}"),
-        Err(e) => {
-            ok = false;
-            println!("FAIL  {name}: {}", crate::describe(&e));
-        }
-    };
-    let instance = match Instance::load(dir) {
-        Ok(i) => i,
-        Err(e) => {
-            check("configuration", Err(e));
-            return Ok(false);
-        }
-    };
-    check(
-        "configuration",
-        Ok(format!(
-            "{} (replica {})",
-            dir.join("appsettings.json").display(),
-            redact_connection_string(&instance.config.replica.connection_string)
-        )),
-    );
-    let mut state = match instance.open() {
-        Ok(s) => s,
-        Err(e) => {
-            check("replica connection", Err(e));
-            return Ok(false);
-        }
-    };
-    check("replica connection", Ok(format!("{} replicated tables", state.tables().len())));
-    check(
-        "replica permissions",
-        state
-            .check_writable()
-            .map(|()| "may create, fill and drop tables (checked, rolled back)".into())
-            .map_err(Into::into),
-    );
-    let mut replication = match instance.replication(state.as_mut()) {
-        Ok(r) => r,
-        Err(e) => {
-            check("session", Err(e));
-            return Ok(false);
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let started = now_ms();
-    if replication.needs_refresh() {
-        // An expired access token is normal between runs; refreshing is what `sync` would do.
-        let refreshed = refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key);
-        check("token refresh", refreshed.map(|()| "new tokens issued and stored".to_owned()).map_err(Into::into));
-    }
-    let session = runtime.block_on(replication.call(Method::GET, "session", None));
-    check(
-        "cloud session",
-        session
-            .map(|s| {
-                format!(
-                    "tenant {} as {}",
-                    s["tenant_context_id"].as_str().unwrap_or("?"),
-                    s["replication_id"].as_str().unwrap_or("?")
-                )
-            })
-            .map_err(Into::into),
-    );
-    let skew = runtime.block_on(replication.server_time()).map(|server_ms| {
-        let local = (started + now_ms()) / 2;
-        (server_ms - local) / 1000
-    });
-    check(
-        "clock",
-        skew.map_err(anyhow::Error::from).and_then(|s| {
-            if s.abs() > 120 {
-                bail!("this host's clock is {s} s off the cloud's; tokens will be refused: synchronize the time")
-            }
-            Ok(format!("within {} s of the cloud", s.abs().max(1)))
-        }),
-    );
-    Ok(ok)
 }
 
 /// `update-schema`: reads the schema history now instead of with the next fetch cycle; new

@@ -13,7 +13,9 @@ use dbmirror::telemetry::{self, LogFormat};
 mod commands;
 mod demo;
 mod progress;
+mod report;
 mod service;
+mod session;
 #[cfg(windows)]
 mod windows;
 
@@ -247,7 +249,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => Ok(if demo::run(args)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
         Command::Provision { cloud, fingerprint, ca_file, instance } => {
-            commands::provision(
+            session::provision(
                 &commands::Instance::load(&instance)?,
                 &cloud,
                 fingerprint.as_deref(),
@@ -260,11 +262,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconnect { instance } => {
-            commands::reconnect(&commands::Instance::load(&instance)?)?;
+            session::reconnect(&commands::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { instance } => {
-            Ok(if commands::validate(&instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report::validate(&instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Install { instance, start, unit_dir } => {
             service::install(&commands::Instance::load(&instance)?, &unit_dir, start)?;
@@ -294,14 +296,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { instance } => {
-            commands::info(&commands::Instance::load(&instance)?)?;
+            report::info(&commands::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { instance, json } => {
-            commands::status(&commands::Instance::load(&instance)?, json)?;
+            report::status(&commands::Instance::load(&instance)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { instance } => Ok(if commands::verify(&commands::Instance::load(&instance)?)? {
+        Command::Verify { instance } => Ok(if report::verify(&commands::Instance::load(&instance)?)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -1,0 +1,225 @@
+//! The commands that look without changing anything: `info`, `status`, `verify`, `validate`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use dbmirror::cloud::http::now_ms;
+use dbmirror::config::redact_connection_string;
+use dbmirror::pipeline::{facts, refresh_tokens};
+use dbmirror::sink::{Sink, shadow};
+use dbmirror::source::replication::SessionInfo;
+use dbmirror::state::SessionValue;
+use hyper::Method;
+use serde_json::json;
+
+use crate::commands::Instance;
+use crate::service::InstanceLock;
+
+/// `info`: the session, token expiry, URLs and client version (never the tokens).
+pub fn info(instance: &Instance) -> Result<()> {
+    let mut state = instance.open()?;
+    let session = state.read_session()?;
+    let info =
+        SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision` first")?;
+    let expires = match session.get("access_expires_at_ms") {
+        Some(SessionValue::Text(t)) => t.parse::<i64>().unwrap_or(0),
+        _ => 0,
+    };
+    println!("Tenant ID:        {}", info.tenant_context_id);
+    println!("Replication ID:   {}", info.replication_id);
+    println!("Session ID:       {}", info.session_id);
+    println!("Cloud URL:        {}", info.cloud_url);
+    println!("Service URL:      {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
+    println!(
+        "Access token:     {}",
+        if expires > now_ms() {
+            format!("valid for {} s", (expires - now_ms()) / 1000)
+        } else {
+            "expired (refreshed on the next request)".into()
+        }
+    );
+    println!("Client version:   {}", env!("CARGO_PKG_VERSION"));
+    println!("Replica:          {}", redact_connection_string(&instance.config.replica.connection_string));
+    Ok(())
+}
+
+/// `status`: tables, rows and state; offsets; the cloud's view of lag.
+pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
+    let mut state = instance.open()?;
+    let mut tables = Vec::new();
+    let mut records = state.tables();
+    records.sort_by_key(|r| r.schema.id.to_string());
+    let session = state.read_session()?;
+    let (requested, running) = (shadow::requested(&session), shadow::running(&session));
+    let last_applied = facts::last_applied(&session);
+    for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
+        let id = &r.schema.id;
+        let rows = state.count_rows(id)?;
+        let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows,
+            "last_change_ms": last_applied.get(&id.to_string())});
+        if records.iter().any(|s| s.schema.id == shadow::shadow_id(id)) && running.iter().any(|(t, _)| t == id) {
+            entry["state"] = json!("resyncing");
+            entry["resync_rows_loaded"] = json!(state.count_rows(&shadow::shadow_id(id))?);
+        } else if requested.contains(id) {
+            entry["state"] = json!("resync_requested");
+        }
+        tables.push(entry);
+    }
+    let offsets: Vec<_> =
+        state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
+    let cloud = match instance.replication(state.as_mut()) {
+        Ok(mut replication) => {
+            // The cloud's view is optional: local facts are shown even when it is unreachable
+            // or the session was revoked.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let refreshed = if replication.needs_refresh() {
+                refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key).map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            };
+            match refreshed {
+                Ok(()) => runtime
+                    .block_on(replication.call(Method::GET, "status", None))
+                    .unwrap_or_else(|e| json!({"error": e.to_string()})),
+                Err(e) => json!({"error": e}),
+            }
+        }
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    let running = InstanceLock::holder(&instance.lock_path()).is_some();
+    let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
+    let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud,
+        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error});
+    if as_json {
+        println!("{report:#}");
+        return Ok(());
+    }
+    let ago = |ms: Option<i64>| ms.map_or("never".to_owned(), |ms| format!("{} s ago", (now_ms() - ms).max(0) / 1000));
+    println!("client running: {}", if running { "yes" } else { "no" });
+    println!("{:<32} {:<16} {:>10}  last change", "table", "state", "rows");
+    for t in &tables {
+        let loaded = t["resync_rows_loaded"].as_u64().map(|n| format!("  ({n} rows loaded into the shadow)"));
+        println!(
+            "{:<32} {:<16} {:>10}  {}{}",
+            t["table"].as_str().unwrap_or(""),
+            t["state"].as_str().unwrap_or(""),
+            t["rows"],
+            ago(t["last_change_ms"].as_i64()),
+            loaded.unwrap_or_default()
+        );
+    }
+    for o in &offsets {
+        println!("offset {}/{}: {}", o["topic"].as_str().unwrap_or(""), o["partition"], o["last_applied"]);
+    }
+    println!("offsets last acknowledged: {}", ago(facts::last_cycle(&session)));
+    match facts::last_error(&session) {
+        Some((at, message)) => println!("last error ({}): {message}", ago(Some(at))),
+        None => println!("last error: none"),
+    }
+    if let Some(parts) = cloud["partitions"].as_array() {
+        let lag: i64 = parts.iter().filter_map(|p| p["lag"].as_i64()).sum();
+        println!("lag behind the cloud: {lag} records (as last acknowledged)");
+    } else if let Some(e) = cloud["error"].as_str() {
+        println!("cloud: {e}");
+    }
+    Ok(())
+}
+
+/// `verify`: every table against the cloud's ground truth; false if any differs.
+pub fn verify(instance: &Instance) -> Result<bool> {
+    let mut state = instance.open()?;
+    let mut replication = instance.replication(state.as_mut())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if replication.needs_refresh() {
+        refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key)?;
+    }
+    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
+    let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
+    crate::demo::print_checks(&checks);
+    Ok(checks.iter().all(|c| c.equal))
+}
+
+/// `validate`: checks configuration, the replica connection, the stored session, the cloud
+/// (reachable, session valid with the stored tokens) and the clock. It changes nothing, except
+/// refreshing an expired access token as `sync` would. Returns whether everything passed.
+pub fn validate(dir: &Path) -> Result<bool> {
+    let mut ok = true;
+    let mut check = |name: &str, result: Result<String>| match result {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => {
+            ok = false;
+            println!("FAIL  {name}: {}", crate::describe(&e));
+        }
+    };
+    let instance = match Instance::load(dir) {
+        Ok(i) => i,
+        Err(e) => {
+            check("configuration", Err(e));
+            return Ok(false);
+        }
+    };
+    check(
+        "configuration",
+        Ok(format!(
+            "{} (replica {})",
+            dir.join("appsettings.json").display(),
+            redact_connection_string(&instance.config.replica.connection_string)
+        )),
+    );
+    let mut state = match instance.open() {
+        Ok(s) => s,
+        Err(e) => {
+            check("replica connection", Err(e));
+            return Ok(false);
+        }
+    };
+    check("replica connection", Ok(format!("{} replicated tables", state.tables().len())));
+    check(
+        "replica permissions",
+        state
+            .check_writable()
+            .map(|()| "may create, fill and drop tables (checked, rolled back)".into())
+            .map_err(Into::into),
+    );
+    let mut replication = match instance.replication(state.as_mut()) {
+        Ok(r) => r,
+        Err(e) => {
+            check("session", Err(e));
+            return Ok(false);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = now_ms();
+    if replication.needs_refresh() {
+        // An expired access token is normal between runs; refreshing is what `sync` would do.
+        let refreshed = refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key);
+        check("token refresh", refreshed.map(|()| "new tokens issued and stored".to_owned()).map_err(Into::into));
+    }
+    let session = runtime.block_on(replication.call(Method::GET, "session", None));
+    check(
+        "cloud session",
+        session
+            .map(|s| {
+                format!(
+                    "tenant {} as {}",
+                    s["tenant_context_id"].as_str().unwrap_or("?"),
+                    s["replication_id"].as_str().unwrap_or("?")
+                )
+            })
+            .map_err(Into::into),
+    );
+    let skew = runtime.block_on(replication.server_time()).map(|server_ms| {
+        let local = (started + now_ms()) / 2;
+        (server_ms - local) / 1000
+    });
+    check(
+        "clock",
+        skew.map_err(anyhow::Error::from).and_then(|s| {
+            if s.abs() > 120 {
+                bail!("this host's clock is {s} s off the cloud's; tokens will be refused: synchronize the time")
+            }
+            Ok(format!("within {} s of the cloud", s.abs().max(1)))
+        }),
+    );
+    Ok(ok)
+}

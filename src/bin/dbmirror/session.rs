@@ -1,0 +1,126 @@
+//! The commands that create or repair the session: `provision` (device grant through an
+//! administrator's browser) and `reconnect` (the same session re-authorized).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use dbmirror::cloud::http::now_ms;
+use dbmirror::pipeline::token_store;
+use dbmirror::sink::Sink;
+use dbmirror::source::client::{HttpClient, SourceError};
+use dbmirror::source::replication::{SessionInfo, TokenPair};
+use dbmirror::source::tls::{Trust, parse_fingerprint};
+use dbmirror::state::SessionValue;
+use hyper::Method;
+use serde_json::json;
+
+use crate::commands::Instance;
+
+/// `provision`: the device grant, then the session and sealed tokens stored in the replica.
+pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<()> {
+    let trust = match (fingerprint, ca_file) {
+        (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+        (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
+        (None, None) if cloud.starts_with("https://") => bail!("an https cloud needs --fingerprint or --ca-file"),
+        (None, None) => None,
+    };
+    let http = HttpClient::new(cloud, trust.as_ref())?;
+    let grant = device_grant(&http, None)?;
+    let info = SessionInfo::from_json(&grant["session"], cloud).context("the cloud returned an incomplete session")?;
+    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
+    let mut state = instance.open()?;
+    if let Some(existing) = SessionInfo::from_facts(&state.read_session()?)
+        && existing.tenant_context_id != info.tenant_context_id
+    {
+        bail!(
+            "this replica already holds tenant {}'s session ({}); use an empty database for tenant {}",
+            existing.tenant_context_id,
+            existing.replication_id,
+            info.tenant_context_id
+        );
+    }
+    let mut facts = info.to_facts();
+    match &trust {
+        Some(Trust::Fingerprint(fp)) => {
+            facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())))
+        }
+        Some(Trust::CaFile(ca)) => facts.push(("trust_ca_file", SessionValue::Text(ca.display().to_string()))),
+        None => {}
+    }
+    state.write_session(&facts)?;
+    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
+    println!("Provisioning completed successfully!");
+    println!("Tenant ID:      {}", info.tenant_context_id);
+    println!("Replication ID: {}", info.replication_id);
+    println!("Service URL:    {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
+    Ok(())
+}
+
+/// Opens the approval page when this host has a desktop; on a server the printed URL is
+/// opened on any other machine.
+fn open_browser(uri: &str) {
+    let command = if cfg!(windows) {
+        Some(("cmd", vec!["/C", "start", "", uri]))
+    } else if cfg!(target_os = "macos") {
+        Some(("open", vec![uri]))
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        Some(("xdg-open", vec![uri]))
+    } else {
+        None
+    };
+    if let Some((program, args)) = command {
+        let _ = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
+
+/// The device grant: start a request, show where to approve it, poll until decided.
+fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, body))?;
+    let uri = request["verification_uri_complete"].as_str().unwrap_or_default();
+    println!(
+        "Open {uri} in a browser, sign in as an administrator and approve code {}.",
+        request["user_code"].as_str().unwrap_or_default()
+    );
+    open_browser(uri);
+    let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
+    let poll = json!({"device_code": request["device_code"]});
+    loop {
+        std::thread::sleep(interval);
+        match runtime.block_on(http.json(Method::POST, "/api/v1/provisioning/token", None, Some(&poll))) {
+            Ok(grant) => return Ok(grant),
+            Err(SourceError::Service { code, .. }) if code == "authorization_pending" || code == "slow_down" => {}
+            Err(e) => return Err(e).context("the administrator's approval did not complete"),
+        }
+    }
+}
+
+/// `reconnect`: re-authorizes the stored session (after revocation or lost tokens) through
+/// the browser, without a new session or a new snapshot.
+pub fn reconnect(instance: &Instance) -> Result<()> {
+    // Only the session and its trust setting are needed: the stored tokens may be revoked or
+    // unreadable (another host's key).
+    let mut state = instance.open()?;
+    let session = state.read_session()?;
+    let info = SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
+    let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
+    let grant = device_grant(&http, Some(&json!({"session_id": info.session_id})))?;
+    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
+    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
+    println!("Reconnected: session {} of tenant {} has new tokens.", info.replication_id, info.tenant_context_id);
+    Ok(())
+}
+
+/// How the stored session trusts the cloud: a pinned fingerprint or a CA file.
+pub(crate) fn trust_of(session: &dbmirror::state::Session) -> Result<Option<Trust>> {
+    Ok(match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
+        (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+        (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
+        _ => None,
+    })
+}
