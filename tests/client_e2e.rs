@@ -17,7 +17,7 @@ use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::SessionValue;
 
 use crate::support::targets::fresh_databases;
-use crate::support::world::{key, world, world_with};
+use crate::support::world::{key, ready, world, world_with};
 
 #[test]
 fn new_customer_restarts_and_a_faulty_stream_all_converge() {
@@ -77,10 +77,7 @@ fn new_customer_restarts_and_a_faulty_stream_all_converge() {
 fn schema_changes_in_the_stream_converge() {
     use dbmirror::cloud::journal::TenantOp;
     for db in fresh_databases() {
-        let w = world(false);
-        let key = key(&db);
-        w.provision(&db, &key, "schema");
-        w.sync_until_idle(&db, &key);
+        let (w, key) = ready(&db, "schema");
         w.changes(100);
         for op in [
             TenantOp::AddColumn { table: "crm7.person".into(), column: "nickname".into() },
@@ -108,10 +105,7 @@ fn schema_changes_in_the_stream_converge() {
 #[test]
 fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix() {
     for db in fresh_databases() {
-        let w = world(false);
-        let key = key(&db);
-        w.provision(&db, &key, "retry");
-        w.sync_until_idle(&db, &key);
+        let (w, key) = ready(&db, "retry");
         let offsets_before = db.open(SinkOptions::default()).offsets().unwrap();
         // Writes to crm7.person fail: a trigger raises (SQLite's `busy` is transient; this error is
         // not, so `sync` stops with the error and keeps its offsets).
@@ -158,10 +152,7 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
 #[test]
 fn offset_resets_after_a_restore_or_a_resume_converge() {
     for db in fresh_databases() {
-        let w = world(false);
-        let key = key(&db);
-        w.provision(&db, &key, "reset");
-        w.sync_until_idle(&db, &key);
+        let (w, key) = ready(&db, "reset");
         w.changes(200);
         w.sync_until_idle(&db, &key);
         w.cloud.with(|s| s.reset_offsets("e2e1", now_ms(), true)).unwrap();
@@ -213,10 +204,7 @@ fn a_restart_between_a_recreate_and_its_stale_records_converges() {
     use dbmirror::pipeline::ProgressHook;
     use std::sync::atomic::Ordering;
     for db in fresh_databases() {
-        let w = world(false);
-        let key = key(&db);
-        w.provision(&db, &key, "stale");
-        w.sync_until_idle(&db, &key);
+        let (w, key) = ready(&db, "stale");
         for op in [
             TenantOp::Change { count: 300 },
             TenantOp::IncompatibleChange { table: "crm7.contact".into() },

@@ -14,7 +14,7 @@ use dbmirror::sink::{SinkOptions, shadow};
 use dbmirror::state::SessionValue;
 
 use crate::support::targets::{TestDb, fresh_databases};
-use crate::support::world::{World, key, world};
+use crate::support::world::World;
 
 fn request(db: &TestDb, tables: &[&TableId]) {
     let facts: Vec<(String, SessionValue)> =
@@ -53,11 +53,7 @@ fn slow_down(w: &World, db: &TestDb, ms: u64) {
 }
 
 fn provisioned(db: &TestDb) -> (World, dbmirror::secrets::SecretKey) {
-    let w = world(false);
-    let key = key(db);
-    w.provision(db, &key, "resync");
-    w.sync_until_idle(db, &key);
-    (w, key)
+    crate::support::world::ready(db, "resync")
 }
 
 #[test]
