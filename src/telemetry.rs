@@ -26,8 +26,12 @@ pub fn init(format: LogFormat, default_level: &str) {
 /// Keeps the log file writer flushing; drop it last (at the end of `main`).
 pub type FileGuard = tracing_appender::non_blocking::WorkerGuard;
 
+/// Days of log files kept in an instance folder.
+pub const KEEP_DAYS: usize = 30;
+
 /// Like [`init`], plus a daily rolling log file `dir/dbmirror.log.<date>` (plain text, no
-/// colours), so a service leaves a history next to its configuration.
+/// colours), so a service leaves a history next to its configuration; the last
+/// [`KEEP_DAYS`] files are kept.
 pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::Path) -> Option<FileGuard> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -35,7 +39,20 @@ pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::P
         init(format, default_level);
         return None;
     }
-    let (file, guard) = tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "dbmirror.log"));
+    // A service runs for months: the last 30 days are kept, older files removed.
+    let appender = match tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("dbmirror.log")
+        .max_log_files(KEEP_DAYS)
+        .build(dir)
+    {
+        Ok(appender) => appender,
+        Err(_) => {
+            init(format, default_level);
+            return None;
+        }
+    };
+    let (file, guard) = tracing_appender::non_blocking(appender);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let file_layer = tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false).with_target(false);
     let registry = tracing_subscriber::registry().with(filter).with(file_layer);
