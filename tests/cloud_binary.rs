@@ -370,8 +370,23 @@ async fn killed_at_random_moments(label: &str, settings: serde_json::Value) {
     let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
     assert!(rest.iter().any(|l| l.starts_with("Provisioning completed")), "{rest:?}");
 
+    // The replica, as the instance's configuration names it.
+    let replica = || {
+        let (config, _) = dbmirror::config::Config::load(&instance.join("appsettings.json")).unwrap();
+        dbmirror::sink::open(&config.replica.connection_string, dbmirror::sink::SinkOptions::default()).unwrap()
+    };
     let mut seed = std::process::id() as u64 | 1;
     for round in 0..6 {
+        if round == 2 {
+            // Resyncs requested mid-way: the kills also land inside shadow loads and swaps.
+            let facts: Vec<(String, dbmirror::state::SessionValue)> = ["crm7.person", "crm7.contact"]
+                .iter()
+                .map(|t| (format!("resync_request:{t}"), dbmirror::state::SessionValue::Text("1".into())))
+                .collect();
+            let facts: Vec<(&str, dbmirror::state::SessionValue)> =
+                facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+            tokio::task::block_in_place(|| replica().write_session(&facts).unwrap());
+        }
         let mut child = Command::new(dbmirror)
             .args(["sync", "--instance"])
             .arg(&instance)
@@ -398,6 +413,13 @@ async fn killed_at_random_moments(label: &str, settings: serde_json::Value) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let verify = Command::new(dbmirror).args(["verify", "--instance"]).arg(&instance).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    tokio::task::block_in_place(|| {
+        let mut replica = replica();
+        let session = replica.read_session().unwrap();
+        assert!(dbmirror::sink::shadow::requested(&session).is_empty());
+        assert!(dbmirror::sink::shadow::running(&session).is_empty());
+        assert!(replica.tables().iter().all(|r| dbmirror::sink::shadow::live_id(&r.schema.id).is_none()), "no shadow");
+    });
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
