@@ -382,9 +382,11 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
                         let accepted = tenant.resnapshot(log, now_ms(), &ids)?;
                         // Where the snapshot is complete: the ends of the topic after it.
                         let topic = tenant.cdc_topic();
-                        let until = (0..log.partitions(&topic))
-                            .map(|p| Ok(json!({"topic": topic, "partition": p, "offset": log.next_offset(&topic, p)?})))
-                            .collect::<Result<Vec<_>, crate::cloud::log::LogError>>()?;
+                        let until: Vec<Json> = log
+                            .ends(&topic)
+                            .into_iter()
+                            .map(|(p, offset)| json!({"topic": topic, "partition": p, "offset": offset}))
+                            .collect();
                         Ok::<_, ApiError>((accepted, until))
                     })?;
                     let names: Vec<String> = accepted.iter().map(ToString::to_string).collect();

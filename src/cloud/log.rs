@@ -266,6 +266,12 @@ impl EventLog {
         Ok(self.partition(topic, partition)?.end)
     }
 
+    /// The next offset to be written, per partition of `topic` (where a snapshot appended
+    /// now starts, or where one just appended ends).
+    pub fn ends(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.topics.get(topic).into_iter().flatten().enumerate().map(|(p, part)| (p as i32, part.end)).collect()
+    }
+
     /// `(start, end)` of a partition: the first kept offset and the next to be written.
     pub fn bounds(&self, topic: &str, partition: i32) -> Result<(i64, i64), LogError> {
         let p = self.partition(topic, partition)?;

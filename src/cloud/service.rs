@@ -706,9 +706,7 @@ impl State {
         let starts = if restore {
             tenant.restore(log, now_ms)?
         } else {
-            let starts: BTreeMap<i32, i64> = (0..log.partitions(&topic))
-                .map(|p| Ok((p, log.next_offset(&topic, p)?)))
-                .collect::<Result<_, LogError>>()?;
+            let starts = log.ends(&topic);
             let ids: Vec<TableId> = tenant.schemas().iter().map(|s| s.id.clone()).collect();
             tenant.resnapshot(log, now_ms, &ids)?;
             starts

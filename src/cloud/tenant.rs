@@ -428,9 +428,7 @@ impl Tenant {
         self.create_topics(&mut unpublished)?;
         self.change(&mut unpublished, now_ms, 50, Workload::default())?;
         let topic = self.cdc_topic();
-        let starts = (0..self.config.partitions)
-            .map(|p| Ok((p, log.next_offset(&topic, p)?)))
-            .collect::<Result<_, LogError>>()?;
+        let starts = log.ends(&topic);
         let ids: Vec<TableId> = self.schemas().iter().map(|s| s.id.clone()).collect();
         self.publish_snapshot(log, now_ms, &ids, "true", "last")?;
         Ok(starts)
