@@ -74,6 +74,15 @@ impl fmt::Debug for SessionValue {
 /// The session facts by name.
 pub type Session = BTreeMap<String, SessionValue>;
 
+/// The text facts named `<prefix><rest>`, as `(rest, text)`. A fact cleared to an empty text
+/// counts as absent (facts are replaced, never deleted).
+pub fn prefixed_facts<'a>(session: &'a Session, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    session.iter().filter_map(move |(name, value)| match value {
+        SessionValue::Text(text) if !text.is_empty() => Some((name.strip_prefix(prefix)?, text.as_str())),
+        _ => None,
+    })
+}
+
 impl SessionValue {
     /// The stored columns: (`text_value`, `blob_value`).
     pub fn columns(&self) -> (Option<&str>, Option<&[u8]>) {

@@ -10,6 +10,7 @@ use crate::decode::{Decoder, Event, Snapshot};
 use crate::protocol::LineFramer;
 use crate::schema::{SchemaChangeKind, SchemaRegistry};
 use crate::sink::worker::Job;
+use crate::state::Offsets;
 
 use super::{RESET_MARKER, incarnation};
 
@@ -128,25 +129,16 @@ impl Decode {
     /// longer has disappear then. The handled reset (`epoch`) is stored with the positions
     /// the stream continues from, in one transaction after the starts: a crash before it
     /// repeats the reset; after it, nothing older than `positions` is read again.
-    pub(super) fn reset(&mut self, positions: &serde_json::Value, epoch: u64, starts: Vec<Job>) -> Result<(), String> {
-        let list = positions.as_array().ok_or("the reset carried no positions")?;
+    pub(super) fn reset(&mut self, positions: &Offsets, epoch: u64, starts: Vec<Job>) -> Result<(), String> {
         self.flush();
         let tables = starts.len();
         self.jobs.extend(starts);
         let epoch = i64::try_from(epoch).map_err(|_| "the reset epoch is out of range")?;
         let mut consumed = vec![(RESET_MARKER.to_owned(), 0, epoch)];
-        let mut next = Vec::new();
-        for p in list {
-            let (Some(topic), Some(partition), Some(offset)) =
-                (p["topic"].as_str(), p["partition"].as_i64(), p["offset"].as_i64())
-            else {
-                return Err("a reset position is incomplete".into());
-            };
-            let partition = i32::try_from(partition).map_err(|_| "a reset partition is out of range")?;
-            if offset > 0 {
-                consumed.push((topic.to_owned(), partition, offset - 1));
+        for ((topic, partition), offset) in positions {
+            if *offset > 0 {
+                consumed.push((topic.clone(), *partition, offset - 1));
             }
-            next.push(((topic.to_owned(), partition), offset));
         }
         for (topic, partition, offset) in &consumed {
             let marker = crate::decode::Decoded {
@@ -156,7 +148,7 @@ impl Decode {
             self.coalescer.push(&marker, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
         }
         self.flush();
-        self.next.extend(next);
+        self.next.extend(positions.iter().map(|(k, o)| (k.clone(), *o)));
         tracing::warn!(
             tables,
             "the cloud reset the offsets: reloading every table from a fresh snapshot, through shadow tables"

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::sink::Sink;
-use crate::state::{Session, SessionValue};
+use crate::state::{Session, SessionValue, prefixed_facts};
 
 const LAST_APPLIED: &str = "last_applied:";
 const LAST_CYCLE: &str = "last_commit_cycle_ms";
@@ -46,10 +46,7 @@ fn text<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 
 /// When each table last received changes (ms since the epoch).
 pub fn last_applied(session: &Session) -> BTreeMap<String, i64> {
-    session
-        .keys()
-        .filter_map(|k| Some((k.strip_prefix(LAST_APPLIED)?.to_owned(), text(session, k)?.parse().ok()?)))
-        .collect()
+    prefixed_facts(session, LAST_APPLIED).filter_map(|(table, ms)| Some((table.to_owned(), ms.parse().ok()?))).collect()
 }
 
 /// When offsets were last acknowledged to the cloud (ms since the epoch).

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use crate::sink::{Sink, SinkError};
-use crate::state::{Session, SessionValue};
+use crate::state::{Session, SessionValue, prefixed_facts};
 
 const FACT: &str = "incarnation:";
 
@@ -34,12 +34,10 @@ pub(super) struct Incarnations {
 impl Incarnations {
     /// Those recorded in the replica; `history_topic` identifies history record lines.
     pub(super) fn new(history_topic: &str, session: &Session) -> Self {
-        let tables = session
-            .iter()
-            .filter_map(|(name, value)| {
-                let (schema, table) = name.strip_prefix(FACT)?.split_once('.')?;
-                let SessionValue::Text(lsn) = value else { return None };
-                Some(((schema.to_owned(), table.to_owned()), Some(lsn.clone())))
+        let tables = prefixed_facts(session, FACT)
+            .filter_map(|(table, lsn)| {
+                let (schema, table) = table.split_once('.')?;
+                Some(((schema.to_owned(), table.to_owned()), Some(lsn.to_owned())))
             })
             .collect();
         Self { tables, history_prefix: format!("{{\"topic\":\"{history_topic}\"").into_bytes(), unsaved: Vec::new() }

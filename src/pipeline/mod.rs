@@ -133,14 +133,33 @@ pub struct SyncSummary {
 /// The `_ReplicationState` offset row that records how many offset resets were reloaded.
 pub const RESET_MARKER: &str = "_reset";
 
+/// A list of `{"topic","partition","offset"}` from the cloud (reset positions, a snapshot's
+/// `until`); `None` if any entry is incomplete.
+fn positions(value: &serde_json::Value) -> Option<Offsets> {
+    value
+        .as_array()?
+        .iter()
+        .map(|p| {
+            Some((
+                (p["topic"].as_str()?.to_owned(), i32::try_from(p["partition"].as_i64()?).ok()?),
+                p["offset"].as_i64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Reads a position list the cloud sent, naming it in the error.
+fn required_positions(value: &serde_json::Value, what: &str) -> Result<Offsets, PipelineError> {
+    positions(value).ok_or_else(|| PipelineError::Record(format!("the cloud's {what} are missing or incomplete")))
+}
+
 /// Shadow reloads of every known table for an offset reset, complete at `until`.
 fn reload_all(
     resyncs: &mut resync::Resyncs,
     schemas: &SchemaRegistry,
     until: &serde_json::Value,
 ) -> Result<Vec<Job>, PipelineError> {
-    let until = resync::parse_until(until)
-        .ok_or_else(|| PipelineError::Record("the cloud's reset carried no `until` positions".into()))?;
+    let until = required_positions(until, "reset `until` positions")?;
     Ok(resyncs.begin(schemas.tables().map(|t| t.id.clone()).collect(), &until))
 }
 
@@ -304,13 +323,16 @@ pub fn sync(
                     // Read the ends first, then ask for the snapshot: it lands after them.
                     let status = runtime.block_on(replication.call(hyper::Method::GET, "status", None))?;
                     let cdc = info.cdc_topic();
-                    let ends: Vec<serde_json::Value> = status["partitions"]
+                    let ends = status["partitions"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter(|p| p["topic"].as_str() == Some(cdc.as_str()))
-                        .map(|p| serde_json::json!({"topic": cdc, "partition": p["partition"], "offset": p["end"]}))
-                        .collect();
+                        .map(|p| {
+                            Some(((cdc.clone(), i32::try_from(p["partition"].as_i64()?).ok()?), p["end"].as_i64()?))
+                        })
+                        .collect::<Option<Offsets>>()
+                        .ok_or_else(|| PipelineError::Record("the cloud's status has incomplete partitions".into()))?;
                     let tables: Vec<String> = decode.schemas.tables().map(|t| t.id.to_string()).collect();
                     let reply = runtime.block_on(replication.call(
                         hyper::Method::POST,
@@ -319,13 +341,13 @@ pub fn sync(
                     ))?;
                     tracing::warn!("offline longer than the cloud's retention: reloading every table (--auto-resync)");
                     let starts = reload_all(&mut resyncs, &decode.schemas, &reply["until"])?;
-                    let ends = serde_json::Value::Array(ends);
                     decode.reset(&ends, reset_epoch, starts).map_err(PipelineError::Record)?;
                 }
                 SourceError::Service { code, details, .. } if code == "offsets_reset" => {
                     let epoch = details["reset_epoch"].as_u64().unwrap_or(reset_epoch + 1);
                     let starts = reload_all(&mut resyncs, &decode.schemas, &details["until"])?;
-                    decode.reset(&details["positions"], epoch, starts).map_err(PipelineError::Record)?;
+                    let positions = required_positions(&details["positions"], "reset positions")?;
+                    decode.reset(&positions, epoch, starts).map_err(PipelineError::Record)?;
                     reset_epoch = epoch;
                 }
                 SourceError::Body { .. } | SourceError::Request { .. } => {

@@ -76,7 +76,7 @@ impl Resyncs {
         let reply = runtime
             .block_on(replication.call(hyper::Method::POST, "resync", Some(&serde_json::json!({ "tables": names }))))
             .map_err(|e| e.to_string())?;
-        let until = parse_until(&reply["until"]).ok_or("the cloud's resync reply has no `until` positions")?;
+        let until = super::positions(&reply["until"]).ok_or("the cloud's resync reply has no `until` positions")?;
         let accepted: Vec<&str> = reply["tables"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
         let mut jobs = Vec::new();
         for (id, value) in fresh {
@@ -107,12 +107,8 @@ impl Resyncs {
     }
 
     fn fresh<'a>(&'a self, session: &'a Session) -> impl Iterator<Item = (TableId, String)> + 'a {
-        shadow::requested(session)
-            .into_iter()
-            .filter_map(|id| match session.get(&shadow::request_fact(&id)) {
-                Some(SessionValue::Text(v)) => Some((id, v.clone())),
-                _ => None,
-            })
+        shadow::requests(session)
+            .map(|(id, stamp)| (id, stamp.to_owned()))
             .filter(|r| !self.seen.contains(r) && !self.running.contains_key(&r.0))
     }
 
@@ -142,19 +138,6 @@ impl Resyncs {
         }
         done
     }
-}
-
-pub(super) fn parse_until(value: &serde_json::Value) -> Option<Offsets> {
-    value
-        .as_array()?
-        .iter()
-        .map(|p| {
-            Some((
-                (p["topic"].as_str()?.to_owned(), i32::try_from(p["partition"].as_i64()?).ok()?),
-                p["offset"].as_i64()?,
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]

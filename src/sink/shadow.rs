@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::{Sink, SinkError, TableRecord};
 use crate::coalesce::Batch;
 use crate::schema::{SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema};
-use crate::state::{Offsets, Session, SessionValue, TableState};
+use crate::state::{Offsets, Session, SessionValue, TableState, prefixed_facts};
 
 /// The suffix of shadow tables' names.
 pub const SUFFIX: &str = "__resync";
@@ -112,17 +112,20 @@ pub fn parse_until(text: &str) -> Option<Offsets> {
 }
 
 fn fact_tables<'a>(session: &'a Session, prefix: &'a str) -> impl Iterator<Item = (TableId, &'a str)> + 'a {
-    session.iter().filter_map(move |(name, value)| {
-        let table = name.strip_prefix(prefix)?;
-        let SessionValue::Text(text) = value else { return None };
+    prefixed_facts(session, prefix).filter_map(|(table, text)| {
         let (schema, table) = table.split_once('.')?;
-        (!text.is_empty()).then(|| (TableId::new(schema, table), text.as_str()))
+        Some((TableId::new(schema, table), text))
     })
+}
+
+/// Pending resync requests with the value each was written with (a time stamp).
+pub fn requests(session: &Session) -> impl Iterator<Item = (TableId, &str)> {
+    fact_tables(session, REQUEST)
 }
 
 /// Tables whose resync was requested and has not started.
 pub fn requested(session: &Session) -> Vec<TableId> {
-    fact_tables(session, REQUEST).map(|(id, _)| id).collect()
+    requests(session).map(|(id, _)| id).collect()
 }
 
 /// Running resyncs and their `until` positions.
@@ -143,13 +146,16 @@ fn cleared() -> SessionValue {
     SessionValue::Text(String::new())
 }
 
+fn record<S: Sink + ?Sized>(sink: &S, id: &TableId) -> Option<TableRecord> {
+    sink.tables().into_iter().find(|r| &r.schema.id == id)
+}
+
 fn has_shadow<S: Sink + ?Sized>(sink: &S, id: &TableId) -> bool {
-    let shadow = shadow_id(id);
-    sink.tables().iter().any(|r| r.schema.id == shadow)
+    record(sink, &shadow_id(id)).is_some()
 }
 
 fn drop_shadow<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
-    let Some(record) = sink.tables().into_iter().find(|r| r.schema.id == shadow_id(id)) else { return Ok(()) };
+    let Some(record) = record(sink, &shadow_id(id)) else { return Ok(()) };
     sink.apply_schema(&TableChange { kind: SchemaChangeKind::Drop, table: (*record.schema).clone() })?;
     Ok(())
 }
@@ -157,7 +163,7 @@ fn drop_shadow<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkE
 /// Step 1: an empty shadow (a leftover of an interrupted start is dropped first), then the
 /// fact with `until`, clearing the request in the same transaction.
 pub fn start<S: Sink + ?Sized>(sink: &mut S, id: &TableId, until: &Offsets) -> Result<(), SinkError> {
-    let Some(live) = sink.tables().into_iter().find(|r| &r.schema.id == id) else {
+    let Some(live) = record(sink, id) else {
         tracing::debug!(table = %id, "resync of a table the replica does not have (skipped): nothing to do");
         return sink.write_session(&[(&request_fact(id), cleared())]);
     };
@@ -199,13 +205,12 @@ pub fn copy_to_shadows<S: Sink + ?Sized>(sink: &S, batch: &mut Batch) {
 /// own snapshot), dropping the shadow.
 pub fn follow_schema<S: Sink + ?Sized>(sink: &mut S, change: &TableChange) -> Result<(), SinkError> {
     let id = &change.table.id;
-    if live_id(id).is_some() || !has_shadow(sink, id) {
+    if live_id(id).is_some() {
         return Ok(());
     }
-    let live = sink.tables().into_iter().find(|r| &r.schema.id == id);
-    let shadow = sink.tables().into_iter().find(|r| r.schema.id == shadow_id(id));
-    match (live, shadow) {
-        (Some(live), Some(shadow))
+    let Some(shadow) = record(sink, &shadow_id(id)) else { return Ok(()) };
+    match record(sink, id) {
+        Some(live)
             if live.state != TableState::ResyncPending
                 && !matches!(shadow.schema.diff(&shadow_schema(&live.schema)), SchemaDiff::Incompatible) =>
         {

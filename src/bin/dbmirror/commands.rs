@@ -255,9 +255,10 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     }
     println!("Resyncing {list}: loading shadow tables, then swapping them in");
     run_sync(instance, true, false)?;
-    let left: Vec<TableId> = shadow::requested(&state.read_session()?)
+    let session = state.read_session()?;
+    let left: Vec<TableId> = shadow::requested(&session)
         .into_iter()
-        .chain(shadow::running(&state.read_session()?).into_iter().map(|(id, _)| id))
+        .chain(shadow::running(&session).into_iter().map(|(id, _)| id))
         .filter(|id| ids.contains(id))
         .collect();
     if !left.is_empty() {
