@@ -24,10 +24,10 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use dbmirror::coalesce::FlushPolicy;
 use dbmirror::row::Cell;
 use dbmirror::schema::{SchemaChangeKind, TableChange, TableSchema};
-use dbmirror::sink::canonical::canonical;
 use dbmirror::sink::postgres::copy::{self, pg_type};
 use dbmirror::sink::postgres::{PgSink, quote};
 use dbmirror::sink::{Sink, SinkOptions};
+use dbmirror::value::canonical::canonical;
 use support::{ingest_common, serde_baseline};
 
 #[global_allocator]

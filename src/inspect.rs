@@ -6,10 +6,11 @@
 
 use std::io::{BufRead, Write};
 
-use crate::decode::{Decoded, Decoder, Event, Field, Value, write_json_string};
+use crate::decode::{Decoded, Decoder, Event, Field, Value};
 use crate::error::{Error, Result};
 use crate::protocol::LineFramer;
 use crate::schema::{SchemaRegistry, TableChange};
+use crate::value::write_json_string;
 
 /// Longest line `inspect` accepts; far above Kafka's message size limits.
 const MAX_LINE: usize = 1 << 30;
@@ -190,7 +191,7 @@ fn render_table_change(change: &TableChange, out: &mut String) {
     out.push_str("\",\"table\":");
     write_json_string(out, &table.id.to_string());
     out.push_str(",\"primary_key\":");
-    crate::decode::write_json_string_array(out, table.primary_key.iter().map(String::as_str));
+    crate::value::write_json_string_array(out, table.primary_key.iter().map(String::as_str));
     out.push_str(",\"columns\":[");
     for (i, c) in table.columns.iter().enumerate() {
         if i > 0 {

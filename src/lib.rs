@@ -25,6 +25,8 @@
 //! The streamed fetch loop and the pipeline that joins the stages arrive with the client
 //! issue (see the README's status section).
 
+pub mod clock;
+#[cfg(feature = "refserver")]
 pub mod cloud;
 pub mod coalesce;
 pub mod config;
@@ -41,6 +43,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod value;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -25,7 +25,7 @@ impl Backoff {
     pub fn delay(&mut self, hint: Option<Duration>) -> Duration {
         let step = self.next;
         self.next = (self.next * 2).min(self.max);
-        let random = f64::from(u16::from_le_bytes(crate::cloud::auth::random_bytes::<2>())) / f64::from(u16::MAX);
+        let random = f64::from(u16::from_le_bytes(crate::secrets::random_bytes::<2>())) / f64::from(u16::MAX);
         let jittered = step.mul_f64(0.5 + 0.5 * random);
         jittered.max(hint.unwrap_or_default())
     }

@@ -8,7 +8,8 @@ use std::hash::{Hash, Hasher};
 
 use smallvec::SmallVec;
 
-use crate::decode::{Date, DateTime, DateTimeOffset, Decimal, Time, Value, ValueError};
+use crate::decode::{Value, ValueError};
+use crate::value::{Date, DateTime, DateTimeOffset, Decimal, Time};
 
 /// One owned column value.
 #[derive(Debug, Clone)]

@@ -115,7 +115,7 @@ impl SecretKey {
         let bytes = if path.exists() {
             at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(io)?
         } else {
-            let key: [u8; 32] = crate::cloud::auth::random_bytes();
+            let key: [u8; 32] = random_bytes();
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
@@ -140,7 +140,7 @@ impl SecretKey {
 
     /// Seals `plain` under `name`.
     pub fn seal(&self, name: &str, plain: &str) -> Vec<u8> {
-        let nonce: [u8; 12] = crate::cloud::auth::random_bytes();
+        let nonce: [u8; 12] = random_bytes();
         let sealed = self
             .cipher
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: name.as_bytes() })
@@ -160,6 +160,13 @@ impl SecretKey {
             .map_err(|_| SecretError::Open)?;
         String::from_utf8(plain).map_err(|_| SecretError::Open)
     }
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).expect("the operating system's random source");
+    out
 }
 
 #[cfg(test)]

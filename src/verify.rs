@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use crate::sink::canonical::checksum;
 use crate::sink::{Sink, SinkError};
+use crate::value::canonical::checksum;
 
 /// One table's comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]

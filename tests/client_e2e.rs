@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use dbmirror::cloud::http::now_ms;
+use dbmirror::clock::now_ms;
 use dbmirror::cloud::service::Faults;
 use dbmirror::pipeline::{SyncOptions, stored_tokens, sync};
 use dbmirror::sink::SinkOptions;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dbmirror::cloud::http::now_ms;
+use dbmirror::clock::now_ms;
 use dbmirror::cloud::journal::TenantOp;
 use dbmirror::schema::TableId;
 use dbmirror::sink::{SinkOptions, shadow};

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dbmirror::clock::now_ms;
 use dbmirror::cloud::crm::published_tables;
-use dbmirror::cloud::http::{Cloud, now_ms, spawn};
+use dbmirror::cloud::http::{Cloud, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
@@ -250,7 +251,7 @@ async fn error_codes_for_every_refusal() {
     );
     let skewed = h.api(Method::GET, &token, "session", None).await;
     let date = skewed.headers["date"].to_str().unwrap().to_owned();
-    assert_ne!(date, dbmirror::cloud::http::http_date(now_ms() / 1000), "the Date header is 10 minutes ahead");
+    assert_ne!(date, dbmirror::clock::http_date(now_ms() / 1000), "the Date header is 10 minutes ahead");
     // The client reads Retry-After into the error, for its backoff.
     h.admin(&format!("sessions/{session}/faults"), json!({"rate_limit_next": 1})).await;
     let client = dbmirror::source::client::HttpClient::new(&h.base, None).unwrap();

@@ -12,8 +12,8 @@ use dbmirror::cloud::tenant::{Tenant, TenantConfig, Workload};
 use dbmirror::coalesce::{Coalescer, FlushPolicy};
 use dbmirror::decode::{Decoder, Event};
 use dbmirror::schema::{ColumnSchema, SchemaRegistry, SqlType, TableId, TableSchema};
-use dbmirror::sink::canonical::checksum;
 use dbmirror::sink::{Sink, SinkOptions};
+use dbmirror::value::canonical::checksum;
 
 use crate::support::targets::fresh_databases;
 

@@ -10,9 +10,9 @@ use dbmirror::decode::{ChangeEvent, Decoded, Event, Field, Op, Snapshot, SourceI
 use dbmirror::protocol::Position;
 use dbmirror::row::Cell;
 use dbmirror::schema::{ColumnSchema, SchemaChangeKind, SchemaRegistry, SqlType, TableChange, TableId, TableSchema};
-use dbmirror::sink::canonical::{canonical, parse_stored};
 use dbmirror::sink::{CanonicalRow, SchemaOutcome, Sink, SinkOptions};
 use dbmirror::state::{SessionValue, TableState};
+use dbmirror::value::canonical::{canonical, parse_stored};
 use proptest::prelude::*;
 
 use crate::support::targets::{TestDb, fresh_databases};

@@ -48,7 +48,7 @@ use dbmirror::cloud::generate::WORDS;
 
 fn json_string(text: &str) -> String {
     let mut out = String::new();
-    dbmirror::decode::write_json_string(&mut out, text);
+    dbmirror::value::write_json_string(&mut out, text);
     out
 }
 

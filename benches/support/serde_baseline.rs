@@ -3,8 +3,9 @@
 //! the same typed values as the zero-copy decoder for the types the benchmark uses.
 
 use base64::Engine as _;
-use dbmirror::decode::{ChangeEvent, Date, DateTime, Decimal, Field, Op, Row, Snapshot, SourceInfo, Value};
+use dbmirror::decode::{ChangeEvent, Field, Op, Row, Snapshot, SourceInfo, Value};
 use dbmirror::schema::{SchemaRegistry, SqlType, TableSchema};
+use dbmirror::value::{Date, DateTime, Decimal};
 use serde_json::Value as J;
 use std::collections::HashMap;
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+use dbmirror::clock::now_ms;
 use dbmirror::cloud::crm::source_tables;
-use dbmirror::cloud::http::{Cloud, now_ms, serve_stream, spawn, spawn_background};
+use dbmirror::cloud::http::{Cloud, serve_stream, spawn, spawn_background};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};

@@ -51,16 +51,9 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).expect("the operating system's random source");
-    out
-}
-
 /// A new opaque token (32 random bytes, base64url).
 pub fn opaque_token() -> String {
-    B64.encode(random_bytes::<32>())
+    B64.encode(crate::secrets::random_bytes::<32>())
 }
 
 /// The stored form of an opaque token.
@@ -71,7 +64,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 impl Signer {
     /// A signer with a fresh random key.
     pub fn new(issuer: impl Into<String>) -> Self {
-        Signer { key: random_bytes(), issuer: issuer.into() }
+        Signer { key: crate::secrets::random_bytes(), issuer: issuer.into() }
     }
 
     /// A signer with a saved key (so tokens stay valid across restarts).

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::decode::{write_json_string, write_json_string_array};
 use crate::row::Cell;
 use crate::schema::{ColumnSchema, SqlType, TableSchema};
+use crate::value::{write_json_string, write_json_string_array};
 
 /// `(Connect type, logical name, scale parameter)` of a column under the default modes.
 fn connect_type(sql: SqlType) -> (&'static str, Option<&'static str>) {

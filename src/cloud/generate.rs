@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::decode::{Date, DateTime, DateTimeOffset, Decimal, Time};
 use crate::row::{Cell, OwnedRow, PrimaryKey};
 use crate::schema::{ColumnSchema, SqlType, TableId, TableSchema};
+use crate::value::{Date, DateTime, DateTimeOffset, Decimal, Time};
 
 /// A small, fast, seedable generator (xorshift64*); statistical quality is ample for test data.
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::{http_date, now_ms};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,11 +24,6 @@ use tokio::sync::{Notify, mpsc};
 
 use super::journal::{TenantOp, table_id};
 use super::service::{ApiError, Faults, FetchRequest, Position, State};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The shared cloud: state behind a lock (held briefly, never across an await) and a
 /// notification that wakes long-polls when records are appended.
@@ -103,23 +100,6 @@ fn html_reply(status: u16, html: String) -> Reply {
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     r
-}
-
-/// `Tue, 24 Nov 2026 06:20:01 GMT` for the `Date` header.
-pub fn http_date(epoch_secs: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let days = epoch_secs.div_euclid(86_400);
-    let secs = epoch_secs.rem_euclid(86_400);
-    let (y, m, d) = crate::decode::Date::from_days(days).map(|d| d.ymd()).unwrap_or((1970, 1, 1));
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// Decodes `application/x-www-form-urlencoded` text and query strings.

@@ -197,7 +197,7 @@ pub fn version_key(v: &str) -> (u64, u64, u64) {
 
 fn user_code() -> String {
     const LETTERS: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
-    let bytes = super::auth::random_bytes::<8>();
+    let bytes = crate::secrets::random_bytes::<8>();
     let chars: String = bytes.iter().map(|b| LETTERS[usize::from(*b) % LETTERS.len()] as char).collect();
     format!("{}-{}", &chars[..4], &chars[4..])
 }

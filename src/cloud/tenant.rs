@@ -13,7 +13,7 @@ use super::log::{EventLog, LogError};
 use crate::protocol::{CDC_TOPIC_SUFFIX, SCHEMA_HISTORY_TOPIC_SUFFIX};
 use crate::row::{Cell, OwnedRow, PrimaryKey};
 use crate::schema::{ColumnSchema, SqlType, TableId, TableSchema, is_blocked};
-use crate::sink::canonical::{canonical, checksum};
+use crate::value::canonical::{canonical, checksum};
 
 /// How a tenant is generated.
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ impl Tenant {
         let value = history_record(schema, kind, &self.database(), self.transaction.get());
         log.append(&topic, 0, now_ms, |offset| {
             let mut line = String::from("{\"topic\":");
-            crate::decode::write_json_string(&mut line, &topic);
+            crate::value::write_json_string(&mut line, &topic);
             line.push_str(&format!(",\"partition\":0,\"offset\":{offset},\"key\":null,\"value\":{value}}}"));
             line
         })?;

@@ -7,6 +7,8 @@
 
 use simd_json::{Node, StaticNode};
 
+use crate::value::write_json_string;
+
 /// One JSON value: the node slice starting at its header.
 #[derive(Clone, Copy)]
 pub(crate) struct Json<'t, 'a>(&'t [Node<'a>]);
@@ -150,44 +152,6 @@ impl<'t, 'a> Json<'t, 'a> {
             }
         }
     }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn write_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            out.push_str(&format!("\\u{b:04x}"));
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
-}
-
-/// Appends `["a","b",…]`.
-pub fn write_json_string_array<'s>(out: &mut String, items: impl IntoIterator<Item = &'s str>) {
-    out.push('[');
-    for (i, item) in items.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json_string(out, item);
-    }
-    out.push(']');
 }
 
 /// Iterator over object members.

@@ -10,14 +10,12 @@
 //! Values are typed from the event's own Connect schema when present, else from the table
 //! schema learned from schema history plus the connector's settings ([`DecodeOptions`]).
 
-mod decimal;
 mod envelope;
 mod field;
 mod history;
 mod json;
 mod scan;
 mod schema_cache;
-mod temporal;
 mod value;
 
 use std::fmt;
@@ -25,10 +23,7 @@ use std::fmt;
 use simd_json::{Buffers, Tape};
 use smallvec::SmallVec;
 
-pub use decimal::{Decimal, DecimalError};
 pub use field::{BinaryEncoding, BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, TimePrecisionMode};
-pub use json::{write_json_string, write_json_string_array};
-pub use temporal::{Date, DateTime, DateTimeOffset, NANOS_PER_DAY, TemporalError, Time};
 pub use value::{Binary, Value, ValueError};
 
 use crate::protocol::{OwnedPosition, Position};

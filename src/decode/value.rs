@@ -8,10 +8,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 
-use super::decimal::{Decimal, DecimalError};
 use super::field::{BinaryEncoding, FieldKind};
 use super::json::Json;
-use super::temporal::{Date, DateTime, DateTimeOffset, TemporalError, Time, validate_zoned_time};
+use crate::value::{Date, DateTime, DateTimeOffset, TemporalError, Time, validate_zoned_time};
+use crate::value::{Decimal, DecimalError};
 
 /// One column value.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@ const LAST_CYCLE: &str = "last_commit_cycle_ms";
 const LAST_ERROR: &str = "last_error";
 
 fn now_ms() -> i64 {
-    crate::cloud::http::now_ms()
+    crate::clock::now_ms()
 }
 
 /// Records an error (time and message); replaces the previous one.

@@ -166,7 +166,7 @@ fn reload_all(
 /// Warns when this host's clock is off the cloud's (read from the `Date` header): token
 /// lifetimes are judged by the cloud's clock, so a large skew gets valid tokens refused.
 fn warn_on_clock_skew(runtime: &tokio::runtime::Runtime, replication: &Replication) {
-    let local = crate::cloud::http::now_ms();
+    let local = crate::clock::now_ms();
     if let Ok(server) = runtime.block_on(replication.server_time()) {
         let skew_s = (server - local) / 1000;
         if skew_s.abs() > 60 {

@@ -361,12 +361,12 @@ impl TableSchema {
     /// This schema as a schema-history record (`{"tableChanges":[…]}`), the same format the
     /// decoder reads, so a replica can store the definition its tables were created from.
     pub fn to_history_json(&self) -> String {
-        use crate::decode::write_json_string as q;
+        use crate::value::write_json_string as q;
         let mut out = String::from("{\"tableChanges\":[{\"type\":\"CREATE\",\"id\":");
         let id = format!("\"{}\".\"{}\"", self.id.schema.replace('"', "\"\""), self.id.table.replace('"', "\"\""));
         q(&mut out, &id);
         out.push_str(",\"table\":{\"primaryKeyColumnNames\":");
-        crate::decode::write_json_string_array(&mut out, self.primary_key.iter().map(String::as_str));
+        crate::value::write_json_string_array(&mut out, self.primary_key.iter().map(String::as_str));
         out.push_str(",\"columns\":[");
         for (i, c) in self.columns.iter().enumerate() {
             if i > 0 {

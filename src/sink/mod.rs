@@ -13,7 +13,6 @@
 //! - [`Sink::apply_schema`] brings one table in line with a schema-history change, in its own
 //!   transaction, before any batch that uses the new schema.
 
-pub mod canonical;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;

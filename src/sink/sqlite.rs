@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params};
 
-use super::canonical::{canonical, fraction_scale, parse_stored};
 use super::plan::{SchemaPlan, check_batch_schema, plan, read_record, remember, result};
 pub use super::plan::{SinkOptions, TableRecord};
 use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
@@ -20,6 +19,7 @@ use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
+use crate::value::canonical::{canonical, fraction_scale, parse_stored};
 
 /// The SQLite replica.
 pub struct SqliteSink {

@@ -120,7 +120,7 @@ pub struct Replication {
 }
 
 fn now_ms() -> i64 {
-    crate::cloud::http::now_ms()
+    crate::clock::now_ms()
 }
 
 impl Replication {
@@ -165,7 +165,7 @@ impl Replication {
     pub async fn server_time(&self) -> Result<i64, SourceError> {
         let response = self.http.send(Method::GET, &self.info.path("session"), Some(&self.tokens.access), None).await?;
         let date = response.headers().get(hyper::header::DATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        parse_http_date(date).ok_or_else(|| SourceError::Service {
+        crate::clock::parse_http_date(date).ok_or_else(|| SourceError::Service {
             status: 200,
             code: "no_date".into(),
             message: format!("the cloud sent no usable Date header (`{date}`)"),
@@ -220,31 +220,12 @@ impl Replication {
     }
 }
 
-/// Parses an HTTP date (`Tue, 24 Nov 2026 06:20:01 GMT`) to ms since the epoch.
-pub fn parse_http_date(text: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let mut parts = text.split_whitespace().skip(1);
-    let day: u32 = parts.next()?.parse().ok()?;
-    let month_name = parts.next()?;
-    let month = MONTHS.iter().position(|m| *m == month_name)? as u32 + 1;
-    let year: i32 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    let date = crate::decode::Date::from_ymd(year, month, day).ok()?;
-    Some((i64::from(date.0) * 86_400 + h * 3600 + m * 60 + s) * 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn http_dates_parse_and_match_what_the_cloud_writes() {
-        let secs = 1_795_501_201;
-        let text = crate::cloud::http::http_date(secs);
-        assert_eq!(parse_http_date(&text), Some(secs * 1000));
-        assert_eq!(parse_http_date("Tue, 24 Nov 2026 06:20:01 GMT"), Some(1_795_501_201_000));
-        assert_eq!(parse_http_date("garbage"), None);
         let debug =
             format!("{:?}", TokenPair { access: "a-secret".into(), refresh: "r-secret".into(), expires_at_ms: 1 });
         assert!(!debug.contains("secret"), "{debug}");

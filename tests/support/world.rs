@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use dbmirror::clock::now_ms;
 use dbmirror::cloud::crm::source_tables;
-use dbmirror::cloud::http::{Cloud, now_ms, spawn};
+use dbmirror::cloud::http::{Cloud, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use dbmirror::cloud::http::now_ms;
+use dbmirror::clock::now_ms;
 use dbmirror::config::{Config, redact_connection_string};
 use dbmirror::pipeline::{PipelineError, SyncOptions, facts, stored_tokens, sync};
 use dbmirror::schema::TableId;

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use dbmirror::clock::now_ms;
 use dbmirror::cloud::crm::source_tables;
-use dbmirror::cloud::http::{Cloud, now_ms, spawn};
+use dbmirror::cloud::http::{Cloud, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
@@ -163,7 +164,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let checks =
         dbmirror::verify::verify(dbmirror::sink::open(&connection_string, SinkOptions::default())?.as_mut(), &truth)?;
     println!();
-    print_checks(&checks);
+    crate::report::print_checks(&checks);
     let rows: u64 = checks.iter().filter_map(|c| c.replica_rows).sum();
     let ok = checks.iter().all(|c| c.equal);
     println!();
@@ -182,14 +183,4 @@ pub fn run(args: DemoArgs) -> Result<bool> {
         bail!("verify: the replica differs from the source");
     }
     Ok(ok)
-}
-
-/// The `verify` table: source and replica rows per table, and whether they are equal.
-pub fn print_checks(checks: &[dbmirror::verify::TableCheck]) {
-    println!("{:<32} {:>10} {:>10}  verify", "table", "source", "replica");
-    for c in checks {
-        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-        let verdict = if c.equal { "ok" } else { "DIFFERENT" };
-        println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
-    }
 }

@@ -11,6 +11,10 @@ use dbmirror::decode::{BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, D
 use dbmirror::telemetry::{self, LogFormat};
 
 mod commands;
+#[cfg(feature = "refserver")]
+mod demo;
+#[cfg(not(feature = "refserver"))]
+#[path = "demo_off.rs"]
 mod demo;
 mod progress;
 mod report;

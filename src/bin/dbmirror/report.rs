@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use dbmirror::cloud::http::now_ms;
+use dbmirror::clock::now_ms;
 use dbmirror::config::redact_connection_string;
 use dbmirror::pipeline::{facts, refresh_tokens};
 use dbmirror::sink::{Sink, shadow};
@@ -135,7 +135,7 @@ pub fn verify(instance: &Instance) -> Result<bool> {
     }
     let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
     let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
-    crate::demo::print_checks(&checks);
+    print_checks(&checks);
     Ok(checks.iter().all(|c| c.equal))
 }
 
@@ -222,4 +222,14 @@ pub fn validate(dir: &Path) -> Result<bool> {
         }),
     );
     Ok(ok)
+}
+
+/// The `verify` table: source and replica rows per table, and whether they are equal.
+pub fn print_checks(checks: &[dbmirror::verify::TableCheck]) {
+    println!("{:<32} {:>10} {:>10}  verify", "table", "source", "replica");
+    for c in checks {
+        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        let verdict = if c.equal { "ok" } else { "DIFFERENT" };
+        println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
+    }
 }

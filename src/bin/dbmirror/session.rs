@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use dbmirror::cloud::http::now_ms;
+use dbmirror::clock::now_ms;
 use dbmirror::pipeline::token_store;
 use dbmirror::sink::Sink;
 use dbmirror::source::client::{HttpClient, SourceError};

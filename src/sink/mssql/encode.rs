@@ -13,9 +13,9 @@ use tiberius::time::{SmallDateTime, Time as TdsTime};
 use tiberius::xml::XmlData;
 use tiberius::{ColumnData, Uuid};
 
-use crate::decode::{Date, DateTime, DateTimeOffset, Decimal, NANOS_PER_DAY, Time};
 use crate::row::Cell;
 use crate::schema::SqlType;
+use crate::value::{Date, DateTime, DateTimeOffset, Decimal, NANOS_PER_DAY, Time};
 
 /// Days from 0001-01-01 to 1970-01-01 (TDS `date` counts from the former).
 const DAYS_0001_TO_1970: i64 = 719_162;
@@ -198,7 +198,7 @@ pub fn from_column_data(data: &ColumnData<'_>) -> Result<Cell, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::canonical::{canonical, parse_stored};
+    use crate::value::canonical::{canonical, parse_stored};
 
     /// Every type: canonical text → cell → TDS value → cell → the same canonical text.
     #[test]

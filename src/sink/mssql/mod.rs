@@ -22,7 +22,6 @@ use tiberius::{Client, ColumnData, Config, SqlBulkCopyOption, SqlBulkCopyOptions
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::canonical::canonical;
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
 use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
@@ -30,6 +29,7 @@ use crate::error::Retry;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::{Offsets, Session, SessionValue, TableState, offset_name, parse_offset_name};
+use crate::value::canonical::canonical;
 
 type Conn = Client<Compat<TcpStream>>;
 

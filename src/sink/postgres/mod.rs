@@ -20,13 +20,13 @@ use std::io::Write as _;
 use ::postgres::{Client, NoTls, Transaction};
 
 use self::copy::{PgKind, pg_type};
-use super::canonical::{canonical, parse_stored};
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
 use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
 use crate::error::Retry;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
+use crate::value::canonical::{canonical, parse_stored};
 
 /// The PostgreSQL replica.
 pub struct PgSink {

@@ -8,9 +8,9 @@
 
 use std::fmt::Write as _;
 
-use crate::decode::{Date, DateTime, DateTimeOffset, Decimal, Time};
 use crate::row::Cell;
 use crate::schema::SqlType;
+use crate::value::{Date, DateTime, DateTimeOffset, Decimal, Time};
 
 /// Fraction digits a temporal column's text always has (the column's scale).
 pub fn fraction_scale(sql: SqlType) -> u8 {
