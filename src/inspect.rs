@@ -7,7 +7,17 @@
 use std::io::{BufRead, Write};
 
 use crate::decode::{Decoded, Decoder, Event, Field, Value};
-use crate::error::{Error, Result};
+
+/// Reading the input or writing the output failed (a bad record is reported, not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct InspectError {
+    /// What was being done, e.g. `reading input`.
+    pub context: String,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
 use crate::protocol::LineFramer;
 use crate::schema::{SchemaRegistry, TableChange};
 use crate::value::write_json_string;
@@ -32,10 +42,10 @@ pub fn run(
     out: &mut dyn Write,
     errors: &mut dyn Write,
     decoder: &mut Decoder,
-) -> Result<InspectSummary> {
+) -> Result<InspectSummary, InspectError> {
     let io = |context: &str| {
         let context = context.to_owned();
-        move |source| Error::Io { context, source }
+        move |source| InspectError { context, source }
     };
     let mut schemas = SchemaRegistry::new();
     let mut summary = InspectSummary::default();

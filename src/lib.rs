@@ -30,8 +30,8 @@ pub mod clock;
 pub mod cloud;
 pub mod coalesce;
 pub mod config;
+pub mod db;
 pub mod decode;
-pub mod error;
 pub mod inspect;
 pub mod pipeline;
 pub mod protocol;
@@ -45,5 +45,3 @@ pub mod state;
 pub mod telemetry;
 pub mod value;
 pub mod verify;
-
-pub use error::{Error, Result};

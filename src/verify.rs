@@ -1,11 +1,12 @@
 //! `verify`: does the replica equal the source? Row counts and order-independent checksums
 //! of canonical rows, per table, on both sides (the cloud computes its side the same way).
 
+use crate::sink::Replica;
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use crate::sink::{Sink, SinkError};
+use crate::sink::SinkError;
 use crate::value::canonical::checksum;
 
 /// One table's comparison.
@@ -22,7 +23,7 @@ pub struct TableCheck {
 }
 
 /// Compares the replica with the cloud's ground truth (`GET …/ground-truth`).
-pub fn verify(replica: &mut dyn Sink, truth: &Json) -> Result<Vec<TableCheck>, SinkError> {
+pub fn verify(replica: &mut dyn Replica, truth: &Json) -> Result<Vec<TableCheck>, SinkError> {
     let mut source: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for t in truth["tables"].as_array().into_iter().flatten() {
         let (Some(name), Some(rows), Some(sum)) = (t["table"].as_str(), t["rows"].as_u64(), t["checksum"].as_str())

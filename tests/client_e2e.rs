@@ -59,13 +59,13 @@ fn new_customer_restarts_and_a_faulty_stream_all_converge() {
 
         // An access token about to expire: refreshed before use, and the rotated refresh token
         // is stored (sealed) before it is used.
-        let before = db.open(SinkOptions::default()).read_session().unwrap()["refresh_token"].clone();
+        let before = db.open(SinkOptions::default()).read_facts().unwrap()["refresh_token"].clone();
         db.open(SinkOptions::default())
-            .write_session(&[("access_expires_at_ms", SessionValue::Text("0".into()))])
+            .write_facts(&[("access_expires_at_ms", SessionValue::Text("0".into()))])
             .unwrap();
         w.changes(20);
         w.sync_until_idle(&db, &key);
-        let after = db.open(SinkOptions::default()).read_session().unwrap()["refresh_token"].clone();
+        let after = db.open(SinkOptions::default()).read_facts().unwrap()["refresh_token"].clone();
         assert_ne!(before, after, "{:?}: the rotated refresh token was stored", db.kind);
         w.verify(&db, "token refresh");
     }
@@ -117,7 +117,7 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
         );
         w.changes(300);
         let mut state = db.open(SinkOptions::default());
-        let session = state.read_session().unwrap();
+        let session = state.read_facts().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, &key).unwrap();
         let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens);
@@ -224,5 +224,30 @@ fn a_restart_between_a_recreate_and_its_stale_records_converges() {
         assert!(first.schema_changes >= 2 && first.records <= 20, "{first:?}");
         w.sync_until_idle(&db, &key);
         w.verify(&db, "after a restart between a re-create and its stale records");
+    }
+}
+
+/// A caught-up `sync` waits in long-polls of the default length (30 s) while it watches the
+/// replica for resync requests; changes made during a wait arrive, and the run ends cleanly
+/// when stopped. (On PostgreSQL the request check once ran the blocking driver inside the
+/// fetch's runtime and panicked the service two seconds into its first idle long-poll.)
+#[test]
+fn a_caught_up_sync_waits_through_default_long_polls() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "idle");
+        let options = SyncOptions { database_batch_size: 200, ..SyncOptions::default() };
+        assert_eq!(options.max_poll, Duration::from_secs(30), "the default poll time");
+        let stop = Arc::new(AtomicBool::new(false));
+        let summary = std::thread::scope(|s| {
+            let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
+            std::thread::sleep(Duration::from_secs(5));
+            w.changes(40);
+            std::thread::sleep(Duration::from_secs(5));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            run.join().expect("an idle sync must not panic")
+        });
+        let summary = summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        assert!(summary.records > 0, "{:?}: the changes made during the wait arrived", db.kind);
+        w.verify(&db, "after idle long-polls");
     }
 }

@@ -20,14 +20,14 @@ fn request(db: &TestDb, tables: &[&TableId]) {
     let facts: Vec<(String, SessionValue)> =
         tables.iter().map(|id| (shadow::request_fact(id), SessionValue::Text(now_ms().to_string()))).collect();
     let facts: Vec<(&str, SessionValue)> = facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
-    db.open(SinkOptions::default()).write_session(&facts).unwrap();
+    db.open(SinkOptions::default()).write_facts(&facts).unwrap();
 }
 
 /// No shadow table and no resync fact is left behind.
 fn assert_settled(db: &TestDb) {
     let mut sink = db.open(SinkOptions::default());
     assert!(sink.tables().iter().all(|r| shadow::live_id(&r.schema.id).is_none()), "{:?}: a shadow is left", db.kind);
-    let session = sink.read_session().unwrap();
+    let session = sink.read_facts().unwrap();
     assert!(shadow::requested(&session).is_empty() && shadow::running(&session).is_empty(), "{:?}", db.kind);
 }
 
@@ -46,7 +46,7 @@ fn drift(db: &TestDb) {
 
 /// Makes the cloud pause `ms` before each record it sends this replica's session.
 fn slow_down(w: &World, db: &TestDb, ms: u64) {
-    let session = db.open(SinkOptions::default()).read_session().unwrap();
+    let session = db.open(SinkOptions::default()).read_facts().unwrap();
     let Some(SessionValue::Text(id)) = session.get("session_id") else { panic!("no session id") };
     let faults = dbmirror::cloud::service::Faults { slow_ms: ms, ..Default::default() };
     w.cloud.with(|s| s.set_faults(id, faults)).unwrap();
@@ -121,7 +121,7 @@ fn a_resync_stopped_midway_resumes_and_completes() {
         };
         w.run_sync(&db, &key, stop).unwrap();
         assert!(stopper.join().unwrap(), "the shadow table appeared");
-        let session = db.open(SinkOptions::default()).read_session().unwrap();
+        let session = db.open(SinkOptions::default()).read_facts().unwrap();
         assert_eq!(shadow::running(&session).len(), 1, "stopped while the resync was running");
         slow_down(&w, &db, 0);
         w.changes(100);
@@ -166,7 +166,7 @@ fn a_crash_between_resync_steps_is_reconciled_on_restart() {
         let orphan = dbmirror::schema::TableSchema { id: shadow::shadow_id(&person), ..(*live.schema).clone() };
         let create = dbmirror::schema::TableChange { kind: dbmirror::schema::SchemaChangeKind::Create, table: orphan };
         sink.apply_schema(&create).unwrap();
-        sink.write_session(&[("resync:crm7.contact", SessionValue::Text("e2e1-cdc/0=1".into()))]).unwrap();
+        sink.write_facts(&[("resync:crm7.contact", SessionValue::Text("e2e1-cdc/0=1".into()))]).unwrap();
         drop(sink);
         request(&db, &[&person]);
         w.sync_until_idle(&db, &key);
@@ -193,7 +193,7 @@ fn a_restore_reloads_through_shadows_and_keeps_tables_complete() {
             let (db, stop) = (db.clone(), stop.clone());
             std::thread::spawn(move || {
                 for _ in 0..4000 {
-                    let running = shadow::running(&db.open(SinkOptions::default()).read_session().unwrap());
+                    let running = shadow::running(&db.open(SinkOptions::default()).read_facts().unwrap());
                     if running.len() >= 20 {
                         stop.store(true, Ordering::Relaxed);
                         return Some(person_rows(&db));

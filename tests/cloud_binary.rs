@@ -385,7 +385,7 @@ async fn killed_at_random_moments(label: &str, settings: serde_json::Value) {
                 .collect();
             let facts: Vec<(&str, dbmirror::state::SessionValue)> =
                 facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
-            tokio::task::block_in_place(|| replica().write_session(&facts).unwrap());
+            tokio::task::block_in_place(|| replica().write_facts(&facts).unwrap());
         }
         let mut child = Command::new(dbmirror)
             .args(["sync", "--instance"])
@@ -415,7 +415,7 @@ async fn killed_at_random_moments(label: &str, settings: serde_json::Value) {
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     tokio::task::block_in_place(|| {
         let mut replica = replica();
-        let session = replica.read_session().unwrap();
+        let session = replica.read_facts().unwrap();
         assert!(dbmirror::sink::shadow::requested(&session).is_empty());
         assert!(dbmirror::sink::shadow::running(&session).is_empty());
         assert!(replica.tables().iter().all(|r| dbmirror::sink::shadow::live_id(&r.schema.id).is_none()), "no shadow");

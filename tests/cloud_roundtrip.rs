@@ -2,6 +2,7 @@
 //! it, decodes with the client's decoder into exactly the ground truth, and a SQLite replica
 //! fed through the coalescer and sink holds exactly the ground truth.
 
+use dbmirror::state::StateStore;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -3,6 +3,7 @@
 //! table, a resync, a source restore), read back from the event log, decoded by the client's
 //! decoder and applied by a real replica, equals the tenant's ground truth, table by table.
 
+use dbmirror::sink::Replica;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ struct Consumer {
     positions: BTreeMap<(String, i32), i64>,
     decoder: Decoder,
     schemas: SchemaRegistry,
-    sink: Box<dyn Sink + Send>,
+    sink: Box<dyn Replica>,
 }
 
 impl Consumer {
@@ -59,7 +60,7 @@ impl Consumer {
     }
 }
 
-fn assert_equal(tenant: &Tenant, sink: &mut dyn Sink, phase: &str) {
+fn assert_equal(tenant: &Tenant, sink: &mut dyn Replica, phase: &str) {
     let truth = tenant.checksums();
     let replica: BTreeMap<TableId, (u64, u64)> = sink
         .tables()

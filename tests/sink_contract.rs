@@ -3,6 +3,7 @@
 //! batching, replays are no-ops, failures commit nothing, every type round-trips exactly, and
 //! schema changes evolve tables and survive a reopen. Replicas are compared in canonical form.
 
+use dbmirror::sink::Replica;
 use std::time::Instant;
 
 use dbmirror::coalesce::{Coalescer, FlushPolicy};
@@ -18,7 +19,7 @@ use proptest::prelude::*;
 use crate::support::targets::{TestDb, fresh_databases};
 use crate::support::{GenOp, Model, apply_one, event, gen_op, registry};
 
-fn create_all(sink: &mut dyn Sink, schemas: &SchemaRegistry) {
+fn create_all(sink: &mut dyn Replica, schemas: &SchemaRegistry) {
     for name in ["person", "link"] {
         let table = (**schemas.get("crm7", name).unwrap()).clone();
         assert_eq!(
@@ -47,7 +48,7 @@ fn model_rows(model: &Model, schemas: &SchemaRegistry) -> [Vec<CanonicalRow>; 2]
     [table(0, "person"), table(1, "link")]
 }
 
-fn replica_rows(sink: &mut dyn Sink) -> [Vec<CanonicalRow>; 2] {
+fn replica_rows(sink: &mut dyn Replica) -> [Vec<CanonicalRow>; 2] {
     let mut read = |name: &str| sorted(sink.read_rows(&TableId::new("crm7", name)).unwrap());
     [read("person"), read("link")]
 }
@@ -306,7 +307,7 @@ fn every_type_round_trips_exactly_on_every_target() {
     }
 }
 
-fn reopen_with(db: &TestDb, prefix: Option<&str>) -> Box<dyn Sink + Send> {
+fn reopen_with(db: &TestDb, prefix: Option<&str>) -> Box<dyn Replica> {
     db.open(SinkOptions { table_prefix: prefix.map(str::to_owned), skip_tables: vec!["crm7.ignored".into()] })
 }
 
@@ -377,17 +378,17 @@ fn schema_changes_evolve_tables_and_survive_a_reopen() {
 fn session_facts_are_stored_replaced_and_survive_a_reopen() {
     for db in fresh_databases() {
         let mut sink = db.open(SinkOptions::default());
-        assert!(sink.read_session().unwrap().is_empty());
+        assert!(sink.read_facts().unwrap().is_empty());
         let text = |s: &str| SessionValue::Text(s.into());
-        sink.write_session(&[
+        sink.write_facts(&[
             ("tenant_context_id", text("cust1234")),
             ("replication_id", text("reporting")),
             ("refresh_token", SessionValue::Sealed(vec![0, 1, 2, 255])),
         ])
         .unwrap();
-        sink.write_session(&[("refresh_token", SessionValue::Sealed(vec![9; 40]))]).unwrap();
+        sink.write_facts(&[("refresh_token", SessionValue::Sealed(vec![9; 40]))]).unwrap();
         drop(sink);
-        let session = db.open(SinkOptions::default()).read_session().unwrap();
+        let session = db.open(SinkOptions::default()).read_facts().unwrap();
         assert_eq!(session.len(), 3, "{:?}", db.kind);
         assert_eq!(session["tenant_context_id"], text("cust1234"));
         assert_eq!(

@@ -1,6 +1,8 @@
 //! The SQLite replica: equals the source after any history and batching, replays are no-ops,
 //! failures commit nothing, every type is stored losslessly, and schema changes evolve tables.
 
+use dbmirror::sink::ReplicaRead;
+use dbmirror::state::StateStore;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -315,6 +317,7 @@ impl Sink for FlakySink {
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, dbmirror::sink::SinkError> {
         self.inner.apply_schema(change)
     }
+
     fn apply(&mut self, batch: &dbmirror::coalesce::Batch) -> Result<(), dbmirror::sink::SinkError> {
         self.applies += 1;
         if self.applies == self.fail_at {
@@ -322,27 +325,39 @@ impl Sink for FlakySink {
         }
         self.inner.apply(batch)
     }
-    fn offsets(&mut self) -> Result<dbmirror::state::Offsets, dbmirror::sink::SinkError> {
-        self.inner.offsets()
-    }
+
     fn tables(&self) -> Vec<dbmirror::sink::TableRecord> {
         self.inner.tables()
     }
-    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), dbmirror::sink::SinkError> {
-        self.inner.set_table_state(id, state)
-    }
+
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.replace_from_shadow(id)
     }
+}
+
+impl StateStore for FlakySink {
+    fn offsets(&mut self) -> Result<dbmirror::state::Offsets, dbmirror::sink::SinkError> {
+        self.inner.offsets()
+    }
+
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.set_table_state(id, state)
+    }
+
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.write_facts(facts)
+    }
+
+    fn read_facts(&mut self) -> Result<dbmirror::state::Session, dbmirror::sink::SinkError> {
+        self.inner.read_facts()
+    }
+}
+
+impl ReplicaRead for FlakySink {
     fn check_writable(&mut self) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.check_writable()
     }
-    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), dbmirror::sink::SinkError> {
-        self.inner.write_session(facts)
-    }
-    fn read_session(&mut self) -> Result<dbmirror::state::Session, dbmirror::sink::SinkError> {
-        self.inner.read_session()
-    }
+
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<dbmirror::sink::CanonicalRow>, dbmirror::sink::SinkError> {
         self.inner.read_rows(id)
     }

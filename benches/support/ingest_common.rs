@@ -2,6 +2,7 @@
 //! as the service streams it, and the decoded rows (for the raw-limit baselines, whose
 //! measurement must not include decoding).
 
+use dbmirror::state::StateStore;
 use std::time::Instant;
 
 use dbmirror::coalesce::{Batch, Coalescer, FlushPolicy};
@@ -73,7 +74,7 @@ pub fn decode_and_coalesce(body: &[u8], schemas: &SchemaRegistry, policy: FlushP
 }
 
 /// The two-stage pipeline: decoding on this thread, the sink on its own (`SinkWorker`).
-pub fn pipeline_2_threads<S: Sink + Send + 'static>(
+pub fn pipeline_2_threads<S: Sink + StateStore + Send + 'static>(
     sink: S,
     body: &[u8],
     schemas: &SchemaRegistry,

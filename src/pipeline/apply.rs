@@ -2,10 +2,11 @@
 //! counted, and a failed write is retried with backoff until it commits (or is fatal), with
 //! nothing after it applied meanwhile.
 
+use crate::state::StateStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::error::Retry;
+use crate::db::Retry;
 use crate::sink::worker::{Job, Report, SinkWorker};
 use crate::sink::{Sink, SinkError};
 use crate::state::Offsets;
@@ -14,8 +15,8 @@ use super::{PipelineError, SyncSummary, facts};
 
 /// Applies queued jobs through the worker, retrying transient failures with backoff
 /// ([`crate::retry`]). Returns the worker.
-pub(super) fn drain<S: Sink + Send + 'static>(
-    state: &mut (dyn Sink + Send),
+pub(super) fn drain<S: Sink + StateStore + Send + 'static>(
+    state: &mut (dyn StateStore + Send),
     mut worker: SinkWorker<S>,
     jobs: &mut Vec<Job>,
     summary: &mut SyncSummary,
@@ -65,8 +66,8 @@ pub(super) fn account(report: Report, summary: &mut SyncSummary, applied: &mut O
     }
 }
 
-pub(super) fn retry<S: Sink + Send + 'static>(
-    state: &mut (dyn Sink + Send),
+pub(super) fn retry<S: Sink + StateStore + Send + 'static>(
+    state: &mut (dyn StateStore + Send),
     sink: S,
     reports: Vec<Report>,
     unapplied: Vec<Job>,

@@ -5,9 +5,9 @@
 //! Written on the state connection; a failure to write them is ignored, because they must
 //! never stop replication (the log has the same information).
 
+use crate::state::StateStore;
 use std::collections::BTreeMap;
 
-use crate::sink::Sink;
 use crate::state::{Session, SessionValue, prefixed_facts};
 
 const LAST_APPLIED: &str = "last_applied:";
@@ -19,20 +19,20 @@ fn now_ms() -> i64 {
 }
 
 /// Records an error (time and message); replaces the previous one.
-pub fn record_error(state: &mut (dyn Sink + Send), message: &str) {
+pub fn record_error(state: &mut (dyn StateStore + Send), message: &str) {
     let value = SessionValue::Text(format!("{} {message}", now_ms()));
-    if let Err(e) = state.write_session(&[(LAST_ERROR, value)]) {
+    if let Err(e) = state.write_facts(&[(LAST_ERROR, value)]) {
         tracing::debug!(error = %e, "could not record the last error in the replica");
     }
 }
 
 /// Records a commit cycle and the tables that received changes in it.
-pub fn record_cycle<'a>(state: &mut (dyn Sink + Send), tables: impl Iterator<Item = &'a String>) {
+pub fn record_cycle<'a>(state: &mut (dyn StateStore + Send), tables: impl Iterator<Item = &'a String>) {
     let now = SessionValue::Text(now_ms().to_string());
     let names: Vec<String> = tables.map(|t| format!("{LAST_APPLIED}{t}")).collect();
     let mut facts: Vec<(&str, SessionValue)> = names.iter().map(|n| (n.as_str(), now.clone())).collect();
     facts.push((LAST_CYCLE, now.clone()));
-    if let Err(e) = state.write_session(&facts) {
+    if let Err(e) = state.write_facts(&facts) {
         tracing::debug!(error = %e, "could not record the commit cycle in the replica");
     }
 }

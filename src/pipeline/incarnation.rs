@@ -12,9 +12,10 @@
 //!
 //! LSNs are SQL Server's fixed-width hex text (`0000002c:00000af0:0003`): they compare as text.
 
+use crate::state::StateStore;
 use std::collections::HashMap;
 
-use crate::sink::{Sink, SinkError};
+use crate::sink::SinkError;
 use crate::state::{Session, SessionValue, prefixed_facts};
 
 const FACT: &str = "incarnation:";
@@ -83,13 +84,13 @@ impl Incarnations {
 
     /// Stores the LSNs learnt since the last call; must happen before the history record's
     /// offset is committed, so a crash cannot lose them.
-    pub(super) fn save(&mut self, state: &mut (dyn Sink + Send)) -> Result<(), SinkError> {
+    pub(super) fn save(&mut self, state: &mut (dyn StateStore + Send)) -> Result<(), SinkError> {
         if self.unsaved.is_empty() {
             return Ok(());
         }
         let facts: Vec<(&str, SessionValue)> =
             self.unsaved.iter().map(|(name, lsn)| (name.as_str(), SessionValue::Text(lsn.clone()))).collect();
-        state.write_session(&facts)?;
+        state.write_facts(&facts)?;
         self.unsaved.clear();
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! table size. Offsets are acknowledged to the cloud only after the replica committed them.
 //! A failed write is retried with backoff; nothing after it is applied meanwhile.
 
+use crate::sink::Replica;
+use crate::state::StateStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,7 +195,7 @@ fn expired(e: &SourceError) -> bool {
 fn acknowledge(
     runtime: &tokio::runtime::Runtime,
     replication: &mut Replication,
-    state: &mut (dyn Sink + Send),
+    state: &mut (dyn StateStore + Send),
     key: &SecretKey,
     applied: &Offsets,
     summary: &mut SyncSummary,
@@ -224,8 +226,8 @@ fn acknowledge(
 /// the same replica) keeps the session's tokens.
 pub fn sync(
     mut replication: Replication,
-    mut data: Box<dyn Sink + Send>,
-    state: &mut (dyn Sink + Send),
+    mut data: Box<dyn Replica>,
+    state: &mut (dyn StateStore + Send),
     key: &SecretKey,
     options: &SyncOptions,
     stop: Arc<AtomicBool>,
@@ -254,7 +256,7 @@ pub fn sync(
         jobs: Vec::new(),
         error: None,
         records: 0,
-        incarnations: incarnation::Incarnations::new(&info.history_topic(), &state.read_session()?),
+        incarnations: incarnation::Incarnations::new(&info.history_topic(), &state.read_facts()?),
         skipped: 0,
     };
     decode.next.insert((info.history_topic(), 0), stored.get(&(info.history_topic(), 0)).map_or(0, |o| o + 1));
@@ -300,13 +302,14 @@ pub fn sync(
         // A stop request (Ctrl-C, SIGTERM) ends a long-poll at once, and so does a new
         // resync request (it starts with the next fetch); what was decoded is kept.
         let mut on_chunk = |chunk: &[u8]| decode.chunk(chunk);
-        let watch_requests = !options.history_only;
-        let fetched = runtime.block_on(async {
-            tokio::select! {
-                r = replication.fetch(&positions, limits, reset_epoch, &mut on_chunk) => Some(Some(r)),
-                () = wait_for(&stop) => None,
-                () = resyncs.requested(state), if watch_requests => Some(None),
-            }
+        let fetched = resyncs.watch(state, !options.history_only, |requested| {
+            runtime.block_on(async {
+                tokio::select! {
+                    r = replication.fetch(&positions, limits, reset_epoch, &mut on_chunk) => Some(Some(r)),
+                    () = wait_for(&stop) => None,
+                    () = requested.notified() => Some(None),
+                }
+            })
         });
         let Some(fetched) = fetched else { break };
         let interrupted = fetched.is_none();

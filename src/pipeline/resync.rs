@@ -6,18 +6,34 @@
 //! picks them up without a restart or a second connection to the cloud (which would rotate
 //! the refresh token under the service's feet).
 
+use crate::state::StateStore;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use crate::schema::TableId;
+use crate::sink::SinkError;
 use crate::sink::shadow;
 use crate::sink::worker::Job;
-use crate::sink::{Sink, SinkError};
 use crate::source::replication::Replication;
 use crate::state::{Offsets, Session, SessionValue};
 
 /// How often the replica is asked for new requests.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Sleeps for `period` in short steps; false as soon as `done` is set.
+fn sleep_unless(done: &AtomicBool, period: Duration) -> bool {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        if done.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !done.load(Ordering::Relaxed)
+}
 
 /// Running resyncs and the requests already acted on.
 #[derive(Debug, Default)]
@@ -46,7 +62,7 @@ impl Resyncs {
         &mut self,
         runtime: &tokio::runtime::Runtime,
         replication: &Replication,
-        state: &mut (dyn Sink + Send),
+        state: &mut (dyn StateStore + Send),
     ) -> Vec<Job> {
         if self.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return Vec::new();
@@ -65,9 +81,9 @@ impl Resyncs {
         &mut self,
         runtime: &tokio::runtime::Runtime,
         replication: &Replication,
-        state: &mut (dyn Sink + Send),
+        state: &mut (dyn StateStore + Send),
     ) -> Result<Vec<Job>, String> {
-        let session = state.read_session().map_err(|e| e.to_string())?;
+        let session = state.read_facts().map_err(|e| e.to_string())?;
         let fresh: Vec<(TableId, String)> = self.fresh(&session).collect();
         if fresh.is_empty() {
             return Ok(Vec::new());
@@ -85,7 +101,7 @@ impl Resyncs {
             } else {
                 tracing::warn!(table = %id, "the cloud does not publish this table; resync request dropped");
                 state
-                    .write_session(&[(&shadow::request_fact(&id), SessionValue::Text(String::new()))])
+                    .write_facts(&[(&shadow::request_fact(&id), SessionValue::Text(String::new()))])
                     .map_err(|e: SinkError| e.to_string())?;
             }
             self.seen.insert((id, value));
@@ -93,17 +109,39 @@ impl Resyncs {
         Ok(jobs)
     }
 
-    /// Returns once a request not acted on yet is stored (checked every few seconds): a
-    /// running service's long-poll ends early, so a request starts within seconds.
-    pub(super) async fn requested(&self, state: &mut (dyn Sink + Send)) {
-        loop {
-            tokio::time::sleep(CHECK_EVERY).await;
-            if let Ok(session) = state.read_session()
-                && self.fresh(&session).next().is_some()
-            {
-                return;
-            }
+    /// Runs `wait` (a long-poll) while another OS thread checks the replica every few
+    /// seconds for a request not acted on yet, and signals `wait`'s [`Notify`] when one is
+    /// stored: a running service's long-poll ends early, so a request starts within seconds.
+    ///
+    /// The check runs on its own thread because replica drivers block (the `postgres` client
+    /// drives its own runtime, SQL Server's sink too): called on the fetch's async runtime they
+    /// panic. With `enabled` false nothing is watched.
+    pub(super) fn watch<R>(
+        &self,
+        state: &mut (dyn StateStore + Send),
+        enabled: bool,
+        wait: impl FnOnce(&Notify) -> R,
+    ) -> R {
+        let requested = Notify::new();
+        if !enabled {
+            return wait(&requested);
         }
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while sleep_unless(&done, CHECK_EVERY) {
+                    if let Ok(facts) = state.read_facts()
+                        && self.fresh(&facts).next().is_some()
+                    {
+                        requested.notify_one();
+                        return;
+                    }
+                }
+            });
+            let result = wait(&requested);
+            done.store(true, Ordering::Relaxed);
+            result
+        })
     }
 
     fn fresh<'a>(&'a self, session: &'a Session) -> impl Iterator<Item = (TableId, String)> + 'a {

@@ -2,20 +2,20 @@
 //! rotated pair stored before it is used, so a crash in between cannot lock the client out.
 
 use crate::secrets::SecretKey;
-use crate::sink::Sink;
 use crate::source::replication::{Replication, TokenPair};
 use crate::state::SessionValue;
+use crate::state::StateStore;
 
 use super::PipelineError;
 
 /// Stores rotated tokens (sealed) in the replica's `_ReplicationState`.
 pub fn token_store<'a>(
-    state: &'a mut (dyn Sink + Send),
+    state: &'a mut (dyn StateStore + Send),
     key: &'a SecretKey,
 ) -> impl FnMut(&TokenPair) -> Result<(), String> + Send + 'a {
     move |tokens: &TokenPair| {
         state
-            .write_session(&[
+            .write_facts(&[
                 ("access_token", SessionValue::Sealed(key.seal("access_token", &tokens.access))),
                 ("refresh_token", SessionValue::Sealed(key.seal("refresh_token", &tokens.refresh))),
                 ("access_expires_at_ms", SessionValue::Text(tokens.expires_at_ms.to_string())),
@@ -46,10 +46,10 @@ pub fn stored_tokens(session: &crate::state::Session, key: &SecretKey) -> Result
 pub fn refresh_tokens(
     runtime: &tokio::runtime::Runtime,
     replication: &mut Replication,
-    state: &mut (dyn Sink + Send),
+    state: &mut (dyn StateStore + Send),
     key: &SecretKey,
 ) -> Result<(), PipelineError> {
-    let stored = state.read_session().map_err(PipelineError::Sink).and_then(|s| stored_tokens(&s, key));
+    let stored = state.read_facts().map_err(PipelineError::Sink).and_then(|s| stored_tokens(&s, key));
     if let Ok(stored) = stored
         && stored.refresh != replication.tokens().refresh
     {

@@ -21,9 +21,9 @@ pub mod sqlite;
 pub mod worker;
 
 use crate::coalesce::Batch;
-use crate::error::Retry;
+pub use crate::db::{Retry, SinkError};
 use crate::schema::{TableChange, TableId};
-use crate::state::{Offsets, Session, SessionValue, TableState};
+use crate::state::StateStore;
 pub use plan::{SinkOptions, TableRecord};
 
 /// A row read back from a replica in [`canonical`] text form (`None` is SQL `NULL`).
@@ -49,82 +49,7 @@ pub enum SchemaOutcome {
     Skipped,
 }
 
-/// A failed sink operation.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The embedded SQLite database reported an error.
-    #[error("sqlite: {context}: {source}")]
-    Sqlite {
-        /// What was being done.
-        context: String,
-        /// The cause.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The PostgreSQL replica reported an error.
-    #[error("postgres: {context}: {source}")]
-    Postgres {
-        /// What was being done.
-        context: String,
-        /// The cause.
-        #[source]
-        source: ::postgres::Error,
-    },
-    /// The SQL Server replica reported an error.
-    #[error("sql server: {context}: {source}")]
-    Mssql {
-        /// What was being done.
-        context: String,
-        /// The cause.
-        #[source]
-        source: tiberius::error::Error,
-    },
-    /// Reading or writing the stream to the database failed (network, COPY data).
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The connection string is not usable.
-    #[error("connection string: {0}")]
-    ConnectionString(String),
-    /// A batch refers to a table the replica does not have, or with another schema.
-    #[error("table {table}: {reason}")]
-    Table {
-        /// The source table.
-        table: TableId,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl SinkError {
-    /// Whether retrying the same operation later may succeed.
-    pub fn retry(&self) -> Retry {
-        match self {
-            SinkError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseBusy
-                        | rusqlite::ErrorCode::DatabaseLocked
-                        | rusqlite::ErrorCode::SystemIoFailure
-                        | rusqlite::ErrorCode::DiskFull
-                ) =>
-            {
-                Retry::Transient
-            }
-            SinkError::Postgres { source, .. } => postgres::retry(source),
-            SinkError::Mssql { source, .. } => mssql::retry(source),
-            SinkError::Io { .. } => Retry::Transient,
-            _ => Retry::Fatal,
-        }
-    }
-}
-
-/// A replica database.
+/// The data path of a replica: schema changes, batches and the resync swap.
 pub trait Sink {
     /// Applies one table's schema change (see the module docs).
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError>;
@@ -132,31 +57,17 @@ pub trait Sink {
     /// Writes a batch and its offsets in one transaction (see the module docs).
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
 
-    /// The committed offsets.
-    fn offsets(&mut self) -> Result<Offsets, SinkError>;
-
     /// The replicated tables as `_ReplicationState` records them.
     fn tables(&self) -> Vec<TableRecord>;
-
-    /// Records where a table stands (e.g. `Ready` once its snapshot completed).
-    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError>;
 
     /// Ends a resync in one transaction: the live table's rows are replaced by its shadow's,
     /// the shadow is dropped and forgotten, and the table is `ready` (see [`shadow`]).
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError>;
+}
 
-    /// Proves the login may create, fill and drop tables (what `sync` needs), in a transaction
-    /// that is rolled back: `validate` changes nothing.
-    fn check_writable(&mut self) -> Result<(), SinkError>;
-
-    /// Stores session facts (insert or replace by name) in one transaction, so a rotated
-    /// refresh token and its expiry are never half written.
-    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError>;
-
-    /// The stored session facts.
-    fn read_session(&mut self) -> Result<Session, SinkError>;
-
-    /// Every row of a replicated table in [`canonical`] form, in no particular order: what
+/// Reading a replica back, for `verify`, `status` and `validate` (never on the data path).
+pub trait ReplicaRead {
+    /// Every row of a replicated table in canonical form, in no particular order: what
     /// `verify` and the cross-target tests compare with the source.
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError>;
 
@@ -164,7 +75,17 @@ pub trait Sink {
     fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
         Ok(self.read_rows(id)?.len() as u64)
     }
+
+    /// Proves the login may create, fill and drop tables (what `sync` needs), in a transaction
+    /// that is rolled back: `validate` changes nothing.
+    fn check_writable(&mut self) -> Result<(), SinkError>;
 }
+
+/// A whole replica database: its data path, its bookkeeping and its read-back. Every target
+/// implements the three; callers hold the narrowest one they need.
+pub trait Replica: Sink + StateStore + ReplicaRead + Send {}
+
+impl<T: Sink + StateStore + ReplicaRead + Send + ?Sized> Replica for T {}
 
 impl<T: Sink + ?Sized> Sink for Box<T> {
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
@@ -173,32 +94,23 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         (**self).apply(batch)
     }
-    fn offsets(&mut self) -> Result<Offsets, SinkError> {
-        (**self).offsets()
-    }
     fn tables(&self) -> Vec<TableRecord> {
         (**self).tables()
-    }
-    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
-        (**self).set_table_state(id, state)
     }
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         (**self).replace_from_shadow(id)
     }
-    fn check_writable(&mut self) -> Result<(), SinkError> {
-        (**self).check_writable()
-    }
-    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
-        (**self).write_session(facts)
-    }
-    fn read_session(&mut self) -> Result<Session, SinkError> {
-        (**self).read_session()
-    }
+}
+
+impl<T: ReplicaRead + ?Sized> ReplicaRead for Box<T> {
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
         (**self).read_rows(id)
     }
     fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
         (**self).count_rows(id)
+    }
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        (**self).check_writable()
     }
 }
 
@@ -273,7 +185,7 @@ impl TargetKind {
 }
 
 /// Opens the replica a connection string names (`ReplicaDatabase.ConnectionString`).
-pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Sink + Send>, SinkError> {
+pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Replica>, SinkError> {
     Ok(match TargetKind::detect(connection_string)? {
         TargetKind::Sqlite => Box::new(sqlite::SqliteSink::open(connection_string, options)?),
         TargetKind::Postgres => Box::new(postgres::PgSink::open(connection_string, options)?),

@@ -18,6 +18,7 @@
 //! (or a cancellation) completed, and a shadow without a fact an interrupted start, which is
 //! repeated because the request is only cleared together with the fact.
 
+use crate::state::StateStore;
 use std::sync::Arc;
 
 use super::{Sink, SinkError, TableRecord};
@@ -146,15 +147,15 @@ fn cleared() -> SessionValue {
     SessionValue::Text(String::new())
 }
 
-fn record<S: Sink + ?Sized>(sink: &S, id: &TableId) -> Option<TableRecord> {
+fn record<S: Sink + StateStore + ?Sized>(sink: &S, id: &TableId) -> Option<TableRecord> {
     sink.tables().into_iter().find(|r| &r.schema.id == id)
 }
 
-fn has_shadow<S: Sink + ?Sized>(sink: &S, id: &TableId) -> bool {
+fn has_shadow<S: Sink + StateStore + ?Sized>(sink: &S, id: &TableId) -> bool {
     record(sink, &shadow_id(id)).is_some()
 }
 
-fn drop_shadow<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
+fn drop_shadow<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
     let Some(record) = record(sink, &shadow_id(id)) else { return Ok(()) };
     sink.apply_schema(&TableChange { kind: SchemaChangeKind::Drop, table: (*record.schema).clone() })?;
     Ok(())
@@ -162,33 +163,30 @@ fn drop_shadow<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkE
 
 /// Step 1: an empty shadow (a leftover of an interrupted start is dropped first), then the
 /// fact with `until`, clearing the request in the same transaction.
-pub fn start<S: Sink + ?Sized>(sink: &mut S, id: &TableId, until: &Offsets) -> Result<(), SinkError> {
+pub fn start<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId, until: &Offsets) -> Result<(), SinkError> {
     let Some(live) = record(sink, id) else {
         tracing::debug!(table = %id, "resync of a table the replica does not have (skipped): nothing to do");
-        return sink.write_session(&[(&request_fact(id), cleared())]);
+        return sink.write_facts(&[(&request_fact(id), cleared())]);
     };
     drop_shadow(sink, id)?;
     sink.apply_schema(&TableChange { kind: SchemaChangeKind::Create, table: (*shadow_schema(&live.schema)).clone() })?;
-    sink.write_session(&[
-        (&running_fact(id), SessionValue::Text(encode_until(until))),
-        (&request_fact(id), cleared()),
-    ])?;
+    sink.write_facts(&[(&running_fact(id), SessionValue::Text(encode_until(until))), (&request_fact(id), cleared())])?;
     tracing::info!(table = %id, until = %encode_until(until), "resync started: loading a shadow table");
     Ok(())
 }
 
 /// Step 3: the shadow's rows replace the live table's, then the fact is cleared. Without a
 /// shadow (already swapped, or cancelled by a schema change) only the fact is cleared.
-pub fn finish<S: Sink + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
+pub fn finish<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
     if has_shadow(sink, id) {
         sink.replace_from_shadow(id)?;
         tracing::info!(table = %id, "resync complete: the shadow table's rows replaced the live table's");
     }
-    sink.write_session(&[(&running_fact(id), cleared())])
+    sink.write_facts(&[(&running_fact(id), cleared())])
 }
 
 /// Step 2: adds a shadow copy of every table in `batch` that is being resynced.
-pub fn copy_to_shadows<S: Sink + ?Sized>(sink: &S, batch: &mut Batch) {
+pub fn copy_to_shadows<S: Sink + StateStore + ?Sized>(sink: &S, batch: &mut Batch) {
     let tables = sink.tables();
     let shadows: Vec<_> = tables
         .iter()
@@ -203,7 +201,7 @@ pub fn copy_to_shadows<S: Sink + ?Sized>(sink: &S, batch: &mut Batch) {
 /// After a schema change of a table being resynced: an added column is added to the shadow
 /// too; a drop or an incompatible change cancels the resync (the re-created table gets its
 /// own snapshot), dropping the shadow.
-pub fn follow_schema<S: Sink + ?Sized>(sink: &mut S, change: &TableChange) -> Result<(), SinkError> {
+pub fn follow_schema<S: Sink + StateStore + ?Sized>(sink: &mut S, change: &TableChange) -> Result<(), SinkError> {
     let id = &change.table.id;
     if live_id(id).is_some() {
         return Ok(());
@@ -222,7 +220,7 @@ pub fn follow_schema<S: Sink + ?Sized>(sink: &mut S, change: &TableChange) -> Re
         _ => {
             tracing::warn!(table = %id, "the table's schema changed incompatibly during its resync: resync cancelled");
             drop_shadow(sink, id)?;
-            sink.write_session(&[(&running_fact(id), cleared())])?;
+            sink.write_facts(&[(&running_fact(id), cleared())])?;
         }
     }
     Ok(())
@@ -231,8 +229,8 @@ pub fn follow_schema<S: Sink + ?Sized>(sink: &mut S, change: &TableChange) -> Re
 /// Brings shadows in line with the facts when a replica is opened: a shadow without a running
 /// fact is an interrupted start (dropped; its request is still pending), a fact without a
 /// shadow a completed swap (cleared). Returns the resyncs still running.
-pub fn reconcile<S: Sink + ?Sized>(sink: &mut S) -> Result<Vec<(TableId, Offsets)>, SinkError> {
-    let session = sink.read_session()?;
+pub fn reconcile<S: Sink + StateStore + ?Sized>(sink: &mut S) -> Result<Vec<(TableId, Offsets)>, SinkError> {
+    let session = sink.read_facts()?;
     let running = running(&session);
     let shadows: Vec<TableId> = sink.tables().iter().filter_map(|r| live_id(&r.schema.id)).collect();
     for live in &shadows {
@@ -245,7 +243,7 @@ pub fn reconcile<S: Sink + ?Sized>(sink: &mut S) -> Result<Vec<(TableId, Offsets
         if shadows.contains(&id) {
             still.push((id, until));
         } else {
-            sink.write_session(&[(&running_fact(&id), cleared())])?;
+            sink.write_facts(&[(&running_fact(&id), cleared())])?;
         }
     }
     Ok(still)

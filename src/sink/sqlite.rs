@@ -14,10 +14,11 @@ use rusqlite::{Connection, ToSql, params};
 
 use super::plan::{SchemaPlan, check_batch_schema, plan, read_record, remember, result};
 pub use super::plan::{SinkOptions, TableRecord};
-use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
+use crate::state::StateStore;
 use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
 use crate::value::canonical::{canonical, fraction_scale, parse_stored};
 
@@ -339,23 +340,6 @@ impl Sink for SqliteSink {
         self.tables.values().cloned().collect()
     }
 
-    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
-        let Some(record) = self.tables.get_mut(id) else {
-            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
-        };
-        self.conn
-            .execute(
-                &format!(
-                    "UPDATE {} SET state = ?1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = 'table' AND name = ?2",
-                    quote(STATE_TABLE)
-                ),
-                params![state.as_str(), id.to_string()],
-            )
-            .map_err(err("updating table state"))?;
-        record.state = state;
-        Ok(())
-    }
-
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
             let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
@@ -376,88 +360,6 @@ impl Sink for SqliteSink {
         tx.commit().map_err(err("committing the resync swap"))?;
         swap.done(&mut self.tables);
         Ok(())
-    }
-
-    fn check_writable(&mut self) -> Result<(), SinkError> {
-        let tx = self.conn.transaction().map_err(err("starting the write check"))?;
-        tx.execute_batch(&super::probe_sql(&quote("_dbmirror_probe"))).map_err(err("creating a table"))?;
-        tx.rollback().map_err(err("rolling the write check back"))
-    }
-
-    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
-        let tx = self.conn.transaction().map_err(err("starting session transaction"))?;
-        for (name, value) in facts {
-            let (text, blob) = value.columns();
-            tx.execute(
-                &format!(
-                    "INSERT INTO {} (scope, name, text_value, blob_value, updated_at)
-                     VALUES ('session', ?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                     ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
-                       blob_value = excluded.blob_value, updated_at = excluded.updated_at",
-                    quote(STATE_TABLE)
-                ),
-                params![name, text, blob],
-            )
-            .map_err(err("recording session"))?;
-        }
-        tx.commit().map_err(err("committing session"))
-    }
-
-    fn read_session(&mut self) -> Result<Session, SinkError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT name, text_value, blob_value FROM {} WHERE scope = 'session'",
-                quote(STATE_TABLE)
-            ))
-            .map_err(err("reading session"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, SessionValue::from_columns(r.get(1)?, r.get(2)?))))
-            .map_err(err("reading session"))?;
-        rows.collect::<Result<_, _>>().map_err(err("reading session"))
-    }
-
-    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
-        let record = self.tables.get(id).ok_or_else(|| super::missing(id))?;
-        let target = quote(&Self::table_name(&record.target_schema, id));
-        self.conn
-            .query_row(&format!("SELECT count(*) FROM {target}"), [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(err(format!("counting {target}")))
-    }
-
-    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
-        let record = self
-            .tables
-            .get(id)
-            .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
-        let target = Self::table_name(&record.target_schema, id);
-        let columns: Vec<String> = record.schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {} FROM {}", columns.join(", "), quote(&target)))
-            .map_err(err(format!("reading {target}")))?;
-        let types: Vec<SqlType> = record.schema.columns.iter().map(|c| c.sql_type).collect();
-        let mut rows = stmt.query([]).map_err(err(format!("reading {target}")))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(err(format!("reading {target}")))? {
-            let mut cells = Vec::with_capacity(types.len());
-            for (i, sql) in types.iter().enumerate() {
-                let value = row.get_ref(i).map_err(err(format!("reading {target}")))?;
-                let cell = match value {
-                    ValueRef::Null => Cell::Null,
-                    ValueRef::Integer(v) if *sql == SqlType::Bit => Cell::Bool(v != 0),
-                    ValueRef::Integer(v) => Cell::Int(v),
-                    ValueRef::Real(v) => Cell::Float(v),
-                    ValueRef::Blob(b) => Cell::Binary(b.into()),
-                    ValueRef::Text(t) => parse_stored(&String::from_utf8_lossy(t), *sql)
-                        .map_err(|reason| SinkError::Table { table: id.clone(), reason })?,
-                };
-                cells.push(canonical(&cell, *sql));
-            }
-            out.push(cells);
-        }
-        Ok(out)
     }
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
@@ -556,6 +458,58 @@ impl Sink for SqliteSink {
         }
         tx.commit().map_err(err("committing batch"))
     }
+}
+
+impl StateStore for SqliteSink {
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        let Some(record) = self.tables.get_mut(id) else {
+            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
+        };
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE {} SET state = ?1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = 'table' AND name = ?2",
+                    quote(STATE_TABLE)
+                ),
+                params![state.as_str(), id.to_string()],
+            )
+            .map_err(err("updating table state"))?;
+        record.state = state;
+        Ok(())
+    }
+
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        let tx = self.conn.transaction().map_err(err("starting session transaction"))?;
+        for (name, value) in facts {
+            let (text, blob) = value.columns();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (scope, name, text_value, blob_value, updated_at)
+                     VALUES ('session', ?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                     ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value,
+                       blob_value = excluded.blob_value, updated_at = excluded.updated_at",
+                    quote(STATE_TABLE)
+                ),
+                params![name, text, blob],
+            )
+            .map_err(err("recording session"))?;
+        }
+        tx.commit().map_err(err("committing session"))
+    }
+
+    fn read_facts(&mut self) -> Result<Session, SinkError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT name, text_value, blob_value FROM {} WHERE scope = 'session'",
+                quote(STATE_TABLE)
+            ))
+            .map_err(err("reading session"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, SessionValue::from_columns(r.get(1)?, r.get(2)?))))
+            .map_err(err("reading session"))?;
+        rows.collect::<Result<_, _>>().map_err(err("reading session"))
+    }
 
     fn offsets(&mut self) -> Result<Offsets, SinkError> {
         let mut stmt = self
@@ -573,5 +527,56 @@ impl Sink for SqliteSink {
             }
         }
         Ok(offsets)
+    }
+}
+
+impl ReplicaRead for SqliteSink {
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        let tx = self.conn.transaction().map_err(err("starting the write check"))?;
+        tx.execute_batch(&super::probe_sql(&quote("_dbmirror_probe"))).map_err(err("creating a table"))?;
+        tx.rollback().map_err(err("rolling the write check back"))
+    }
+
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        let record = self.tables.get(id).ok_or_else(|| super::missing(id))?;
+        let target = quote(&Self::table_name(&record.target_schema, id));
+        self.conn
+            .query_row(&format!("SELECT count(*) FROM {target}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(err(format!("counting {target}")))
+    }
+
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
+        let record = self
+            .tables
+            .get(id)
+            .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
+        let target = Self::table_name(&record.target_schema, id);
+        let columns: Vec<String> = record.schema.columns.iter().map(|c| quote(&c.name)).collect();
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {} FROM {}", columns.join(", "), quote(&target)))
+            .map_err(err(format!("reading {target}")))?;
+        let types: Vec<SqlType> = record.schema.columns.iter().map(|c| c.sql_type).collect();
+        let mut rows = stmt.query([]).map_err(err(format!("reading {target}")))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err(format!("reading {target}")))? {
+            let mut cells = Vec::with_capacity(types.len());
+            for (i, sql) in types.iter().enumerate() {
+                let value = row.get_ref(i).map_err(err(format!("reading {target}")))?;
+                let cell = match value {
+                    ValueRef::Null => Cell::Null,
+                    ValueRef::Integer(v) if *sql == SqlType::Bit => Cell::Bool(v != 0),
+                    ValueRef::Integer(v) => Cell::Int(v),
+                    ValueRef::Real(v) => Cell::Float(v),
+                    ValueRef::Blob(b) => Cell::Binary(b.into()),
+                    ValueRef::Text(t) => parse_stored(&String::from_utf8_lossy(t), *sql)
+                        .map_err(|reason| SinkError::Table { table: id.clone(), reason })?,
+                };
+                cells.push(canonical(&cell, *sql));
+            }
+            out.push(cells);
+        }
+        Ok(out)
     }
 }

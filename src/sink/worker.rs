@@ -7,6 +7,7 @@
 //! jobs back in order, so the caller can wait, retry them and carry on with nothing skipped
 //! and nothing applied out of order.
 
+use crate::state::StateStore;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
@@ -68,7 +69,7 @@ impl<S> std::fmt::Debug for SinkWorker<S> {
     }
 }
 
-fn mark_ready<S: Sink>(sink: &mut S) -> Result<(), SinkError> {
+fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<(), SinkError> {
     for record in sink.tables() {
         if record.state == crate::state::TableState::Snapshotting {
             sink.set_table_state(&record.schema.id, crate::state::TableState::Ready)?;
@@ -77,7 +78,7 @@ fn mark_ready<S: Sink>(sink: &mut S) -> Result<(), SinkError> {
     Ok(())
 }
 
-fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
+fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
     let mut unapplied = Vec::new();
     let nothing = || Report::Applied { tables: Vec::new(), records: 0, offsets: Offsets::new() };
     for mut job in jobs.iter() {
@@ -120,7 +121,7 @@ fn run<S: Sink>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S
     (sink, unapplied)
 }
 
-impl<S: Sink + Send + 'static> SinkWorker<S> {
+impl<S: Sink + StateStore + Send + 'static> SinkWorker<S> {
     /// Starts the thread; at most `depth` jobs wait in the queue.
     pub fn spawn(sink: S, depth: usize) -> Self {
         let (jobs, job_rx) = sync_channel(depth);

@@ -2,6 +2,7 @@
 //! `DBMIRROR_PG_URL`, or a private cluster this test process starts (and a watchdog stops
 //! when the process ends); SQL Server only when `DBMIRROR_MSSQL_URL` is set.
 
+use dbmirror::sink::Replica;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use dbmirror::sink::mssql::MssqlSink;
 use dbmirror::sink::postgres::PgSink;
 use dbmirror::sink::sqlite::SqliteSink;
-use dbmirror::sink::{Sink, SinkOptions, TargetKind};
+use dbmirror::sink::{SinkOptions, TargetKind};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -24,7 +25,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub fn open(&self, options: SinkOptions) -> Box<dyn Sink + Send> {
+    pub fn open(&self, options: SinkOptions) -> Box<dyn Replica> {
         dbmirror::sink::open(&self.connection_string, options)
             .unwrap_or_else(|e| panic!("opening {:?} replica: {e}", self.kind))
     }

@@ -67,7 +67,7 @@ impl World {
         let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).unwrap();
         let mut state = db.open(SinkOptions::default());
         let facts: Vec<(&str, SessionValue)> = info.to_facts();
-        state.write_session(&facts).unwrap();
+        state.write_facts(&facts).unwrap();
         token_store(state.as_mut(), key)(&tokens).unwrap();
         info.session_id
     }
@@ -126,7 +126,7 @@ impl World {
         stop: Arc<AtomicBool>,
     ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
         let mut state = db.open(SinkOptions::default());
-        let session = state.read_session().unwrap();
+        let session = state.read_facts().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, key).unwrap();
         let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens);

@@ -3,6 +3,8 @@
 //! folder holds `appsettings.json` and the token sealing key; everything else lives in the
 //! replica's `_ReplicationState`.
 
+use dbmirror::sink::Replica;
+use dbmirror::state::StateStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,15 +68,15 @@ impl Instance {
         self.dir.join("dbmirror.lock")
     }
 
-    pub(crate) fn open(&self) -> Result<Box<dyn Sink + Send>> {
+    pub(crate) fn open(&self) -> Result<Box<dyn Replica>> {
         dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
             format!("opening the replica {}", redact_connection_string(&self.config.replica.connection_string))
         })
     }
 
     /// The stored session, its trust setting and its tokens.
-    pub(crate) fn replication(&self, state: &mut dyn Sink) -> Result<Replication> {
-        let session = state.read_session()?;
+    pub(crate) fn replication(&self, state: &mut dyn StateStore) -> Result<Replication> {
+        let session = state.read_facts()?;
         let info = SessionInfo::from_facts(&session)
             .context("the replica holds no session: run `dbmirror provision` first")?;
         let http = HttpClient::new(&info.cloud_url, crate::session::trust_of(&session)?.as_ref())?;
@@ -244,7 +246,7 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     let stamp = now_ms().to_string();
     let facts: Vec<(String, SessionValue)> =
         ids.iter().map(|id| (shadow::request_fact(id), SessionValue::Text(stamp.clone()))).collect();
-    state.write_session(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
+    state.write_facts(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
     let list = ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     if let Some(pid) = InstanceLock::holder(&instance.lock_path()) {
         println!(
@@ -255,7 +257,7 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     }
     println!("Resyncing {list}: loading shadow tables, then swapping them in");
     run_sync(instance, true, false)?;
-    let session = state.read_session()?;
+    let session = state.read_facts()?;
     let left: Vec<TableId> = shadow::requested(&session)
         .into_iter()
         .chain(shadow::running(&session).into_iter().map(|(id, _)| id))

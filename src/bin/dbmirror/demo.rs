@@ -105,7 +105,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
         args.replica.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
     let key = SecretKey::load_or_create(&folder.join("dbmirror.key"))?;
     let mut state = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
-    state.write_session(&info.to_facts().iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>())?;
+    state.write_facts(&info.to_facts().iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>())?;
     token_store(state.as_mut(), &key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
     let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
 
@@ -134,7 +134,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     // Stop the source, catch up, verify.
     cloud.changes_per_sec.store(0, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
-    let session = state.read_session()?;
+    let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
     let tokens = stored_tokens(&session, &key)?;
     let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
@@ -153,7 +153,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     summary.batches += more.batches;
     summary.schema_changes += more.schema_changes;
 
-    let session = state.read_session()?;
+    let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
     let mut replication = Replication::new(HttpClient::new(&url, None)?, info, stored_tokens(&session, &key)?);
     if replication.needs_refresh() {

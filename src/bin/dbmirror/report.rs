@@ -18,7 +18,7 @@ use crate::service::InstanceLock;
 /// `info`: the session, token expiry, URLs and client version (never the tokens).
 pub fn info(instance: &Instance) -> Result<()> {
     let mut state = instance.open()?;
-    let session = state.read_session()?;
+    let session = state.read_facts()?;
     let info =
         SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision` first")?;
     let expires = match session.get("access_expires_at_ms") {
@@ -49,7 +49,7 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let mut tables = Vec::new();
     let mut records = state.tables();
     records.sort_by_key(|r| r.schema.id.to_string());
-    let session = state.read_session()?;
+    let session = state.read_facts()?;
     let (requested, running) = (shadow::requested(&session), shadow::running(&session));
     let last_applied = facts::last_applied(&session);
     for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {

@@ -59,7 +59,7 @@ impl InstanceLock {
 /// The service name of an instance: `dbmirror-<replication-id>`.
 pub fn service_name(instance: &Instance) -> Result<(String, SessionInfo)> {
     let mut state = instance.open()?;
-    let info = SessionInfo::from_facts(&state.read_session()?)
+    let info = SessionInfo::from_facts(&state.read_facts()?)
         .context("the replica holds no session: run `dbmirror provision` first")?;
     Ok((format!("dbmirror-{}", info.replication_id), info))
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
 use dbmirror::pipeline::token_store;
-use dbmirror::sink::Sink;
 use dbmirror::source::client::{HttpClient, SourceError};
 use dbmirror::source::replication::{SessionInfo, TokenPair};
 use dbmirror::source::tls::{Trust, parse_fingerprint};
@@ -30,7 +29,7 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
     let info = SessionInfo::from_json(&grant["session"], cloud).context("the cloud returned an incomplete session")?;
     let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
     let mut state = instance.open()?;
-    if let Some(existing) = SessionInfo::from_facts(&state.read_session()?)
+    if let Some(existing) = SessionInfo::from_facts(&state.read_facts()?)
         && existing.tenant_context_id != info.tenant_context_id
     {
         bail!(
@@ -48,7 +47,7 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
         Some(Trust::CaFile(ca)) => facts.push(("trust_ca_file", SessionValue::Text(ca.display().to_string()))),
         None => {}
     }
-    state.write_session(&facts)?;
+    state.write_facts(&facts)?;
     token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
     println!("Provisioning completed successfully!");
     println!("Tenant ID:      {}", info.tenant_context_id);
@@ -106,7 +105,7 @@ pub fn reconnect(instance: &Instance) -> Result<()> {
     // Only the session and its trust setting are needed: the stored tokens may be revoked or
     // unreadable (another host's key).
     let mut state = instance.open()?;
-    let session = state.read_session()?;
+    let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
     let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
     let grant = device_grant(&http, Some(&json!({"session_id": info.session_id})))?;

@@ -23,11 +23,11 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
-use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
-use crate::error::Retry;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
+use crate::state::StateStore;
 use crate::state::{Offsets, Session, SessionValue, TableState, offset_name, parse_offset_name};
 use crate::value::canonical::canonical;
 
@@ -54,18 +54,6 @@ impl std::fmt::Debug for MssqlSink {
 fn err(context: impl Into<String>) -> impl FnOnce(tiberius::error::Error) -> SinkError {
     let context = context.into();
     move |source| SinkError::Mssql { context, source }
-}
-
-/// Whether waiting and retrying can help: lost connections, deadlocks, lock timeouts,
-/// failovers and Azure SQL's throttling codes.
-pub fn retry(error: &tiberius::error::Error) -> Retry {
-    use tiberius::error::Error as E;
-    const TRANSIENT: &[u32] = &[1205, 1222, 4060, 40197, 40501, 40613, 49918, 49919, 49920, 10928, 10929, 233, 64];
-    match error {
-        E::Io { .. } | E::Routing { .. } | E::Tls(_) => Retry::Transient,
-        E::Server(token) if TRANSIENT.contains(&token.code()) => Retry::Transient,
-        _ => Retry::Fatal,
-    }
 }
 
 async fn connect(config: &Config) -> Result<Conn, SinkError> {
@@ -351,6 +339,23 @@ impl Sink for MssqlSink {
         self.settle(result)
     }
 
+    fn tables(&self) -> Vec<TableRecord> {
+        self.tables.values().cloned().collect()
+    }
+
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
+            sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema)
+        })?;
+        let (rt, client) = self.conn()?;
+        let done = rt.block_on(swap_in(client, &swap.sql, &swap.ready, &swap.shadow_name));
+        self.settle(done)?;
+        swap.done(&mut self.tables);
+        Ok(())
+    }
+}
+
+impl StateStore for MssqlSink {
     fn offsets(&mut self) -> Result<Offsets, SinkError> {
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
@@ -373,10 +378,6 @@ impl Sink for MssqlSink {
         self.settle(result)
     }
 
-    fn tables(&self) -> Vec<TableRecord> {
-        self.tables.values().cloned().collect()
-    }
-
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
         if !self.tables.contains_key(id) {
             return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
@@ -391,23 +392,7 @@ impl Sink for MssqlSink {
         Ok(())
     }
 
-    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
-        let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
-            sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema)
-        })?;
-        let (rt, client) = self.conn()?;
-        let done = rt.block_on(swap_in(client, &swap.sql, &swap.ready, &swap.shadow_name));
-        self.settle(done)?;
-        swap.done(&mut self.tables);
-        Ok(())
-    }
-
-    fn check_writable(&mut self) -> Result<(), SinkError> {
-        // A failure leaves the transaction open; `settle` drops the connection, which rolls it back.
-        self.execute_batch(&sql::write_check())
-    }
-
-    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             client.begin_transaction().await.map_err(err("starting session transaction"))?;
@@ -420,7 +405,7 @@ impl Sink for MssqlSink {
         self.settle(result)
     }
 
-    fn read_session(&mut self) -> Result<Session, SinkError> {
+    fn read_facts(&mut self) -> Result<Session, SinkError> {
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             let statement = format!(
@@ -445,6 +430,13 @@ impl Sink for MssqlSink {
                 .collect())
         });
         self.settle(result)
+    }
+}
+
+impl ReplicaRead for MssqlSink {
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        // A failure leaves the transaction open; `settle` drops the connection, which rolls it back.
+        self.execute_batch(&sql::write_check())
     }
 
     fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {

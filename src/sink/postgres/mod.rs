@@ -21,10 +21,10 @@ use ::postgres::{Client, NoTls, Transaction};
 
 use self::copy::{PgKind, pg_type};
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
-use super::{CanonicalRow, SchemaOutcome, Sink, SinkError, shadow};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
-use crate::error::Retry;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
+use crate::state::StateStore;
 use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
 use crate::value::canonical::{canonical, parse_stored};
 
@@ -58,27 +58,6 @@ fn err(context: impl Into<String>) -> impl FnOnce(::postgres::Error) -> SinkErro
             _ => context,
         };
         SinkError::Postgres { context, source }
-    }
-}
-
-/// Whether waiting and retrying can help: lost connections, lock conflicts, server restarts.
-pub fn retry(error: &::postgres::Error) -> Retry {
-    use ::postgres::error::SqlState;
-    let transient = [
-        SqlState::T_R_SERIALIZATION_FAILURE,
-        SqlState::T_R_DEADLOCK_DETECTED,
-        SqlState::LOCK_NOT_AVAILABLE,
-        SqlState::ADMIN_SHUTDOWN,
-        SqlState::CRASH_SHUTDOWN,
-        SqlState::CANNOT_CONNECT_NOW,
-        SqlState::TOO_MANY_CONNECTIONS,
-        SqlState::DISK_FULL,
-        SqlState::QUERY_CANCELED,
-    ];
-    match error.code() {
-        None if error.is_closed() || error.as_db_error().is_none() => Retry::Transient,
-        Some(code) if transient.contains(code) => Retry::Transient,
-        _ => Retry::Fatal,
     }
 }
 
@@ -404,35 +383,8 @@ impl Sink for PgSink {
         tx.commit().map_err(err("committing batch"))
     }
 
-    fn offsets(&mut self) -> Result<Offsets, SinkError> {
-        self.ensure_connected()?;
-        let rows = self
-            .client
-            .query(&format!("SELECT name, int_value FROM {} WHERE scope = 'offset'", quote(STATE_TABLE)), &[])
-            .map_err(err("reading offsets"))?;
-        Ok(rows.iter().filter_map(|r| Some((parse_offset_name(r.get(0))?, r.get::<_, i64>(1)))).collect())
-    }
-
     fn tables(&self) -> Vec<TableRecord> {
         self.tables.values().cloned().collect()
-    }
-
-    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
-        self.ensure_connected()?;
-        let Some(record) = self.tables.get_mut(id) else {
-            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
-        };
-        self.client
-            .execute(
-                &format!(
-                    "UPDATE {} SET state = $1, updated_at = now() WHERE scope = 'table' AND name = $2",
-                    quote(STATE_TABLE)
-                ),
-                &[&state.as_str(), &id.to_string()],
-            )
-            .map_err(err("updating table state"))?;
-        record.state = state;
-        Ok(())
     }
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
@@ -457,15 +409,37 @@ impl Sink for PgSink {
         swap.done(&mut self.tables);
         Ok(())
     }
+}
 
-    fn check_writable(&mut self) -> Result<(), SinkError> {
+impl StateStore for PgSink {
+    fn offsets(&mut self) -> Result<Offsets, SinkError> {
         self.ensure_connected()?;
-        let mut tx = self.client.transaction().map_err(err("starting the write check"))?;
-        tx.batch_execute(&super::probe_sql(&quote("_dbmirror_probe"))).map_err(err("creating a table"))?;
-        tx.rollback().map_err(err("rolling the write check back"))
+        let rows = self
+            .client
+            .query(&format!("SELECT name, int_value FROM {} WHERE scope = 'offset'", quote(STATE_TABLE)), &[])
+            .map_err(err("reading offsets"))?;
+        Ok(rows.iter().filter_map(|r| Some((parse_offset_name(r.get(0))?, r.get::<_, i64>(1)))).collect())
     }
 
-    fn write_session(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let Some(record) = self.tables.get_mut(id) else {
+            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
+        };
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {} SET state = $1, updated_at = now() WHERE scope = 'table' AND name = $2",
+                    quote(STATE_TABLE)
+                ),
+                &[&state.as_str(), &id.to_string()],
+            )
+            .map_err(err("updating table state"))?;
+        record.state = state;
+        Ok(())
+    }
+
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let mut tx = self.client.transaction().map_err(err("starting session transaction"))?;
         for (name, value) in facts {
@@ -484,7 +458,7 @@ impl Sink for PgSink {
         tx.commit().map_err(err("committing session"))
     }
 
-    fn read_session(&mut self) -> Result<Session, SinkError> {
+    fn read_facts(&mut self) -> Result<Session, SinkError> {
         self.ensure_connected()?;
         let rows = self
             .client
@@ -494,6 +468,15 @@ impl Sink for PgSink {
             )
             .map_err(err("reading session"))?;
         Ok(rows.iter().map(|r| (r.get(0), SessionValue::from_columns(r.get(1), r.get(2)))).collect())
+    }
+}
+
+impl ReplicaRead for PgSink {
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let mut tx = self.client.transaction().map_err(err("starting the write check"))?;
+        tx.batch_execute(&super::probe_sql(&quote("_dbmirror_probe"))).map_err(err("creating a table"))?;
+        tx.rollback().map_err(err("rolling the write check back"))
     }
 
     fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {

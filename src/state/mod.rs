@@ -8,6 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod store;
+
+pub use store::StateStore;
+
 /// The state table's name in every target.
 pub const STATE_TABLE: &str = "_ReplicationState";
 

@@ -1,0 +1,41 @@
+//! The bookkeeping half of a replica: where replication stands, kept apart from the data
+//! path ([`crate::sink::Sink`]) so that code which only moves progress or reads session facts
+//! (tokens, resync requests, what `status` shows) never holds the data writer.
+//!
+//! Offsets are *read* here; they are *written* only by [`crate::sink::Sink::apply`], inside the
+//! batch's own transaction, which is what makes data and progress commit together.
+
+use super::{Offsets, Session, SessionValue, TableState};
+use crate::db::SinkError;
+use crate::schema::TableId;
+
+/// `_ReplicationState` of one replica.
+pub trait StateStore {
+    /// The committed offsets (the last applied record per topic and partition).
+    fn offsets(&mut self) -> Result<Offsets, SinkError>;
+
+    /// Records where a table stands (e.g. `Ready` once its snapshot completed).
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError>;
+
+    /// Stores session facts (insert or replace by name) in one transaction, so a rotated
+    /// refresh token and its expiry are never half written.
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError>;
+
+    /// The stored session facts.
+    fn read_facts(&mut self) -> Result<Session, SinkError>;
+}
+
+impl<T: StateStore + ?Sized> StateStore for Box<T> {
+    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+        (**self).offsets()
+    }
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        (**self).set_table_state(id, state)
+    }
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        (**self).write_facts(facts)
+    }
+    fn read_facts(&mut self) -> Result<Session, SinkError> {
+        (**self).read_facts()
+    }
+}
