@@ -34,6 +34,7 @@ pub mod db;
 pub mod decode;
 pub mod inspect;
 pub mod pipeline;
+pub mod policy;
 pub mod protocol;
 pub mod retry;
 pub mod row;

@@ -1,12 +1,10 @@
 //! `verify`: does the replica equal the source? Row counts and order-independent checksums
 //! of canonical rows, per table, on both sides (the cloud computes its side the same way).
 
-use crate::sink::Replica;
 use std::collections::BTreeMap;
 
-use serde_json::Value as Json;
-
-use crate::sink::SinkError;
+use crate::protocol::GroundTruth;
+use crate::sink::{Replica, SinkError};
 use crate::value::canonical::checksum;
 
 /// One table's comparison.
@@ -23,15 +21,9 @@ pub struct TableCheck {
 }
 
 /// Compares the replica with the cloud's ground truth (`GET …/ground-truth`).
-pub fn verify(replica: &mut dyn Replica, truth: &Json) -> Result<Vec<TableCheck>, SinkError> {
-    let mut source: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for t in truth["tables"].as_array().into_iter().flatten() {
-        let (Some(name), Some(rows), Some(sum)) = (t["table"].as_str(), t["rows"].as_u64(), t["checksum"].as_str())
-        else {
-            continue;
-        };
-        source.insert(name.to_owned(), (rows, sum.to_owned()));
-    }
+pub fn verify(replica: &mut dyn Replica, truth: &GroundTruth) -> Result<Vec<TableCheck>, SinkError> {
+    let source: BTreeMap<String, (u64, String)> =
+        truth.tables.iter().map(|t| (t.table.clone(), (t.rows, t.checksum.clone()))).collect();
     let mut local: BTreeMap<String, (u64, String)> = BTreeMap::new();
     // A shadow table (a resync in progress) is not a source table.
     for record in replica.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {

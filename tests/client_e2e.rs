@@ -120,7 +120,7 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
         let session = state.read_facts().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, &key).unwrap();
-        let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens);
+        let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens).unwrap();
         let options = SyncOptions { max_poll: Duration::from_millis(300), until_idle: true, ..SyncOptions::default() };
         let failed = sync(
             replication,

@@ -336,8 +336,8 @@ impl Sink for FlakySink {
 }
 
 impl StateStore for FlakySink {
-    fn offsets(&mut self) -> Result<dbmirror::state::Offsets, dbmirror::sink::SinkError> {
-        self.inner.offsets()
+    fn offset_rows(&mut self) -> Result<dbmirror::state::Offsets, dbmirror::sink::SinkError> {
+        self.inner.offset_rows()
     }
 
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), dbmirror::sink::SinkError> {

@@ -22,8 +22,13 @@ use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
+use super::error::ApiError;
 use super::journal::{TenantOp, table_id};
-use super::service::{ApiError, Faults, FetchRequest, Position, State};
+use super::service::{Faults, State};
+use crate::protocol::{
+    CommitRequest, ErrorCode, FetchRequest, GrantPoll, GrantRequest, OwnedPosition as Position, ResyncReply,
+    ResyncRequest,
+};
 
 /// The shared cloud: state behind a lock (held briefly, never across an await) and a
 /// notification that wakes long-polls when records are appended.
@@ -80,8 +85,9 @@ impl Body for ResponseBody {
 
 type Reply = Response<ResponseBody>;
 
-fn json_reply(status: u16, body: &Json) -> Reply {
-    let mut r = Response::new(ResponseBody::Full(Full::new(Bytes::from(body.to_string()))));
+fn json_reply(status: u16, body: &impl serde::Serialize) -> Reply {
+    let text = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = Response::new(ResponseBody::Full(Full::new(Bytes::from(text))));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -144,12 +150,13 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|_| ApiError::new(400, "bad_request", "the request body is unreadable or over 1 MiB"))
+        .map_err(|_| ApiError::new(400, ErrorCode::BadRequest, "the request body is unreadable or over 1 MiB"))
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
     let body = read_body(req).await?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(400, ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<String> {
@@ -193,7 +200,7 @@ async fn handle(cloud: Arc<Cloud>, req: Request<Incoming>, peer: SocketAddr) -> 
     let (reply, skew) = match route(&cloud, req).await {
         Ok((reply, skew)) => (reply, skew),
         Err(e) => {
-            tracing::info!(%method, %path, %peer, status = e.status, code = e.code, "refused");
+            tracing::info!(%method, %path, %peer, status = e.status, code = %e.code, "refused");
             (error_reply(&e), 0)
         }
     };
@@ -226,13 +233,8 @@ fn admin(cloud: &Cloud, req: &Request<Incoming>) -> Result<(), ApiError> {
         {
             Ok(())
         }
-        _ => Err(ApiError::new(401, "admin_only", "operations endpoints need the admin token")),
+        _ => Err(ApiError::new(401, ErrorCode::AdminOnly, "operations endpoints need the admin token")),
     }
-}
-
-#[derive(Deserialize)]
-struct DeviceCode {
-    device_code: String,
 }
 
 #[derive(Deserialize)]
@@ -244,16 +246,6 @@ struct RefreshToken {
 struct NewSession {
     tenant: String,
     session_name: String,
-}
-
-#[derive(Deserialize)]
-struct Tables {
-    tables: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Commit {
-    offsets: Vec<Position>,
 }
 
 #[derive(Deserialize, Default)]
@@ -270,20 +262,26 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_owned).collect();
     let parts: Vec<&str> = path.iter().map(String::as_str).collect();
     let query = form_decode(req.uri().query().unwrap_or(""));
-    let ok = |body: Json| Ok((json_reply(200, &body), 0));
+    fn ok(body: impl serde::Serialize) -> Result<(Reply, i64), ApiError> {
+        Ok((json_reply(200, &body), 0))
+    }
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["healthz"]) => ok(json!({"status": "ok"})),
         (Method::POST, ["api", "v1", "provisioning"]) => {
             let body = read_body(req).await?;
-            let reconnect =
-                serde_json::from_slice::<Json>(&body).ok().and_then(|j| j["session_id"].as_str().map(str::to_owned));
-            match reconnect {
+            let request: GrantRequest = if body.is_empty() {
+                GrantRequest::default()
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::new(400, ErrorCode::BadRequest, format!("invalid JSON body: {e}")))?
+            };
+            match request.session_id {
                 Some(id) => ok(cloud.with(|s| s.start_reconnect(&id, now_ms()))?),
                 None => ok(cloud.with(|s| s.start_provisioning(now_ms()))),
             }
         }
         (Method::POST, ["api", "v1", "provisioning", "token"]) => {
-            let body: DeviceCode = read_json(req).await?;
+            let body: GrantPoll = read_json(req).await?;
             ok(cloud.with(|s| s.poll_provisioning(&body.device_code, now_ms()))?)
         }
         (Method::GET, ["provision"]) => Ok((provision_page(cloud, &query), 0)),
@@ -294,13 +292,13 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             match cloud.with(|s| {
                 s.decide_provisioning(&get("user_code"), &get("tenant"), &get("session_name"), approve, now_ms())
             }) {
-                Ok(info) if approve => Ok((
+                Ok(Some(info)) if approve => Ok((
                     html_reply(
                         200,
                         format!(
                             "<!doctype html><title>Provisioning complete</title><h1>Provisioning complete</h1><p>Tenant {} — Replication ID <b>{}</b>. You can close this window; the client continues.</p>",
-                            html_escape(info["tenant_context_id"].as_str().unwrap_or_default()),
-                            html_escape(info["replication_id"].as_str().unwrap_or_default())
+                            html_escape(&info.tenant_context_id),
+                            html_escape(&info.replication_id)
                         ),
                     ),
                     0,
@@ -324,19 +322,22 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             ok(cloud.with(|s| s.refresh(&body.refresh_token, now_ms()))?)
         }
         (Method::GET, ["api", "v1", "partner", "tenants"]) => {
-            let (id, secret) = basic(&req)
-                .ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let (id, secret) = basic(&req).ok_or_else(|| {
+                ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
+            })?;
             let tenants = cloud.with(|s| s.partner(&id, &secret).map(|p| p.tenants.clone()))?;
             ok(json!({ "tenants": tenants }))
         }
         (Method::GET, ["api", "v1", "partner", "sessions"]) => {
-            let (id, secret) = basic(&req)
-                .ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let (id, secret) = basic(&req).ok_or_else(|| {
+                ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
+            })?;
             ok(cloud.with(|s| s.partner_sessions(&id, &secret))?)
         }
         (Method::POST, ["api", "v1", "partner", "sessions"]) => {
-            let (id, secret) = basic(&req)
-                .ok_or_else(|| ApiError::new(401, "invalid_client", "send partner credentials with Basic auth"))?;
+            let (id, secret) = basic(&req).ok_or_else(|| {
+                ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
+            })?;
             let body: NewSession = read_json(req).await?;
             ok(cloud.with(|s| s.partner_session(&id, &secret, &body.tenant, &body.session_name, now_ms()))?)
         }
@@ -350,33 +351,33 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
                 (Method::GET, ["status"]) => json_reply(200, &cloud.with(|s| s.status(&session))?),
                 (Method::GET, ["ground-truth"]) => json_reply(200, &cloud.with(|s| s.ground_truth(&ctx))?),
                 (Method::POST, ["commit"]) => {
-                    let body: Commit = read_json(req).await?;
+                    let body: CommitRequest = read_json(req).await?;
                     cloud.with(|s| s.commit(&session, &body.offsets))?;
                     json_reply(200, &json!({"committed": body.offsets.len()}))
                 }
                 (Method::POST, ["resync"]) => {
-                    let body: Tables = read_json(req).await?;
+                    let body: ResyncRequest = read_json(req).await?;
                     let ids = body.tables.iter().map(|t| table_id(t)).collect::<Result<Vec<_>, _>>()?;
                     let (accepted, until) = cloud.with(|s| {
                         let (tenant, log) = s.tenant_mut(&ctx)?;
                         let accepted = tenant.resnapshot(log, now_ms(), &ids)?;
                         // Where the snapshot is complete: the ends of the topic after it.
                         let topic = tenant.cdc_topic();
-                        let until: Vec<Json> = log
+                        let until = log
                             .ends(&topic)
                             .into_iter()
-                            .map(|(p, offset)| json!({"topic": topic, "partition": p, "offset": offset}))
+                            .map(|(partition, offset)| Position { topic: topic.clone(), partition, offset })
                             .collect();
                         Ok::<_, ApiError>((accepted, until))
                     })?;
-                    let names: Vec<String> = accepted.iter().map(ToString::to_string).collect();
-                    json_reply(202, &json!({ "tables": names, "until": until }))
+                    let tables = accepted.iter().map(ToString::to_string).collect();
+                    json_reply(202, &ResyncReply { tables, until })
                 }
                 (Method::POST, ["fetch"]) => {
                     let body: FetchRequest = read_json(req).await?;
                     fetch(cloud.clone(), session, faults, body).await?
                 }
-                _ => return Err(ApiError::new(404, "not_found", "no such endpoint")),
+                _ => return Err(ApiError::new(404, ErrorCode::NotFound, "no such endpoint")),
             };
             Ok((reply, skew))
         }
@@ -384,7 +385,7 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             admin(cloud, &req)?;
             admin_route(cloud, req, &parts[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>()).await.map(|r| (r, 0))
         }
-        _ => Err(ApiError::new(404, "not_found", "no such endpoint")),
+        _ => Err(ApiError::new(404, ErrorCode::NotFound, "no such endpoint")),
     }
 }
 
@@ -396,13 +397,14 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
     match parts.as_slice() {
         ["sessions", id, "faults"] => {
             let faults: Faults =
-                serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?;
+                serde_json::from_slice(&body).map_err(|e| ApiError::new(400, ErrorCode::BadRequest, e.to_string()))?;
             cloud.with(|s| s.set_faults(id, faults))?;
             reply(json!({"ok": true}))
         }
         ["workload"] => {
             let rate = serde_json::from_slice::<Json>(&body).ok().and_then(|j| j["changes_per_sec"].as_u64());
-            let rate = rate.ok_or_else(|| ApiError::new(400, "bad_request", "`changes_per_sec` is required"))?;
+            let rate =
+                rate.ok_or_else(|| ApiError::new(400, ErrorCode::BadRequest, "`changes_per_sec` is required"))?;
             cloud.changes_per_sec.store(rate.min(u64::from(u32::MAX)) as u32, std::sync::atomic::Ordering::Relaxed);
             reply(json!({"changes_per_sec": rate}))
         }
@@ -412,7 +414,8 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
         }
         ["min-client-version"] | [_, "min-client-version"] => {
             let action: Action = serde_json::from_slice(&body).unwrap_or_default();
-            let version = action.version.ok_or_else(|| ApiError::new(400, "bad_request", "`version` is required"))?;
+            let version =
+                action.version.ok_or_else(|| ApiError::new(400, ErrorCode::BadRequest, "`version` is required"))?;
             cloud.with(|s| s.set_min_client_version(&version));
             reply(json!({"minimum_version": version}))
         }
@@ -421,17 +424,17 @@ async fn admin_route(cloud: &Arc<Cloud>, req: Request<Incoming>, parts: &[String
             let a: Action = if body.is_empty() {
                 Action::default()
             } else {
-                serde_json::from_slice(&body).map_err(|e| ApiError::new(400, "bad_request", e.to_string()))?
+                serde_json::from_slice(&body).map_err(|e| ApiError::new(400, ErrorCode::BadRequest, e.to_string()))?
             };
             reply(cloud.with(|s| lifecycle(s, ctx, action, a, now))?)
         }
-        _ => Err(ApiError::new(404, "not_found", "no such operations endpoint")),
+        _ => Err(ApiError::new(404, ErrorCode::NotFound, "no such operations endpoint")),
     }
 }
 
 /// Runs one lifecycle action on a tenant (also used by the CLI and tests).
 fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Result<Json, ApiError> {
-    let table = || a.table.clone().ok_or_else(|| ApiError::new(400, "bad_request", "`table` is required"));
+    let table = || a.table.clone().ok_or_else(|| ApiError::new(400, ErrorCode::BadRequest, "`table` is required"));
     let op = match action {
         "changes" => TenantOp::Change { count: a.count.unwrap_or(100) },
         "new-table" => TenantOp::NewTable { table: table()?, rows: a.count.unwrap_or(20) as u64 },
@@ -455,11 +458,12 @@ fn other_action(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> 
             Ok(json!({"purged_records": dropped}))
         }
         "revoke-session" => {
-            let id = a.session_id.ok_or_else(|| ApiError::new(400, "bad_request", "`session_id` is required"))?;
+            let id =
+                a.session_id.ok_or_else(|| ApiError::new(400, ErrorCode::BadRequest, "`session_id` is required"))?;
             s.revoke(&id)?;
             Ok(json!({"revoked": id}))
         }
-        _ => Err(ApiError::new(404, "unknown_action", format!("no lifecycle action `{action}`"))),
+        _ => Err(ApiError::new(404, ErrorCode::UnknownAction, format!("no lifecycle action `{action}`"))),
     }
 }
 
@@ -582,7 +586,7 @@ pub fn spawn_background(background: Arc<Cloud>) -> tokio::task::JoinHandle<()> {
             owed -= count as f64;
             background.with(|s| {
                 if let Err(e) = if count > 0 { s.tick(count, now_ms()) } else { Ok(()) } {
-                    tracing::warn!(code = e.code, "workload tick failed: {}", e.message);
+                    tracing::warn!(code = %e.code, "workload tick failed: {}", e.message);
                 }
                 if elapsed.is_multiple_of(1000) {
                     let _ = s.log.enforce_retention(now_ms());

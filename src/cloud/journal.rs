@@ -6,6 +6,7 @@
 //! journal (against a scratch log: the durable log already holds what was published), so the
 //! ground truth `verify` compares against stays right across restarts.
 
+use crate::protocol::ErrorCode;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
+use super::error::ApiError;
 use super::log::EventLog;
-use super::service::ApiError;
 use super::tenant::{Tenant, Workload};
 use crate::schema::{ColumnSchema, SqlType, TableId, TableSchema};
 
@@ -60,12 +61,12 @@ pub enum TenantOp {
 pub fn table_id(text: &str) -> Result<TableId, ApiError> {
     let (schema, table) = text
         .split_once('.')
-        .ok_or_else(|| ApiError::new(400, "bad_table", format!("`{text}` is not `schema.table`")))?;
+        .ok_or_else(|| ApiError::new(400, ErrorCode::BadTable, format!("`{text}` is not `schema.table`")))?;
     Ok(TableId::new(schema, table))
 }
 
 fn not_found(id: &TableId) -> ApiError {
-    ApiError::new(404, "table_not_found", format!("no table {id}"))
+    ApiError::new(404, ErrorCode::TableNotFound, format!("no table {id}"))
 }
 
 impl TenantOp {
@@ -82,7 +83,7 @@ impl TenantOp {
                     .schemas()
                     .first()
                     .map(|t| (*t).clone())
-                    .ok_or_else(|| ApiError::new(409, "empty_tenant", "no table to copy"))?;
+                    .ok_or_else(|| ApiError::new(409, ErrorCode::EmptyTenant, "no table to copy"))?;
                 tenant.add_table(log, now_ms, TableSchema { id: id.clone(), ..template }, *rows)?;
                 json!({"created": id.to_string()})
             }
@@ -141,7 +142,7 @@ struct Entry {
 
 impl Journal {
     fn io(path: &Path, e: std::io::Error) -> ApiError {
-        ApiError::new(503, "unavailable", format!("journal {}: {e}", path.display()))
+        ApiError::new(503, ErrorCode::Unavailable, format!("journal {}: {e}", path.display()))
     }
 
     /// Opens (creating) the journal in `dir`.

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod crm;
 pub mod encode;
+pub mod error;
 pub mod generate;
 pub mod http;
 pub mod journal;

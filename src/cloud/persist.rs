@@ -3,13 +3,16 @@
 //! committed offsets are still valid afterwards. Written atomically (temp file and rename),
 //! readable by the owner only. Pending provisioning requests are not kept.
 
+use crate::protocol::ErrorCode;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::auth::Signer;
-use super::service::{ApiError, Faults, Position, Session, State};
+use super::error::ApiError;
+use super::service::{Faults, Session, State};
+use crate::protocol::OwnedPosition as Position;
 
 #[derive(Serialize, Deserialize)]
 struct SavedSession {
@@ -62,7 +65,7 @@ impl State {
     /// Loads (or starts) the saved sessions in `dir`. Call before adding tenants.
     pub fn with_store(mut self, dir: &Path) -> Result<Self, ApiError> {
         let path = dir.join("state.json");
-        let bad = |e: String| ApiError::new(503, "unavailable", format!("{}: {e}", path.display()));
+        let bad = |e: String| ApiError::new(503, ErrorCode::Unavailable, format!("{}: {e}", path.display()));
         if path.exists() {
             let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
             let saved: Saved = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;

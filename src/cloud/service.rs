@@ -10,83 +10,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use super::auth::{Claims, Signer, TokenError, opaque_token, token_hash};
+use super::error::ApiError;
 use super::journal::{Journal, TenantOp};
 use super::log::{EventLog, LogError};
 use super::tenant::Tenant;
+use crate::protocol::{
+    DeviceAuthorization, ErrorCode, FetchRequest, Grant, GroundTruth, OwnedPosition as Position, PartitionStatus,
+    PublishedColumn, PublishedTable, ResetDetails, SchemaReply, SessionReply, StatusReply, TableTruth, Tokens, Topics,
+    to_list,
+};
 use crate::schema::{TableId, column_type_text};
-
-/// An error with an HTTP status and a machine-readable code (`docs/protocol.md` lists them).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable code, e.g. `offset_purged`.
-    pub code: &'static str,
-    /// Human-readable explanation.
-    pub message: Box<str>,
-    /// Structured details (positions, minimum version, …).
-    pub details: Box<Json>,
-    /// Seconds to wait, for 429 and 503.
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    /// An error without details.
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into().into_boxed_str(),
-            details: Box::new(Json::Null),
-            retry_after: None,
-        }
-    }
-
-    /// Adds details.
-    pub fn with(mut self, details: Json) -> Self {
-        self.details = Box::new(details);
-        self
-    }
-
-    /// The JSON body: `{"error":{"code","message",…details}}`.
-    pub fn body(&self) -> Json {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(map), Json::Object(details)) = (error.as_object_mut(), self.details.as_ref()) {
-            map.extend(details.clone());
-        }
-        json!({ "error": error })
-    }
-}
-
-impl From<LogError> for ApiError {
-    fn from(e: LogError) -> Self {
-        match e {
-            LogError::Purged { topic, partition, requested, earliest } => ApiError::new(
-                410,
-                "offset_purged",
-                format!("offset {requested} of {topic}/{partition} is older than the retention"),
-            )
-            .with(json!({"topic": topic, "partition": partition, "requested": requested, "earliest": earliest})),
-            LogError::OutOfRange { topic, partition, requested, end } => ApiError::new(
-                409,
-                "offset_out_of_range",
-                format!("offset {requested} of {topic}/{partition} is beyond its end"),
-            )
-            .with(json!({"topic": topic, "partition": partition, "requested": requested, "end": end})),
-            LogError::Unknown { topic, partition } => {
-                ApiError::new(404, "unknown_partition", format!("{topic}/{partition} does not exist"))
-            }
-            LogError::Io { .. } => ApiError::new(503, "unavailable", e.to_string()).retry(5),
-        }
-    }
-}
-
-impl ApiError {
-    fn retry(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
-}
 
 /// Faults injected into one session's requests (tests set them through the admin API).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,19 +83,6 @@ pub struct Partner {
     secret: [u8; 32],
     /// Tenant context ids.
     pub tenants: Vec<String>,
-}
-
-/// Tokens handed to a client.
-#[derive(Debug, Clone, Serialize)]
-pub struct Tokens {
-    /// JWT access token.
-    pub access_token: String,
-    /// Opaque refresh token (replaced on every refresh).
-    pub refresh_token: String,
-    /// Seconds until the access token expires.
-    pub expires_in: i64,
-    /// Always `Bearer`.
-    pub token_type: &'static str,
 }
 
 /// Everything the cloud knows.
@@ -278,7 +198,7 @@ impl State {
         let (tenant, _) = self
             .tenants
             .get_mut(ctx)
-            .ok_or_else(|| ApiError::new(404, "tenant_not_found", format!("no tenant `{ctx}`")))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::TenantNotFound, format!("no tenant `{ctx}`")))?;
         Ok((tenant, &mut self.log))
     }
 
@@ -287,7 +207,7 @@ impl State {
         self.tenants
             .get(ctx)
             .map(|(t, _)| t)
-            .ok_or_else(|| ApiError::new(404, "tenant_not_found", format!("no tenant `{ctx}`")))
+            .ok_or_else(|| ApiError::new(404, ErrorCode::TenantNotFound, format!("no tenant `{ctx}`")))
     }
 
     /// A session.
@@ -300,7 +220,7 @@ impl State {
         let s = self
             .sessions
             .get_mut(session_id)
-            .ok_or_else(|| ApiError::new(404, "session_not_found", "no such session"))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "no such session"))?;
         s.faults = faults;
         Ok(())
     }
@@ -310,11 +230,11 @@ impl State {
         let s = self.sessions.get_mut(session_id)?;
         if s.faults.rate_limit_next > 0 {
             s.faults.rate_limit_next -= 1;
-            return Some(ApiError::new(429, "rate_limited", "too many requests (injected)").retry(2));
+            return Some(ApiError::new(429, ErrorCode::RateLimited, "too many requests (injected)").retry(2));
         }
         (s.faults.fail_next > 0).then(|| {
             s.faults.fail_next -= 1;
-            ApiError::new(503, "unavailable", "the service is temporarily unavailable (injected)").retry(1)
+            ApiError::new(503, ErrorCode::Unavailable, "the service is temporarily unavailable (injected)").retry(1)
         })
     }
 
@@ -333,8 +253,7 @@ impl State {
             exp: now + ttl,
             iss: "dbmirror-cloud".into(),
         };
-        let tokens =
-            Tokens { access_token: self.signer.sign(&claims), refresh_token, expires_in: ttl, token_type: "Bearer" };
+        let tokens = Tokens { access_token: self.signer.sign(&claims), refresh_token, expires_in: ttl };
         // The rotated refresh token must survive a restart, or the client is locked out.
         self.save();
         tokens
@@ -348,7 +267,7 @@ impl State {
         {
             return Err(ApiError::new(
                 400,
-                "invalid_session_name",
+                ErrorCode::InvalidSessionName,
                 "a session name is 1-40 letters, digits, `-` or `_`",
             ));
         }
@@ -356,7 +275,7 @@ impl State {
         if self.sessions.values().any(|s| s.ctx == ctx && s.replication_id == replication_id && !s.revoked) {
             return Err(ApiError::new(
                 409,
-                "session_exists",
+                ErrorCode::SessionExists,
                 format!("tenant {ctx} already has a session `{replication_id}`"),
             ));
         }
@@ -381,49 +300,53 @@ impl State {
     }
 
     /// What a client needs to know about its session.
-    pub fn session_info(&self, id: &str) -> Json {
+    pub fn session_info(&self, id: &str) -> SessionReply {
         let s = &self.sessions[id];
         let partitions = self.tenant(&s.ctx).map(|t| self.log.partitions(&t.cdc_topic())).unwrap_or(0);
-        json!({
-            "session_id": s.id,
-            "tenant_context_id": s.ctx,
-            "replication_id": s.replication_id,
-            "dispatcher_url": format!("{}/api/v1", self.base_url),
-            "service_url": format!("{}/api/v1/replication/{}", self.base_url, s.ctx),
-            "topics": {"cdc": format!("{}-cdc", s.ctx), "schema_history": format!("{}-schemahistory", s.ctx), "cdc_partitions": partitions},
-        })
+        SessionReply {
+            session_id: s.id.clone(),
+            tenant_context_id: s.ctx.clone(),
+            replication_id: s.replication_id.clone(),
+            dispatcher_url: format!("{}/api/v1", self.base_url),
+            service_url: format!("{}/api/v1/replication/{}", self.base_url, s.ctx),
+            topics: Topics {
+                cdc: format!("{}-cdc", s.ctx),
+                schema_history: format!("{}-schemahistory", s.ctx),
+                cdc_partitions: partitions,
+            },
+        }
     }
 
     /// Starts a provisioning request: the device code (secret, for polling) and the user
     /// code the admin confirms in the browser.
-    pub fn start_provisioning(&mut self, now_ms: i64) -> Json {
+    pub fn start_provisioning(&mut self, now_ms: i64) -> DeviceAuthorization {
         self.start_device(now_ms, None)
     }
 
     /// Starts a re-authorization of an existing session (`reconnect`): after the admin
     /// approves, the session is reinstated (even if revoked) with a new token family.
-    pub fn start_reconnect(&mut self, session_id: &str, now_ms: i64) -> Result<Json, ApiError> {
+    pub fn start_reconnect(&mut self, session_id: &str, now_ms: i64) -> Result<DeviceAuthorization, ApiError> {
         if !self.sessions.contains_key(session_id) {
-            return Err(ApiError::new(404, "session_not_found", "no such session: run `provision` instead"));
+            return Err(ApiError::new(404, ErrorCode::SessionNotFound, "no such session: run `provision` instead"));
         }
         Ok(self.start_device(now_ms, Some(session_id.to_owned())))
     }
 
-    fn start_device(&mut self, now_ms: i64, reconnect: Option<String>) -> Json {
+    fn start_device(&mut self, now_ms: i64, reconnect: Option<String>) -> DeviceAuthorization {
         let device_code = opaque_token();
         let user_code = user_code();
         self.devices.insert(
             device_code.clone(),
             Device { user_code: user_code.clone(), expires_ms: now_ms + 600_000, outcome: None, reconnect },
         );
-        json!({
-            "device_code": device_code,
-            "user_code": user_code,
-            "verification_uri": format!("{}/provision", self.base_url),
-            "verification_uri_complete": format!("{}/provision?user_code={user_code}", self.base_url),
-            "expires_in": 600,
-            "interval": 1,
-        })
+        DeviceAuthorization {
+            device_code,
+            verification_uri: format!("{}/provision", self.base_url),
+            verification_uri_complete: format!("{}/provision?user_code={user_code}", self.base_url),
+            user_code,
+            expires_in: 600,
+            interval: 1,
+        }
     }
 
     /// The browser side: the admin of `ctx` approves (creating the session) or denies.
@@ -434,14 +357,14 @@ impl State {
         session_name: &str,
         approve: bool,
         now_ms: i64,
-    ) -> Result<Json, ApiError> {
+    ) -> Result<Option<SessionReply>, ApiError> {
         let code = user_code.trim().to_ascii_uppercase();
         let device_code = self
             .devices
             .iter()
             .find(|(_, d)| d.user_code == code && d.expires_ms > now_ms && d.outcome.is_none())
             .map(|(k, _)| k.clone())
-            .ok_or_else(|| ApiError::new(404, "unknown_user_code", "this code is unknown, used or expired"))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::UnknownUserCode, "this code is unknown, used or expired"))?;
         let reconnect = self.devices[&device_code].reconnect.clone();
         let outcome = match (approve, reconnect) {
             (false, _) => Err(()),
@@ -449,9 +372,9 @@ impl State {
                 let session = self
                     .sessions
                     .get_mut(&id)
-                    .ok_or_else(|| ApiError::new(404, "session_not_found", "the session is gone"))?;
+                    .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "the session is gone"))?;
                 if session.ctx != ctx {
-                    return Err(ApiError::new(403, "wrong_tenant", "this session belongs to another tenant"));
+                    return Err(ApiError::new(403, ErrorCode::WrongTenant, "this session belongs to another tenant"));
                 }
                 session.revoked = false;
                 tracing::info!(session = %id, "session reconnected");
@@ -461,7 +384,7 @@ impl State {
         };
         let info = outcome.as_ref().ok().map(|id| self.session_info(id));
         self.devices.get_mut(&device_code).expect("found above").outcome = Some(outcome);
-        Ok(info.unwrap_or(Json::Null))
+        Ok(info)
     }
 
     /// The session a pending user code would reconnect, for the approval page.
@@ -472,40 +395,42 @@ impl State {
     }
 
     /// The client polls with its device code until the admin decided.
-    pub fn poll_provisioning(&mut self, device_code: &str, now_ms: i64) -> Result<Json, ApiError> {
-        let device =
-            self.devices.get(device_code).ok_or_else(|| ApiError::new(400, "invalid_grant", "unknown device code"))?;
+    pub fn poll_provisioning(&mut self, device_code: &str, now_ms: i64) -> Result<Grant, ApiError> {
+        let device = self
+            .devices
+            .get(device_code)
+            .ok_or_else(|| ApiError::new(400, ErrorCode::InvalidGrant, "unknown device code"))?;
         match &device.outcome {
             None if device.expires_ms <= now_ms => {
-                Err(ApiError::new(400, "expired_token", "the provisioning request expired; start again"))
+                Err(ApiError::new(400, ErrorCode::ExpiredToken, "the provisioning request expired; start again"))
             }
             None => Err(ApiError::new(
                 400,
-                "authorization_pending",
+                ErrorCode::AuthorizationPending,
                 "waiting for the administrator to approve in the browser",
             )),
-            Some(Err(())) => Err(ApiError::new(400, "access_denied", "the administrator denied the request")),
+            Some(Err(())) => Err(ApiError::new(400, ErrorCode::AccessDenied, "the administrator denied the request")),
             Some(Ok(id)) => {
                 let id = id.clone();
                 self.devices.remove(device_code);
                 let tokens = self.issue(&id, now_ms);
-                Ok(json!({"session": self.session_info(&id), "tokens": tokens}))
+                Ok(Grant { session: Some(self.session_info(&id)), tokens })
             }
         }
     }
 
     /// Rotates a refresh token; a used one revokes the session.
-    pub fn refresh(&mut self, refresh_token: &str, now_ms: i64) -> Result<Json, ApiError> {
+    pub fn refresh(&mut self, refresh_token: &str, now_ms: i64) -> Result<Grant, ApiError> {
         let hash = token_hash(refresh_token);
         let session = self
             .sessions
             .values_mut()
             .find(|s| s.refresh == hash || s.used.contains(&hash))
-            .ok_or_else(|| ApiError::new(401, "invalid_grant", "unknown refresh token"))?;
+            .ok_or_else(|| ApiError::new(401, ErrorCode::InvalidGrant, "unknown refresh token"))?;
         if session.revoked {
             return Err(ApiError::new(
                 403,
-                "session_revoked",
+                ErrorCode::SessionRevoked,
                 "the session was revoked: run `reconnect`, then `provision`",
             ));
         }
@@ -514,12 +439,16 @@ impl State {
             tracing::warn!(session = %session.id, "refresh token reused: session revoked");
             let id = session.id.clone();
             self.save();
-            return Err(ApiError::new(403, "token_reused", "a refresh token was used twice; the session is revoked")
-                .with(json!({"session_id": id})));
+            return Err(ApiError::new(
+                403,
+                ErrorCode::TokenReused,
+                "a refresh token was used twice; the session is revoked",
+            )
+            .with(json!({"session_id": id})));
         }
         let id = session.id.clone();
         let tokens = self.issue(&id, now_ms);
-        Ok(json!({"tokens": tokens}))
+        Ok(Grant { session: None, tokens })
     }
 
     /// Re-authentication without re-provisioning (`reconnect`): partner or admin approval is
@@ -528,7 +457,7 @@ impl State {
         let s = self
             .sessions
             .get_mut(session_id)
-            .ok_or_else(|| ApiError::new(404, "session_not_found", "no such session"))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "no such session"))?;
         s.revoked = true;
         Ok(())
     }
@@ -541,40 +470,41 @@ impl State {
         client_version: Option<&str>,
         now_ms: i64,
     ) -> Result<Claims, ApiError> {
-        let token =
-            bearer.ok_or_else(|| ApiError::new(401, "token_missing", "send `Authorization: Bearer <access token>`"))?;
+        let token = bearer.ok_or_else(|| {
+            ApiError::new(401, ErrorCode::TokenMissing, "send `Authorization: Bearer <access token>`")
+        })?;
         let claims = self.signer.verify(token, now_ms / 1000).map_err(|e| match e {
-            TokenError::Expired => ApiError::new(401, "token_expired", "the access token expired; refresh it"),
-            TokenError::Invalid => ApiError::new(401, "token_invalid", "the access token is not valid"),
+            TokenError::Expired => ApiError::new(401, ErrorCode::TokenExpired, "the access token expired; refresh it"),
+            TokenError::Invalid => ApiError::new(401, ErrorCode::TokenInvalid, "the access token is not valid"),
         })?;
         let session = self
             .sessions
             .get(&claims.sub)
-            .ok_or_else(|| ApiError::new(404, "session_not_found", "the session does not exist"))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "the session does not exist"))?;
         if session.faults.expire_tokens {
-            return Err(ApiError::new(401, "token_expired", "the access token expired; refresh it (injected)"));
+            return Err(ApiError::new(401, ErrorCode::TokenExpired, "the access token expired; refresh it (injected)"));
         }
         if session.revoked {
             return Err(ApiError::new(
                 403,
-                "session_revoked",
+                ErrorCode::SessionRevoked,
                 "the session was revoked: run `reconnect`, then `provision`",
             ));
         }
         if claims.ctx != ctx {
-            return Err(ApiError::new(403, "wrong_tenant", "the token is for another tenant"));
+            return Err(ApiError::new(403, ErrorCode::WrongTenant, "the token is for another tenant"));
         }
         let version = client_version.unwrap_or("0.0.0");
         if version_key(version) < version_key(&self.min_client_version) {
             return Err(ApiError::new(
                 426,
-                "client_too_old",
+                ErrorCode::ClientTooOld,
                 format!("client {version} is older than the minimum {}", self.min_client_version),
             )
             .with(json!({"minimum_version": self.min_client_version})));
         }
         if self.tenants.get(ctx).is_some_and(|(_, suspended)| *suspended) {
-            return Err(ApiError::new(423, "tenant_suspended", "the tenant is suspended").retry(30));
+            return Err(ApiError::new(423, ErrorCode::TenantSuspended, "the tenant is suspended").retry(30));
         }
         Ok(claims)
     }
@@ -584,7 +514,7 @@ impl State {
         self.partners
             .get(id)
             .filter(|p| p.secret == token_hash(secret))
-            .ok_or_else(|| ApiError::new(401, "invalid_client", "unknown partner or wrong secret"))
+            .ok_or_else(|| ApiError::new(401, ErrorCode::InvalidClient, "unknown partner or wrong secret"))
     }
 
     /// A partner creates a session for one of its tenants and receives its first tokens.
@@ -595,17 +525,17 @@ impl State {
         ctx: &str,
         name: &str,
         now_ms: i64,
-    ) -> Result<Json, ApiError> {
+    ) -> Result<Grant, ApiError> {
         if !self.partner(partner, secret)?.tenants.iter().any(|t| t == ctx) {
             return Err(ApiError::new(
                 403,
-                "tenant_not_approved",
+                ErrorCode::TenantNotApproved,
                 format!("tenant {ctx} has not approved this partner's app"),
             ));
         }
         let id = self.create_session(ctx, name)?;
         let tokens = self.issue(&id, now_ms);
-        Ok(json!({"session": self.session_info(&id), "tokens": tokens}))
+        Ok(Grant { session: Some(self.session_info(&id)), tokens })
     }
 
     /// A partner's sessions across its tenants.
@@ -627,12 +557,12 @@ impl State {
         let s = self
             .sessions
             .get_mut(session_id)
-            .ok_or_else(|| ApiError::new(404, "session_not_found", "no such session"))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "no such session"))?;
         for (p, end) in offsets.iter().zip(ends) {
             if p.offset >= end {
                 return Err(ApiError::new(
                     409,
-                    "offset_out_of_range",
+                    ErrorCode::OffsetOutOfRange,
                     format!("{}/{} has no offset {}", p.topic, p.partition, p.offset),
                 ));
             }
@@ -644,55 +574,64 @@ impl State {
     }
 
     /// The published schema: tables, exact column types, keys and a hash per table.
-    pub fn schema(&self, ctx: &str) -> Result<Json, ApiError> {
+    pub fn schema(&self, ctx: &str) -> Result<SchemaReply, ApiError> {
         let tenant = self.tenant(ctx)?;
-        let tables: Vec<Json> = tenant
+        let tables = tenant
             .schemas()
             .into_iter()
-            .map(|t| {
-                let columns: Vec<Json> = t
+            .map(|t| PublishedTable {
+                table: t.id.to_string(),
+                primary_key: t.primary_key.clone(),
+                columns: t
                     .columns
                     .iter()
-                    .map(|c| json!({"name": c.name, "type": column_type_text(c), "nullable": c.nullable, "default": c.default_expression}))
-                    .collect();
-                let rows = tenant.rows(&t.id).map_or(0, |r| r.len());
-                json!({"table": t.id.to_string(), "primary_key": t.primary_key, "columns": columns, "schema_hash": t.fingerprint(), "approx_rows": rows})
+                    .map(|c| PublishedColumn {
+                        name: c.name.clone(),
+                        sql_type: column_type_text(c),
+                        nullable: c.nullable,
+                        default: c.default_expression.clone(),
+                    })
+                    .collect(),
+                schema_hash: t.fingerprint(),
+                approx_rows: tenant.rows(&t.id).map_or(0, |r| r.len() as u64),
             })
             .collect();
-        Ok(json!({ "tables": tables }))
+        Ok(SchemaReply { tables })
     }
 
     /// Ends, committed offsets and lag per partition, and the tenant's state.
-    pub fn status(&self, session_id: &str) -> Result<Json, ApiError> {
-        let s =
-            self.sessions.get(session_id).ok_or_else(|| ApiError::new(404, "session_not_found", "no such session"))?;
+    pub fn status(&self, session_id: &str) -> Result<StatusReply, ApiError> {
+        let s = self
+            .sessions
+            .get(session_id)
+            .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "no such session"))?;
         let tenant = self.tenant(&s.ctx)?;
         let mut partitions = Vec::new();
         for topic in [tenant.cdc_topic(), tenant.history_topic()] {
-            for p in 0..self.log.partitions(&topic) {
-                let (start, end) = self.log.bounds(&topic, p)?;
-                let committed = s.committed.get(&(topic.clone(), p)).copied();
+            for partition in 0..self.log.partitions(&topic) {
+                let (start, end) = self.log.bounds(&topic, partition)?;
+                let committed = s.committed.get(&(topic.clone(), partition)).copied();
                 let lag = end - committed.map_or(start, |c| c + 1);
-                partitions.push(json!({"topic": topic, "partition": p, "start": start, "end": end, "committed": committed, "lag": lag}));
+                partitions.push(PartitionStatus { topic: topic.clone(), partition, start, end, committed, lag });
             }
         }
-        Ok(json!({
-            "session": self.session_info(session_id),
-            "tenant_suspended": self.tenants.get(&s.ctx).is_some_and(|(_, x)| *x),
-            "minimum_client_version": self.min_client_version,
-            "partitions": partitions,
-        }))
+        Ok(StatusReply {
+            session: self.session_info(session_id),
+            tenant_suspended: self.tenants.get(&s.ctx).is_some_and(|(_, x)| *x),
+            minimum_client_version: self.min_client_version.clone(),
+            partitions,
+        })
     }
 
     /// Row counts and checksums of the tenant's tables (the ground truth for `verify`).
-    pub fn ground_truth(&self, ctx: &str) -> Result<Json, ApiError> {
-        let tables: Vec<Json> = self
+    pub fn ground_truth(&self, ctx: &str) -> Result<GroundTruth, ApiError> {
+        let tables = self
             .tenant(ctx)?
             .checksums()
             .into_iter()
-            .map(|(id, (rows, sum))| json!({"table": id.to_string(), "rows": rows, "checksum": format!("{sum:016x}")}))
+            .map(|(id, (rows, sum))| TableTruth { table: id.to_string(), rows, checksum: format!("{sum:016x}") })
             .collect();
-        Ok(json!({ "tables": tables }))
+        Ok(GroundTruth { tables })
     }
 
     /// Resets every session of a tenant to a fresh full snapshot (`reset-offsets`, or a
@@ -741,48 +680,8 @@ impl State {
     }
 }
 
-/// A topic/partition/offset in requests and responses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset (for fetch: the next to read; for commit: the last processed).
-    pub offset: i64,
-}
-
 fn positions_json(map: &BTreeMap<(String, i32), i64>) -> Json {
     Json::Array(map.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o})).collect())
-}
-
-/// A fetch: where to read from, and how much.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FetchRequest {
-    /// The next offset to read per topic/partition.
-    pub positions: Vec<Position>,
-    /// Most records (MaxBatchSize).
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Soft byte limit (MaxBytes).
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: usize,
-    /// Longest wait for the first record, in milliseconds (MaxPollTimeSeconds).
-    #[serde(default = "default_max_wait")]
-    pub max_wait_ms: u64,
-    /// How many offset resets the client has already handled (0 for a new replica).
-    #[serde(default)]
-    pub reset_epoch: u64,
-}
-
-fn default_max_events() -> usize {
-    10_000
-}
-fn default_max_bytes() -> usize {
-    16 << 20
-}
-fn default_max_wait() -> u64 {
-    30_000
 }
 
 impl State {
@@ -792,12 +691,12 @@ impl State {
         let s = self
             .sessions
             .get_mut(session_id)
-            .ok_or_else(|| ApiError::new(404, "session_not_found", "no such session"))?;
+            .ok_or_else(|| ApiError::new(404, ErrorCode::SessionNotFound, "no such session"))?;
         // A reset is reported until the client says (with `reset_epoch`) that it reloaded
         // from it: its stored epoch moves in the same replica transaction as the cleared
         // tables, so a crash in between is told again.
         if req.reset_epoch < s.reset_epoch {
-            let positions = s.reset.as_ref().map(positions_json).unwrap_or(Json::Array(Vec::new()));
+            let positions = s.reset.as_ref().map(to_list).unwrap_or_default();
             // The snapshot was appended when the offsets were reset: today's ends are past it.
             let ends: BTreeMap<(String, i32), i64> = s
                 .reset
@@ -805,20 +704,21 @@ impl State {
                 .flatten()
                 .map(|((t, p), _)| Ok(((t.clone(), *p), self.log.next_offset(t, *p)?)))
                 .collect::<Result<_, LogError>>()?;
-            return Err(ApiError::new(409, "offsets_reset", "the tenant's offsets were reset: a fresh snapshot starts at the given positions; reload every table from there")
-                .with(json!({"positions": positions, "until": positions_json(&ends), "reset_epoch": s.reset_epoch})));
+            return Err(ApiError::new(409, ErrorCode::OffsetsReset, "the tenant's offsets were reset: a fresh snapshot starts at the given positions; reload every table from there")
+                .with(serde_json::to_value(ResetDetails { positions, until: to_list(&ends), reset_epoch: s.reset_epoch }).unwrap_or_default()));
         }
         let rewind = std::mem::take(&mut s.faults.redeliver);
         let mut lines = Vec::new();
+        let (max_events, max_bytes) = (req.max_events as usize, usize::try_from(req.max_bytes).unwrap_or(usize::MAX));
         let mut bytes = 0;
         for p in &req.positions {
             let (start, _) = self.log.bounds(&p.topic, p.partition)?;
             let from = if rewind > 0 { (p.offset - rewind).max(start) } else { p.offset };
-            let budget = req.max_events.saturating_sub(lines.len());
-            if budget == 0 || bytes >= req.max_bytes {
+            let budget = max_events.saturating_sub(lines.len());
+            if budget == 0 || bytes >= max_bytes {
                 break;
             }
-            let fetched = self.log.fetch(&p.topic, p.partition, from, budget, req.max_bytes - bytes)?;
+            let fetched = self.log.fetch(&p.topic, p.partition, from, budget, max_bytes - bytes)?;
             for r in fetched.records {
                 bytes += r.line.len() + 1;
                 lines.push(r.line);
@@ -846,24 +746,24 @@ mod tests {
     fn provisioning_refresh_rotation_and_reuse_revocation() {
         let mut c = cloud();
         let start = c.start_provisioning(0);
-        let device = start["device_code"].as_str().unwrap().to_owned();
-        let code = start["user_code"].as_str().unwrap().to_owned();
+        let device = start.device_code.clone();
+        let code = start.user_code.clone();
         assert_eq!(c.poll_provisioning(&device, 1).unwrap_err().code, "authorization_pending");
         assert_eq!(
             c.decide_provisioning(&code, "cust1", "Bad Name!", true, 2).unwrap_err().code,
             "invalid_session_name"
         );
         let info = c.decide_provisioning(&code, "cust1", "Reporting", true, 2).unwrap();
-        assert_eq!(info["replication_id"], "reporting");
+        assert_eq!(info.unwrap().replication_id, "reporting");
         let granted = c.poll_provisioning(&device, 3).unwrap();
-        let access = granted["tokens"]["access_token"].as_str().unwrap().to_owned();
-        let refresh1 = granted["tokens"]["refresh_token"].as_str().unwrap().to_owned();
+        let access = granted.tokens.access_token.clone();
+        let refresh1 = granted.tokens.refresh_token.clone();
         assert!(c.poll_provisioning(&device, 4).is_err(), "a device code is good once");
         let claims = c.authorize(Some(&access), "cust1", Some("0.1.0"), 5).unwrap();
         assert_eq!(c.authorize(Some(&access), "cust1", Some("0.0.9"), 5).unwrap_err().status, 426);
         assert_eq!(c.authorize(Some(&access), "other", Some("0.1.0"), 5).unwrap_err().code, "wrong_tenant");
         assert_eq!(c.authorize(Some(&access), "cust1", Some("0.1.0"), 21 * 60_000).unwrap_err().code, "token_expired");
-        let refresh2 = c.refresh(&refresh1, 6).unwrap()["tokens"]["refresh_token"].as_str().unwrap().to_owned();
+        let refresh2 = c.refresh(&refresh1, 6).unwrap().tokens.refresh_token;
         assert_ne!(refresh1, refresh2);
         // The old refresh token again: stolen. The whole session is revoked.
         assert_eq!(c.refresh(&refresh1, 7).unwrap_err().code, "token_reused");
@@ -878,7 +778,7 @@ mod tests {
         c.add_partner("p1", "secret", vec!["cust1".into()]);
         assert_eq!(c.partner_session("p1", "wrong", "cust1", "x", 0).unwrap_err().code, "invalid_client");
         let granted = c.partner_session("p1", "secret", "cust1", "bi", 0).unwrap();
-        let id = granted["session"]["session_id"].as_str().unwrap().to_owned();
+        let id = granted.session.unwrap().session_id;
         let all = |offset| FetchRequest {
             positions: vec![
                 Position { topic: "cust1-cdc".into(), partition: 0, offset },
@@ -898,13 +798,13 @@ mod tests {
         );
         let reset = c.reset_offsets("cust1", 10, false).unwrap();
         let err = c.fetch_now(&id, &all(0)).unwrap_err();
-        assert_eq!((err.status, err.code), (409, "offsets_reset"));
+        assert_eq!((err.status, err.code.as_str()), (409, "offsets_reset"));
         assert_eq!(err.details["positions"], reset["positions"]);
         c.log.enforce_retention(120_000).unwrap();
         let later = c.partner_session("p1", "secret", "cust1", "bi2", 0).unwrap();
-        let later = later["session"]["session_id"].as_str().unwrap().to_owned();
+        let later = later.session.unwrap().session_id;
         let purged = c.fetch_now(&later, &all(0)).unwrap_err();
-        assert_eq!((purged.status, purged.code), (410, "offset_purged"));
+        assert_eq!((purged.status, purged.code.as_str()), (410, "offset_purged"));
         assert!(purged.details["earliest"].as_i64().unwrap() > 0);
         assert_eq!(c.suspend("cust1", true, 11).unwrap()["suspended"], true);
     }

@@ -97,6 +97,7 @@ pub struct CoalesceError {
 pub struct Batch {
     tables: BTreeMap<TableId, TableBatch>,
     offsets: BTreeMap<(String, i32), i64>,
+    reset_epoch: Option<u64>,
     records: u64,
     bytes: usize,
     started: Option<Instant>,
@@ -122,6 +123,11 @@ impl Batch {
         &self.offsets
     }
 
+    /// The offset reset this batch completes, if any: stored with its offsets.
+    pub fn reset_epoch(&self) -> Option<u64> {
+        self.reset_epoch
+    }
+
     /// Records consumed, including those that coalesced away.
     pub fn records(&self) -> u64 {
         self.records
@@ -129,15 +135,23 @@ impl Batch {
 
     /// True when nothing was consumed.
     pub fn is_empty(&self) -> bool {
-        self.records == 0 && self.offsets.is_empty()
+        self.records == 0 && self.offsets.is_empty() && self.reset_epoch.is_none()
     }
 
     fn note(&mut self, position: Option<&OwnedPosition>, now: Instant) {
         self.records += 1;
         self.started.get_or_insert(now);
         if let Some(p) = position {
-            let slot = self.offsets.entry((p.topic.clone(), p.partition)).or_insert(p.offset);
-            *slot = (*slot).max(p.offset);
+            self.consume(&p.topic, p.partition, p.offset);
+        }
+    }
+
+    fn consume(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self.offsets.get_mut(&(topic.to_owned(), partition)) {
+            Some(slot) => *slot = (*slot).max(offset),
+            None => {
+                self.offsets.insert((topic.to_owned(), partition), offset);
+            }
         }
     }
 }
@@ -188,6 +202,17 @@ impl Coalescer {
         table.apply(prepared);
         self.batch.bytes = self.batch.bytes + table.approx_bytes() - before;
         Ok(())
+    }
+
+    /// Marks a record consumed without applying anything (a record skipped on purpose, or the
+    /// positions an offset reset continues after): its offset is stored with the batch.
+    pub fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.batch.consume(topic, partition, offset);
+    }
+
+    /// Stores the offset reset this batch completes with its offsets.
+    pub fn complete_reset(&mut self, epoch: u64) {
+        self.batch.reset_epoch = Some(epoch);
     }
 
     /// True when the batch should go to the sink now.

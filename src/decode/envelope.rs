@@ -6,8 +6,8 @@ use super::json::Json;
 use super::schema_cache::{ConnectField, EnvelopeSchema};
 use super::value;
 use super::{
-    ChangeEvent, DecodeError, DecodeErrorKind, Decoded, Event, Field, Key, Op, Row, Snapshot, SourceInfo, Transaction,
-    need,
+    ChangeEvent, DecodeError, DecodeErrorKind, Decoded, Event, Field, Key, Op, Row, SchemaChanges, Snapshot,
+    SourceInfo, Transaction, need,
 };
 use crate::protocol::Position;
 use crate::schema::{SchemaRegistry, TableSchema};
@@ -30,8 +30,16 @@ pub(super) fn decode_root<'a>(
     let with_position = |kind| DecodeError::new(position.as_ref().map(Position::to_owned), kind);
     let value = root.get("value").ok_or_else(|| with_position(DecodeErrorKind::Missing("value")))?;
     let key = root.get("key").filter(|k| !k.is_null());
-    let event = decode_value(value, key, schemas, opts, envelope).map_err(with_position)?;
+    let event = decode_value(value, key, schemas, opts, envelope)
+        .map_err(|kind| with_position(kind).in_table(source_table(value)))?;
     Ok(Decoded { position, event })
+}
+
+/// `(schema, table)` of a change value's `source` block, read leniently (for errors).
+fn source_table(value: Json<'_, '_>) -> Option<(String, String)> {
+    let (_, payload) = unwrap_connect(value);
+    let source = payload.get("source")?;
+    Some((source.get("schema")?.as_str()?.to_owned(), source.get("table")?.as_str()?.to_owned()))
 }
 
 fn read_position<'a>(root: Json<'_, 'a>) -> Result<Option<Position<'a>>, DecodeErrorKind> {
@@ -86,7 +94,9 @@ fn decode_value<'a>(
         return Err(DecodeErrorKind::field("value", "an object or null", payload.kind()));
     }
     if payload.get("tableChanges").is_some() {
-        return read_table_changes(payload).map(Event::SchemaChange);
+        let ddl_lsn = payload.get("position").and_then(|p| p.get("commit_lsn")).and_then(Json::as_str);
+        let changes = read_table_changes(payload)?;
+        return Ok(Event::SchemaChange(SchemaChanges { changes, ddl_lsn: ddl_lsn.map(str::to_owned) }));
     }
     let op = match need(payload, "op")?.as_str() {
         Some("c") => Op::Create,

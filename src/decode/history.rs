@@ -8,6 +8,15 @@ use super::json::Json;
 use super::{DecodeErrorKind, need};
 use crate::schema::{ColumnSchema, SchemaChangeKind, SqlType, TableChange, TableId, TableSchema};
 
+/// Reads a table definition a replica stored with [`TableSchema::to_history_json`] (a
+/// one-change schema-history record): the last change's table.
+pub fn read_definition(text: &str) -> Result<TableSchema, DecodeErrorKind> {
+    let mut bytes = text.as_bytes().to_vec();
+    let tape = simd_json::to_tape(&mut bytes).map_err(|e| DecodeErrorKind::Json(e.to_string()))?;
+    let root = Json::root(&tape.0).ok_or(DecodeErrorKind::Missing("tableChanges"))?;
+    read_table_changes(root)?.pop().map(|c| c.table).ok_or(DecodeErrorKind::Missing("tableChanges[0]"))
+}
+
 /// Reads every entry of `payload.tableChanges`.
 pub(crate) fn read_table_changes(payload: Json<'_, '_>) -> Result<Vec<TableChange>, DecodeErrorKind> {
     let changes = need(payload, "tableChanges")?;

@@ -24,6 +24,7 @@ use simd_json::{Buffers, Tape};
 use smallvec::SmallVec;
 
 pub use field::{BinaryEncoding, BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, TimePrecisionMode};
+pub use history::read_definition;
 pub use value::{Binary, Value, ValueError};
 
 use crate::protocol::{OwnedPosition, Position};
@@ -143,7 +144,39 @@ pub enum Event<'a> {
     /// A null value following a delete, for log compaction; nothing to apply.
     Tombstone,
     /// A schema-history record: the new structure of one or more tables.
-    SchemaChange(Vec<TableChange>),
+    SchemaChange(SchemaChanges),
+}
+
+/// The table changes of one schema-history record, and the LSN of the DDL that made them
+/// (history records carry `position.commit_lsn`): a change of the same table with an older
+/// commit LSN belongs to the table's previous incarnation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SchemaChanges {
+    /// The changes, in record order.
+    pub changes: Vec<TableChange>,
+    /// The DDL's commit LSN, when the record carried one.
+    pub ddl_lsn: Option<String>,
+}
+
+impl std::ops::Deref for SchemaChanges {
+    type Target = Vec<TableChange>;
+    fn deref(&self) -> &Vec<TableChange> {
+        &self.changes
+    }
+}
+
+impl std::ops::DerefMut for SchemaChanges {
+    fn deref_mut(&mut self) -> &mut Vec<TableChange> {
+        &mut self.changes
+    }
+}
+
+impl<'s> IntoIterator for &'s SchemaChanges {
+    type Item = &'s TableChange;
+    type IntoIter = std::slice::Iter<'s, TableChange>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.changes.iter()
+    }
 }
 
 /// A decoded record: its position in the log, when the record carried one, and its event.
@@ -155,26 +188,44 @@ pub struct Decoded<'a> {
     pub event: Event<'a>,
 }
 
-/// A record that could not be decoded, with its position when known.
+/// A record that could not be decoded, with its position and its table when known.
 ///
 /// Boxed so that `Result<Decoded, DecodeError>` stays small on the success path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(Box<(Option<OwnedPosition>, DecodeErrorKind)>);
+pub struct DecodeError(Box<DecodeFailure>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DecodeFailure {
+    position: Option<OwnedPosition>,
+    kind: DecodeErrorKind,
+    table: Option<(String, String)>,
+}
 
 impl DecodeError {
     /// An error for the record at `position` (if known).
     pub fn new(position: Option<OwnedPosition>, kind: DecodeErrorKind) -> Self {
-        Self(Box::new((position, kind)))
+        Self(Box::new(DecodeFailure { position, kind, table: None }))
+    }
+
+    fn in_table(mut self, table: Option<(String, String)>) -> Self {
+        self.0.table = table;
+        self
     }
 
     /// Where the record sits in the log, when the record line said.
     pub fn position(&self) -> Option<&OwnedPosition> {
-        self.0.0.as_ref()
+        self.0.position.as_ref()
+    }
+
+    /// The `(schema, table)` of a change record's `source` block, when it could be read: a
+    /// caller can tell whose record failed (a reshaped table's old records are skipped).
+    pub fn table(&self) -> Option<(&str, &str)> {
+        self.0.table.as_ref().map(|(s, t)| (s.as_str(), t.as_str()))
     }
 
     /// What is wrong.
     pub fn kind(&self) -> &DecodeErrorKind {
-        &self.0.1
+        &self.0.kind
     }
 }
 

@@ -1,119 +1,142 @@
 //! The pipeline's side of the sink thread: queued jobs go to the [`SinkWorker`], reports are
-//! counted, and a failed write is retried with backoff until it commits (or is fatal), with
-//! nothing after it applied meanwhile.
+//! counted, and a failed write is retried with backoff until it commits (or a person must
+//! act), with nothing after it applied meanwhile and progress never moved past it.
 
-use crate::state::StateStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::db::Retry;
+use crate::policy::{Action, sink_action};
+use crate::protocol::Offsets;
+use crate::retry::Backoff;
 use crate::sink::worker::{Job, Report, SinkWorker};
-use crate::sink::{Sink, SinkError};
-use crate::state::Offsets;
+use crate::sink::{Replica, SinkError};
+use crate::state::StateStore;
 
 use super::{PipelineError, SyncSummary, facts};
 
-/// Applies queued jobs through the worker, retrying transient failures with backoff
-/// ([`crate::retry`]). Returns the worker.
-pub(super) fn drain<S: Sink + StateStore + Send + 'static>(
-    state: &mut (dyn StateStore + Send),
-    mut worker: SinkWorker<S>,
-    jobs: &mut Vec<Job>,
-    summary: &mut SyncSummary,
-    applied: &mut Offsets,
-    stop: &AtomicBool,
-) -> Result<SinkWorker<S>, PipelineError> {
-    for job in jobs.drain(..) {
-        if let Err(job) = worker.submit(job) {
-            // The worker stopped at a failure: collect it below and resubmit.
-            let (sink, reports, mut unapplied) = worker.finish();
-            unapplied.push(job);
-            worker = retry(state, sink, reports, unapplied, summary, applied, stop)?;
-        }
-        while let Some(report) = worker.try_report() {
-            if let Some(failed) = account(report, summary, applied) {
-                let (sink, mut reports, unapplied) = worker.finish();
-                reports.insert(0, Report::Failed(failed));
-                worker = retry(state, sink, reports, unapplied, summary, applied, stop)?;
-            }
-        }
-    }
-    Ok(worker)
+/// Jobs queued at once on the sink thread.
+const QUEUE_DEPTH: usize = 2;
+
+/// The sink thread, what it has applied, and the run's counts.
+pub(super) struct Applier {
+    worker: Option<SinkWorker<Box<dyn Replica>>>,
+    /// What the run did so far.
+    pub(super) summary: SyncSummary,
+    /// The last applied offset per partition, committed in the replica.
+    pub(super) applied: Offsets,
 }
 
-/// Counts a report; returns the error of a failed one.
-pub(super) fn account(report: Report, summary: &mut SyncSummary, applied: &mut Offsets) -> Option<SinkError> {
-    match report {
-        Report::Applied { tables, records, offsets } => {
-            for (id, rows) in tables {
-                *summary.rows_by_table.entry(id.to_string()).or_default() += rows;
-                *summary.rows_total.entry(id.to_string()).or_default() += rows;
-            }
-            summary.records += records;
-            summary.batches += u64::from(records > 0);
-            for (k, v) in offsets {
-                let slot = applied.entry(k).or_insert(v);
-                *slot = (*slot).max(v);
-            }
-            None
-        }
-        Report::Schema(change, outcome) => {
-            summary.schema_changes += 1;
-            tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
-            None
-        }
-        Report::Failed(error) => Some(error),
+impl Applier {
+    /// Starts the sink thread on `sink`, whose committed offsets are `applied`.
+    pub(super) fn start(sink: Box<dyn Replica>, applied: Offsets) -> Self {
+        Applier { worker: Some(SinkWorker::spawn(sink, QUEUE_DEPTH)), summary: SyncSummary::default(), applied }
     }
-}
 
-pub(super) fn retry<S: Sink + StateStore + Send + 'static>(
-    state: &mut (dyn StateStore + Send),
-    sink: S,
-    reports: Vec<Report>,
-    unapplied: Vec<Job>,
-    summary: &mut SyncSummary,
-    applied: &mut Offsets,
-    stop: &AtomicBool,
-) -> Result<SinkWorker<S>, PipelineError> {
-    let mut failure = None;
-    for report in reports {
-        if let Some(e) = account(report, summary, applied) {
-            failure = Some(e);
+    fn worker(&mut self) -> &SinkWorker<Box<dyn Replica>> {
+        self.worker.as_ref().expect("the applier always holds a worker between calls")
+    }
+
+    /// Applies queued jobs in order, retrying failed writes (see the module docs).
+    pub(super) fn drain(
+        &mut self,
+        jobs: &mut Vec<Job>,
+        state: &mut (dyn StateStore + Send),
+        stop: &AtomicBool,
+    ) -> Result<(), PipelineError> {
+        for job in jobs.drain(..) {
+            if let Err(job) = self.worker().submit(job) {
+                // The worker stopped at a failure: collect it and resubmit from there.
+                let (sink, reports, mut unapplied) = self.take_worker().finish();
+                unapplied.push(job);
+                self.recover(sink, reports, unapplied, state, stop)?;
+            }
+            while let Some(report) = self.worker().try_report() {
+                if let Some(failed) = self.account(report) {
+                    let (sink, mut reports, unapplied) = self.take_worker().finish();
+                    reports.insert(0, Report::Failed(failed));
+                    self.recover(sink, reports, unapplied, state, stop)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued job, retrying as [`Applier::drain`] does.
+    pub(super) fn settle(
+        &mut self,
+        state: &mut (dyn StateStore + Send),
+        stop: &AtomicBool,
+    ) -> Result<(), PipelineError> {
+        let (sink, reports, unapplied) = self.take_worker().finish();
+        self.recover(sink, reports, unapplied, state, stop)
+    }
+
+    fn take_worker(&mut self) -> SinkWorker<Box<dyn Replica>> {
+        self.worker.take().expect("the applier always holds a worker between calls")
+    }
+
+    /// Counts a report; returns the error of a failed one.
+    fn account(&mut self, report: Report) -> Option<SinkError> {
+        let summary = &mut self.summary;
+        match report {
+            Report::Applied { tables, records, offsets } => {
+                for (id, rows) in tables {
+                    *summary.rows_by_table.entry(id.to_string()).or_default() += rows;
+                    *summary.rows_total.entry(id.to_string()).or_default() += rows;
+                }
+                summary.records += records;
+                summary.batches += u64::from(records > 0);
+                for (k, v) in offsets {
+                    let slot = self.applied.entry(k).or_insert(v);
+                    *slot = (*slot).max(v);
+                }
+                None
+            }
+            Report::Schema(change, outcome) => {
+                summary.schema_changes += 1;
+                tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
+                None
+            }
+            Report::Failed(error) => Some(error),
         }
     }
-    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
-    let mut sink = sink;
-    let mut pending = unapplied;
-    loop {
-        if let Some(e) = failure.take() {
-            if e.retry() == Retry::Fatal {
-                return Err(PipelineError::Sink(e));
+
+    /// Counts the reports of a stopped worker, then applies the unapplied jobs again on a
+    /// fresh worker until they all commit; leaves a running worker behind.
+    fn recover(
+        &mut self,
+        sink: Box<dyn Replica>,
+        reports: Vec<Report>,
+        unapplied: Vec<Job>,
+        state: &mut (dyn StateStore + Send),
+        stop: &AtomicBool,
+    ) -> Result<(), PipelineError> {
+        let mut failure = reports.into_iter().filter_map(|r| self.account(r)).last();
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let (mut sink, mut pending) = (sink, unapplied);
+        loop {
+            if let Some(e) = failure.take() {
+                let Action::Retry { waiting_for, .. } = sink_action(&e) else {
+                    return Err(PipelineError::Sink(e));
+                };
+                tracing::warn!(error = %e, "replica write failed; waiting for {waiting_for}, then retrying the same batch");
+                facts::record_error(state, &format!("replica write failed (retrying): {e}"));
+                if stop.load(Ordering::Relaxed) {
+                    return Err(PipelineError::Sink(e));
+                }
+                backoff.wait(None, stop);
             }
-            tracing::warn!(error = %e, "replica write failed; retrying the same batch");
-            facts::record_error(state, &format!("replica write failed (retrying): {e}"));
-            if stop.load(Ordering::Relaxed) {
-                return Err(PipelineError::Sink(e));
+            let worker = SinkWorker::spawn(sink, QUEUE_DEPTH);
+            let rejected: Vec<Job> = pending.drain(..).filter_map(|job| worker.submit(job).err()).collect();
+            let (s, reports, mut unapplied) = worker.finish();
+            unapplied.extend(rejected);
+            failure = reports.into_iter().filter_map(|r| self.account(r)).last();
+            if failure.is_none() && unapplied.is_empty() {
+                self.worker = Some(SinkWorker::spawn(s, QUEUE_DEPTH));
+                return Ok(());
             }
-            backoff.wait(None, stop);
+            sink = s;
+            pending = unapplied;
         }
-        let worker = SinkWorker::spawn(sink, 2);
-        let mut rest = Vec::new();
-        for job in pending.drain(..) {
-            if let Err(job) = worker.submit(job) {
-                rest.push(job);
-            }
-        }
-        let (s, reports, mut unapplied) = worker.finish();
-        unapplied.extend(rest);
-        for report in reports {
-            if let Some(e) = account(report, summary, applied) {
-                failure = Some(e);
-            }
-        }
-        if failure.is_none() && unapplied.is_empty() {
-            return Ok(SinkWorker::spawn(s, 2));
-        }
-        sink = s;
-        pending = unapplied;
     }
 }

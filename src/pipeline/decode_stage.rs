@@ -1,119 +1,121 @@
 //! The pipeline's first stage, on the fetch thread: frames the streamed body into record
 //! lines, decodes them in place, coalesces rows per table, and turns the result into jobs
-//! for the sink thread (batches, schema changes, markers).
+//! for the sink thread (batches, schema changes, markers). It owns the [`Cursor`]: a record
+//! is consumed here, whether it is applied or skipped on purpose.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::coalesce::Coalescer;
-use crate::decode::{Decoder, Event, Snapshot};
-use crate::protocol::LineFramer;
-use crate::schema::{SchemaChangeKind, SchemaRegistry};
+use crate::coalesce::{CoalesceError, Coalescer, FlushPolicy};
+use crate::decode::{DecodeError, Decoded, Decoder, Event, SchemaChanges, Snapshot};
+use crate::protocol::{LineFramer, LineTooLong, Offsets, OwnedPosition};
+use crate::schema::{SchemaChangeKind, SchemaDiff, SchemaRegistry};
 use crate::sink::worker::Job;
-use crate::state::Offsets;
 
-use super::{RESET_MARKER, incarnation};
+use super::cursor::Cursor;
+use super::incarnation::{Incarnations, Table};
 
-/// Everything the decode stage owns.
-pub(super) struct Decode {
-    pub(super) framer: LineFramer,
-    pub(super) decoder: Decoder,
-    pub(super) schemas: SchemaRegistry,
-    pub(super) coalescer: Coalescer,
-    pub(super) next: BTreeMap<(String, i32), i64>,
-    pub(super) jobs: Vec<Job>,
-    pub(super) error: Option<String>,
-    pub(super) records: u64,
-    /// Tables dropped or re-created: their older records, still in flight in other
-    /// partitions, are skipped (see [`incarnation`]).
-    pub(super) incarnations: incarnation::Incarnations,
-    pub(super) skipped: u64,
+/// Longest record line accepted; a longer one is a broken stream, not a record.
+const MAX_LINE: usize = 64 << 20;
+
+/// A record the client cannot apply; it names the record's position.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The stream has a line longer than any record can be.
+    #[error("a record line is too long: {0}")]
+    TooLong(#[from] LineTooLong),
+    /// The record is not a Debezium event this client reads.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The record does not fit the table it names.
+    #[error(transparent)]
+    Coalesce(#[from] CoalesceError),
+    /// A record of a reshaped table must be skipped, but it carries no position.
+    #[error("a record without a position cannot be skipped: {0}")]
+    Unpositioned(String),
 }
 
-impl Decode {
+/// Everything the decode stage owns.
+pub(super) struct DecodeStage {
+    framer: LineFramer,
+    decoder: Decoder,
+    pub(super) schemas: SchemaRegistry,
+    coalescer: Coalescer,
+    pub(super) cursor: Cursor,
+    pub(super) jobs: Vec<Job>,
+    error: Option<RecordError>,
+    /// Records consumed (applied or skipped): progress, whatever became of them.
+    pub(super) consumed: u64,
+    /// Tables dropped or re-created: their older records, still in flight in other
+    /// partitions, are skipped (see [`super::incarnation`]).
+    pub(super) incarnations: Incarnations,
+}
+
+impl DecodeStage {
+    pub(super) fn new(schemas: SchemaRegistry, cursor: Cursor, incarnations: Incarnations, batch_records: u32) -> Self {
+        DecodeStage {
+            framer: LineFramer::new(MAX_LINE),
+            decoder: Decoder::default(),
+            schemas,
+            coalescer: Coalescer::new(FlushPolicy { max_records: u64::from(batch_records), ..FlushPolicy::default() }),
+            cursor,
+            jobs: Vec::new(),
+            error: None,
+            consumed: 0,
+            incarnations,
+        }
+    }
+
     /// Frames and decodes a chunk; completed batches and schema changes go to `jobs`.
     pub(super) fn chunk(&mut self, data: &[u8]) {
         self.framer.push(data);
         while self.error.is_none() {
-            let mut line = match self.framer.next_line() {
-                Ok(Some(line)) => line,
+            match self.framer.next_line() {
+                Ok(Some(mut line)) => self.line(&mut line),
                 Ok(None) => break,
-                Err(e) => {
-                    self.error = Some(format!("a record line is too long: {e}"));
-                    break;
-                }
-            };
-            self.line(&mut line);
+                Err(e) => self.error = Some(e.into()),
+            }
         }
     }
 
-    /// Advances past a record that is skipped on purpose.
-    pub(super) fn skip(&mut self, position: Option<&crate::protocol::OwnedPosition>, why: &str) {
-        let Some(p) = position else {
-            self.error = Some(format!("a record without a position cannot be skipped: {why}"));
-            return;
-        };
-        tracing::debug!(position = %p, "skipping a record of a reshaped table: {why}");
-        let marker = crate::decode::Decoded {
-            position: Some(crate::protocol::Position { topic: &p.topic, partition: p.partition, offset: p.offset }),
-            event: Event::Tombstone,
-        };
-        let _ = self.coalescer.push(&marker, &self.schemas, Instant::now());
-        self.next.insert((p.topic.clone(), p.partition), p.offset + 1);
-        self.skipped += 1;
+    /// After a fetch: drops a partial last line (a truncated body; it is fetched again) and
+    /// reports the first record that could not be applied.
+    pub(super) fn end_of_body(&mut self) -> Result<(), RecordError> {
+        let _ = self.framer.finish();
+        self.error.take().map_or(Ok(()), Err)
     }
 
-    pub(super) fn line(&mut self, line: &mut [u8]) {
-        let ddl_lsn = self.incarnations.ddl_lsn(line);
-        let hint = if self.incarnations.is_empty() { None } else { incarnation::raw_source_table(line) };
-        let reshaped = hint.as_ref().is_some_and(|t| self.incarnations.contains(t));
+    /// Whether records are waiting in the coalescer.
+    pub(super) fn pending(&self) -> bool {
+        self.coalescer.pending_records() > 0
+    }
+
+    fn line(&mut self, line: &mut [u8]) {
         let decoded = match self.decoder.decode(line, &self.schemas) {
-            Ok(d) => d,
-            Err(e) if reshaped => return self.skip(e.position(), &e.to_string()),
+            Ok(decoded) => decoded,
             Err(e) => {
-                self.error = Some(e.to_string());
-                return;
+                let table = e.table().map(|(s, t)| (s.to_owned(), t.to_owned()));
+                return self.skip_or_fail(table, e.position().cloned(), e.into());
             }
         };
         let now = Instant::now();
         if let Event::SchemaChange(changes) = &decoded.event {
-            self.flush();
-            for change in changes {
-                let id = (change.table.id.schema.clone(), change.table.id.table.clone());
-                // Reshaped: dropped, or changed so that the replica re-creates it. A CREATE
-                // that re-announces an unchanged table (connectors do) reshapes nothing.
-                let incompatible = self
-                    .schemas
-                    .get(&id.0, &id.1)
-                    .is_some_and(|old| matches!(old.diff(&change.table), crate::schema::SchemaDiff::Incompatible));
-                let recreated = change.kind == SchemaChangeKind::Create && self.incarnations.contains(&id);
-                if change.kind == SchemaChangeKind::Drop || incompatible || recreated {
-                    self.incarnations.reshaped(id, ddl_lsn.clone());
-                }
-                self.schemas.apply(change);
-                self.jobs.push(Job::Schema(change.clone()));
-            }
+            self.schema_changes(changes);
         }
-        if reshaped
-            && let (Event::Change(c), Some(table), Some(p)) = (&decoded.event, &hint, &decoded.position)
+        let table = self.reshaped_table(&decoded);
+        if let (Some(table), Event::Change(c), Some(p)) = (&table, &decoded.event, &decoded.position)
             && self.incarnations.is_stale(table, c.source.commit_lsn)
         {
-            let position = p.to_owned();
-            return self.skip(Some(&position), "older than the table's re-creation");
+            return self.skip(Some(p.to_owned()), "older than the table's re-creation");
         }
         let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
         if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
-            if reshaped {
-                let position = e.position.clone();
-                return self.skip(position.as_ref(), &e.to_string());
-            }
-            self.error = Some(e.to_string());
-            return;
+            let position = e.position.clone();
+            return self.skip_or_fail(table, position, e.into());
         }
-        if let Some(p) = decoded.position {
-            self.next.insert((p.topic.to_owned(), p.partition), p.offset + 1);
+        if let Some(p) = &decoded.position {
+            self.cursor.consumed(p);
         }
-        self.records += 1;
+        self.consumed += 1;
         if last_snapshot {
             self.flush();
             self.jobs.push(Job::MarkSnapshotsReady);
@@ -122,43 +124,86 @@ impl Decode {
         }
     }
 
+    /// The table of a change record, when that table was reshaped (the common case, no
+    /// reshaped table at all, costs nothing).
+    fn reshaped_table(&self, decoded: &Decoded<'_>) -> Option<Table> {
+        match &decoded.event {
+            Event::Change(c) if !self.incarnations.is_empty() => {
+                let table = (c.source.schema.to_owned(), c.source.table.to_owned());
+                self.incarnations.contains(&table).then_some(table)
+            }
+            _ => None,
+        }
+    }
+
+    /// A record that failed: skipped if it belongs to a reshaped table (an old incarnation's
+    /// record may no longer decode or fit), else the stage stops at it.
+    fn skip_or_fail(&mut self, table: Option<Table>, position: Option<OwnedPosition>, error: RecordError) {
+        if table.is_some_and(|t| self.incarnations.contains(&t)) {
+            self.skip(position, &error.to_string());
+        } else {
+            self.error = Some(error);
+        }
+    }
+
+    /// Consumes a record that is skipped on purpose: its offset is stored with the next batch.
+    fn skip(&mut self, position: Option<OwnedPosition>, why: &str) {
+        let Some(p) = position else {
+            self.error = Some(RecordError::Unpositioned(why.to_owned()));
+            return;
+        };
+        tracing::debug!(position = %p, "skipping a record of a reshaped table: {why}");
+        self.coalescer.advance(&p.topic, p.partition, p.offset);
+        self.cursor.consumed(&crate::protocol::Position { topic: &p.topic, partition: p.partition, offset: p.offset });
+        self.consumed += 1;
+    }
+
+    /// Queues a schema-history record's changes, after everything decoded before it.
+    fn schema_changes(&mut self, changes: &SchemaChanges) {
+        self.flush();
+        for change in changes {
+            let table = (change.table.id.schema.clone(), change.table.id.table.clone());
+            // Reshaped: dropped, or changed so that the replica re-creates it. A CREATE that
+            // re-announces an unchanged table (connectors do) reshapes nothing.
+            let incompatible = self
+                .schemas
+                .get(&table.0, &table.1)
+                .is_some_and(|old| matches!(old.diff(&change.table), SchemaDiff::Incompatible));
+            let recreated = change.kind == SchemaChangeKind::Create && self.incarnations.contains(&table);
+            if change.kind == SchemaChangeKind::Drop || incompatible || recreated {
+                self.incarnations.reshaped(table, changes.ddl_lsn.clone());
+            }
+            self.schemas.apply(change);
+            self.jobs.push(Job::Schema(change.clone()));
+        }
+    }
+
     /// The cloud reset the tenant's offsets (source restored, tenant resumed, operator reset,
-    /// or `--auto-resync` after a purge): a fresh snapshot of every table starts at
-    /// `positions`. Every table is reloaded through a shadow (`starts`, queued first), so
-    /// readers keep complete tables until each reload is swapped in, and rows the source no
-    /// longer has disappear then. The handled reset (`epoch`) is stored with the positions
-    /// the stream continues from, in one transaction after the starts: a crash before it
-    /// repeats the reset; after it, nothing older than `positions` is read again.
-    pub(super) fn reset(&mut self, positions: &Offsets, epoch: u64, starts: Vec<Job>) -> Result<(), String> {
+    /// or `--auto-resync` after a purge): a fresh snapshot of every table starts at `next`.
+    /// Every table is reloaded through a shadow (`starts`, queued first), so readers keep
+    /// complete tables until each reload is swapped in, and rows the source no longer has
+    /// disappear then. The handled reset (`epoch`) is stored with the positions the stream
+    /// continues from, in one transaction after the starts: a crash before it repeats the
+    /// reset; after it, nothing older than `next` is read again.
+    pub(super) fn reset(&mut self, next: &Offsets, epoch: u64, starts: Vec<Job>) {
         self.flush();
         let tables = starts.len();
         self.jobs.extend(starts);
-        let epoch = i64::try_from(epoch).map_err(|_| "the reset epoch is out of range")?;
-        let mut consumed = vec![(RESET_MARKER.to_owned(), 0, epoch)];
-        for ((topic, partition), offset) in positions {
-            if *offset > 0 {
-                consumed.push((topic.clone(), *partition, offset - 1));
-            }
+        for p in self.cursor.jump(next, epoch) {
+            self.coalescer.advance(&p.topic, p.partition, p.offset);
         }
-        for (topic, partition, offset) in &consumed {
-            let marker = crate::decode::Decoded {
-                position: Some(crate::protocol::Position { topic, partition: *partition, offset: *offset }),
-                event: Event::Tombstone,
-            };
-            self.coalescer.push(&marker, &self.schemas, Instant::now()).map_err(|e| e.to_string())?;
-        }
+        self.coalescer.complete_reset(epoch);
         self.flush();
-        self.next.extend(positions.iter().map(|(k, o)| (k.clone(), *o)));
         tracing::warn!(
             tables,
             "the cloud reset the offsets: reloading every table from a fresh snapshot, through shadow tables"
         );
-        Ok(())
     }
 
+    /// Queues what the coalescer holds as one batch.
     pub(super) fn flush(&mut self) {
         let batch = self.coalescer.take();
-        if !batch.is_empty() || !batch.offsets().is_empty() {
+        if !batch.is_empty() {
             self.jobs.push(Job::Apply(batch));
         }
     }

@@ -10,13 +10,15 @@
 //! The LSN is kept as a session fact (`incarnation:<schema.table>`), so a restart between the
 //! DDL and the last old change still recognises them.
 //!
+//! The decoder surfaces both LSNs ([`crate::decode::SchemaChanges::ddl_lsn`] and the change's
+//! `source.commit_lsn`); nothing here reads record bytes.
+//!
 //! LSNs are SQL Server's fixed-width hex text (`0000002c:00000af0:0003`): they compare as text.
 
-use crate::state::StateStore;
 use std::collections::HashMap;
 
 use crate::sink::SinkError;
-use crate::state::{Session, SessionValue, prefixed_facts};
+use crate::state::{Session, SessionValue, StateStore, prefixed_facts};
 
 const FACT: &str = "incarnation:";
 
@@ -28,20 +30,19 @@ pub(super) type Table = (String, String);
 #[derive(Debug, Default)]
 pub(super) struct Incarnations {
     tables: HashMap<Table, Option<String>>,
-    history_prefix: Vec<u8>,
     unsaved: Vec<(String, String)>,
 }
 
 impl Incarnations {
-    /// Those recorded in the replica; `history_topic` identifies history record lines.
-    pub(super) fn new(history_topic: &str, session: &Session) -> Self {
+    /// Those recorded in the replica.
+    pub(super) fn new(session: &Session) -> Self {
         let tables = prefixed_facts(session, FACT)
             .filter_map(|(table, lsn)| {
                 let (schema, table) = table.split_once('.')?;
                 Some(((schema.to_owned(), table.to_owned()), Some(lsn.to_owned())))
             })
             .collect();
-        Self { tables, history_prefix: format!("{{\"topic\":\"{history_topic}\"").into_bytes(), unsaved: Vec::new() }
+        Self { tables, unsaved: Vec::new() }
     }
 
     /// True when no table was ever reshaped (the common case: nothing to check).
@@ -52,15 +53,6 @@ impl Incarnations {
     /// Whether `table` was reshaped.
     pub(super) fn contains(&self, table: &Table) -> bool {
         self.tables.contains_key(table)
-    }
-
-    /// The DDL LSN of a schema-history record line (read before decoding changes the line).
-    pub(super) fn ddl_lsn(&self, line: &[u8]) -> Option<String> {
-        if !line.starts_with(&self.history_prefix) {
-            return None;
-        }
-        let position = memchr::memmem::find(line, b"\"position\":")?;
-        raw_string(&line[position..], b"\"commit_lsn\":\"")
     }
 
     /// A table was dropped or re-created by a DDL at `lsn`.
@@ -96,21 +88,6 @@ impl Incarnations {
     }
 }
 
-/// The text of the JSON string value after `key` (which includes the opening quote).
-fn raw_string(text: &[u8], key: &[u8]) -> Option<String> {
-    let at = memchr::memmem::find(text, key)? + key.len();
-    let end = memchr::memchr(b'"', &text[at..])?;
-    String::from_utf8(text[at..at + end].to_vec()).ok()
-}
-
-/// `(schema, table)` of a change record's `source` block, read from the raw line (before
-/// decoding changes it); only looked at when some table was reshaped.
-pub(super) fn raw_source_table(line: &[u8]) -> Option<Table> {
-    let source = memchr::memmem::find(line, b"\"source\":")?;
-    let rest = &line[source..];
-    Some((raw_string(rest, b"\"schema\":\"")?, raw_string(rest, b"\"table\":\"")?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,14 +96,11 @@ mod tests {
     fn older_changes_of_a_reshaped_table_are_stale() {
         let mut session = Session::new();
         session.insert("incarnation:crm7.contact".into(), SessionValue::Text("0000002c:00000010:0005".into()));
-        let mut inc = Incarnations::new("t-schemahistory", &session);
+        let mut inc = Incarnations::new(&session);
         let contact = ("crm7".to_owned(), "contact".to_owned());
         assert!(inc.is_stale(&contact, Some("0000002c:0000000f:0005")));
         assert!(!inc.is_stale(&contact, Some("0000002c:00000010:0005")), "the new incarnation starts at the DDL");
         assert!(!inc.is_stale(&contact, None));
-        let line = br#"{"topic":"t-schemahistory","partition":0,"offset":3,"key":null,"value":{"source":{"server":"x"},"position":{"commit_lsn":"0000002c:00000020:0005"},"tableChanges":[]}}"#;
-        assert_eq!(inc.ddl_lsn(line).as_deref(), Some("0000002c:00000020:0005"));
-        assert_eq!(inc.ddl_lsn(br#"{"topic":"t-cdc","partition":0}"#), None);
         inc.reshaped(contact.clone(), Some("0000002c:00000020:0005".into()));
         assert!(inc.is_stale(&contact, Some("0000002c:00000010:0005")));
         assert_eq!(inc.unsaved.len(), 1);

@@ -6,19 +6,19 @@
 //! picks them up without a restart or a second connection to the cloud (which would rotate
 //! the refresh token under the service's feet).
 
-use crate::state::StateStore;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::PipelineError;
+use crate::protocol::{Offsets, to_map};
 use crate::schema::TableId;
-use crate::sink::SinkError;
 use crate::sink::shadow;
 use crate::sink::worker::Job;
 use crate::source::replication::Replication;
-use crate::state::{Offsets, Session, SessionValue};
+use crate::state::{Session, SessionValue, StateStore};
 
 /// How often the replica is asked for new requests.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -58,17 +58,12 @@ impl Resyncs {
     /// Starts the resyncs requested since the last check: the cloud appends a snapshot of the
     /// tables and says where it ends; the returned jobs create the shadows and must be queued
     /// before any record fetched after this call. Failures are logged and retried later.
-    pub(super) fn poll(
-        &mut self,
-        runtime: &tokio::runtime::Runtime,
-        replication: &Replication,
-        state: &mut (dyn StateStore + Send),
-    ) -> Vec<Job> {
+    pub(super) fn poll(&mut self, replication: &Replication, state: &mut (dyn StateStore + Send)) -> Vec<Job> {
         if self.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return Vec::new();
         }
         self.checked = Some(Instant::now());
-        match self.try_poll(runtime, replication, state) {
+        match self.try_poll(replication, state) {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(error = %e, "resync request not started yet; trying again shortly");
@@ -79,30 +74,24 @@ impl Resyncs {
 
     fn try_poll(
         &mut self,
-        runtime: &tokio::runtime::Runtime,
         replication: &Replication,
         state: &mut (dyn StateStore + Send),
-    ) -> Result<Vec<Job>, String> {
-        let session = state.read_facts().map_err(|e| e.to_string())?;
-        let fresh: Vec<(TableId, String)> = self.fresh(&session).collect();
+    ) -> Result<Vec<Job>, PipelineError> {
+        let facts = state.read_facts()?;
+        let fresh: Vec<(TableId, String)> = self.fresh(&facts).collect();
         if fresh.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<String> = fresh.iter().map(|(id, _)| id.to_string()).collect();
-        let reply = runtime
-            .block_on(replication.call(hyper::Method::POST, "resync", Some(&serde_json::json!({ "tables": names }))))
-            .map_err(|e| e.to_string())?;
-        let until = super::positions(&reply["until"]).ok_or("the cloud's resync reply has no `until` positions")?;
-        let accepted: Vec<&str> = reply["tables"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        let ids: Vec<TableId> = fresh.iter().map(|(id, _)| id.clone()).collect();
+        let reply = replication.resync(&ids)?;
+        let until = to_map(&reply.until);
         let mut jobs = Vec::new();
         for (id, value) in fresh {
-            if accepted.contains(&id.to_string().as_str()) {
+            if reply.tables.contains(&id.to_string()) {
                 jobs.extend(self.begin(vec![id.clone()], &until));
             } else {
                 tracing::warn!(table = %id, "the cloud does not publish this table; resync request dropped");
-                state
-                    .write_facts(&[(&shadow::request_fact(&id), SessionValue::Text(String::new()))])
-                    .map_err(|e: SinkError| e.to_string())?;
+                state.write_facts(&[(&shadow::request_fact(&id), SessionValue::Text(String::new()))])?;
             }
             self.seen.insert((id, value));
         }
@@ -164,7 +153,7 @@ impl Resyncs {
 
     /// Resyncs whose snapshot has been read completely (`next` has passed every `until`);
     /// they are forgotten here, and their swap must be queued after everything decoded so far.
-    pub(super) fn completed(&mut self, next: &BTreeMap<(String, i32), i64>) -> Vec<TableId> {
+    pub(super) fn completed(&mut self, next: &Offsets) -> Vec<TableId> {
         let done: Vec<TableId> = self
             .running
             .iter()

@@ -1,34 +1,32 @@
 //! The session's tokens at rest and their rotation: sealed in `_ReplicationState`, and a
 //! rotated pair stored before it is used, so a crash in between cannot lock the client out.
 
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::policy::{Action, sink_action};
+use crate::retry::Backoff;
 use crate::secrets::SecretKey;
+use crate::sink::SinkError;
 use crate::source::replication::{Replication, TokenPair};
-use crate::state::SessionValue;
-use crate::state::StateStore;
+use crate::state::{Session, SessionValue, StateStore};
 
 use super::PipelineError;
 
-/// Stores rotated tokens (sealed) in the replica's `_ReplicationState`.
-pub fn token_store<'a>(
-    state: &'a mut (dyn StateStore + Send),
-    key: &'a SecretKey,
-) -> impl FnMut(&TokenPair) -> Result<(), String> + Send + 'a {
-    move |tokens: &TokenPair| {
-        state
-            .write_facts(&[
-                ("access_token", SessionValue::Sealed(key.seal("access_token", &tokens.access))),
-                ("refresh_token", SessionValue::Sealed(key.seal("refresh_token", &tokens.refresh))),
-                ("access_expires_at_ms", SessionValue::Text(tokens.expires_at_ms.to_string())),
-            ])
-            .map_err(|e| e.to_string())
-    }
+/// Stores tokens (sealed) in the replica's `_ReplicationState`, in one transaction.
+pub fn store_tokens(state: &mut (dyn StateStore + Send), key: &SecretKey, tokens: &TokenPair) -> Result<(), SinkError> {
+    state.write_facts(&[
+        ("access_token", SessionValue::Sealed(key.seal("access_token", &tokens.access))),
+        ("refresh_token", SessionValue::Sealed(key.seal("refresh_token", &tokens.refresh))),
+        ("access_expires_at_ms", SessionValue::Text(tokens.expires_at_ms.to_string())),
+    ])
 }
 
-/// Opens the sealed tokens stored by [`token_store`]; tokens stored in clear are refused.
-pub fn stored_tokens(session: &crate::state::Session, key: &SecretKey) -> Result<TokenPair, PipelineError> {
+/// Opens the sealed tokens stored by [`store_tokens`]; tokens stored in clear are refused.
+pub fn stored_tokens(session: &Session, key: &SecretKey) -> Result<TokenPair, PipelineError> {
     let sealed = |name: &str| match session.get(name) {
-        Some(SessionValue::Sealed(b)) => key.open(name, b).map_err(|e| PipelineError::Record(e.to_string())),
-        _ => Err(PipelineError::Record(format!("the replica has no sealed {name}: run `dbmirror provision`"))),
+        Some(SessionValue::Sealed(b)) => key.open(name, b).map_err(|e| PipelineError::Session(e.to_string())),
+        _ => Err(PipelineError::Session(format!("the replica has no sealed {name}: run `dbmirror provision`"))),
     };
     let expires = match session.get("access_expires_at_ms") {
         Some(SessionValue::Text(t)) => t.parse().unwrap_or(0),
@@ -43,11 +41,15 @@ pub fn stored_tokens(session: &crate::state::Session, key: &SecretKey) -> Result
 /// next to a running service) may have rotated already. Its pair is then the live one, and
 /// rotating with ours would present a dead refresh token, which the cloud treats as theft
 /// and answers by revoking the whole session.
+///
+/// After the cloud rotated, the old refresh token is dead and the new one exists only in
+/// memory: if the replica cannot store it (down, locked), storing is retried with backoff
+/// until it succeeds, as long as the process runs.
 pub fn refresh_tokens(
-    runtime: &tokio::runtime::Runtime,
     replication: &mut Replication,
     state: &mut (dyn StateStore + Send),
     key: &SecretKey,
+    stop: &AtomicBool,
 ) -> Result<(), PipelineError> {
     let stored = state.read_facts().map_err(PipelineError::Sink).and_then(|s| stored_tokens(&s, key));
     if let Ok(stored) = stored
@@ -58,9 +60,20 @@ pub fn refresh_tokens(
             return Ok(());
         }
     }
-    let tokens = runtime.block_on(replication.rotate())?;
-    token_store(state, key)(&tokens)
-        .map_err(|e| PipelineError::Record(format!("the rotated tokens could not be stored: {e}")))?;
+    let tokens = replication.rotate()?;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+    while let Err(e) = store_tokens(state, key, &tokens) {
+        let Action::Retry { .. } = sink_action(&e) else { return Err(PipelineError::TokenStore(e)) };
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                error = %e,
+                "stopping before the rotated tokens could be stored: the session must be renewed with `dbmirror reconnect`"
+            );
+            return Err(PipelineError::TokenStore(e));
+        }
+        tracing::warn!(error = %e, "the rotated tokens could not be stored yet; retrying before they are used");
+        backoff.wait(None, stop);
+    }
     replication.adopt(tokens);
     Ok(())
 }

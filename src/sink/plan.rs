@@ -8,10 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{SchemaOutcome, SinkError};
-use crate::decode::{Decoder, Event};
-use crate::schema::{
-    ColumnSchema, SchemaChangeKind, SchemaDiff, SchemaRegistry, TableChange, TableId, TableSchema, is_blocked,
-};
+use crate::schema::{ColumnSchema, SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema, is_blocked};
 use crate::state::TableState;
 
 /// Choices that shape the replica.
@@ -130,14 +127,10 @@ pub fn result(plan: &SchemaPlan, new: &TableSchema) -> (SchemaOutcome, Option<Ta
 
 /// Reads a table definition stored in `_ReplicationState` (a schema-history record).
 pub fn read_definition(name: &str, definition: &str) -> Result<TableSchema, SinkError> {
-    let bad = |reason: &str| SinkError::Table { table: TableId::new("", name), reason: reason.into() };
-    let mut bytes = definition.as_bytes().to_vec();
-    let Ok(Event::SchemaChange(mut changes)) =
-        Decoder::default().decode(&mut bytes, &SchemaRegistry::new()).map(|d| d.event)
-    else {
-        return Err(bad("unreadable definition in _ReplicationState"));
-    };
-    changes.pop().map(|c| c.table).ok_or_else(|| bad("empty definition in _ReplicationState"))
+    crate::decode::read_definition(definition).map_err(|e| SinkError::Table {
+        table: TableId::new("", name),
+        reason: format!("unreadable definition in _ReplicationState: {e}"),
+    })
 }
 
 /// Builds a record from a stored `table` row.

@@ -19,7 +19,7 @@ use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::StateStore;
-use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
+use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_rows, parse_offset_name};
 use crate::value::canonical::{canonical, fraction_scale, parse_stored};
 
 /// The SQLite replica.
@@ -450,10 +450,8 @@ impl Sink for SqliteSink {
                     quote(STATE_TABLE)
                 ))
                 .map_err(err("preparing offset update"))?;
-            for ((topic, partition), last) in batch.offsets() {
-                offset
-                    .execute(params![offset_name(topic, *partition), topic, last])
-                    .map_err(err("recording offsets"))?;
+            for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
+                offset.execute(params![name, topic, last]).map_err(err("recording offsets"))?;
             }
         }
         tx.commit().map_err(err("committing batch"))
@@ -511,7 +509,7 @@ impl StateStore for SqliteSink {
         rows.collect::<Result<_, _>>().map_err(err("reading session"))
     }
 
-    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT name, int_value FROM {} WHERE scope = 'offset'", quote(STATE_TABLE)))

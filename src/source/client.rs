@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value as Json;
 
 use super::tls::{Trust, TrustError, client_config};
+use crate::protocol::ErrorCode;
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +47,37 @@ pub enum SourceError {
         /// HTTP status.
         status: u16,
         /// Machine-readable code.
-        code: String,
+        code: ErrorCode,
         /// Human-readable text.
         message: String,
         /// The whole error object (details such as `positions` or `minimum_version`).
         details: Json,
     },
+    /// The service answered 2xx with a body this client cannot read.
+    #[error("the cloud's reply to {url} is not what the protocol says: {reason}")]
+    BadReply {
+        /// Where.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The local async runtime could not be started.
+    #[error("starting the network runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// Where a `Retry-After` header's seconds are kept in an error's `details`.
 const RETRY_AFTER_KEY: &str = "retry_after_s";
 
 impl SourceError {
+    /// The service's error code, if the service answered with one.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            SourceError::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     /// How long the service asked to wait (`Retry-After`), if it did.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
@@ -145,10 +165,33 @@ impl HttpClient {
         }
         Err(SourceError::Service {
             status,
-            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+            code: ErrorCode::parse(error["code"].as_str().unwrap_or("unknown")),
             message: error["message"].as_str().unwrap_or("the service gave no reason").to_owned(),
             details,
         })
+    }
+
+    /// Like [`HttpClient::send`], reading the whole answer as `T`.
+    pub async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, SourceError> {
+        let url = format!("{}{path}", self.base);
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| SourceError::BadReply { url: url.clone(), reason: format!("unencodable request: {e}") })?;
+        let response = self.send(method, path, bearer, body.as_ref()).await?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| SourceError::Body { url: url.clone(), source })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| SourceError::BadReply { url, reason: e.to_string() })
     }
 
     /// Like [`HttpClient::send`], reading the whole JSON answer.

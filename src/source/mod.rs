@@ -2,8 +2,11 @@
 //!
 //! [`tls`] decides which server is trusted (a pinned certificate fingerprint or a CA file);
 //! [`client`] sends requests over HTTP/2 or HTTP/1.1 and turns the service's JSON errors into
-//! typed ones. The streamed long-poll fetch builds on this with the client issue.
+//! typed ones; [`dispatcher`] runs the device grant that creates a session; [`replication`]
+//! is a session's typed calls: the streamed long-poll fetch, commits, status and resyncs.
+//! Every call speaks the wire types of [`crate::protocol`].
 
 pub mod client;
+pub mod dispatcher;
 pub mod replication;
 pub mod tls;

@@ -2,12 +2,21 @@
 //! they expire, rotated refresh tokens handed to the caller to persist *before* they are used),
 //! the streamed long-poll fetch, and offset acknowledgements. `docs/protocol.md` is the contract.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use http_body_util::BodyExt;
 use hyper::Method;
-use serde_json::{Value as Json, json};
+use tokio::sync::Notify;
 
 use super::client::{HttpClient, SourceError};
-use crate::state::{Offsets, Session as Facts, SessionValue};
+use crate::clock::now_ms;
+use crate::protocol::{
+    CommitRequest, FetchRequest, GroundTruth, Offsets, ResyncReply, ResyncRequest, SchemaReply, SessionReply,
+    StatusReply, TokenRequest, Tokens, to_list,
+};
+use crate::schema::TableId;
+use crate::state::{Session as Facts, SessionValue};
 
 /// Where the session lives and what it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,14 +35,14 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// From the service's session object.
-    pub fn from_json(json: &Json, cloud_url: &str) -> Option<Self> {
-        Some(SessionInfo {
-            session_id: json["session_id"].as_str()?.to_owned(),
-            tenant_context_id: json["tenant_context_id"].as_str()?.to_owned(),
-            replication_id: json["replication_id"].as_str()?.to_owned(),
+    pub fn from_reply(reply: &SessionReply, cloud_url: &str) -> Self {
+        SessionInfo {
+            session_id: reply.session_id.clone(),
+            tenant_context_id: reply.tenant_context_id.clone(),
+            replication_id: reply.replication_id.clone(),
             cloud_url: cloud_url.trim_end_matches('/').to_owned(),
-            cdc_partitions: i32::try_from(json["topics"]["cdc_partitions"].as_i64()?).ok()?,
-        })
+            cdc_partitions: reply.topics.cdc_partitions,
+        }
     }
 
     /// `<ctx>-cdc`.
@@ -100,33 +109,57 @@ impl std::fmt::Debug for TokenPair {
 }
 
 impl TokenPair {
-    /// From the service's `tokens` object.
-    pub fn from_json(json: &Json, now_ms: i64) -> Option<Self> {
-        Some(TokenPair {
-            access: json["access_token"].as_str()?.to_owned(),
-            refresh: json["refresh_token"].as_str()?.to_owned(),
-            expires_at_ms: now_ms + json["expires_in"].as_i64()? * 1000,
-        })
+    /// From the service's tokens, issued at `now_ms` by the local clock.
+    pub fn issued(tokens: Tokens, now_ms: i64) -> Self {
+        TokenPair {
+            access: tokens.access_token,
+            refresh: tokens.refresh_token,
+            expires_at_ms: now_ms + tokens.expires_in * 1000,
+        }
     }
 }
 
-/// A connected session.
-#[derive(Debug)]
+/// How a long-poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// The body was read to its end; this many bytes.
+    Complete(u64),
+    /// `stop` was set (Ctrl-C, SIGTERM): the rest of the body is not read.
+    Stopped,
+    /// `wake` was signalled (a resync request): the rest of the body is not read.
+    Woken,
+}
+
+/// A connected session: typed calls to the Replication Service, each blocking on the
+/// session's own single-threaded runtime, so callers are plain threads that never hold an
+/// async runtime (replica drivers block, and must not run on one).
 pub struct Replication {
     http: HttpClient,
     /// The session.
     pub info: SessionInfo,
     tokens: TokenPair,
+    runtime: tokio::runtime::Runtime,
 }
 
-fn now_ms() -> i64 {
-    crate::clock::now_ms()
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").field("info", &self.info).field("tokens", &self.tokens).finish_non_exhaustive()
+    }
+}
+
+/// Resolves once `stop` is set (checked every 200 ms).
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 impl Replication {
     /// A session with its current tokens.
-    pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Self {
-        Replication { http, info, tokens }
+    pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Result<Self, SourceError> {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
+        Ok(Replication { http, info, tokens, runtime })
     }
 
     /// The current tokens.
@@ -141,17 +174,12 @@ impl Replication {
 
     /// Asks for new tokens. The caller stores the new pair durably and only then calls
     /// [`Replication::adopt`]: after the service rotated, the old refresh token is dead, so a
-    /// crash before the new one is stored must not lose it. (Storing is a database write,
-    /// which is why it happens outside this async call.)
-    pub async fn rotate(&self) -> Result<TokenPair, SourceError> {
-        let body = json!({"refresh_token": self.tokens.refresh});
-        let reply = self.http.json(Method::POST, "/api/v1/token", None, Some(&body)).await?;
-        TokenPair::from_json(&reply["tokens"], now_ms()).ok_or_else(|| SourceError::Service {
-            status: 200,
-            code: "bad_reply".into(),
-            message: "the token endpoint returned no tokens".into(),
-            details: Json::Null,
-        })
+    /// crash before the new one is stored must not lose it.
+    pub fn rotate(&self) -> Result<TokenPair, SourceError> {
+        let request = TokenRequest { refresh_token: self.tokens.refresh.clone() };
+        let grant: crate::protocol::Grant =
+            self.runtime.block_on(self.http.typed(Method::POST, "/api/v1/token", None, Some(&request)))?;
+        Ok(TokenPair::issued(grant.tokens, now_ms()))
     }
 
     /// Uses a stored token pair from now on.
@@ -162,61 +190,98 @@ impl Replication {
 
     /// The cloud's clock (ms since the epoch), from the `Date` header of the session's own
     /// endpoint (any status: an error reply is dated too).
-    pub async fn server_time(&self) -> Result<i64, SourceError> {
-        let response = self.http.send(Method::GET, &self.info.path("session"), Some(&self.tokens.access), None).await?;
-        let date = response.headers().get(hyper::header::DATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        crate::clock::parse_http_date(date).ok_or_else(|| SourceError::Service {
-            status: 200,
-            code: "no_date".into(),
-            message: format!("the cloud sent no usable Date header (`{date}`)"),
-            details: Json::Null,
-        })
+    pub fn server_time(&self) -> Result<i64, SourceError> {
+        let path = self.info.path("session");
+        let sent = self.runtime.block_on(self.http.send(Method::GET, &path, Some(&self.tokens.access), None));
+        let date = match &sent {
+            Ok(response) => response.headers().get(hyper::header::DATE).and_then(|v| v.to_str().ok()),
+            Err(_) => None,
+        };
+        let date = date.unwrap_or_default().to_owned();
+        crate::clock::parse_http_date(&date)
+            .ok_or_else(|| SourceError::BadReply { url: path, reason: format!("no usable Date header (`{date}`)") })
     }
 
-    /// A JSON call to a Replication Service endpoint with the current access token.
-    pub async fn call(&self, method: Method, endpoint: &str, body: Option<&Json>) -> Result<Json, SourceError> {
-        self.http.json(method, &self.info.path(endpoint), Some(&self.tokens.access), body).await
+    fn get<T: serde::de::DeserializeOwned>(&self, endpoint: &str) -> Result<T, SourceError> {
+        let path = self.info.path(endpoint);
+        self.runtime.block_on(self.http.typed(Method::GET, &path, Some(&self.tokens.access), None::<&()>))
     }
 
-    /// One long-poll: records from `positions` (next offsets) are handed to `on_chunk` as the
-    /// body streams in (chunks, not lines: the caller frames them). Returns the byte count.
-    /// `reset_epoch` is how many offset resets the replica has already reloaded from.
-    pub async fn fetch(
+    fn post<T: serde::de::DeserializeOwned>(
         &self,
-        positions: &[(String, i32, i64)],
-        limits: (u32, u64, u64),
-        reset_epoch: u64,
-        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
-    ) -> Result<u64, SourceError> {
-        let positions: Vec<Json> =
-            positions.iter().map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o})).collect();
-        let body = json!({
-            "positions": positions, "max_events": limits.0, "max_bytes": limits.1, "max_wait_ms": limits.2,
-            "reset_epoch": reset_epoch,
-        });
-        let path = self.info.path("fetch");
-        let response = self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?;
-        let mut incoming = response.into_body();
-        let mut total = 0u64;
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|source| SourceError::Body { url: path.clone(), source })?;
-            if let Some(data) = frame.data_ref() {
-                total += data.len() as u64;
-                on_chunk(data);
-            }
-        }
-        Ok(total)
+        endpoint: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, SourceError> {
+        let path = self.info.path(endpoint);
+        self.runtime.block_on(self.http.typed(Method::POST, &path, Some(&self.tokens.access), Some(body)))
     }
 
-    /// Acknowledges offsets already committed in the replica.
-    pub async fn commit(&self, offsets: &Offsets) -> Result<(), SourceError> {
-        // Only the cloud's topics; the replica also keeps local markers (`_reset`).
-        let list: Vec<Json> = offsets
-            .iter()
-            .filter(|((t, _), _)| !t.starts_with('_'))
-            .map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o}))
-            .collect();
-        self.call(Method::POST, "commit", Some(&json!({ "offsets": list }))).await.map(|_| ())
+    /// `GET session`: the session as the cloud knows it.
+    pub fn session(&self) -> Result<SessionReply, SourceError> {
+        self.get("session")
+    }
+
+    /// `GET status`: ends, acknowledged offsets and lag per partition.
+    pub fn status(&self) -> Result<StatusReply, SourceError> {
+        self.get("status")
+    }
+
+    /// `GET schema`: the published tables.
+    pub fn schema(&self) -> Result<SchemaReply, SourceError> {
+        self.get("schema")
+    }
+
+    /// `GET ground-truth` (the reference cloud only): what `verify` compares with.
+    pub fn ground_truth(&self) -> Result<GroundTruth, SourceError> {
+        self.get("ground-truth")
+    }
+
+    /// `POST resync`: a fresh snapshot of `tables` is appended to the stream.
+    pub fn resync(&self, tables: &[TableId]) -> Result<ResyncReply, SourceError> {
+        self.post("resync", &ResyncRequest { tables: tables.iter().map(ToString::to_string).collect() })
+    }
+
+    /// Acknowledges offsets (the last applied per partition) already committed in the replica.
+    pub fn commit(&self, offsets: &Offsets) -> Result<(), SourceError> {
+        let _: serde_json::Value = self.post("commit", &CommitRequest { offsets: to_list(offsets) })?;
+        Ok(())
+    }
+
+    /// One long-poll: the body is handed to `on_chunk` as it streams in (chunks, not lines:
+    /// the caller frames them). Ends early, keeping what was handed over, when `stop` is set
+    /// or `wake` is signalled.
+    pub fn fetch(
+        &self,
+        request: &FetchRequest,
+        on_chunk: &mut (dyn FnMut(&[u8]) + Send),
+        stop: &AtomicBool,
+        wake: &Notify,
+    ) -> Result<Fetched, SourceError> {
+        let stream = async {
+            let body = serde_json::to_value(request).map_err(|e| SourceError::BadReply {
+                url: self.info.path("fetch"),
+                reason: format!("unencodable request: {e}"),
+            })?;
+            let path = self.info.path("fetch");
+            let response = self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?;
+            let mut incoming = response.into_body();
+            let mut total = 0u64;
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|source| SourceError::Body { url: path.clone(), source })?;
+                if let Some(data) = frame.data_ref() {
+                    total += data.len() as u64;
+                    on_chunk(data);
+                }
+            }
+            Ok(Fetched::Complete(total))
+        };
+        self.runtime.block_on(async {
+            tokio::select! {
+                r = stream => r,
+                () = stopped(stop) => Ok(Fetched::Stopped),
+                () = wake.notified() => Ok(Fetched::Woken),
+            }
+        })
     }
 }
 
@@ -225,7 +290,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_dates_parse_and_match_what_the_cloud_writes() {
+    fn token_pairs_never_show_in_debug() {
         let debug =
             format!("{:?}", TokenPair { access: "a-secret".into(), refresh: "r-secret".into(), expires_at_ms: 1 });
         assert!(!debug.contains("secret"), "{debug}");

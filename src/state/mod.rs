@@ -8,15 +8,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod checkpoint;
 mod store;
 
+pub use checkpoint::{Checkpoint, offset_name, offset_rows, parse_offset_name};
 pub use store::StateStore;
 
 /// The state table's name in every target.
 pub const STATE_TABLE: &str = "_ReplicationState";
 
 /// The last applied offset per (topic, partition); the next fetch starts one later.
-pub type Offsets = BTreeMap<(String, i32), i64>;
+pub use crate::protocol::Offsets;
 
 /// Where a replicated table stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,17 +107,6 @@ impl SessionValue {
     }
 }
 
-/// Key of an offset row: `topic/partition`.
-pub fn offset_name(topic: &str, partition: i32) -> String {
-    format!("{topic}/{partition}")
-}
-
-/// Reads an offset row's key back; `None` if it is not `topic/partition`.
-pub fn parse_offset_name(name: &str) -> Option<(String, i32)> {
-    let (topic, partition) = name.rsplit_once('/')?;
-    Some((topic.to_owned(), partition.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,8 +120,6 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(parse_offset_name(&offset_name("cust1-cdc", 7)), Some(("cust1-cdc".into(), 7)));
-        assert_eq!(parse_offset_name("nope"), None);
         for s in [TableState::Snapshotting, TableState::Ready, TableState::ResyncPending] {
             assert_eq!(TableState::parse(s.as_str()), Some(s));
         }

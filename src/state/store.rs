@@ -5,14 +5,25 @@
 //! Offsets are *read* here; they are *written* only by [`crate::sink::Sink::apply`], inside the
 //! batch's own transaction, which is what makes data and progress commit together.
 
-use super::{Offsets, Session, SessionValue, TableState};
+use super::{Checkpoint, Offsets, Session, SessionValue, TableState};
 use crate::db::SinkError;
 use crate::schema::TableId;
 
 /// `_ReplicationState` of one replica.
 pub trait StateStore {
+    /// The stored offset rows as they are (see [`super::checkpoint`]); callers want
+    /// [`StateStore::checkpoint`] or [`StateStore::offsets`].
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError>;
+
+    /// The committed progress.
+    fn checkpoint(&mut self) -> Result<Checkpoint, SinkError> {
+        Ok(Checkpoint::from_rows(self.offset_rows()?))
+    }
+
     /// The committed offsets (the last applied record per topic and partition).
-    fn offsets(&mut self) -> Result<Offsets, SinkError>;
+    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+        Ok(self.checkpoint()?.offsets)
+    }
 
     /// Records where a table stands (e.g. `Ready` once its snapshot completed).
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError>;
@@ -26,8 +37,8 @@ pub trait StateStore {
 }
 
 impl<T: StateStore + ?Sized> StateStore for Box<T> {
-    fn offsets(&mut self) -> Result<Offsets, SinkError> {
-        (**self).offsets()
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
+        (**self).offset_rows()
     }
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
         (**self).set_table_state(id, state)

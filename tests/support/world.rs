@@ -11,7 +11,8 @@ use dbmirror::cloud::http::{Cloud, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
-use dbmirror::pipeline::{SyncOptions, SyncSummary, stored_tokens, sync, token_store};
+use dbmirror::pipeline::{SyncOptions, SyncSummary, store_tokens, stored_tokens, sync};
+use dbmirror::protocol::Grant;
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::SinkOptions;
 use dbmirror::source::client::HttpClient;
@@ -63,12 +64,13 @@ impl World {
                 Some(&json!({"device_code": request["device_code"]})),
             ))
             .unwrap();
-        let info = SessionInfo::from_json(&grant["session"], &self.url).unwrap();
-        let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).unwrap();
+        let grant: Grant = serde_json::from_value(grant).unwrap();
+        let info = SessionInfo::from_reply(grant.session.as_ref().unwrap(), &self.url);
+        let tokens = TokenPair::issued(grant.tokens, now_ms());
         let mut state = db.open(SinkOptions::default());
         let facts: Vec<(&str, SessionValue)> = info.to_facts();
         state.write_facts(&facts).unwrap();
-        token_store(state.as_mut(), key)(&tokens).unwrap();
+        store_tokens(state.as_mut(), key, &tokens).unwrap();
         info.session_id
     }
 
@@ -129,7 +131,7 @@ impl World {
         let session = state.read_facts().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, key).unwrap();
-        let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens);
+        let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens).unwrap();
         sync(replication, db.open(SinkOptions::default()), state.as_mut(), key, options, stop)
     }
 

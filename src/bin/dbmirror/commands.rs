@@ -13,16 +13,16 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
 use dbmirror::config::{Config, redact_connection_string};
-use dbmirror::pipeline::{PipelineError, SyncOptions, facts, stored_tokens, sync};
+use dbmirror::pipeline::{SyncOptions, facts, stored_tokens, sync};
+use dbmirror::policy::{Action, PURGED_ADVICE};
 use dbmirror::schema::TableId;
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::{Sink, SinkOptions, shadow};
-use dbmirror::source::client::{HttpClient, SourceError};
+use dbmirror::source::client::HttpClient;
 use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::SessionValue;
 
 use crate::service::InstanceLock;
-use hyper::Method;
 
 /// Where the sealing key is: a systemd credential (`LoadCredential=dbmirror.key:…` or
 /// `LoadCredentialEncrypted=`, handed over in `$CREDENTIALS_DIRECTORY`) when the service has
@@ -80,7 +80,7 @@ impl Instance {
         let info = SessionInfo::from_facts(&session)
             .context("the replica holds no session: run `dbmirror provision` first")?;
         let http = HttpClient::new(&info.cloud_url, crate::session::trust_of(&session)?.as_ref())?;
-        Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?))
+        Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?)?)
     }
 }
 
@@ -138,31 +138,20 @@ pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, s
                 println!("stopped after applying {} records in {} transactions", summary.records, summary.batches);
                 return Ok(());
             }
-            Err(PipelineError::Source(e)) => match *e {
-                SourceError::Service { ref code, .. } if code == "offset_purged" => anyhow::anyhow!(
-                    "{e}\nThe replica was offline longer than the cloud keeps changes, so it can no longer catch up change by change. Run `dbmirror sync --auto-resync` to reload every table from a fresh snapshot."
-                ),
-                SourceError::Service { ref code, ref details, .. } if code == "client_too_old" => anyhow::anyhow!(
-                    "CRITICAL: this client is too old for the cloud (minimum {}). Install a newer dbmirror; configuration and state are kept.",
-                    details["minimum_version"].as_str().unwrap_or("unknown")
-                ),
-                SourceError::Service { ref code, .. } if code == "session_revoked" || code == "token_reused" => {
-                    anyhow::anyhow!(
-                        "{e}\nThe session was revoked: run `dbmirror reconnect`, and if that fails, `dbmirror provision`."
-                    )
-                }
-                SourceError::Service { status: 400..=499, .. } => anyhow::Error::from(*e),
-                other => {
-                    tracing::warn!(error = %other, "cloud unreachable; retrying");
-                    facts::record_error(state.as_mut(), &format!("cloud unreachable (retrying): {other}"));
-                    backoff.wait(other.retry_after(), &stop);
+            Err(e) => match e.action() {
+                Action::Retry { after, waiting_for } => {
+                    tracing::warn!(error = %e, "waiting for {waiting_for}; sync restarts then");
+                    facts::record_error(state.as_mut(), &format!("waiting for {waiting_for} (retrying): {e}"));
+                    backoff.wait(after, &stop);
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
                     continue;
                 }
+                Action::Purged => anyhow::anyhow!("{e}\n{PURGED_ADVICE}"),
+                Action::Fatal { advice: Some(advice) } => anyhow::anyhow!("{e}\n{advice}"),
+                _ => e.into(),
             },
-            Err(e) => e.into(),
         };
         // Stopped: `status` shows why until the next error replaces it.
         facts::record_error(state.as_mut(), &format!("sync stopped: {}", crate::describe(&error)));
@@ -179,13 +168,12 @@ fn snapshot_progress(instance: &Instance) -> Option<dbmirror::pipeline::Progress
         return None;
     }
     let replication = instance.replication(state.as_mut()).ok()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    let schema = if replication.needs_refresh() {
-        serde_json::Value::Null
+    let estimates = if replication.needs_refresh() {
+        Default::default()
     } else {
-        runtime.block_on(replication.call(Method::GET, "schema", None)).unwrap_or_default()
+        replication.schema().map(|s| crate::progress::estimates(&s)).unwrap_or_default()
     };
-    crate::progress::snapshot_bars(crate::progress::estimates(&schema))
+    crate::progress::snapshot_bars(estimates)
 }
 
 /// `update-schema`: reads the schema history now instead of with the next fetch cycle; new

@@ -14,13 +14,12 @@ use dbmirror::cloud::http::{Cloud, spawn};
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
-use dbmirror::pipeline::{SyncOptions, stored_tokens, sync, token_store};
+use dbmirror::pipeline::{SyncOptions, store_tokens, stored_tokens, sync};
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::SinkOptions;
 use dbmirror::source::client::HttpClient;
+use dbmirror::source::dispatcher::{Dispatcher, GrantState};
 use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
-use hyper::Method;
-use serde_json::json;
 
 /// What the demo runs.
 #[derive(Debug, clap::Args)]
@@ -72,24 +71,19 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let started = Instant::now();
     println!("Starting an in-process reference cloud with tenant demo1234 ({} rows per table)…", args.rows);
     let (url, cloud) = start_cloud(args.rows)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let http = HttpClient::new(&url, None)?;
+    let dispatcher = Dispatcher::new(HttpClient::new(&url, None)?)?;
 
     // Provisioning, as `provision` does it, with the browser step approved in-process.
-    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, None))?;
-    let user_code = request["user_code"].as_str().context("no user code")?.to_owned();
-    println!("Provisioning: approving code {user_code} for session \"Demo\" (a browser step in real use)");
+    let request = dispatcher.start(None)?;
+    println!("Provisioning: approving code {} for session \"Demo\" (a browser step in real use)", request.user_code);
     cloud
-        .with(|s| s.decide_provisioning(&user_code, "demo1234", "Demo", true, now_ms()))
+        .with(|s| s.decide_provisioning(&request.user_code, "demo1234", "Demo", true, now_ms()))
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let grant = runtime.block_on(http.json(
-        Method::POST,
-        "/api/v1/provisioning/token",
-        None,
-        Some(&json!({"device_code": request["device_code"]})),
-    ))?;
-    let info = SessionInfo::from_json(&grant["session"], &url).context("the session is incomplete")?;
-    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("no tokens")?;
+    let GrantState::Granted(grant) = dispatcher.poll(&request.device_code)? else {
+        bail!("the approved grant is still pending");
+    };
+    let info = SessionInfo::from_reply(grant.session.as_ref().context("the grant has no session")?, &url);
+    let tokens = TokenPair::issued(grant.tokens, now_ms());
     println!("Provisioned: tenant {}, Replication ID {}", info.tenant_context_id, info.replication_id);
 
     let connection_string = match &args.connection_string {
@@ -106,8 +100,8 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let key = SecretKey::load_or_create(&folder.join("dbmirror.key"))?;
     let mut state = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
     state.write_facts(&info.to_facts().iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>())?;
-    token_store(state.as_mut(), &key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
-    let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
+    store_tokens(state.as_mut(), &key, &tokens)?;
+    let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens).unwrap();
 
     // The initial snapshot, while the source keeps changing, then streaming.
     println!(
@@ -119,7 +113,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     cloud.changes_per_sec.store(args.changes_per_sec, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
-    let estimates = crate::progress::estimates(&cloud.with(|s| s.schema("demo1234")).unwrap_or_default());
+    let estimates = cloud.with(|s| s.schema("demo1234")).map(|s| crate::progress::estimates(&s)).unwrap_or_default();
     let options = SyncOptions {
         max_poll: Duration::from_secs(1),
         commit_interval: Duration::from_secs(2),
@@ -137,7 +131,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
     let tokens = stored_tokens(&session, &key)?;
-    let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens);
+    let replication = Replication::new(HttpClient::new(&url, None)?, info, tokens).unwrap();
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
     let catch_up = SyncOptions {
         until_idle: true,
@@ -155,11 +149,11 @@ pub fn run(args: DemoArgs) -> Result<bool> {
 
     let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica lost its session")?;
-    let mut replication = Replication::new(HttpClient::new(&url, None)?, info, stored_tokens(&session, &key)?);
+    let mut replication = Replication::new(HttpClient::new(&url, None)?, info, stored_tokens(&session, &key)?).unwrap();
     if replication.needs_refresh() {
-        dbmirror::pipeline::refresh_tokens(&runtime, &mut replication, state.as_mut(), &key)?;
+        dbmirror::pipeline::refresh_tokens(&mut replication, state.as_mut(), &key, &AtomicBool::new(false))?;
     }
-    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
+    let truth = replication.ground_truth()?;
     // A fresh connection: it reads the tables the sink thread created.
     let checks =
         dbmirror::verify::verify(dbmirror::sink::open(&connection_string, SinkOptions::default())?.as_mut(), &truth)?;

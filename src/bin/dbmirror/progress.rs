@@ -18,13 +18,8 @@ pub struct BarState {
 }
 
 /// Row estimates per table from the cloud's `GET schema` reply (`approx_rows`).
-pub fn estimates(schema: &serde_json::Value) -> BTreeMap<String, u64> {
-    schema["tables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| Some((t["table"].as_str()?.to_owned(), t["approx_rows"].as_u64()?)))
-        .collect()
+pub fn estimates(schema: &dbmirror::protocol::SchemaReply) -> BTreeMap<String, u64> {
+    schema.tables.iter().map(|t| (t.table.clone(), t.approx_rows)).collect()
 }
 
 /// Whether every table with an estimate has reached it (the snapshot is in, even while the

@@ -9,8 +9,8 @@ use dbmirror::pipeline::{facts, refresh_tokens};
 use dbmirror::sink::{Sink, shadow};
 use dbmirror::source::replication::SessionInfo;
 use dbmirror::state::SessionValue;
-use hyper::Method;
 use serde_json::json;
+use std::sync::atomic::AtomicBool;
 
 use crate::commands::Instance;
 use crate::service::InstanceLock;
@@ -71,16 +71,14 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
         Ok(mut replication) => {
             // The cloud's view is optional: local facts are shown even when it is unreachable
             // or the session was revoked.
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let refreshed = if replication.needs_refresh() {
-                refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key).map_err(|e| e.to_string())
+                refresh_tokens(&mut replication, state.as_mut(), &instance.key, &AtomicBool::new(false))
+                    .map_err(|e| e.to_string())
             } else {
                 Ok(())
             };
-            match refreshed {
-                Ok(()) => runtime
-                    .block_on(replication.call(Method::GET, "status", None))
-                    .unwrap_or_else(|e| json!({"error": e.to_string()})),
+            match refreshed.and_then(|()| replication.status().map_err(|e| e.to_string())) {
+                Ok(status) => serde_json::to_value(status)?,
                 Err(e) => json!({"error": e}),
             }
         }
@@ -129,11 +127,10 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
 pub fn verify(instance: &Instance) -> Result<bool> {
     let mut state = instance.open()?;
     let mut replication = instance.replication(state.as_mut())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if replication.needs_refresh() {
-        refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key)?;
+        refresh_tokens(&mut replication, state.as_mut(), &instance.key, &AtomicBool::new(false))?;
     }
-    let truth = runtime.block_on(replication.call(Method::GET, "ground-truth", None))?;
+    let truth = replication.ground_truth()?;
     let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
     print_checks(&checks);
     Ok(checks.iter().all(|c| c.equal))
@@ -188,27 +185,18 @@ pub fn validate(dir: &Path) -> Result<bool> {
             return Ok(false);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = now_ms();
     if replication.needs_refresh() {
         // An expired access token is normal between runs; refreshing is what `sync` would do.
-        let refreshed = refresh_tokens(&runtime, &mut replication, state.as_mut(), &instance.key);
+        let refreshed = refresh_tokens(&mut replication, state.as_mut(), &instance.key, &AtomicBool::new(false));
         check("token refresh", refreshed.map(|()| "new tokens issued and stored".to_owned()).map_err(Into::into));
     }
-    let session = runtime.block_on(replication.call(Method::GET, "session", None));
+    let session = replication.session();
     check(
         "cloud session",
-        session
-            .map(|s| {
-                format!(
-                    "tenant {} as {}",
-                    s["tenant_context_id"].as_str().unwrap_or("?"),
-                    s["replication_id"].as_str().unwrap_or("?")
-                )
-            })
-            .map_err(Into::into),
+        session.map(|s| format!("tenant {} as {}", s.tenant_context_id, s.replication_id)).map_err(Into::into),
     );
-    let skew = runtime.block_on(replication.server_time()).map(|server_ms| {
+    let skew = replication.server_time().map(|server_ms| {
         let local = (started + now_ms()) / 2;
         (server_ms - local) / 1000
     });

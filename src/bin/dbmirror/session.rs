@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
-use dbmirror::pipeline::token_store;
-use dbmirror::source::client::{HttpClient, SourceError};
+use dbmirror::pipeline::store_tokens;
+use dbmirror::protocol::Grant;
+use dbmirror::source::client::HttpClient;
+use dbmirror::source::dispatcher::{Dispatcher, GrantState};
 use dbmirror::source::replication::{SessionInfo, TokenPair};
 use dbmirror::source::tls::{Trust, parse_fingerprint};
 use dbmirror::state::SessionValue;
-use hyper::Method;
-use serde_json::json;
 
 use crate::commands::Instance;
 
@@ -25,9 +25,10 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
         (None, None) => None,
     };
     let http = HttpClient::new(cloud, trust.as_ref())?;
-    let grant = device_grant(&http, None)?;
-    let info = SessionInfo::from_json(&grant["session"], cloud).context("the cloud returned an incomplete session")?;
-    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
+    let grant = device_grant(http, None)?;
+    let session = grant.session.as_ref().context("the cloud's grant has no session")?;
+    let info = SessionInfo::from_reply(session, cloud);
+    let tokens = TokenPair::issued(grant.tokens, now_ms());
     let mut state = instance.open()?;
     if let Some(existing) = SessionInfo::from_facts(&state.read_facts()?)
         && existing.tenant_context_id != info.tenant_context_id
@@ -48,7 +49,7 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
         None => {}
     }
     state.write_facts(&facts)?;
-    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
+    store_tokens(state.as_mut(), &instance.key, &tokens)?;
     println!("Provisioning completed successfully!");
     println!("Tenant ID:      {}", info.tenant_context_id);
     println!("Replication ID: {}", info.replication_id);
@@ -78,23 +79,18 @@ fn open_browser(uri: &str) {
 }
 
 /// The device grant: start a request, show where to approve it, poll until decided.
-fn device_grant(http: &HttpClient, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let request = runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, body))?;
-    let uri = request["verification_uri_complete"].as_str().unwrap_or_default();
-    println!(
-        "Open {uri} in a browser, sign in as an administrator and approve code {}.",
-        request["user_code"].as_str().unwrap_or_default()
-    );
+fn device_grant(http: HttpClient, session_id: Option<&str>) -> Result<Grant> {
+    let dispatcher = Dispatcher::new(http)?;
+    let request = dispatcher.start(session_id)?;
+    let uri = &request.verification_uri_complete;
+    println!("Open {uri} in a browser, sign in as an administrator and approve code {}.", request.user_code);
     open_browser(uri);
-    let interval = Duration::from_secs(request["interval"].as_u64().unwrap_or(2).max(1));
-    let poll = json!({"device_code": request["device_code"]});
+    let interval = Duration::from_secs(request.interval.max(1));
     loop {
         std::thread::sleep(interval);
-        match runtime.block_on(http.json(Method::POST, "/api/v1/provisioning/token", None, Some(&poll))) {
-            Ok(grant) => return Ok(grant),
-            Err(SourceError::Service { code, .. }) if code == "authorization_pending" || code == "slow_down" => {}
-            Err(e) => return Err(e).context("the administrator's approval did not complete"),
+        match dispatcher.poll(&request.device_code).context("the administrator's approval did not complete")? {
+            GrantState::Pending => {}
+            GrantState::Granted(grant) => return Ok(*grant),
         }
     }
 }
@@ -108,9 +104,8 @@ pub fn reconnect(instance: &Instance) -> Result<()> {
     let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
     let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
-    let grant = device_grant(&http, Some(&json!({"session_id": info.session_id})))?;
-    let tokens = TokenPair::from_json(&grant["tokens"], now_ms()).context("the cloud returned no tokens")?;
-    token_store(state.as_mut(), &instance.key)(&tokens).map_err(|e| anyhow::anyhow!(e))?;
+    let grant = device_grant(http, Some(&info.session_id))?;
+    store_tokens(state.as_mut(), &instance.key, &TokenPair::issued(grant.tokens, now_ms()))?;
     println!("Reconnected: session {} of tenant {} has new tokens.", info.replication_id, info.tenant_context_id);
     Ok(())
 }

@@ -28,7 +28,7 @@ use crate::coalesce::{Batch, TableBatch};
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::StateStore;
-use crate::state::{Offsets, Session, SessionValue, TableState, offset_name, parse_offset_name};
+use crate::state::{Offsets, Session, SessionValue, TableState, offset_rows, parse_offset_name};
 use crate::value::canonical::canonical;
 
 type Conn = Client<Compat<TcpStream>>;
@@ -328,9 +328,9 @@ impl Sink for MssqlSink {
             for (target_schema, table) in &work {
                 apply_table(client, target_schema, table).await?;
             }
-            for ((topic, partition), last) in batch.offsets() {
+            for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
                 client
-                    .execute(sql::upsert_offset(), &[&offset_name(topic, *partition), topic, last])
+                    .execute(sql::upsert_offset(), &[&name, &topic, &last])
                     .await
                     .map_err(err("recording offsets"))?;
             }
@@ -356,7 +356,7 @@ impl Sink for MssqlSink {
 }
 
 impl StateStore for MssqlSink {
-    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             let statement = format!(

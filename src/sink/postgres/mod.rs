@@ -25,7 +25,7 @@ use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::coalesce::{Batch, TableBatch};
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::StateStore;
-use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_name, parse_offset_name};
+use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_rows, parse_offset_name};
 use crate::value::canonical::{canonical, parse_stored};
 
 /// The PostgreSQL replica.
@@ -376,9 +376,8 @@ impl Sink for PgSink {
                 quote(STATE_TABLE)
             ))
             .map_err(err("preparing offset update"))?;
-        for ((topic, partition), last) in batch.offsets() {
-            tx.execute(&statement, &[&offset_name(topic, *partition), topic, last])
-                .map_err(err("recording offsets"))?;
+        for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
+            tx.execute(&statement, &[&name, &topic, &last]).map_err(err("recording offsets"))?;
         }
         tx.commit().map_err(err("committing batch"))
     }
@@ -412,7 +411,7 @@ impl Sink for PgSink {
 }
 
 impl StateStore for PgSink {
-    fn offsets(&mut self) -> Result<Offsets, SinkError> {
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         self.ensure_connected()?;
         let rows = self
             .client
