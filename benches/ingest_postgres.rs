@@ -21,13 +21,13 @@ mod targets;
 use std::io::Write as _;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dbmirror::canonical::canonical;
 use dbmirror::coalesce::FlushPolicy;
 use dbmirror::row::Cell;
 use dbmirror::schema::{SchemaChangeKind, TableChange, TableSchema};
 use dbmirror::sink::postgres::copy::{self, pg_type};
 use dbmirror::sink::postgres::{PgSink, quote};
 use dbmirror::sink::{Sink, SinkOptions};
-use dbmirror::value::canonical::canonical;
 use support::{ingest_common, serde_baseline};
 
 #[global_allocator]

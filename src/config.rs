@@ -7,6 +7,8 @@
 //! (`ApplicationInsights`, NLog settings). Connection strings are secrets: `Debug` and
 //! [`redact_connection_string`] never show passwords.
 
+use crate::pipeline::{DEFAULT_COMMIT_INTERVAL, DEFAULT_DATABASE_BATCH_SIZE, SyncOptions};
+use crate::protocol::{DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_WAIT_MS};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -233,7 +235,7 @@ impl Config {
             },
         };
         let max_bytes = match r.raw(&["MaxBytes"]) {
-            None => 16 << 20,
+            None => DEFAULT_MAX_BYTES,
             Some(raw) => byte_size("MaxBytes", &raw?)?,
         };
         let log_level = r
@@ -250,12 +252,17 @@ impl Config {
             ));
         }
         let config = Config {
-            max_batch_size: r.integer(&["MaxBatchSize"], 10_000, 1, 1_000_000)? as u32,
-            max_poll_time: seconds("MaxPollTimeSeconds", 30, 1, 300)?,
+            max_batch_size: r.integer(&["MaxBatchSize"], u64::from(DEFAULT_MAX_EVENTS), 1, 1_000_000)? as u32,
+            max_poll_time: seconds("MaxPollTimeSeconds", DEFAULT_MAX_WAIT_MS / 1000, 1, 300)?,
             max_bytes,
-            commit_interval: seconds("CommitIntervalSeconds", 60, 1, 86_400)?,
+            commit_interval: seconds("CommitIntervalSeconds", DEFAULT_COMMIT_INTERVAL.as_secs(), 1, 86_400)?,
             schema_update_interval: seconds("SchemaUpdateIntervalSeconds", 3_600, 10, 7 * 86_400)?,
-            database_batch_size: r.integer(&["DatabaseBatchSize"], 10_000, 1, 1_000_000)? as u32,
+            database_batch_size: r.integer(
+                &["DatabaseBatchSize"],
+                u64::from(DEFAULT_DATABASE_BATCH_SIZE),
+                1,
+                1_000_000,
+            )? as u32,
             replica: ReplicaConfig {
                 connection_string,
                 table_prefix: r.text(&["ReplicaDatabase", "TablePrefix"])?,
@@ -271,6 +278,18 @@ impl Config {
             .map(|(k, _)| format!("{origin}: `{k}` is not used by dbmirror"))
             .collect();
         Ok((config, warnings))
+    }
+
+    /// The pipeline's knobs, by the same names, for a run of `sync`.
+    pub fn sync_options(&self) -> SyncOptions {
+        SyncOptions {
+            max_batch_size: self.max_batch_size,
+            max_bytes: self.max_bytes,
+            max_poll: self.max_poll_time,
+            commit_interval: self.commit_interval,
+            database_batch_size: self.database_batch_size,
+            ..SyncOptions::default()
+        }
     }
 
     /// The level for `tracing`'s filter.

@@ -25,6 +25,7 @@
 //! The streamed fetch loop and the pipeline that joins the stages arrive with the client
 //! issue (see the README's status section).
 
+pub mod canonical;
 pub mod clock;
 #[cfg(feature = "refserver")]
 pub mod cloud;

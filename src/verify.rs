@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::canonical::checksum;
 use crate::protocol::GroundTruth;
 use crate::sink::{Replica, SinkError};
-use crate::value::canonical::checksum;
 
 /// One table's comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]

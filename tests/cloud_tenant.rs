@@ -7,6 +7,7 @@ use dbmirror::sink::Replica;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use dbmirror::canonical::checksum;
 use dbmirror::cloud::crm::source_tables;
 use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig, Workload};
@@ -14,7 +15,6 @@ use dbmirror::coalesce::{Coalescer, FlushPolicy};
 use dbmirror::decode::{Decoder, Event};
 use dbmirror::schema::{ColumnSchema, SchemaRegistry, SqlType, TableId, TableSchema};
 use dbmirror::sink::{Sink, SinkOptions};
-use dbmirror::value::canonical::checksum;
 
 use crate::support::targets::fresh_databases;
 

@@ -6,6 +6,7 @@
 use dbmirror::sink::Replica;
 use std::time::Instant;
 
+use dbmirror::canonical::{canonical, parse_stored};
 use dbmirror::coalesce::{Coalescer, FlushPolicy};
 use dbmirror::decode::{ChangeEvent, Decoded, Event, Field, Op, Snapshot, SourceInfo, Value};
 use dbmirror::protocol::Position;
@@ -13,7 +14,6 @@ use dbmirror::row::Cell;
 use dbmirror::schema::{ColumnSchema, SchemaChangeKind, SchemaRegistry, SqlType, TableChange, TableId, TableSchema};
 use dbmirror::sink::{CanonicalRow, SchemaOutcome, Sink, SinkOptions};
 use dbmirror::state::{SessionValue, TableState};
-use dbmirror::value::canonical::{canonical, parse_stored};
 use proptest::prelude::*;
 
 use crate::support::targets::{TestDb, fresh_databases};

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use super::encode::{RecordMeta, change_record, history_record, tombstone_record};
 use super::generate::{Rng, TableRows, rows, value};
 use super::log::{EventLog, LogError};
+use crate::canonical::{canonical, checksum};
 use crate::protocol::{CDC_TOPIC_SUFFIX, SCHEMA_HISTORY_TOPIC_SUFFIX};
 use crate::row::{Cell, OwnedRow, PrimaryKey};
 use crate::schema::{ColumnSchema, SqlType, TableId, TableSchema, is_blocked};
-use crate::value::canonical::{canonical, checksum};
 
 /// How a tenant is generated.
 #[derive(Debug, Clone)]

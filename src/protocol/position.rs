@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A position per (topic, partition). What an offset means (the last applied record, or the
-/// next to read) is said by whoever holds the map; [`crate::state::Cursor`] converts.
+/// next to read) is said by whoever holds the map; the pipeline's cursor converts.
 pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// Where a record sits in the log, borrowed from the record line.

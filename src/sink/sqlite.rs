@@ -15,12 +15,12 @@ use rusqlite::{Connection, ToSql, params};
 use super::plan::{SchemaPlan, check_batch_schema, plan, read_record, remember, result};
 pub use super::plan::{SinkOptions, TableRecord};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use crate::canonical::{canonical, fraction_scale, parse_stored};
 use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::StateStore;
 use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_rows, parse_offset_name};
-use crate::value::canonical::{canonical, fraction_scale, parse_stored};
 
 /// The SQLite replica.
 pub struct SqliteSink {

@@ -1,10 +1,10 @@
-//! Value types shared by every part of the system: exact decimals, SQL Server temporals,
-//! JSON string writing and the canonical text form that "equal" is judged in.
+//! Value types shared by every part of the system: exact decimals, SQL Server temporals and
+//! JSON string writing. (The canonical text form that "equal" is judged in is
+//! [`crate::canonical`], which also knows rows and column types.)
 //!
 //! They sit below the decoder, the schema model, the sinks and the reference cloud, so none of
 //! those has to import another to name a date or a decimal.
 
-pub mod canonical;
 mod decimal;
 mod json;
 mod temporal;

@@ -1,88 +1,20 @@
-//! The instance folder and the commands that replicate: `sync`, `update-schema` and
-//! `resync-tables` (the others are in `session.rs`, `report.rs` and `service.rs`). An instance
-//! folder holds `appsettings.json` and the token sealing key; everything else lives in the
-//! replica's `_ReplicationState`.
+//! The commands that replicate: `sync`, `update-schema` and `resync-tables` (the instance
+//! folder is `instance.rs`; the other commands are in `session.rs`, `report.rs` and
+//! `service.rs`).
 
-use dbmirror::sink::Replica;
-use dbmirror::state::StateStore;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use dbmirror::clock::now_ms;
-use dbmirror::config::{Config, redact_connection_string};
-use dbmirror::pipeline::{SyncOptions, facts, stored_tokens, sync};
+use dbmirror::pipeline::{SyncOptions, facts, sync};
 use dbmirror::policy::{Action, PURGED_ADVICE};
 use dbmirror::schema::TableId;
-use dbmirror::secrets::SecretKey;
-use dbmirror::sink::{Sink, SinkOptions, shadow};
-use dbmirror::source::client::HttpClient;
-use dbmirror::source::replication::{Replication, SessionInfo};
-use dbmirror::state::SessionValue;
+use dbmirror::sink::{Sink, shadow};
+use dbmirror::state::{SessionValue, StateStore};
 
-use crate::service::InstanceLock;
-
-/// Where the sealing key is: a systemd credential (`LoadCredential=dbmirror.key:…` or
-/// `LoadCredentialEncrypted=`, handed over in `$CREDENTIALS_DIRECTORY`) when the service has
-/// one, else `dbmirror.key` in the instance folder.
-fn key_path(dir: &Path) -> PathBuf {
-    std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|d| PathBuf::from(d).join("dbmirror.key"))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| dir.join("dbmirror.key"))
-}
-
-/// An instance folder: its configuration and its sealing key.
-pub struct Instance {
-    dir: PathBuf,
-    pub(crate) config: Config,
-    pub(crate) key: SecretKey,
-}
-
-impl Instance {
-    /// Loads `appsettings.json` (naming the key of any problem) and the key file.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let (config, warnings) = Config::load(&dir.join("appsettings.json"))?;
-        for w in warnings {
-            tracing::warn!("appsettings.json: {w}");
-        }
-        let key = SecretKey::load_or_create(&key_path(dir))?;
-        Ok(Instance { dir: dir.to_owned(), config, key })
-    }
-
-    pub(crate) fn options(&self) -> SinkOptions {
-        SinkOptions {
-            table_prefix: self.config.replica.table_prefix.clone(),
-            skip_tables: self.config.replica.skip_tables.clone(),
-        }
-    }
-
-    /// The instance folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub(crate) fn lock_path(&self) -> PathBuf {
-        self.dir.join("dbmirror.lock")
-    }
-
-    pub(crate) fn open(&self) -> Result<Box<dyn Replica>> {
-        dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
-            format!("opening the replica {}", redact_connection_string(&self.config.replica.connection_string))
-        })
-    }
-
-    /// The stored session, its trust setting and its tokens.
-    pub(crate) fn replication(&self, state: &mut dyn StateStore) -> Result<Replication> {
-        let session = state.read_facts()?;
-        let info = SessionInfo::from_facts(&session)
-            .context("the replica holds no session: run `dbmirror provision` first")?;
-        let http = HttpClient::new(&info.cloud_url, crate::session::trust_of(&session)?.as_ref())?;
-        Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?)?)
-    }
-}
+use crate::instance::{Instance, InstanceLock};
 
 /// Stops on Ctrl-C or SIGTERM.
 fn stop_on_signals() -> Arc<AtomicBool> {
@@ -116,18 +48,11 @@ pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Res
 /// `sync` until `stop` is set (Ctrl-C, SIGTERM, or the Windows service being stopped).
 pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, stop: Arc<AtomicBool>) -> Result<()> {
     let _guard = InstanceLock::take(&instance.lock_path())?;
-    let c = &instance.config;
     let options = SyncOptions {
-        max_batch_size: c.max_batch_size,
-        max_bytes: c.max_bytes,
-        max_poll: c.max_poll_time,
-        commit_interval: c.commit_interval,
-        database_batch_size: c.database_batch_size,
-        run_for: None,
         until_idle,
         auto_resync,
-        history_only: false,
         progress: snapshot_progress(instance),
+        ..instance.config.sync_options()
     };
     let mut backoff = dbmirror::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
@@ -154,7 +79,7 @@ pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, s
             },
         };
         // Stopped: `status` shows why until the next error replaces it.
-        facts::record_error(state.as_mut(), &format!("sync stopped: {}", crate::describe(&error)));
+        facts::record_error(state.as_mut(), &format!("sync stopped: {}", crate::instance::describe(&error)));
         return Err(error);
     }
 }

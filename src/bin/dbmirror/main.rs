@@ -16,6 +16,7 @@ mod demo;
 #[cfg(not(feature = "refserver"))]
 #[path = "demo_off.rs"]
 mod demo;
+mod instance;
 mod progress;
 mod report;
 mod service;
@@ -232,21 +233,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            eprintln!("error: {}", instance::describe(&e));
             ExitCode::from(2)
         }
     }
-}
-
-/// An error and its causes, each once (some errors already include their cause).
-fn describe(e: &anyhow::Error) -> String {
-    let mut message = e.to_string();
-    for cause in e.chain().skip(1).map(ToString::to_string) {
-        if !message.contains(&cause) {
-            message = format!("{message}: {cause}");
-        }
-    }
-    message
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -254,7 +244,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => Ok(if demo::run(args)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
         Command::Provision { cloud, fingerprint, ca_file, instance } => {
             session::provision(
-                &commands::Instance::load(&instance)?,
+                &instance::Instance::load(&instance)?,
                 &cloud,
                 fingerprint.as_deref(),
                 ca_file.as_deref(),
@@ -262,22 +252,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::UpdateSchema { instance } => {
-            commands::update_schema(&commands::Instance::load(&instance)?)?;
+            commands::update_schema(&instance::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconnect { instance } => {
-            session::reconnect(&commands::Instance::load(&instance)?)?;
+            session::reconnect(&instance::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { instance } => {
             Ok(if report::validate(&instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Install { instance, start, unit_dir } => {
-            service::install(&commands::Instance::load(&instance)?, &unit_dir, start)?;
+            service::install(&instance::Instance::load(&instance)?, &unit_dir, start)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Uninstall { instance, unit_dir } => {
-            service::uninstall(&commands::Instance::load(&instance)?, &unit_dir)?;
+            service::uninstall(&instance::Instance::load(&instance)?, &unit_dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ServiceRun { instance } => {
@@ -292,22 +282,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { instance, until_idle, auto_resync } => {
-            commands::run_sync(&commands::Instance::load(&instance)?, until_idle, auto_resync)?;
+            commands::run_sync(&instance::Instance::load(&instance)?, until_idle, auto_resync)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ResyncTables { tables, instance } => {
-            commands::resync_tables(&commands::Instance::load(&instance)?, &tables)?;
+            commands::resync_tables(&instance::Instance::load(&instance)?, &tables)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { instance } => {
-            report::info(&commands::Instance::load(&instance)?)?;
+            report::info(&instance::Instance::load(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { instance, json } => {
-            report::status(&commands::Instance::load(&instance)?, json)?;
+            report::status(&instance::Instance::load(&instance)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { instance } => Ok(if report::verify(&commands::Instance::load(&instance)?)? {
+        Command::Verify { instance } => Ok(if report::verify(&instance::Instance::load(&instance)?)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -12,8 +12,8 @@ use dbmirror::state::SessionValue;
 use serde_json::json;
 use std::sync::atomic::AtomicBool;
 
-use crate::commands::Instance;
-use crate::service::InstanceLock;
+use crate::instance::Instance;
+use crate::instance::InstanceLock;
 
 /// `info`: the session, token expiry, URLs and client version (never the tokens).
 pub fn info(instance: &Instance) -> Result<()> {
@@ -145,7 +145,7 @@ pub fn validate(dir: &Path) -> Result<bool> {
         Ok(detail) => println!("ok    {name}: {detail}"),
         Err(e) => {
             ok = false;
-            println!("FAIL  {name}: {}", crate::describe(&e));
+            println!("FAIL  {name}: {}", crate::instance::describe(&e));
         }
     };
     let instance = match Instance::load(dir) {

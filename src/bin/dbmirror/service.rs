@@ -1,68 +1,12 @@
-//! Running an instance as a service: the per-folder lock, a systemd unit on Linux, and a
-//! native Windows service (`windows.rs`, compiled only on Windows).
+//! Running an instance as a service: a systemd unit on Linux, and a native Windows service
+//! (`windows.rs`, compiled only on Windows). The per-folder lock is in `instance.rs`.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read as _, Seek as _, Write as _};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use dbmirror::source::replication::SessionInfo;
 
-use crate::commands::Instance;
-
-/// One `sync` at a time per instance folder: an OS file lock on `dbmirror.lock`, which also
-/// holds the owner's process id for messages. The operating system releases the lock when the
-/// process ends, however it ends, so a crash never leaves a stale lock behind.
-pub struct InstanceLock(#[allow(dead_code)] File);
-
-fn open_lock(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
-}
-
-impl InstanceLock {
-    /// The process id of a live holder of the lock, if any.
-    pub fn holder(path: &Path) -> Option<String> {
-        let mut file = open_lock(path).ok()?;
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                None
-            }
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                Some(if pid.trim().is_empty() { "?".into() } else { pid.trim().to_owned() })
-            }
-            Err(TryLockError::Error(_)) => None,
-        }
-    }
-
-    /// Takes the lock, or says which process holds it.
-    pub fn take(path: &Path) -> Result<Self> {
-        let mut file = open_lock(path).with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let pid = Self::holder(path).unwrap_or_else(|| "?".into());
-                bail!("another dbmirror (process {pid}) is running in {}", path.parent().unwrap_or(path).display());
-            }
-            Err(TryLockError::Error(e)) => return Err(e).context(format!("locking {}", path.display())),
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        file.flush()?;
-        Ok(InstanceLock(file))
-    }
-}
-
-/// The service name of an instance: `dbmirror-<replication-id>`.
-pub fn service_name(instance: &Instance) -> Result<(String, SessionInfo)> {
-    let mut state = instance.open()?;
-    let info = SessionInfo::from_facts(&state.read_facts()?)
-        .context("the replica holds no session: run `dbmirror provision` first")?;
-    Ok((format!("dbmirror-{}", info.replication_id), info))
-}
+use crate::instance::{Instance, service_name};
 
 /// The systemd unit for an instance: `dbmirror-<replication-id>.service`, running `sync` from
 /// the instance folder, restarted on failure, stopped with SIGTERM (a clean stop).

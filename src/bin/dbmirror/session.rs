@@ -14,7 +14,7 @@ use dbmirror::source::replication::{SessionInfo, TokenPair};
 use dbmirror::source::tls::{Trust, parse_fingerprint};
 use dbmirror::state::SessionValue;
 
-use crate::commands::Instance;
+use crate::instance::{Instance, trust_of};
 
 /// `provision`: the device grant, then the session and sealed tokens stored in the replica.
 pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<()> {
@@ -108,13 +108,4 @@ pub fn reconnect(instance: &Instance) -> Result<()> {
     store_tokens(state.as_mut(), &instance.key, &TokenPair::issued(grant.tokens, now_ms()))?;
     println!("Reconnected: session {} of tenant {} has new tokens.", info.replication_id, info.tenant_context_id);
     Ok(())
-}
-
-/// How the stored session trusts the cloud: a pinned fingerprint or a CA file.
-pub(crate) fn trust_of(session: &dbmirror::state::Session) -> Result<Option<Trust>> {
-    Ok(match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
-        (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-        (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
-        _ => None,
-    })
 }

@@ -93,7 +93,7 @@ define_windows_service!(ffi_service_main, service_main);
 /// `dbmirror service-run`: called by the SCM; blocks until the service stops.
 pub fn run(instance: &Path) -> Result<()> {
     let _ = INSTANCE.set(instance.to_owned());
-    let name = crate::service::service_name(&crate::commands::Instance::load(instance)?)?.0;
+    let name = crate::instance::service_name(&crate::instance::Instance::load(instance)?)?.0;
     service_dispatcher::start(name, ffi_service_main).context("not started by the Service Control Manager")?;
     Ok(())
 }
@@ -106,8 +106,8 @@ fn service_main(_arguments: Vec<OsString>) {
 
 fn serve() -> Result<()> {
     let dir = INSTANCE.get().context("no instance folder")?;
-    let instance = crate::commands::Instance::load(dir)?;
-    let name = crate::service::service_name(&instance)?.0;
+    let instance = crate::instance::Instance::load(dir)?;
+    let name = crate::instance::service_name(&instance)?.0;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let status = service_control_handler::register(&name, move |control| match control {

@@ -198,7 +198,7 @@ pub fn from_column_data(data: &ColumnData<'_>) -> Result<Cell, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::canonical::{canonical, parse_stored};
+    use crate::canonical::{canonical, parse_stored};
 
     /// Every type: canonical text → cell → TDS value → cell → the same canonical text.
     #[test]

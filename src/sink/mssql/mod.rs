@@ -24,12 +24,12 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use crate::canonical::canonical;
 use crate::coalesce::{Batch, TableBatch};
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::StateStore;
 use crate::state::{Offsets, Session, SessionValue, TableState, offset_rows, parse_offset_name};
-use crate::value::canonical::canonical;
 
 type Conn = Client<Compat<TcpStream>>;
 

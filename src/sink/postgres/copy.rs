@@ -6,10 +6,10 @@
 //! `time(7)`, `datetime2(7)` and every `datetimeoffset` are stored as fixed-width text that
 //! sorts in time order rather than lose the source's precision or offset.
 
+use crate::canonical::canonical;
 use crate::row::Cell;
 use crate::schema::SqlType;
 use crate::value::Decimal;
-use crate::value::canonical::canonical;
 
 /// Days from 1970-01-01 (our epoch) to 2000-01-01 (PostgreSQL's).
 const PG_EPOCH_DAYS: i64 = 10_957;

@@ -22,11 +22,11 @@ use ::postgres::{Client, NoTls, Transaction};
 use self::copy::{PgKind, pg_type};
 use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::{Batch, TableBatch};
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
 use crate::state::StateStore;
 use crate::state::{Offsets, STATE_TABLE, Session, SessionValue, TableState, offset_rows, parse_offset_name};
-use crate::value::canonical::{canonical, parse_stored};
 
 /// The PostgreSQL replica.
 pub struct PgSink {

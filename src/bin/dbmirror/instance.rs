@@ -1,0 +1,151 @@
+//! An instance folder: `appsettings.json`, the token sealing key and the lock that lets one
+//! `sync` run per folder. Everything else an instance knows lives in its replica's
+//! `_ReplicationState`. Every command starts here; this module depends on no other command.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use dbmirror::config::{Config, redact_connection_string};
+use dbmirror::pipeline::stored_tokens;
+use dbmirror::secrets::SecretKey;
+use dbmirror::sink::{Replica, SinkOptions};
+use dbmirror::source::client::HttpClient;
+use dbmirror::source::replication::{Replication, SessionInfo};
+use dbmirror::source::tls::{Trust, parse_fingerprint};
+use dbmirror::state::{SessionValue, StateStore};
+
+/// Where the sealing key is: a systemd credential (`LoadCredential=dbmirror.key:…` or
+/// `LoadCredentialEncrypted=`, handed over in `$CREDENTIALS_DIRECTORY`) when the service has
+/// one, else `dbmirror.key` in the instance folder.
+fn key_path(dir: &Path) -> PathBuf {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join("dbmirror.key"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| dir.join("dbmirror.key"))
+}
+
+/// An instance folder: its configuration and its sealing key.
+pub struct Instance {
+    dir: PathBuf,
+    pub(crate) config: Config,
+    pub(crate) key: SecretKey,
+}
+
+impl Instance {
+    /// Loads `appsettings.json` (naming the key of any problem) and the key file.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let (config, warnings) = Config::load(&dir.join("appsettings.json"))?;
+        for w in warnings {
+            tracing::warn!("appsettings.json: {w}");
+        }
+        let key = SecretKey::load_or_create(&key_path(dir))?;
+        Ok(Instance { dir: dir.to_owned(), config, key })
+    }
+
+    pub(crate) fn options(&self) -> SinkOptions {
+        SinkOptions {
+            table_prefix: self.config.replica.table_prefix.clone(),
+            skip_tables: self.config.replica.skip_tables.clone(),
+        }
+    }
+
+    /// The instance folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn lock_path(&self) -> PathBuf {
+        self.dir.join("dbmirror.lock")
+    }
+
+    pub(crate) fn open(&self) -> Result<Box<dyn Replica>> {
+        dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
+            format!("opening the replica {}", redact_connection_string(&self.config.replica.connection_string))
+        })
+    }
+
+    /// The stored session, its trust setting and its tokens.
+    pub(crate) fn replication(&self, state: &mut dyn StateStore) -> Result<Replication> {
+        let session = state.read_facts()?;
+        let info = SessionInfo::from_facts(&session)
+            .context("the replica holds no session: run `dbmirror provision` first")?;
+        let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
+        Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?)?)
+    }
+}
+
+/// One `sync` at a time per instance folder: an OS file lock on `dbmirror.lock`, which also
+/// holds the owner's process id for messages. The operating system releases the lock when the
+/// process ends, however it ends, so a crash never leaves a stale lock behind.
+pub struct InstanceLock(#[allow(dead_code)] File);
+
+fn open_lock(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+}
+
+impl InstanceLock {
+    /// The process id of a live holder of the lock, if any.
+    pub fn holder(path: &Path) -> Option<String> {
+        let mut file = open_lock(path).ok()?;
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                None
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Some(if pid.trim().is_empty() { "?".into() } else { pid.trim().to_owned() })
+            }
+            Err(TryLockError::Error(_)) => None,
+        }
+    }
+
+    /// Takes the lock, or says which process holds it.
+    pub fn take(path: &Path) -> Result<Self> {
+        let mut file = open_lock(path).with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let pid = Self::holder(path).unwrap_or_else(|| "?".into());
+                bail!("another dbmirror (process {pid}) is running in {}", path.parent().unwrap_or(path).display());
+            }
+            Err(TryLockError::Error(e)) => return Err(e).context(format!("locking {}", path.display())),
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(InstanceLock(file))
+    }
+}
+
+/// The service name of an instance: `dbmirror-<replication-id>`.
+pub fn service_name(instance: &Instance) -> Result<(String, SessionInfo)> {
+    let mut state = instance.open()?;
+    let info = SessionInfo::from_facts(&state.read_facts()?)
+        .context("the replica holds no session: run `dbmirror provision` first")?;
+    Ok((format!("dbmirror-{}", info.replication_id), info))
+}
+
+/// How the stored session trusts the cloud: a pinned fingerprint or a CA file.
+pub(crate) fn trust_of(session: &dbmirror::state::Session) -> Result<Option<Trust>> {
+    Ok(match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
+        (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+        (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
+        _ => None,
+    })
+}
+
+/// An error and its causes, each once (some errors already include their cause).
+pub(crate) fn describe(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1).map(ToString::to_string) {
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    message
+}
