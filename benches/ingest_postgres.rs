@@ -25,7 +25,7 @@ use dbmirror::canonical::canonical;
 use dbmirror::coalesce::FlushPolicy;
 use dbmirror::row::Cell;
 use dbmirror::schema::{SchemaChangeKind, TableChange, TableSchema};
-use dbmirror::sink::postgres::copy::{self, pg_type};
+use dbmirror::sink::postgres::encode::{self, pg_type};
 use dbmirror::sink::postgres::{PgSink, quote};
 use dbmirror::sink::{Sink, SinkOptions};
 use support::{ingest_common, serde_baseline};
@@ -62,11 +62,11 @@ fn bench_ingest(c: &mut Criterion) {
         let target = format!("crm7.{}", quote(label));
         let types: Vec<_> = schema.columns.iter().map(|c| (c.sql_type, pg_type(c.sql_type).1)).collect();
         let mut rendered = Vec::new();
-        copy::header(&mut rendered);
+        encode::header(&mut rendered);
         for row in &rows {
-            copy::write_row(&mut rendered, row, types.iter()).unwrap();
+            encode::write_row(&mut rendered, row, types.iter()).unwrap();
         }
-        copy::trailer(&mut rendered);
+        encode::trailer(&mut rendered);
         let columns_sql: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
         let casts: Vec<String> = schema
             .columns
@@ -124,7 +124,7 @@ fn bench_ingest(c: &mut Criterion) {
                                 let text = canonical(&Cell::from_value(&f.value).unwrap(), col.sql_type);
                                 // bytea's text input spells hex `\x…`, not `0x…`.
                                 match pg_type(col.sql_type).1 {
-                                    copy::PgKind::Bytea => text.map(|t| format!("\\x{}", &t[2..])),
+                                    encode::PgKind::Bytea => text.map(|t| format!("\\x{}", &t[2..])),
                                     _ => text,
                                 }
                             })

@@ -13,6 +13,7 @@
 //! - [`Sink::apply_schema`] brings one table in line with a schema-history change, in its own
 //!   transaction, before any batch that uses the new schema.
 
+pub mod ddl;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;
@@ -24,7 +25,8 @@ use crate::coalesce::Batch;
 pub use crate::db::{Retry, SinkError};
 use crate::schema::{TableChange, TableId};
 use crate::state::StateStore;
-pub use plan::{SinkOptions, TableRecord};
+pub use crate::state::TableRecord;
+pub use plan::SinkOptions;
 
 /// A row read back from a replica in [`canonical`] text form (`None` is SQL `NULL`).
 pub type CanonicalRow = Vec<Option<String>>;

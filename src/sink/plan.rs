@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{SchemaOutcome, SinkError};
 use crate::schema::{ColumnSchema, SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema, is_blocked};
-use crate::state::TableState;
+use crate::state::{TableRecord, TableState};
 
 /// Choices that shape the replica.
 #[derive(Debug, Clone, Default)]
@@ -34,18 +34,6 @@ impl SinkOptions {
     pub fn target_schema(&self, id: &TableId) -> String {
         self.table_prefix.clone().unwrap_or_else(|| id.schema.clone())
     }
-}
-
-/// A replicated table as `_ReplicationState` records it.
-#[derive(Debug, Clone)]
-pub struct TableRecord {
-    /// The schema (SQL Server, PostgreSQL) or name prefix (SQLite) the table was created
-    /// under; kept, so a later change of `TablePrefix` never orphans a table.
-    pub target_schema: String,
-    /// The schema the replica table was created from.
-    pub schema: Arc<TableSchema>,
-    /// Where it stands.
-    pub state: TableState,
 }
 
 /// What to do for one schema change.
@@ -123,24 +111,6 @@ pub fn result(plan: &SchemaPlan, new: &TableSchema) -> (SchemaOutcome, Option<Ta
             Some(record(&old.target_schema, old.state)),
         ),
     }
-}
-
-/// Reads a table definition stored in `_ReplicationState` (a schema-history record).
-pub fn read_definition(name: &str, definition: &str) -> Result<TableSchema, SinkError> {
-    crate::decode::read_definition(definition).map_err(|e| SinkError::Table {
-        table: TableId::new("", name),
-        reason: format!("unreadable definition in _ReplicationState: {e}"),
-    })
-}
-
-/// Builds a record from a stored `table` row.
-pub fn read_record(name: &str, target_schema: String, definition: &str, state: &str) -> Result<TableRecord, SinkError> {
-    let schema = read_definition(name, definition)?;
-    let state = TableState::parse(state).ok_or_else(|| SinkError::Table {
-        table: schema.id.clone(),
-        reason: format!("unknown table state `{state}` in _ReplicationState"),
-    })?;
-    Ok(TableRecord { target_schema, schema: Arc::new(schema), state })
 }
 
 /// Checks that a batch's rows were decoded with the schema the replica table has.

@@ -10,12 +10,11 @@ use std::fmt;
 
 mod checkpoint;
 mod store;
+pub mod table;
 
 pub use checkpoint::{Checkpoint, offset_name, offset_rows, parse_offset_name};
 pub use store::StateStore;
-
-/// The state table's name in every target.
-pub const STATE_TABLE: &str = "_ReplicationState";
+pub use table::{STATE_TABLE, StateStatements, TableRecord};
 
 /// The last applied offset per (topic, partition); the next fetch starts one later.
 pub use crate::protocol::Offsets;

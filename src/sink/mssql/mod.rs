@@ -22,14 +22,15 @@ use tiberius::{Client, ColumnData, Config, SqlBulkCopyOption, SqlBulkCopyOptions
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::plan::{SchemaPlan, SinkOptions, TableRecord, check_batch_schema, plan, read_record, remember, result};
-use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use super::ddl;
+use super::plan::{SchemaPlan, SinkOptions, check_batch_schema};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError};
 use crate::canonical::canonical;
 use crate::coalesce::{Batch, TableBatch};
 use crate::row::Cell;
-use crate::schema::{SqlType, TableChange, TableId, TableSchema};
-use crate::state::StateStore;
-use crate::state::{Offsets, Session, SessionValue, TableState, offset_rows, parse_offset_name};
+use crate::schema::{SqlType, TableChange, TableId};
+use crate::state::table::{self, Cell as StateCell, Column, Param as StateParam, StateExec};
+use crate::state::{Offsets, Session, SessionValue, StateStatements, StateStore, TableRecord, TableState, offset_rows};
 
 type Conn = Client<Compat<TcpStream>>;
 
@@ -40,6 +41,7 @@ pub struct MssqlSink {
     client: Option<Conn>,
     options: SinkOptions,
     tables: HashMap<TableId, TableRecord>,
+    state: StateStatements,
 }
 
 impl std::fmt::Debug for MssqlSink {
@@ -172,11 +174,12 @@ impl MssqlSink {
             .enable_all()
             .build()
             .map_err(|source| SinkError::Io { context: "starting the SQL Server driver".into(), source })?;
-        let mut sink = Self { runtime, config, client: None, options, tables: HashMap::new() };
-        let (rt, client) = sink.conn()?;
-        let result = rt.block_on(exec(client, &sql::create_state_table(), "creating _ReplicationState"));
-        sink.settle(result)?;
-        sink.load_tables()?;
+        let state = sql::state_statements();
+        let mut sink = Self { runtime, config, client: None, options, tables: HashMap::new(), state };
+        sink.tables = sink.with_exec(|exec, state| {
+            exec.execute_batch(&state.create_table)?;
+            table::read_tables(exec, state)
+        })?;
         Ok(sink)
     }
 
@@ -197,119 +200,48 @@ impl MssqlSink {
         result
     }
 
+    /// Runs `work` on the connection with this target's `_ReplicationState` statements;
+    /// a failure drops the connection (see [`MssqlSink::settle`]).
+    fn with_exec<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn StateExec, &StateStatements) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        if self.client.is_none() {
+            self.client = Some(self.runtime.block_on(connect(&self.config))?);
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let result = work(&mut Exec { runtime: &self.runtime, client }, &self.state);
+        self.settle(result)
+    }
+
     /// Runs a T-SQL batch outside any replication batch (operations and tests).
     pub fn execute_batch(&mut self, statements: &str) -> Result<(), SinkError> {
         let (rt, client) = self.conn()?;
         let result = rt.block_on(exec(client, statements, "running statements"));
         self.settle(result)
     }
-
-    fn load_tables(&mut self) -> Result<(), SinkError> {
-        let (rt, client) = self.conn()?;
-        let result = rt.block_on(async {
-            let statement = format!(
-                "SELECT [name], [text_value], [definition], [state] FROM [dbo].{} WHERE [scope] = N'table'",
-                sql::quote(crate::state::STATE_TABLE)
-            );
-            let rows = client
-                .simple_query(statement)
-                .await
-                .map_err(err("reading table state"))?
-                .into_first_result()
-                .await
-                .map_err(err("reading table state"))?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let text = |i: usize| r.get::<&str, _>(i).unwrap_or_default().to_owned();
-                    (text(0), text(1), text(2), text(3))
-                })
-                .collect::<Vec<_>>())
-        });
-        let rows = self.settle(result)?;
-        for (name, target_schema, definition, state) in rows {
-            let record = read_record(&name, target_schema, &definition, &state)?;
-            self.tables.insert(record.schema.id.clone(), record);
-        }
-        Ok(())
-    }
-}
-
-async fn write_record(client: &mut Conn, record: &TableRecord) -> Result<(), SinkError> {
-    let s = &record.schema;
-    client
-        .execute(
-            sql::upsert_table_record(),
-            &[&s.id.to_string(), &record.target_schema, &s.fingerprint(), &s.to_history_json(), &record.state.as_str()],
-        )
-        .await
-        .map_err(err("recording table state"))?;
-    Ok(())
-}
-
-async fn schema_change(
-    client: &mut Conn,
-    plan: &SchemaPlan,
-    new: &TableSchema,
-    record: Option<&TableRecord>,
-) -> Result<(), SinkError> {
-    client.begin_transaction().await.map_err(err("starting schema transaction"))?;
-    match plan {
-        SchemaPlan::Drop(old) => {
-            exec(client, &sql::drop_table(new, &old.target_schema), "dropping a table").await?;
-            client
-                .execute(sql::delete_table_record(), &[&new.id.to_string()])
-                .await
-                .map_err(err("forgetting table"))?;
-        }
-        SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
-            exec(client, &sql::ensure_schema(target_schema), "creating the schema").await?;
-            let create = sql::create_table(new, target_schema)
-                .map_err(|reason| SinkError::Table { table: new.id.clone(), reason })?;
-            let statement = format!("{}; {create}", sql::drop_table(new, target_schema));
-            exec(client, &statement, "creating a table").await?;
-        }
-        SchemaPlan::AddColumns(old, added) => {
-            for c in added {
-                exec(client, &sql::add_column(new, &old.target_schema, c), "adding a column").await?;
-            }
-        }
-        SchemaPlan::Skip | SchemaPlan::Unchanged => {}
-    }
-    match record {
-        Some(record) => write_record(client, record).await?,
-        None => {
-            client
-                .execute(sql::delete_table_record(), &[&new.id.to_string()])
-                .await
-                .map_err(err("forgetting table"))?;
-        }
-    }
-    client.commit_transaction().await.map_err(err("committing schema change"))
-}
-
-/// The resync swap (see [`shadow`]) in one transaction.
-async fn swap_in(client: &mut Conn, statement: &str, ready: &TableRecord, shadow_name: &str) -> Result<(), SinkError> {
-    client.begin_transaction().await.map_err(err("starting the resync swap"))?;
-    exec(client, statement, "replacing a table from its shadow").await?;
-    write_record(client, ready).await?;
-    client.execute(sql::delete_table_record(), &[&shadow_name]).await.map_err(err("forgetting the shadow"))?;
-    client.commit_transaction().await.map_err(err("committing the resync swap"))
 }
 
 impl Sink for MssqlSink {
     fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
         let new = &change.table;
-        let plan = plan(&self.options, self.tables.get(&new.id), change)?;
-        let (outcome, record) = result(&plan, new);
-        if matches!(plan, SchemaPlan::Skip | SchemaPlan::Unchanged) {
-            return Ok(outcome);
-        }
-        let (rt, client) = self.conn()?;
-        let done = rt.block_on(schema_change(client, &plan, new, record.as_ref()));
-        self.settle(done)?;
-        remember(&mut self.tables, &new.id, record);
-        Ok(outcome)
+        let ddl = |exec: &mut dyn StateExec, plan: &SchemaPlan| match plan {
+            SchemaPlan::Skip | SchemaPlan::Unchanged => Ok(()),
+            SchemaPlan::Drop(old) => exec.execute_batch(&sql::drop_table(new, &old.target_schema)),
+            SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
+                exec.execute_batch(&sql::ensure_schema(target_schema))?;
+                let create = sql::create_table(new, target_schema)
+                    .map_err(|reason| SinkError::Table { table: new.id.clone(), reason })?;
+                exec.execute_batch(&format!("{}; {create}", sql::drop_table(new, target_schema)))
+            }
+            SchemaPlan::AddColumns(old, added) => {
+                added.iter().try_for_each(|c| exec.execute_batch(&sql::add_column(new, &old.target_schema, c)))
+            }
+        };
+        let (options, mut tables) = (self.options.clone(), std::mem::take(&mut self.tables));
+        let outcome = self.with_exec(|exec, state| ddl::apply_schema(exec, state, &options, &mut tables, change, ddl));
+        self.tables = tables;
+        outcome
     }
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
@@ -322,6 +254,7 @@ impl Sink for MssqlSink {
             check_batch_schema(self.tables.get(id), table.schema())?;
             work.push((self.tables[id].target_schema.clone(), table));
         }
+        let upsert_offset = self.state.upsert_offset.clone();
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             client.begin_transaction().await.map_err(err("starting batch transaction"))?;
@@ -330,7 +263,7 @@ impl Sink for MssqlSink {
             }
             for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
                 client
-                    .execute(sql::upsert_offset(), &[&name, &topic, &last])
+                    .execute(upsert_offset.as_str(), &[&name, &topic, &last])
                     .await
                     .map_err(err("recording offsets"))?;
             }
@@ -344,92 +277,87 @@ impl Sink for MssqlSink {
     }
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
-        let swap = shadow::Swap::plan(&self.tables, id, |live, shadow| {
-            sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema)
-        })?;
-        let (rt, client) = self.conn()?;
-        let done = rt.block_on(swap_in(client, &swap.sql, &swap.ready, &swap.shadow_name));
-        self.settle(done)?;
-        swap.done(&mut self.tables);
-        Ok(())
+        let mut tables = std::mem::take(&mut self.tables);
+        let done = self.with_exec(|exec, state| {
+            ddl::swap_in(exec, state, &mut tables, id, |live, shadow| {
+                sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema)
+            })
+        });
+        self.tables = tables;
+        done
     }
 }
 
 impl StateStore for MssqlSink {
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
-        let (rt, client) = self.conn()?;
-        let result = rt.block_on(async {
-            let statement = format!(
-                "SELECT [name], [int_value] FROM [dbo].{} WHERE [scope] = N'offset'",
-                sql::quote(crate::state::STATE_TABLE)
-            );
-            let rows = client
-                .simple_query(statement)
-                .await
-                .map_err(err("reading offsets"))?
-                .into_first_result()
-                .await
-                .map_err(err("reading offsets"))?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| Some((parse_offset_name(r.get::<&str, _>(0)?)?, r.get::<i64, _>(1)?)))
-                .collect())
-        });
-        self.settle(result)
+        self.with_exec(table::read_offsets)
     }
 
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
-        if !self.tables.contains_key(id) {
-            return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
-        }
-        let name = id.to_string();
-        let (rt, client) = self.conn()?;
-        let result = rt.block_on(client.execute(sql::set_table_state(), &[&state.as_str(), &name]));
-        self.settle(result.map_err(err("updating table state")))?;
-        if let Some(record) = self.tables.get_mut(id) {
-            record.state = state;
-        }
-        Ok(())
+        let mut tables = std::mem::take(&mut self.tables);
+        let done = self.with_exec(|exec, sql| table::set_table_state(exec, sql, &mut tables, id, state));
+        self.tables = tables;
+        done
     }
 
     fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
-        let (rt, client) = self.conn()?;
-        let result = rt.block_on(async {
-            client.begin_transaction().await.map_err(err("starting session transaction"))?;
-            for (name, value) in facts {
-                let (text, blob) = value.columns();
-                client.execute(sql::upsert_session(), &[name, &text, &blob]).await.map_err(err("recording session"))?;
-            }
-            client.commit_transaction().await.map_err(err("committing session"))
-        });
-        self.settle(result)
+        self.with_exec(|exec, sql| table::write_facts(exec, sql, facts))
     }
 
     fn read_facts(&mut self) -> Result<Session, SinkError> {
-        let (rt, client) = self.conn()?;
-        let result = rt.block_on(async {
-            let statement = format!(
-                "SELECT [name], [text_value], [blob_value] FROM [dbo].{} WHERE [scope] = N'session'",
-                sql::quote(crate::state::STATE_TABLE)
-            );
-            let rows = client
-                .simple_query(statement)
-                .await
-                .map_err(err("reading session"))?
-                .into_first_result()
-                .await
-                .map_err(err("reading session"))?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let name = r.get::<&str, _>(0).unwrap_or_default().to_owned();
-                    let text = r.get::<&str, _>(1).map(str::to_owned);
-                    let blob = r.get::<&[u8], _>(2).map(<[u8]>::to_vec);
-                    (name, SessionValue::from_columns(text, blob))
-                })
-                .collect())
-        });
-        self.settle(result)
+        self.with_exec(table::read_facts)
+    }
+}
+
+/// `_ReplicationState` statements on the connection, each driven to completion on the
+/// sink's runtime.
+struct Exec<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: &'a mut Conn,
+}
+
+impl StateExec for Exec<'_> {
+    fn execute(&mut self, statement: &str, params: &[StateParam<'_>]) -> Result<(), SinkError> {
+        let bound: Vec<&dyn tiberius::ToSql> = params
+            .iter()
+            .map(|p| match p {
+                StateParam::Text(t) => t as &dyn tiberius::ToSql,
+                StateParam::OptText(t) => t as &dyn tiberius::ToSql,
+                StateParam::Int(v) => v as &dyn tiberius::ToSql,
+                StateParam::OptBlob(b) => b as &dyn tiberius::ToSql,
+            })
+            .collect();
+        self.runtime.block_on(self.client.execute(statement, &bound)).map_err(err("writing _ReplicationState"))?;
+        Ok(())
+    }
+
+    fn execute_batch(&mut self, statements: &str) -> Result<(), SinkError> {
+        self.runtime.block_on(exec(self.client, statements, "running statements"))
+    }
+
+    fn query(&mut self, statement: &str, columns: &[Column]) -> Result<Vec<Vec<StateCell>>, SinkError> {
+        let rows = self.runtime.block_on(async {
+            let stream = self.client.simple_query(statement).await.map_err(err("reading _ReplicationState"))?;
+            stream.into_first_result().await.map_err(err("reading _ReplicationState"))
+        })?;
+        let cell = |row: &tiberius::Row, i: usize, column: &Column| match column {
+            Column::Text => row.get::<&str, _>(i).map_or(StateCell::Null, |t| StateCell::Text(t.to_owned())),
+            Column::Int => row.get::<i64, _>(i).map_or(StateCell::Null, StateCell::Int),
+            Column::Blob => row.get::<&[u8], _>(i).map_or(StateCell::Null, |b| StateCell::Blob(b.to_vec())),
+        };
+        Ok(rows.iter().map(|row| columns.iter().enumerate().map(|(i, c)| cell(row, i, c)).collect()).collect())
+    }
+
+    fn begin(&mut self) -> Result<(), SinkError> {
+        self.runtime.block_on(self.client.begin_transaction()).map_err(err("starting a transaction"))
+    }
+
+    fn commit(&mut self) -> Result<(), SinkError> {
+        self.runtime.block_on(self.client.commit_transaction()).map_err(err("committing"))
+    }
+
+    fn rollback(&mut self) -> Result<(), SinkError> {
+        self.runtime.block_on(self.client.rollback_transaction()).map_err(err("rolling back"))
     }
 }
 

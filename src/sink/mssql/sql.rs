@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::schema::{ColumnSchema, SqlType, TableSchema, column_type_text};
-use crate::state::STATE_TABLE;
+use crate::state::{STATE_TABLE, StateStatements};
 
 /// `[name]`, with `]` doubled: safe for any identifier, including spaces and unicode.
 pub fn quote(ident: &str) -> String {
@@ -240,6 +240,26 @@ pub fn set_table_state() -> String {
         "UPDATE [dbo].{} SET [state] = @P1, [updated_at] = sysutcdatetime() WHERE [scope] = N'table' AND [name] = @P2",
         quote(STATE_TABLE)
     )
+}
+
+/// `_ReplicationState` in SQL Server (in `dbo`): the statements above and the reads.
+pub fn state_statements() -> StateStatements {
+    let state = quote(STATE_TABLE);
+    StateStatements {
+        create_table: create_state_table(),
+        select_offsets: format!("SELECT [name], [int_value] FROM [dbo].{state} WHERE [scope] = N'offset'"),
+        upsert_offset: upsert_offset(),
+        select_facts: format!(
+            "SELECT [name], [text_value], [blob_value] FROM [dbo].{state} WHERE [scope] = N'session'"
+        ),
+        upsert_fact: upsert_session(),
+        select_tables: format!(
+            "SELECT [name], [text_value], [definition], [state] FROM [dbo].{state} WHERE [scope] = N'table'"
+        ),
+        upsert_table: upsert_table_record(),
+        delete_table: delete_table_record(),
+        set_table_state: set_table_state(),
+    }
 }
 
 /// Reads every column of a replica table; `money` as `decimal(19,4)` and `smallmoney` as

@@ -1,0 +1,59 @@
+//! The skeleton of every change to a replica's tables, run once for every target: a schema
+//! change (plan → transaction → the target's DDL → the table's record → commit → the sink's
+//! cache) and a resync's swap (transaction → copy back → records → commit → cache). Targets
+//! supply only their statements.
+
+use std::collections::HashMap;
+
+use super::plan::{SchemaPlan, SinkOptions, plan, remember, result};
+use super::shadow::Swap;
+use super::{SchemaOutcome, SinkError};
+use crate::schema::{TableChange, TableId};
+use crate::state::TableRecord;
+use crate::state::table::{StateExec, StateStatements, forget_table, in_transaction, write_table};
+
+/// Applies one schema change: `ddl` runs the plan's statements inside the transaction that
+/// also records the table, so a crash leaves either both or neither.
+pub fn apply_schema(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    options: &SinkOptions,
+    tables: &mut HashMap<TableId, TableRecord>,
+    change: &TableChange,
+    ddl: impl FnOnce(&mut dyn StateExec, &SchemaPlan) -> Result<(), SinkError>,
+) -> Result<SchemaOutcome, SinkError> {
+    let new = &change.table;
+    let plan = plan(options, tables.get(&new.id), change)?;
+    let (outcome, record) = result(&plan, new);
+    if matches!(plan, SchemaPlan::Skip | SchemaPlan::Unchanged) {
+        return Ok(outcome);
+    }
+    in_transaction(exec, |exec| {
+        ddl(exec, &plan)?;
+        match &record {
+            Some(record) => write_table(exec, sql, record),
+            None => forget_table(exec, sql, &new.id.to_string()),
+        }
+    })?;
+    remember(tables, &new.id, record);
+    Ok(outcome)
+}
+
+/// Ends a resync: `statements(live, shadow)` (the target's copy-back, usually through
+/// [`super::shadow::copy_back_sql`]) runs in one transaction with the records' update.
+pub fn swap_in(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    tables: &mut HashMap<TableId, TableRecord>,
+    id: &TableId,
+    statements: impl FnOnce(&TableRecord, &TableRecord) -> String,
+) -> Result<(), SinkError> {
+    let swap = Swap::plan(tables, id, statements)?;
+    in_transaction(exec, |exec| {
+        exec.execute_batch(&swap.sql)?;
+        write_table(exec, sql, &swap.ready)?;
+        forget_table(exec, sql, &swap.shadow_name)
+    })?;
+    swap.done(tables);
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Every statement the PostgreSQL target runs, as text: `_ReplicationState`, table DDL and the
+//! per-table batch statements (COPY targets, staging, the set-based delete and upsert).
+
+use super::encode::pg_type;
+use crate::schema::{ColumnSchema, TableSchema};
+use crate::state::{STATE_TABLE, StateStatements};
+
+/// `"name"`, with `"` doubled.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote(schema), quote(table))
+}
+
+/// Creates a replica table under `target_schema` (creating the schema, dropping a leftover).
+pub fn create_table(target_schema: &str, table: &TableSchema) -> String {
+    let target = qualified(target_schema, &table.id.table);
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("{} {}{}", quote(&c.name), pg_type(c.sql_type).0, if c.nullable { "" } else { " NOT NULL" }))
+        .collect();
+    let pk: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {target}; CREATE TABLE {target} ({}, PRIMARY KEY ({}))",
+        quote(target_schema),
+        columns.join(", "),
+        pk.join(", ")
+    )
+}
+
+/// Adds a nullable column.
+pub fn add_column(target_schema: &str, table: &str, column: &ColumnSchema) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN {} {}",
+        qualified(target_schema, table),
+        quote(&column.name),
+        pg_type(column.sql_type).0
+    )
+}
+
+/// Drops a replica table if it exists.
+pub fn drop_table(target_schema: &str, table: &str) -> String {
+    format!("DROP TABLE IF EXISTS {}", qualified(target_schema, table))
+}
+
+/// Empties a table (a truncate event, or a table cleared for a snapshot).
+pub fn truncate(target: &str) -> String {
+    format!("TRUNCATE {target}")
+}
+
+fn keys(schema: &TableSchema) -> Vec<String> {
+    schema.primary_key.iter().map(|k| quote(k)).collect()
+}
+
+fn columns(schema: &TableSchema) -> String {
+    schema.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// Where deleted keys are copied to: [`stage_keys`]'s temp table.
+pub const COPY_KEYS: &str = "COPY dbmirror_keys FROM STDIN (FORMAT binary)";
+
+/// A temp table for a batch's deleted keys, dropped at commit.
+pub fn stage_keys(target: &str, schema: &TableSchema) -> String {
+    format!(
+        "CREATE TEMP TABLE dbmirror_keys ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA",
+        keys(schema).join(", ")
+    )
+}
+
+/// Deletes the staged keys' rows in one join.
+pub fn delete_staged_keys(target: &str, schema: &TableSchema) -> String {
+    let join: Vec<String> = keys(schema).iter().map(|k| format!("t.{k} = s.{k}")).collect();
+    format!("DELETE FROM {target} AS t USING dbmirror_keys AS s WHERE {}; DROP TABLE dbmirror_keys", join.join(" AND "))
+}
+
+/// Binary COPY of whole rows into `target` (a replica table or the staging table).
+pub fn copy_into(target: &str, schema: &TableSchema) -> String {
+    format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", columns(schema))
+}
+
+/// A temp table for a batch's upserted rows, dropped at commit.
+pub fn stage_rows(target: &str, schema: &TableSchema) -> String {
+    format!("CREATE TEMP TABLE dbmirror_stage ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA", columns(schema))
+}
+
+/// Moves the staged rows into the table in one `INSERT … ON CONFLICT` (see the module docs of
+/// the target for why not `MERGE`).
+pub fn merge_staged_rows(target: &str, schema: &TableSchema) -> String {
+    let updates: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !schema.primary_key.contains(&c.name))
+        .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
+        .collect();
+    let action =
+        if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+    format!(
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM dbmirror_stage ON CONFLICT ({}) {action}; DROP TABLE dbmirror_stage",
+        keys(schema).join(", "),
+        cols = columns(schema)
+    )
+}
+
+/// `_ReplicationState` in PostgreSQL (in the connection's default schema); the layout is
+/// `docs/replica-schema.md`'s.
+pub fn state_statements() -> StateStatements {
+    let state = quote(STATE_TABLE);
+    StateStatements {
+        create_table: format!(
+            "CREATE TABLE IF NOT EXISTS {state} (
+                scope text NOT NULL CHECK (scope IN ('session', 'offset', 'table')),
+                name text NOT NULL,
+                text_value text,
+                int_value bigint,
+                blob_value bytea,
+                schema_hash text,
+                definition text,
+                state text,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (scope, name))"
+        ),
+        select_offsets: format!("SELECT name, int_value FROM {state} WHERE scope = 'offset'"),
+        upsert_offset: format!(
+            "INSERT INTO {state} (scope, name, text_value, int_value, updated_at) VALUES ('offset', $1, $2, $3, now()) \
+             ON CONFLICT (scope, name) DO UPDATE SET int_value = GREATEST({state}.int_value, excluded.int_value), \
+             updated_at = excluded.updated_at"
+        ),
+        select_facts: format!("SELECT name, text_value, blob_value FROM {state} WHERE scope = 'session'"),
+        upsert_fact: format!(
+            "INSERT INTO {state} (scope, name, text_value, blob_value, updated_at) VALUES ('session', $1, $2, $3, now()) \
+             ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value, \
+             blob_value = excluded.blob_value, updated_at = excluded.updated_at"
+        ),
+        select_tables: format!("SELECT name, text_value, definition, state FROM {state} WHERE scope = 'table'"),
+        upsert_table: format!(
+            "INSERT INTO {state} (scope, name, text_value, schema_hash, definition, state, updated_at) \
+             VALUES ('table', $1, $2, $3, $4, $5, now()) \
+             ON CONFLICT (scope, name) DO UPDATE SET text_value = excluded.text_value, \
+             schema_hash = excluded.schema_hash, definition = excluded.definition, \
+             state = excluded.state, updated_at = excluded.updated_at"
+        ),
+        delete_table: format!("DELETE FROM {state} WHERE scope = 'table' AND name = $1"),
+        set_table_state: format!(
+            "UPDATE {state} SET state = $1, updated_at = now() WHERE scope = 'table' AND name = $2"
+        ),
+    }
+}
