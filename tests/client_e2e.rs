@@ -251,3 +251,37 @@ fn a_caught_up_sync_waits_through_default_long_polls() {
         w.verify(&db, "after idle long-polls");
     }
 }
+
+/// The tenant is suspended while `sync` runs: the client waits it out (honouring the cloud's
+/// `Retry-After`, saying so in the log and in `status`'s last error) instead of exiting, and
+/// after the resume reloads from the fresh snapshot the cloud resets to, by itself.
+#[test]
+fn a_running_sync_waits_out_a_suspension_and_converges_after_the_resume() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "suspended");
+        w.cloud.with(|s| s.suspended_retry_after_s = 1);
+        let options =
+            SyncOptions { commit_interval: Duration::from_millis(200), ..crate::support::world::World::options() };
+        let options = SyncOptions { until_idle: false, ..options };
+        let stop = Arc::new(AtomicBool::new(false));
+        let summary = std::thread::scope(|s| {
+            let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
+            w.changes(100);
+            std::thread::sleep(Duration::from_millis(800));
+            w.cloud.with(|s| s.suspend("e2e1", true, now_ms())).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            let waiting = db.open(SinkOptions::default()).read_facts().unwrap();
+            let last_error = dbmirror::pipeline::facts::last_error(&waiting).map(|(_, m)| m).unwrap_or_default();
+            assert!(last_error.contains("tenant to be resumed"), "{:?}: status shows the wait: {last_error}", db.kind);
+            assert!(!run.is_finished(), "{:?}: a suspension must not stop a running sync", db.kind);
+            w.cloud.with(|s| s.suspend("e2e1", false, now_ms())).unwrap();
+            w.changes(100);
+            std::thread::sleep(Duration::from_secs(4));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            run.join().unwrap()
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after a suspension during sync");
+    }
+}

@@ -21,6 +21,9 @@ mod cloud_roundtrip;
 /// The client pipeline end to end against the in-process cloud, with faults, on every target.
 mod client_e2e;
 
+/// The pipeline against an in-memory replica: lifecycle, faults, retries and resets, fast.
+mod pipeline_memory;
+
 /// `resync-tables`: shadow tables loaded and swapped in while the source changes, on every target.
 mod client_resync;
 
@@ -35,3 +38,6 @@ mod cloud_tenant;
 
 /// SQL Server statements checked offline (golden text, T-SQL parser, key widths, quoting).
 mod mssql_sql;
+
+/// SQLite and PostgreSQL statements checked offline (their dialects' parsers, pinned state layout).
+mod target_sql;

@@ -96,6 +96,8 @@ pub struct State {
     partners: BTreeMap<String, Partner>,
     /// The oldest client version the service accepts.
     pub min_client_version: String,
+    /// The `Retry-After` (seconds) sent while a tenant is suspended (tests shorten it).
+    pub suspended_retry_after_s: u64,
     /// Access-token lifetime.
     pub token_ttl: Duration,
     /// Public base URL (for provisioning links and session URLs).
@@ -132,6 +134,7 @@ impl State {
             devices: BTreeMap::new(),
             partners: BTreeMap::new(),
             min_client_version: "0.1.0".into(),
+            suspended_retry_after_s: 30,
             token_ttl: Duration::from_secs(20 * 60),
             base_url,
             signer: Signer::new("dbmirror-cloud"),
@@ -504,7 +507,8 @@ impl State {
             .with(json!({"minimum_version": self.min_client_version})));
         }
         if self.tenants.get(ctx).is_some_and(|(_, suspended)| *suspended) {
-            return Err(ApiError::new(423, ErrorCode::TenantSuspended, "the tenant is suspended").retry(30));
+            let retry_after = self.suspended_retry_after_s;
+            return Err(ApiError::new(423, ErrorCode::TenantSuspended, "the tenant is suspended").retry(retry_after));
         }
         Ok(claims)
     }

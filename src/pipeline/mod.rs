@@ -338,9 +338,22 @@ impl<'a> Pipeline<'a> {
 
     fn acknowledge_when_due(&mut self) -> Result<(), PipelineError> {
         if self.last_ack.elapsed() >= self.options.commit_interval && self.applier.applied != self.acknowledged {
-            self.acknowledge()?;
+            self.acknowledge_or_wait()?;
         }
         Ok(())
+    }
+
+    /// Acknowledges; a condition that passes (the cloud down, the tenant suspended) is only
+    /// logged: the offsets are safe in the replica, and the next cycle acknowledges them.
+    fn acknowledge_or_wait(&mut self) -> Result<(), PipelineError> {
+        match self.acknowledge() {
+            Err(e) if matches!(e.action(), Action::Retry { .. }) => {
+                tracing::warn!(error = %e, "offsets not acknowledged yet; they are kept in the replica and sent later");
+                facts::record_error(self.state, &format!("acknowledging offsets (retrying): {e}"));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Acknowledges applied offsets to the cloud and writes the commit-cycle log line: rows
@@ -373,7 +386,7 @@ impl<'a> Pipeline<'a> {
         self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)?;
         self.applier.settle(self.state, &self.stop)?;
         if self.applier.applied != self.acknowledged {
-            self.acknowledge()?;
+            self.acknowledge_or_wait()?;
         }
         let mut summary = std::mem::take(&mut self.applier.summary);
         summary.offsets = std::mem::take(&mut self.applier.applied);

@@ -14,6 +14,7 @@
 //!   transaction, before any batch that uses the new schema.
 
 pub mod ddl;
+pub mod memory;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;

@@ -147,10 +147,8 @@ impl Sink for SqliteSink {
             }
             let key_types: Vec<SqlType> =
                 schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();
-            let predicate: Vec<String> =
-                schema.primary_key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
             let mut delete = tx
-                .prepare_cached(&format!("DELETE FROM {target} WHERE {}", predicate.join(" AND ")))
+                .prepare_cached(&sql::delete_row(&target, schema))
                 .map_err(err(format!("preparing delete on {target}")))?;
             // Keys in order: rows reach the B-tree sequentially, not scattered.
             let mut deletes: Vec<_> = table.deletes().collect();
@@ -162,37 +160,14 @@ impl Sink for SqliteSink {
                     .execute(rusqlite::params_from_iter(params(key, &scratch, &spans)))
                     .map_err(err(format!("deleting from {target}")))?;
             }
-            let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
-            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-            let updates: Vec<String> = schema
-                .columns
-                .iter()
-                .filter(|c| !schema.primary_key.contains(&c.name))
-                .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
-                .collect();
-            let pk: Vec<String> = schema.primary_key.iter().map(|k| quote(k)).collect();
-            let on_conflict = if updates.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!("DO UPDATE SET {}", updates.join(", "))
-            };
             let mut upsert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO {target} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
-                    columns.join(", "),
-                    placeholders.join(", "),
-                    pk.join(", ")
-                ))
+                .prepare_cached(&sql::upsert_row(&target, schema))
                 .map_err(err(format!("preparing upsert on {target}")))?;
             // While a snapshot loads, rows are almost always new: a plain insert is cheaper
             // than an upsert, and a row whose key exists falls back to the upsert.
             let snapshotting = matches!(self.tables[id].state, TableState::Snapshotting | TableState::ResyncPending);
             let mut insert = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO {target} ({}) VALUES ({})",
-                    columns.join(", "),
-                    placeholders.join(", ")
-                ))
+                .prepare_cached(&sql::insert_row(&target, schema))
                 .map_err(err(format!("preparing insert on {target}")))?;
             let mut upserts: Vec<_> = table.upserts().collect();
             upserts.sort_unstable_by(|a, b| a.0.cmp(b.0));

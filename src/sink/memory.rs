@@ -1,0 +1,177 @@
+//! A replica kept in memory: the data path, `_ReplicationState` and the read-back of a real
+//! target with none of its I/O, for fast pipeline tests (every lifecycle scenario in
+//! milliseconds) and for checking the sink contract's model. Clones share one database, as
+//! two connections to one replica do (the pipeline's data and state connections).
+//!
+//! Failures can be injected: [`MemoryReplica::fail_next_applies`] makes the next batches fail
+//! with a transient error and commit nothing, as a lost connection would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::plan::{SchemaPlan, SinkOptions, check_batch_schema, plan, remember, result};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use crate::canonical::canonical;
+use crate::coalesce::Batch;
+use crate::row::Cell;
+use crate::schema::{SqlType, TableChange, TableId};
+use crate::state::{
+    Offsets, Session, SessionValue, StateStore, TableRecord, TableState, offset_rows, parse_offset_name,
+};
+
+/// Rows by primary key, in canonical text form.
+type Rows = BTreeMap<Vec<Option<String>>, CanonicalRow>;
+
+#[derive(Debug, Default)]
+struct Database {
+    tables: HashMap<TableId, TableRecord>,
+    rows: HashMap<TableId, Rows>,
+    offset_rows: Offsets,
+    facts: Session,
+    failing_applies: u32,
+}
+
+/// The in-memory replica (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryReplica {
+    db: Arc<Mutex<Database>>,
+    options: SinkOptions,
+}
+
+fn canonical_cells(cells: &[Cell], types: impl Iterator<Item = SqlType>) -> CanonicalRow {
+    cells.iter().zip(types).map(|(cell, sql)| canonical(cell, sql)).collect()
+}
+
+impl MemoryReplica {
+    /// An empty replica shaped by `options` (skip list, prefix).
+    pub fn new(options: SinkOptions) -> Self {
+        MemoryReplica { db: Arc::default(), options }
+    }
+
+    /// Makes the next `count` batches fail (transiently) and commit nothing.
+    pub fn fail_next_applies(&self, count: u32) {
+        self.lock().failing_applies = count;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Database> {
+        self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Sink for MemoryReplica {
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+        let mut db = self.lock();
+        let new = &change.table;
+        let plan = plan(&self.options, db.tables.get(&new.id), change)?;
+        let (outcome, record) = result(&plan, new);
+        match &plan {
+            SchemaPlan::Skip | SchemaPlan::Unchanged => return Ok(outcome),
+            SchemaPlan::Drop(_) => {
+                db.rows.remove(&new.id);
+            }
+            SchemaPlan::Create(_) | SchemaPlan::Recreate(_) => {
+                db.rows.insert(new.id.clone(), Rows::new());
+            }
+            SchemaPlan::AddColumns(_, added) => {
+                for row in db.rows.entry(new.id.clone()).or_default().values_mut() {
+                    row.extend(added.iter().map(|_| None));
+                }
+            }
+        }
+        remember(&mut db.tables, &new.id, record);
+        Ok(outcome)
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let mut db = self.lock();
+        if db.failing_applies > 0 {
+            db.failing_applies -= 1;
+            return Err(SinkError::Io {
+                context: "writing a batch (injected)".into(),
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection lost"),
+            });
+        }
+        // Checked first, so a refused batch changes nothing.
+        for table in batch.tables().filter(|t| !self.options.skips(&t.schema().id)) {
+            check_batch_schema(db.tables.get(&table.schema().id), table.schema())?;
+        }
+        for table in batch.tables().filter(|t| !self.options.skips(&t.schema().id)) {
+            let schema = table.schema();
+            let key_types: Vec<SqlType> =
+                schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();
+            let rows = db.rows.entry(schema.id.clone()).or_default();
+            if table.truncate_first() {
+                rows.clear();
+            }
+            for key in table.deletes() {
+                rows.remove(&canonical_cells(key, key_types.iter().copied()));
+            }
+            for (key, row) in table.upserts() {
+                let row = canonical_cells(row, schema.columns.iter().map(|c| c.sql_type));
+                rows.insert(canonical_cells(key, key_types.iter().copied()), row);
+            }
+        }
+        for (name, _, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
+            if let Some(key) = parse_offset_name(&name) {
+                let slot = db.offset_rows.entry(key).or_insert(last);
+                *slot = (*slot).max(last);
+            }
+        }
+        Ok(())
+    }
+
+    fn tables(&self) -> Vec<TableRecord> {
+        self.lock().tables.values().cloned().collect()
+    }
+
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        let mut db = self.lock();
+        let swap = shadow::Swap::plan(&db.tables, id, |_, _| String::new())?;
+        let rows = db.rows.remove(&shadow::shadow_id(id)).unwrap_or_default();
+        db.rows.insert(id.clone(), rows);
+        swap.done(&mut db.tables);
+        Ok(())
+    }
+}
+
+impl StateStore for MemoryReplica {
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
+        Ok(self.lock().offset_rows.clone())
+    }
+
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        let mut db = self.lock();
+        let record = db
+            .tables
+            .get_mut(id)
+            .ok_or_else(|| SinkError::Table { table: id.clone(), reason: "not in the replica".into() })?;
+        record.state = state;
+        Ok(())
+    }
+
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        let mut db = self.lock();
+        for (name, value) in facts {
+            db.facts.insert((*name).to_owned(), value.clone());
+        }
+        Ok(())
+    }
+
+    fn read_facts(&mut self) -> Result<Session, SinkError> {
+        Ok(self.lock().facts.clone())
+    }
+}
+
+impl ReplicaRead for MemoryReplica {
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
+        let db = self.lock();
+        if !db.tables.contains_key(id) {
+            return Err(super::missing(id));
+        }
+        Ok(db.rows.get(id).map(|rows| rows.values().cloned().collect()).unwrap_or_default())
+    }
+
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

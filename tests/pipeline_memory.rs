@@ -1,0 +1,127 @@
+//! The pipeline against the in-process cloud and an in-memory replica: every lifecycle the
+//! database tests cover, without a database, so the pipeline's own logic (cursor, resets,
+//! retries, resyncs) is checked in milliseconds and the replica's state is read directly.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use dbmirror::clock::now_ms;
+use dbmirror::cloud::journal::TenantOp;
+use dbmirror::cloud::service::Faults;
+use dbmirror::pipeline::{SyncOptions, SyncSummary, store_tokens, stored_tokens, sync};
+use dbmirror::protocol::Grant;
+use dbmirror::secrets::SecretKey;
+use dbmirror::sink::memory::MemoryReplica;
+use dbmirror::sink::{Sink, SinkOptions};
+use dbmirror::source::client::HttpClient;
+use dbmirror::source::dispatcher::{Dispatcher, GrantState};
+use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
+use dbmirror::state::StateStore;
+
+use crate::support::world::{World, world};
+
+fn key() -> SecretKey {
+    let path = std::env::temp_dir().join(format!("dbmirror-memory-{}-{}.key", std::process::id(), now_ms()));
+    let _ = std::fs::remove_file(&path);
+    SecretKey::load_or_create(&path).unwrap()
+}
+
+/// Provisions a session into `replica` through the Dispatcher, as `provision` does.
+fn provision(w: &World, replica: &mut MemoryReplica, key: &SecretKey) -> String {
+    let dispatcher = Dispatcher::new(HttpClient::new(&w.url, None).unwrap()).unwrap();
+    let request = dispatcher.start(None).unwrap();
+    w.cloud.with(|s| s.decide_provisioning(&request.user_code, "e2e1", "memory", true, now_ms())).unwrap();
+    let GrantState::Granted(grant) = dispatcher.poll(&request.device_code).unwrap() else { panic!("pending") };
+    let Grant { session, tokens } = *grant;
+    let info = SessionInfo::from_reply(session.as_ref().unwrap(), &w.url);
+    replica.write_facts(&info.to_facts()).unwrap();
+    store_tokens(replica, key, &TokenPair::issued(tokens, now_ms())).unwrap();
+    info.session_id
+}
+
+fn run(w: &World, replica: &MemoryReplica, key: &SecretKey, options: &SyncOptions) -> SyncSummary {
+    let mut state = replica.clone();
+    let facts = state.read_facts().unwrap();
+    let info = SessionInfo::from_facts(&facts).unwrap();
+    let replication =
+        Replication::new(HttpClient::new(&w.url, None).unwrap(), info, stored_tokens(&facts, key).unwrap()).unwrap();
+    sync(replication, Box::new(replica.clone()), &mut state, key, options, Arc::new(AtomicBool::new(false))).unwrap()
+}
+
+fn until_idle(w: &World, replica: &MemoryReplica, key: &SecretKey) -> SyncSummary {
+    run(w, replica, key, &World::options())
+}
+
+fn verify(w: &World, replica: &MemoryReplica, phase: &str) {
+    verify_tables(w, replica, 20, phase);
+}
+
+#[test]
+fn snapshot_streaming_faults_and_resets_converge_in_memory() {
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    let session = provision(&w, &mut replica, &key);
+    let first = until_idle(&w, &replica, &key);
+    assert_eq!(first.schema_changes, 20);
+    verify(&w, &replica, "snapshot");
+    for faults in [
+        Faults { drop_mid_body_next: 2, ..Faults::default() },
+        Faults { truncate_next: 2, redeliver: 30, ..Faults::default() },
+        Faults { fail_next: 1, rate_limit_next: 1, ..Faults::default() },
+    ] {
+        w.cloud.with(|s| s.set_faults(&session, faults.clone())).unwrap();
+        w.changes(150);
+        until_idle(&w, &replica, &key);
+        verify(&w, &replica, &format!("{faults:?}"));
+    }
+    // A source restore resets the offsets: every table reloads through its shadow.
+    w.cloud.with(|s| s.reset_offsets("e2e1", now_ms(), true)).unwrap();
+    w.changes(50);
+    until_idle(&w, &replica, &key);
+    verify(&w, &replica, "after a restore");
+    let epoch = replica.clone().checkpoint().unwrap().reset_epoch;
+    assert_eq!(epoch, 1, "the handled reset is stored with the data");
+    assert_eq!(until_idle(&w, &replica, &key).records, 0, "a restart repeats nothing");
+    assert!(replica.tables().iter().all(|t| dbmirror::sink::shadow::live_id(&t.schema.id).is_none()));
+}
+
+#[test]
+fn transient_replica_failures_are_retried_in_place_without_losing_a_batch() {
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    let before = replica.clone().offsets().unwrap();
+    replica.fail_next_applies(3);
+    w.changes(200);
+    let summary = until_idle(&w, &replica, &key);
+    assert!(summary.records > 0);
+    assert!(replica.clone().offsets().unwrap() != before);
+    verify(&w, &replica, "after three failed writes");
+}
+
+/// A replica provisioned after a table was dropped reads that table's old records from the
+/// start of the log and skips them; with small fetches, some fetches hold nothing else. Those
+/// are progress, not an idle stream: `sync --until-idle` must not stop there.
+#[test]
+fn a_fetch_of_only_skipped_records_is_progress_not_idle() {
+    let w = world(false);
+    let key = key();
+    w.changes(200);
+    w.cloud.with(|s| s.run("e2e1", &TenantOp::DropTable { table: "crm7.address".into() }, now_ms())).unwrap();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    let options = SyncOptions { max_batch_size: 3, ..World::options() };
+    run(&w, &replica, &key, &options);
+    verify_tables(&w, &replica, 19, "one run until idle, after a drop");
+}
+
+fn verify_tables(w: &World, replica: &MemoryReplica, tables: usize, phase: &str) {
+    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+    let checks = dbmirror::verify::verify(&mut replica.clone(), &truth).unwrap();
+    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
+    assert!(bad.is_empty(), "{phase}: {bad:?}");
+    assert_eq!(checks.len(), tables, "{phase}");
+}
