@@ -7,23 +7,26 @@
 //! offsets in one replica transaction, so a crash never loses or repeats a change.
 //!
 //! # Layout, in flow order
-//! - [`source`]: outbound HTTPS to the cloud (certificate pinning, JSON requests, typed errors).
-//! - [`protocol`]: the record line and wire types shared with the reference cloud.
+//! - [`source`]: outbound HTTPS to the cloud: the Dispatcher's device grant and a session's
+//!   typed Replication Service calls (the streamed long-poll fetch, commits, status, resyncs).
+//! - [`protocol`]: the wire types both sides share (record lines and positions, requests and
+//!   replies with their single defaults, error codes).
 //! - [`decode`]: zero-copy Debezium decoding (simd-json tape, values borrow the record).
 //! - [`schema`]: table schemas from schema history, with exact SQL Server types.
 //! - [`coalesce`]: per-table folding of changes by primary key into batches of owned [`row`]s.
-//! - [`sink`]: the replica targets (SQLite, PostgreSQL, SQL Server) and their
-//!   one-transaction-per-batch contract.
-//! - [`state`]: `_ReplicationState`: offsets and table states stored with the data.
-//! - [`inspect`]: canonical JSON rendering of decoded records (`dbmirror inspect`).
-//! - [`cloud`]: the reference cloud (`dbmirror-cloud`): simulated tenants, the event log,
-//!   tokens, the Dispatcher and Replication Service over HTTP.
-//! - [`config`]: `appsettings.json` with the original client's keys; secrets redacted.
-//! - [`error`]: the top-level error and its retry classification.
-//! - [`telemetry`]: logging setup for the binaries.
+//! - [`sink`]: the replica targets' write path (SQLite, PostgreSQL, SQL Server, in-memory):
+//!   one transaction per batch, schema changes, resync swaps; [`sink::ReplicaRead`] reads back.
+//! - [`state`]: `_ReplicationState` beside the data: the checkpoint (offsets and reset
+//!   epoch), table records and session facts, written once for every target.
+//! - [`pipeline`]: joins the stages (fetch → decode → coalesce → apply → acknowledge).
+//! - [`policy`]: the one place that decides what an error means (wait, refresh, reload, stop).
 //!
-//! The streamed fetch loop and the pipeline that joins the stages arrive with the client
-//! issue (see the README's status section).
+//! Beside the flow: [`value`] and [`canonical`] (value types and the one text form "equal" is
+//! judged in), [`db`] (the replica error and its retry class), [`clock`], [`secrets`] (the
+//! sealing key), [`retry`] (backoff), [`config`] (`appsettings.json`), [`verify`], [`inspect`]
+//! and [`telemetry`]. [`cloud`] is the reference cloud (`dbmirror-cloud`, `demo`), behind the
+//! default-on `refserver` feature; nothing else in the library imports it.
+//! `docs/architecture.md` draws the dependencies.
 
 pub mod canonical;
 pub mod clock;

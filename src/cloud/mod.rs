@@ -1,13 +1,13 @@
-//! The reference cloud's simulated CRM tenant (the source of truth).
+//! The reference cloud (`dbmirror-cloud`, and in-process for `demo` and the tests): simulated
+//! CRM tenants ([`crm`], [`generate`], [`tenant`]) whose changes the Debezium encoder
+//! ([`encode`]) appends to a durable event log ([`log`], [`journal`], [`persist`]), and the
+//! Dispatcher and Replication Service over HTTP ([`http`] onto [`service`]), with tokens
+//! ([`auth`]) and errors ([`error`]).
 //!
-//! So far: the `crm7` schema ([`crm`]), a deterministic data generator that keeps the ground
-//! truth ([`generate`]) and the Debezium encoder that turns rows into exactly what the SQL
-//! Server connector emits ([`encode`]). The HTTP services (Dispatcher, Replication Service)
-//! and the `dbmirror-cloud` binary build on these in the reference-cloud issue.
-//!
-//! Boundary: this module never uses the client's decoder or sinks, only shared domain types
-//! (schemas, rows, temporal and decimal values), so a round-trip test checks one side
-//! against the other.
+//! Boundary: it speaks to the client only through [`crate::protocol`] and imports nothing of
+//! the client's pipeline, decoder or sinks, only shared value and schema types, so a
+//! round-trip test checks one side against the other. It is compiled only with the
+//! `refserver` feature (on by default).
 
 pub mod auth;
 pub mod crm;
