@@ -305,10 +305,19 @@ impl Config {
     }
 }
 
+/// Keys whose values are secrets, in every connection-string form.
+const SECRET_KEYS: &[&str] = &["password", "pwd", "accesstoken", "access token", "token", "secret", "key"];
+
 /// A connection string safe to log: passwords and other secrets replaced by `***`, for ADO
-/// style (`Password=…;`) and URL style (`postgres://user:secret@host/db`) strings.
+/// style (`Password=…;`), URL style (`postgres://user:secret@host/db`) and libpq keyword
+/// style (`host=… password=secret dbname=…`, values possibly quoted) strings.
 pub fn redact_connection_string(conn: &str) -> String {
-    const SECRET_KEYS: &[&str] = &["password", "pwd", "accesstoken", "access token", "token", "secret", "key"];
+    if !conn.contains("://")
+        && !conn.contains(';')
+        && let Some(redacted) = redact_keyword_form(conn)
+    {
+        return redacted;
+    }
     if let Some((scheme, rest)) = conn.split_once("://") {
         let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
         let authority = match authority.rsplit_once('@') {
@@ -343,6 +352,42 @@ pub fn redact_connection_string(conn: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(";")
+}
+
+/// The libpq keyword form (`key=value` pairs separated by spaces; a value may be single-quoted
+/// with `\'` and `\\` escapes) with secret values replaced; `None` if `conn` is not in that form.
+fn redact_keyword_form(conn: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = conn.trim_start();
+    while !rest.is_empty() {
+        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace())?;
+        let key = &rest[..key_end];
+        let after_key = rest[key_end..].trim_start();
+        let value_text = after_key.strip_prefix('=')?.trim_start();
+        let value_len = if let Some(quoted) = value_text.strip_prefix('\'') {
+            let mut escaped = false;
+            let close = quoted.char_indices().find(|&(_, c)| {
+                let end = !escaped && c == '\'';
+                escaped = !escaped && c == '\\';
+                end
+            })?;
+            close.0 + 2
+        } else {
+            value_text.find(char::is_whitespace).unwrap_or(value_text.len())
+        };
+        if key.is_empty() {
+            return None;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let secret = SECRET_KEYS.iter().any(|s| key.eq_ignore_ascii_case(s));
+        out.push_str(key);
+        out.push('=');
+        out.push_str(if secret { "***" } else { &value_text[..value_len] });
+        rest = value_text[value_len..].trim_start();
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -448,6 +493,15 @@ mod tests {
             "postgres://127.0.0.1/crm?password=***"
         );
         assert_eq!(redact_connection_string("Data Source=replica.db"), "Data Source=replica.db");
+        assert_eq!(
+            redact_connection_string("host=127.0.0.1 port=5432 user=mirror password=S3cret dbname=x"),
+            "host=127.0.0.1 port=5432 user=mirror password=*** dbname=x"
+        );
+        assert_eq!(
+            redact_connection_string("host=db password = 'it\\'s a S3cret' dbname=x"),
+            "host=db password=*** dbname=x"
+        );
+        assert_eq!(redact_connection_string("Password=S3cret"), "Password=***");
         assert_eq!(redact_connection_string("sqlite://replica.db"), "sqlite://replica.db");
     }
 }

@@ -156,8 +156,20 @@ fn named_instance_folder(dir: &Path, name: &str, settings: serde_json::Value) ->
 /// Runs a `dbmirror` command that waits for a browser approval (`provision`, `reconnect`),
 /// approves it through the page as an administrator would, and returns the rest of its output.
 async fn with_browser_approval(server: &Server, args: &[&str], instance: &Path, session_name: &str) -> Vec<String> {
+    with_browser_approval_env(server, args, instance, session_name, &[]).await
+}
+
+/// [`with_browser_approval`] with extra environment variables for the client.
+async fn with_browser_approval_env(
+    server: &Server,
+    args: &[&str],
+    instance: &Path,
+    session_name: &str,
+    env: &[(&str, &Path)],
+) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
         .args(args)
+        .envs(env.iter().copied())
         .arg("--instance")
         .arg(instance)
         .stdout(Stdio::piped())
@@ -462,4 +474,41 @@ async fn two_instances_run_side_by_side() {
     assert_ne!(std::fs::read(prod.join("dbmirror.key")).unwrap(), std::fs::read(test.join("dbmirror.key")).unwrap());
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An https cloud is trusted like a browser trusts a site: against the operating system's
+/// roots, with no fingerprint or CA file given. The system's roots here are the cloud's own
+/// certificate (`SSL_CERT_FILE`, which the platform's trust store honours), so the check is
+/// real: the same command without it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_cloud_is_verified_against_the_system_roots_by_default() {
+    use base64::Engine as _;
+    let dir = std::env::temp_dir().join(format!("dbmirror-roots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("cloud")).unwrap();
+    let server = start(&dir.join("cloud"));
+    let der = std::fs::read(dir.join("cloud").join("cloud-cert.der")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"));
+    let roots = dir.join("roots.pem");
+    std::fs::write(&roots, pem).unwrap();
+
+    let refused = instance_folder_named(&dir, "refused");
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+        .args(["provision", "--cloud", server.url.as_str(), "--instance"])
+        .arg(&refused)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a self-signed certificate is not among the system's roots: refused");
+
+    let instance = instance_folder_named(&dir, "trusted");
+    let provision = ["provision", "--cloud", server.url.as_str()];
+    let rest = with_browser_approval_env(&server, &provision, &instance, "roots", &[("SSL_CERT_FILE", &roots)]).await;
+    assert!(rest.iter().any(|l| l == "Provisioning completed successfully!"), "{rest:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn instance_folder_named(dir: &Path, name: &str) -> std::path::PathBuf {
+    named_instance_folder(dir, name, serde_json::json!({}))
 }

@@ -36,6 +36,9 @@ mod cloud_http;
 /// The simulated tenant's whole lifecycle, through the event log, into a replica.
 mod cloud_tenant;
 
+/// A password planted in every connection-string form never shows in output or logs.
+mod secrets_binary;
+
 /// SQL Server statements checked offline (golden text, T-SQL parser, key widths, quoting).
 mod mssql_sql;
 

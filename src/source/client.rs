@@ -103,7 +103,8 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    /// A client for `base` (`https://…` needs `trust`; `http://…` is for tests and demos).
+    /// A client for `base`; `https://…` is verified by `trust`, or by the operating system's
+    /// roots when `trust` is `None` (`http://…` is for tests and demos).
     pub fn new(base: &str, trust: Option<&Trust>) -> Result<Self, SourceError> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -112,7 +113,8 @@ impl HttpClient {
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let connector = match trust {
             Some(trust) => builder.with_tls_config(client_config(trust)?),
-            // Without a trust setting only plain HTTP works: every https:// handshake fails.
+            None if base.starts_with("https://") => builder.with_tls_config(client_config(&Trust::SystemRoots)?),
+            // Plain HTTP: TLS is never used, so no roots are loaded.
             None => builder.with_tls_config(client_config(&Trust::Fingerprint([0; 32]))?),
         }
         .https_or_http()

@@ -1,8 +1,9 @@
-//! Which servers the client trusts: the public web PKI is not an option for a self-signed
-//! reference cloud, and shipping certificates is what the product avoids. So trust is either
-//! a pinned SHA-256 fingerprint of the server certificate (what `dbmirror-cloud` prints) or a
-//! CA file (PEM). A pinned certificate is compared byte for byte; the handshake signature is
-//! still verified, so a stolen fingerprint without the key is useless.
+//! Which servers the client trusts. By default, like a browser: the operating system's trusted
+//! roots (a real cloud has a public certificate, so there is nothing to install or renew).
+//! For a self-signed reference cloud or a private CA, trust can instead be a pinned SHA-256
+//! fingerprint of the server certificate (what `dbmirror-cloud` prints) or a CA file (PEM). A
+//! pinned certificate is compared byte for byte; the handshake signature is still verified,
+//! so a stolen fingerprint without the key is useless.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, Error as TlsErro
 /// How the client decides to trust the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
+    /// The operating system's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` override them).
+    SystemRoots,
     /// The server certificate's SHA-256, as 32 bytes.
     Fingerprint([u8; 32]),
     /// Certificates (PEM) of the authorities to trust.
@@ -37,6 +40,9 @@ pub enum TrustError {
         /// Why.
         reason: String,
     },
+    /// The operating system has no trusted roots to verify against.
+    #[error("the system has no trusted root certificates: pass --ca-file or --fingerprint")]
+    NoSystemRoots,
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Tls(#[from] TlsError),
@@ -106,6 +112,17 @@ pub fn client_config(trust: &Trust) -> Result<ClientConfig, TrustError> {
     let provider: Arc<CryptoProvider> = Arc::new(ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let config = match trust {
+        Trust::SystemRoots => {
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A root the platform lists but rustls cannot parse is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TrustError::NoSystemRoots);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
         Trust::Fingerprint(fingerprint) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {

@@ -52,10 +52,12 @@ enum Command {
         /// The cloud's base URL.
         #[arg(long)]
         cloud: String,
-        /// SHA-256 fingerprint of the cloud's certificate.
+        /// Pin the cloud's certificate by its SHA-256 fingerprint (a self-signed cloud, such as
+        /// `dbmirror-cloud`). Without this or --ca-file, an https cloud is verified against
+        /// the operating system's trusted roots, as a browser does.
         #[arg(long)]
         fingerprint: Option<String>,
-        /// A CA file (PEM) to trust instead.
+        /// Trust the authorities in this CA file (PEM) instead of the system's roots.
         #[arg(long)]
         ca_file: Option<PathBuf>,
         /// The instance folder (appsettings.json, dbmirror.key).

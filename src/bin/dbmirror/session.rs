@@ -21,7 +21,6 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
     let trust = match (fingerprint, ca_file) {
         (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
         (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
-        (None, None) if cloud.starts_with("https://") => bail!("an https cloud needs --fingerprint or --ca-file"),
         (None, None) => None,
     };
     let http = HttpClient::new(cloud, trust.as_ref())?;
@@ -46,7 +45,8 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
             facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())))
         }
         Some(Trust::CaFile(ca)) => facts.push(("trust_ca_file", SessionValue::Text(ca.display().to_string()))),
-        None => {}
+        // The system's roots are the default: nothing to store.
+        Some(Trust::SystemRoots) | None => {}
     }
     state.write_facts(&facts)?;
     store_tokens(state.as_mut(), &instance.key, &tokens)?;

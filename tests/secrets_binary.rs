@@ -1,0 +1,52 @@
+//! Secrets never appear in what the binary prints or logs: a password planted in every
+//! connection-string form (ADO for SQL Server, libpq keywords and URL for PostgreSQL) is
+//! searched for in the stdout, stderr and log files of the commands that name the replica.
+
+use std::path::Path;
+use std::process::Command;
+
+const PLANTED: &str = "Pl4ntedS3cret";
+
+fn run(instance: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+        .args(args)
+        .arg("--instance")
+        .arg(instance)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn logs(instance: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(instance.join("logs")) else { return String::new() };
+    entries.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()
+}
+
+#[test]
+fn a_planted_password_never_appears_in_output_or_logs() {
+    // Nothing listens on port 1: every command fails to reach the replica and says so.
+    let forms = [
+        format!("host=127.0.0.1 port=1 user=mirror password={PLANTED} dbname=x connect_timeout=2"),
+        format!("host=127.0.0.1 port=1 user=mirror password='{PLANTED} with spaces' dbname=x"),
+        format!("postgres://mirror:{PLANTED}@127.0.0.1:1/x?connect_timeout=2"),
+        format!("Server=tcp:127.0.0.1,1;Database=x;User Id=sa;Password={PLANTED};Encrypt=false"),
+    ];
+    let dir = std::env::temp_dir().join(format!("dbmirror-secrets-{}", std::process::id()));
+    for (i, connection_string) in forms.iter().enumerate() {
+        let instance = dir.join(i.to_string());
+        std::fs::create_dir_all(&instance).unwrap();
+        let config = serde_json::json!({"ReplicaDatabase": {"ConnectionString": connection_string}});
+        std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+        let mut printed = String::new();
+        for args in [&["validate"][..], &["status"], &["info"], &["verify"], &["sync", "--until-idle"]] {
+            let out = run(&instance, args);
+            assert!(!out.contains(PLANTED), "`{}` printed the password for {connection_string}:\n{out}", args[0]);
+            printed.push_str(&out);
+        }
+        assert!(printed.contains("***") || printed.contains("replica"), "the commands name the replica: {printed}");
+        let logged = logs(&instance);
+        assert!(!logged.contains(PLANTED), "the log holds the password for {connection_string}:\n{logged}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
