@@ -11,7 +11,7 @@ use std::time::Duration;
 use dbmirror::clock::now_ms;
 use dbmirror::cloud::service::Faults;
 use dbmirror::pipeline::{SyncOptions, stored_tokens, sync};
-use dbmirror::sink::SinkOptions;
+use dbmirror::sink::{ReplicaRead, SinkOptions};
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::SessionValue;
@@ -99,9 +99,10 @@ fn schema_changes_in_the_stream_converge() {
     }
 }
 
-/// The replica refuses writes (a broken table): the client stops with the database's error,
-/// commits no progress past the failed batch, and converges once the replica is fixed.
-/// (Transient errors — locks, lost connections — are retried in place: `pipeline::retry`.)
+/// The replica refuses writes (a broken table) during a one-shot run (`--until-idle`): the run
+/// stops with the database's error, commits no progress past the failed batch, and converges
+/// once the replica is fixed. (A service waits instead: see the next test. Transient errors —
+/// locks, lost connections — are retried in place either way.)
 #[test]
 fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix() {
     for db in fresh_databases() {
@@ -266,6 +267,7 @@ fn a_running_sync_waits_out_a_suspension_and_converges_after_the_resume() {
         let stop = Arc::new(AtomicBool::new(false));
         let summary = std::thread::scope(|s| {
             let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
+            let _stop_on_exit = StopOnDrop(&stop);
             w.changes(100);
             std::thread::sleep(Duration::from_millis(800));
             w.cloud.with(|s| s.suspend("e2e1", true, now_ms())).unwrap();
@@ -283,5 +285,108 @@ fn a_running_sync_waits_out_a_suspension_and_converges_after_the_resume() {
         summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         w.sync_until_idle(&db, &key);
         w.verify(&db, "after a suspension during sync");
+    }
+}
+
+/// The replica refuses writes while `sync` runs as a service (a trigger the owner added): the
+/// client keeps the refused batch, applies and acknowledges nothing after it, says why in the
+/// log and in `status`'s last error, and resumes by itself once the owner fixes the table.
+#[test]
+fn a_running_sync_waits_for_the_owner_to_fix_a_refusing_table() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "refused");
+        db.exec_per_target(
+            "CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;",
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'replica refuses'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON crm7.person FOR EACH ROW EXECUTE FUNCTION refuse();",
+            "CREATE TRIGGER refuse ON [crm7].[person] AFTER INSERT, UPDATE AS THROW 50000, 'replica refuses', 1;",
+        );
+        let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let summary = std::thread::scope(|s| {
+            let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
+            // A failed assertion below must still end the run, or the scope would wait forever.
+            let _stop_on_exit = StopOnDrop(&stop);
+            w.changes(300);
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(!run.is_finished(), "{:?}: a refused write must not stop the service", db.kind);
+            let facts = db.open(SinkOptions::default()).read_facts().unwrap();
+            let last_error = dbmirror::pipeline::facts::last_error(&facts).map(|(_, m)| m).unwrap_or_default();
+            assert!(last_error.contains("replica refuses"), "{:?}: status shows why: {last_error} {facts:?}", db.kind);
+            let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+            let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
+            assert!(checks.iter().any(|c| c.table == "crm7.person" && !c.equal), "the refused rows are not there yet");
+            db.exec_per_target(
+                "DROP TRIGGER refuse;",
+                "DROP TRIGGER refuse ON crm7.person;",
+                "DROP TRIGGER [crm7].[refuse];",
+            );
+            std::thread::sleep(Duration::from_secs(6));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            run.join().unwrap()
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        w.verify(&db, "after the owner fixed the table");
+    }
+}
+
+/// Equality with the source, whatever the number of tables.
+fn verify_all(w: &crate::support::world::World, db: &crate::support::targets::TestDb, phase: &str) -> usize {
+    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+    let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
+    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
+    assert!(bad.is_empty(), "{:?} {phase}: {bad:?}", db.kind);
+    checks.len()
+}
+
+/// A replica provisioned after the tenant's initial snapshot aged out of the retention gets
+/// `410 offset_purged` on its very first fetch. It has nothing to lose, so it obtains a fresh
+/// snapshot by itself (no flag, no human step) and ends equal to the source.
+#[test]
+fn a_replica_provisioned_after_the_snapshot_aged_out_bootstraps_by_itself() {
+    for db in fresh_databases() {
+        let w = world_with(false, Duration::from_millis(1500));
+        w.changes(100);
+        std::thread::sleep(Duration::from_millis(1600));
+        w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
+        w.changes(20);
+        let key = key(&db);
+        w.provision(&db, &key, "late");
+        let first = w.try_sync(&db, &key, false).unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        assert!(first.records > 0, "{:?}: the fresh snapshot was applied", db.kind);
+        assert_eq!(verify_all(&w, &db, "a late replica, one run"), 20);
+        assert_eq!(w.sync_until_idle(&db, &key).records, 0, "a second run has nothing left to do");
+    }
+}
+
+/// Offline past the retention while a table was created at the source: `--auto-resync`
+/// reloads the tables the replica had and fills the new one from its fresh snapshot too.
+#[test]
+fn auto_resync_after_a_long_outage_fills_tables_created_during_it() {
+    use dbmirror::cloud::journal::TenantOp;
+    for db in fresh_databases() {
+        let w = world_with(false, Duration::from_millis(1500));
+        let key = key(&db);
+        w.provision(&db, &key, "away");
+        w.sync_until_idle(&db, &key);
+        w.changes(100);
+        let op = TenantOp::NewTable { table: "crm7.gap_table".into(), rows: 15 };
+        w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+        std::thread::sleep(Duration::from_millis(1600));
+        w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
+        w.changes(20);
+        w.try_sync(&db, &key, true).unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        assert_eq!(verify_all(&w, &db, "after auto-resync with a table created during the outage"), 21);
+        let rows = db.open(SinkOptions::default()).count_rows(&dbmirror::schema::TableId::new("crm7", "gap_table"));
+        assert_eq!(rows.unwrap(), 15, "{:?}: the new table is filled", db.kind);
+    }
+}
+
+/// Sets a stop flag when dropped (also while a failed assertion unwinds).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

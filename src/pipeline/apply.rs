@@ -1,6 +1,11 @@
 //! The pipeline's side of the sink thread: queued jobs go to the [`SinkWorker`], reports are
-//! counted, and a failed write is retried with backoff until it commits (or a person must
-//! act), with nothing after it applied meanwhile and progress never moved past it.
+//! counted, and a failed write is retried with backoff until it commits, with nothing after it
+//! applied meanwhile and progress never moved past it.
+//!
+//! A write the replica refuses for a reason retrying alone cannot fix (a constraint or trigger
+//! the owner added, a value the owner's column cannot hold) is waited on too when the client
+//! runs as a service: the owner fixes the table and replication resumes by itself; nothing is
+//! skipped. A one-shot run (`--until-idle`) stops with the error instead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,6 +22,9 @@ use super::{PipelineError, SyncSummary, facts};
 /// Jobs queued at once on the sink thread.
 const QUEUE_DEPTH: usize = 2;
 
+/// How long a refused write waits at most between attempts (a person is fixing the table).
+const REFUSED_MAX_WAIT: Duration = Duration::from_secs(300);
+
 /// The sink thread, what it has applied, and the run's counts.
 pub(super) struct Applier {
     worker: Option<SinkWorker<Box<dyn Replica>>>,
@@ -24,12 +32,15 @@ pub(super) struct Applier {
     pub(super) summary: SyncSummary,
     /// The last applied offset per partition, committed in the replica.
     pub(super) applied: Offsets,
+    /// Whether a refused write is waited on (a service) or stops the run (a one-shot run).
+    wait_on_refusal: bool,
 }
 
 impl Applier {
     /// Starts the sink thread on `sink`, whose committed offsets are `applied`.
-    pub(super) fn start(sink: Box<dyn Replica>, applied: Offsets) -> Self {
-        Applier { worker: Some(SinkWorker::spawn(sink, QUEUE_DEPTH)), summary: SyncSummary::default(), applied }
+    pub(super) fn start(sink: Box<dyn Replica>, applied: Offsets, wait_on_refusal: bool) -> Self {
+        let worker = Some(SinkWorker::spawn(sink, QUEUE_DEPTH));
+        Applier { worker, summary: SyncSummary::default(), applied, wait_on_refusal }
     }
 
     fn worker(&mut self) -> &SinkWorker<Box<dyn Replica>> {
@@ -50,12 +61,20 @@ impl Applier {
                 unapplied.push(job);
                 self.recover(sink, reports, unapplied, state, stop)?;
             }
-            while let Some(report) = self.worker().try_report() {
-                if let Some(failed) = self.account(report) {
-                    let (sink, mut reports, unapplied) = self.take_worker().finish();
-                    reports.insert(0, Report::Failed(failed));
-                    self.recover(sink, reports, unapplied, state, stop)?;
-                }
+            self.collect(state, stop)?;
+        }
+        // Also with nothing new to apply: a failure reported since is handled now, not when
+        // the next change arrives (an idle stream would otherwise hide it).
+        self.collect(state, stop)
+    }
+
+    /// Counts the reports that arrived; a failed job is recovered from at once.
+    fn collect(&mut self, state: &mut (dyn StateStore + Send), stop: &AtomicBool) -> Result<(), PipelineError> {
+        while let Some(report) = self.worker().try_report() {
+            if let Some(failed) = self.account(report) {
+                let (sink, mut reports, unapplied) = self.take_worker().finish();
+                reports.insert(0, Report::Failed(failed));
+                self.recover(sink, reports, unapplied, state, stop)?;
             }
         }
         Ok(())
@@ -112,15 +131,28 @@ impl Applier {
         stop: &AtomicBool,
     ) -> Result<(), PipelineError> {
         let mut failure = reports.into_iter().filter_map(|r| self.account(r)).last();
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut transient = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut refused = Backoff::new(Duration::from_secs(1), REFUSED_MAX_WAIT);
         let (mut sink, mut pending) = (sink, unapplied);
         loop {
             if let Some(e) = failure.take() {
-                let Action::Retry { waiting_for, .. } = sink_action(&e) else {
-                    return Err(PipelineError::Sink(e));
+                let backoff = match sink_action(&e) {
+                    Action::Retry { waiting_for, .. } => {
+                        tracing::warn!(error = %e, "replica write failed; waiting for {waiting_for}, then retrying the same batch");
+                        facts::record_error(state, &format!("replica write failed (retrying): {e}"));
+                        &mut transient
+                    }
+                    _ if !self.wait_on_refusal => return Err(PipelineError::Sink(e)),
+                    _ => {
+                        tracing::error!(
+                            error = %e,
+                            "the replica refuses a batch; nothing after it is applied or acknowledged. Fix the table \
+                             (a constraint, trigger, permission or column added in the replica); replication resumes by itself"
+                        );
+                        facts::record_error(state, &format!("the replica refuses a batch (waiting for a fix): {e}"));
+                        &mut refused
+                    }
                 };
-                tracing::warn!(error = %e, "replica write failed; waiting for {waiting_for}, then retrying the same batch");
-                facts::record_error(state, &format!("replica write failed (retrying): {e}"));
                 if stop.load(Ordering::Relaxed) {
                     return Err(PipelineError::Sink(e));
                 }

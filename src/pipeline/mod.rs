@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::policy::{Action, source_action};
 use crate::protocol::{DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_WAIT_MS, Offsets, ResetDetails, to_map};
 use crate::retry::Backoff;
-use crate::schema::{SchemaChangeKind, SchemaRegistry, TableChange};
+use crate::schema::{SchemaChangeKind, SchemaRegistry, TableChange, TableId};
 use crate::secrets::SecretKey;
 use crate::sink::worker::Job;
 use crate::sink::{Replica, SinkError};
@@ -227,7 +227,7 @@ impl<'a> Pipeline<'a> {
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size),
-            applier: Applier::start(data, checkpoint.offsets.clone()),
+            applier: Applier::start(data, checkpoint.offsets.clone(), !options.until_idle),
             acknowledged: checkpoint.offsets,
             replication,
             state,
@@ -293,7 +293,7 @@ impl<'a> Pipeline<'a> {
         match source_action(&error) {
             Action::RefreshTokens => refresh_tokens(&mut self.replication, self.state, self.key, &self.stop),
             Action::Reset(details) => self.reload_after_reset(&details),
-            Action::Purged if self.options.auto_resync => self.reload_after_purge(),
+            Action::Purged if self.may_reload_after_purge() => self.reload_after_purge(),
             Action::Retry { after, waiting_for } => {
                 tracing::warn!(error = %error, retry_after_s = after.map(|d| d.as_secs()), "waiting for {waiting_for}");
                 facts::record_error(self.state, &format!("waiting for {waiting_for} (retrying): {error}"));
@@ -311,13 +311,36 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// Offline past retention with `--auto-resync`: the ends are read first, then a fresh
-    /// snapshot is asked for (it lands after them), and the stream continues from the ends.
+    /// Past the cloud's retention, the replica can only continue by reloading every table.
+    /// It does so by itself when asked (`--auto-resync`, or a `resync-tables` request, the
+    /// documented remedy), and when it holds no data yet (a replica provisioned after the
+    /// tenant's snapshot aged out): then nothing is lost and nothing else could work.
+    fn may_reload_after_purge(&self) -> bool {
+        let cdc = self.replication.info.cdc_topic();
+        let has_data = self.applier.applied.keys().any(|(topic, _)| *topic == cdc);
+        self.options.auto_resync || !self.resyncs.is_empty() || !has_data
+    }
+
+    /// Reloads after a purge: the ends are read first, then a fresh snapshot of every table
+    /// the cloud publishes is asked for (it lands after them, and covers tables created while
+    /// the replica was away), and the stream continues from the ends. Tables the replica has
+    /// reload through shadows; new ones are created from the schema history and filled by
+    /// their snapshot.
     fn reload_after_purge(&mut self) -> Result<(), PipelineError> {
         let ends = self.replication.status()?.ends(&self.replication.info.cdc_topic());
-        let tables: Vec<_> = self.decode.schemas.tables().map(|t| t.id.clone()).collect();
-        let reply = self.replication.resync(&tables)?;
-        tracing::warn!("offline longer than the cloud's retention: reloading every table (--auto-resync)");
+        let published: Vec<TableId> = self
+            .replication
+            .schema()?
+            .tables
+            .iter()
+            .filter_map(|t| t.table.split_once('.').map(|(schema, table)| TableId::new(schema, table)))
+            .collect();
+        let reply = self.replication.resync(&published)?;
+        tracing::warn!(
+            tables = published.len(),
+            "the cloud no longer has the changes this replica needs next (offline longer than its retention, or \
+             provisioned after the initial snapshot aged out): reloading every table from a fresh snapshot"
+        );
         let starts = self.reload_all(&to_map(&reply.until));
         let epoch = self.decode.cursor.reset_epoch();
         self.decode.reset(&ends, epoch, starts);

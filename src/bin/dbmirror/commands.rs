@@ -149,6 +149,7 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
             name.eq_ignore_ascii_case(&id.to_string()) || (!name.contains('.') && name.eq_ignore_ascii_case(&id.table))
         });
         match found {
+            Some(id) if ids.contains(id) => {}
             Some(id) => ids.push(id.clone()),
             None => bail!(
                 "`{name}` is not a replicated table; the replica has: {}",

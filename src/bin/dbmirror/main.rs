@@ -202,7 +202,21 @@ enum BinaryArg {
     Hex,
 }
 
+/// Output piped into a reader that stops early (`dbmirror status | head`) ends the process
+/// quietly, as other command-line tools do, instead of a panic from `println!`.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogArg::Text => LogFormat::Text,
