@@ -34,6 +34,9 @@ struct Saved {
     sessions: Vec<SavedSession>,
     suspended: Vec<String>,
     min_client_version: String,
+    /// Where each tenant's latest full snapshot starts (see `State::last_reset`).
+    #[serde(default)]
+    last_resets: Vec<(String, Vec<Position>)>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -73,6 +76,7 @@ impl State {
             self.signer = Signer::from_key(key, "dbmirror-cloud");
             self.min_client_version = saved.min_client_version;
             self.saved_suspended = saved.suspended.into_iter().collect();
+            self.last_reset = saved.last_resets.into_iter().map(|(ctx, list)| (ctx, unpositions(list))).collect();
             for s in saved.sessions {
                 let session = Session {
                     id: s.id.clone(),
@@ -117,6 +121,7 @@ impl State {
                 .collect(),
             suspended: self.tenants.iter().filter(|(_, (_, s))| *s).map(|(k, _)| k.clone()).collect(),
             min_client_version: self.min_client_version.clone(),
+            last_resets: self.last_reset.iter().map(|(ctx, reset)| (ctx.clone(), positions(reset))).collect(),
         };
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {

@@ -116,6 +116,10 @@ pub struct State {
     pub(super) store: Option<std::path::PathBuf>,
     /// Tenants saved as suspended, applied when they are added.
     pub(super) saved_suspended: HashSet<String>,
+    /// Per tenant, where its latest full snapshot (an offset reset) starts: a session created
+    /// later reads from there, not from offset 0, since the log before it may describe rows a
+    /// source restore took away.
+    pub(super) last_reset: BTreeMap<String, BTreeMap<(String, i32), i64>>,
 }
 
 /// Parses `major.minor.patch` (missing parts are 0) for comparison.
@@ -142,6 +146,7 @@ impl State {
             journal: None,
             store: None,
             saved_suspended: HashSet::new(),
+            last_reset: BTreeMap::new(),
         }
     }
 

@@ -26,6 +26,7 @@ impl State {
             s.reset_epoch += 1;
             s.committed.retain(|(t, _), _| *t != topic);
         }
+        self.last_reset.insert(ctx.to_owned(), reset.clone());
         tracing::info!(tenant = ctx, restore, "offsets reset to a fresh snapshot");
         self.save();
         Ok(json!({"positions": to_list(&reset)}))

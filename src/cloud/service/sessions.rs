@@ -57,8 +57,10 @@ impl State {
                 refresh: [0; 32],
                 used: HashSet::new(),
                 committed: BTreeMap::new(),
-                reset: None,
-                reset_epoch: 0,
+                // A session created after an offset reset starts with it: its client's first
+                // fetch is told to continue from the latest full snapshot.
+                reset: self.last_reset.get(ctx).cloned(),
+                reset_epoch: u64::from(self.last_reset.contains_key(ctx)),
                 faults: Faults::default(),
             },
         );
