@@ -377,3 +377,20 @@ fn a_changed_schema_block_is_not_served_from_the_cache() {
     assert_eq!(out[2], out[0]);
     assert!(out[3].contains(r#""c":"1000000000""#), "{}", out[3]);
 }
+
+/// The decoder surfaces what the pipeline needs about records it does not apply as rows: the
+/// DDL's LSN of a schema-history record, and the table and position of a record that failed,
+/// so no code outside the decoder reads record bytes.
+#[test]
+fn ddl_lsn_and_the_table_of_a_failed_record_are_surfaced() {
+    let schemas = dbmirror::schema::SchemaRegistry::new();
+    let mut decoder = Decoder::default();
+    let mut history = br#"{"topic":"t-schemahistory","partition":0,"offset":3,"key":null,"value":{"source":{"server":"x"},"position":{"commit_lsn":"0000002c:00000020:0005"},"tableChanges":[{"type":"DROP","id":"\"crm7\".\"contact\""}]}}"#.to_vec();
+    let Event::SchemaChange(changes) = decoder.decode(&mut history, &schemas).unwrap().event else { panic!() };
+    assert_eq!(changes.ddl_lsn.as_deref(), Some("0000002c:00000020:0005"));
+    assert_eq!(changes.len(), 1);
+    let mut broken = br#"{"topic":"t-cdc","partition":1,"offset":9,"key":null,"value":{"op":"x","source":{"schema":"crm7","table":"contact"}}}"#.to_vec();
+    let error = decoder.decode(&mut broken, &schemas).unwrap_err();
+    assert_eq!(error.table(), Some(("crm7", "contact")));
+    assert_eq!(error.position().map(ToString::to_string).as_deref(), Some("t-cdc/1@9"));
+}

@@ -29,6 +29,14 @@ pub enum RecordError {
     /// The record does not fit the table it names.
     #[error(transparent)]
     Coalesce(#[from] CoalesceError),
+    /// A line of the body that is not a record at all (it names no position of its own).
+    #[error("a record line the cloud sent {after} is unreadable: {source}")]
+    Unreadable {
+        /// Where it sat: after the last record read from this body, or at its start.
+        after: String,
+        /// The decoder's reason.
+        source: DecodeError,
+    },
     /// A record of a reshaped table must be skipped, but it carries no position.
     #[error("a record without a position cannot be skipped: {0}")]
     Unpositioned(String),
@@ -45,6 +53,8 @@ pub(super) struct DecodeStage {
     error: Option<RecordError>,
     /// Records consumed (applied or skipped): progress, whatever became of them.
     pub(super) consumed: u64,
+    /// The last record read from the current body, to place a line that names no position.
+    last_read: Option<OwnedPosition>,
     /// Tables dropped or re-created: their older records, still in flight in other
     /// partitions, are skipped (see [`super::incarnation`]).
     pub(super) incarnations: Incarnations,
@@ -61,6 +71,7 @@ impl DecodeStage {
             jobs: Vec::new(),
             error: None,
             consumed: 0,
+            last_read: None,
             incarnations,
         }
     }
@@ -81,6 +92,7 @@ impl DecodeStage {
     /// reports the first record that could not be applied.
     pub(super) fn end_of_body(&mut self) -> Result<(), RecordError> {
         let _ = self.framer.finish();
+        self.last_read = None;
         self.error.take().map_or(Ok(()), Err)
     }
 
@@ -92,11 +104,20 @@ impl DecodeStage {
     fn line(&mut self, line: &mut [u8]) {
         let decoded = match self.decoder.decode(line, &self.schemas) {
             Ok(decoded) => decoded,
+            Err(e) if e.position().is_none() => {
+                let after = match &self.last_read {
+                    Some(p) => format!("after {p}"),
+                    None => "at the start of a fetch".to_owned(),
+                };
+                self.error = Some(RecordError::Unreadable { after, source: e });
+                return;
+            }
             Err(e) => {
                 let table = e.table().map(|(s, t)| (s.to_owned(), t.to_owned()));
                 return self.skip_or_fail(table, e.position().cloned(), e.into());
             }
         };
+        self.last_read = decoded.position.map(|p| p.to_owned());
         let now = Instant::now();
         if let Event::SchemaChange(changes) = &decoded.event {
             self.schema_changes(changes);
@@ -206,5 +227,32 @@ impl DecodeStage {
         if !batch.is_empty() {
             self.jobs.push(Job::Apply(batch));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::replication::SessionInfo;
+    use crate::state::{Checkpoint, Session};
+
+    #[test]
+    fn an_unreadable_line_names_where_it_sat() {
+        let info = SessionInfo {
+            session_id: "s".into(),
+            tenant_context_id: "t".into(),
+            replication_id: "r".into(),
+            cloud_url: "http://x".into(),
+            cdc_partitions: 1,
+        };
+        let cursor = Cursor::resume(&info, &Checkpoint::default());
+        let mut stage = DecodeStage::new(SchemaRegistry::new(), cursor, Incarnations::new(&Session::new()), 100);
+        stage.chunk(b"<html>502 Bad Gateway</html>\n");
+        let error = stage.end_of_body().unwrap_err().to_string();
+        assert!(error.contains("at the start of a fetch") && error.contains("unreadable"), "{error}");
+        let tombstone = br#"{"topic":"t-cdc","partition":0,"offset":4,"key":null,"value":null}"#;
+        stage.chunk(&[&tombstone[..], b"\nnot json\n"].concat());
+        let error = stage.end_of_body().unwrap_err().to_string();
+        assert!(error.contains("after t-cdc/0@4"), "{error}");
     }
 }
