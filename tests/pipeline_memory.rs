@@ -125,3 +125,26 @@ fn verify_tables(w: &World, replica: &MemoryReplica, tables: usize, phase: &str)
     assert!(bad.is_empty(), "{phase}: {bad:?}");
     assert_eq!(checks.len(), tables, "{phase}");
 }
+
+/// The replica is unreachable when rotated tokens must be stored: the cloud has already
+/// rotated, so the new refresh token exists only in memory. The client keeps retrying the store
+/// before it uses the new token, goes on once it is stored, and the stored pair stays the live
+/// one (a later rotation is not refused as a reused token).
+#[test]
+fn rotated_tokens_are_stored_once_the_replica_is_back_before_they_are_used() {
+    use dbmirror::state::SessionValue;
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    let before = replica.clone().read_facts().unwrap()["refresh_token"].clone();
+    for round in 0..2 {
+        replica.clone().write_facts(&[("access_expires_at_ms", SessionValue::Text("0".into()))]).unwrap();
+        replica.fail_next_fact_writes(3);
+        w.changes(50);
+        until_idle(&w, &replica, &key);
+        verify(&w, &replica, &format!("round {round}"));
+    }
+    assert_ne!(replica.clone().read_facts().unwrap()["refresh_token"], before, "the rotated tokens were stored");
+}

@@ -4,7 +4,9 @@
 //! two connections to one replica do (the pipeline's data and state connections).
 //!
 //! Failures can be injected: [`MemoryReplica::fail_next_applies`] makes the next batches fail
-//! with a transient error and commit nothing, as a lost connection would.
+//! with a transient error and commit nothing, as a lost connection would, and
+//! [`MemoryReplica::fail_next_fact_writes`] does the same to session-fact writes (the replica
+//! unreachable when rotated tokens must be stored).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +31,7 @@ struct Database {
     offset_rows: Offsets,
     facts: Session,
     failing_applies: u32,
+    failing_fact_writes: u32,
 }
 
 /// The in-memory replica (see the module docs).
@@ -36,6 +39,14 @@ struct Database {
 pub struct MemoryReplica {
     db: Arc<Mutex<Database>>,
     options: SinkOptions,
+}
+
+/// An injected transient failure.
+fn lost(what: &str) -> SinkError {
+    SinkError::Io {
+        context: format!("{what} (injected)"),
+        source: std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection lost"),
+    }
 }
 
 fn canonical_cells(cells: &[Cell], types: impl Iterator<Item = SqlType>) -> CanonicalRow {
@@ -51,6 +62,11 @@ impl MemoryReplica {
     /// Makes the next `count` batches fail (transiently) and commit nothing.
     pub fn fail_next_applies(&self, count: u32) {
         self.lock().failing_applies = count;
+    }
+
+    /// Makes the next `count` session-fact writes fail (transiently) and store nothing.
+    pub fn fail_next_fact_writes(&self, count: u32) {
+        self.lock().failing_fact_writes = count;
     }
 
     fn lock(&self) -> MutexGuard<'_, Database> {
@@ -86,10 +102,7 @@ impl Sink for MemoryReplica {
         let mut db = self.lock();
         if db.failing_applies > 0 {
             db.failing_applies -= 1;
-            return Err(SinkError::Io {
-                context: "writing a batch (injected)".into(),
-                source: std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection lost"),
-            });
+            return Err(lost("writing a batch"));
         }
         // Checked first, so a refused batch changes nothing.
         for table in batch.tables().filter(|t| !self.options.skips(&t.schema().id)) {
@@ -151,6 +164,10 @@ impl StateStore for MemoryReplica {
 
     fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
         let mut db = self.lock();
+        if db.failing_fact_writes > 0 {
+            db.failing_fact_writes -= 1;
+            return Err(lost("writing session facts"));
+        }
         for (name, value) in facts {
             db.facts.insert((*name).to_owned(), value.clone());
         }
