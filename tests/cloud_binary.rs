@@ -512,3 +512,29 @@ async fn an_https_cloud_is_verified_against_the_system_roots_by_default() {
 fn instance_folder_named(dir: &Path, name: &str) -> std::path::PathBuf {
     named_instance_folder(dir, name, serde_json::json!({}))
 }
+
+/// `provision` into a replica that already holds a session is refused before any grant starts
+/// (nothing for an administrator to approve, no orphan session in the cloud) unless `--replace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_refuses_a_replica_that_holds_a_session_before_the_grant() {
+    let (dir, server, instance, _) = provisioned("again", &["--rows", "3"], serde_json::json!({}), "first").await;
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+        .args(["provision", "--cloud", server.url.as_str(), "--fingerprint", server.fingerprint.as_str()])
+        .arg("--instance")
+        .arg(&instance)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success());
+    assert!(!stdout.contains("approve code"), "no grant was started: {stdout}");
+    assert!(stderr.contains("cust1234") && stderr.contains("--replace"), "{stderr}");
+    let rest = with_browser_approval(
+        &server,
+        &["provision", "--replace", "--cloud", server.url.as_str(), "--fingerprint", server.fingerprint.as_str()],
+        &instance,
+        "second",
+    )
+    .await;
+    assert!(rest.iter().any(|l| l.contains("Replication ID: second")), "{rest:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

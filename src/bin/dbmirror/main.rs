@@ -60,6 +60,9 @@ enum Command {
         /// Trust the authorities in this CA file (PEM) instead of the system's roots.
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// Replace the session this replica already holds (the same tenant provisioned again).
+        #[arg(long)]
+        replace: bool,
         /// The instance folder (appsettings.json, dbmirror.key).
         #[arg(long, default_value = ".")]
         instance: PathBuf,
@@ -258,13 +261,14 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => Ok(if demo::run(args)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
-        Command::Provision { cloud, fingerprint, ca_file, instance } => {
-            session::provision(
-                &instance::Instance::load(&instance)?,
-                &cloud,
-                fingerprint.as_deref(),
-                ca_file.as_deref(),
-            )?;
+        Command::Provision { cloud, fingerprint, ca_file, replace, instance } => {
+            let args = session::ProvisionArgs {
+                cloud: &cloud,
+                fingerprint: fingerprint.as_deref(),
+                ca_file: ca_file.as_deref(),
+                replace,
+            };
+            session::provision(&instance::Instance::load(&instance)?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::UpdateSchema { instance } => {

@@ -16,8 +16,34 @@ use dbmirror::state::SessionValue;
 
 use crate::instance::{Instance, trust_of};
 
+/// Where to provision and how: the cloud, how it is trusted, and whether a session the
+/// replica already holds may be replaced.
+pub struct ProvisionArgs<'a> {
+    pub cloud: &'a str,
+    pub fingerprint: Option<&'a str>,
+    pub ca_file: Option<&'a Path>,
+    pub replace: bool,
+}
+
 /// `provision`: the device grant, then the session and sealed tokens stored in the replica.
-pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<()> {
+///
+/// A replica that already holds a session is refused before the grant starts (so no
+/// administrator approves a session that is then thrown away), unless `replace` is given.
+pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
+    let ProvisionArgs { cloud, fingerprint, ca_file, replace } = *args;
+    let mut state = instance.open()?;
+    let held = SessionInfo::from_facts(&state.read_facts()?);
+    if let Some(existing) = &held
+        && !replace
+    {
+        bail!(
+            "this replica already holds tenant {}'s session (Replication ID {}). To mirror another tenant, use an \
+             empty database; to provision the same tenant again, run `provision --replace` (the old session stays \
+             in the cloud until an operator revokes it); after a revocation, `reconnect` keeps the session",
+            existing.tenant_context_id,
+            existing.replication_id
+        );
+    }
     let trust = match (fingerprint, ca_file) {
         (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
         (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
@@ -28,8 +54,7 @@ pub fn provision(instance: &Instance, cloud: &str, fingerprint: Option<&str>, ca
     let session = grant.session.as_ref().context("the cloud's grant has no session")?;
     let info = SessionInfo::from_reply(session, cloud);
     let tokens = TokenPair::issued(grant.tokens, now_ms());
-    let mut state = instance.open()?;
-    if let Some(existing) = SessionInfo::from_facts(&state.read_facts()?)
+    if let Some(existing) = held
         && existing.tenant_context_id != info.tenant_context_id
     {
         bail!(
