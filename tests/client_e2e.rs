@@ -96,6 +96,15 @@ fn schema_changes_in_the_stream_converge() {
         assert!(bad.is_empty(), "{bad:?}");
         assert!(checks.iter().any(|c| c.table == "crm7.service_extra"));
         assert!(!checks.iter().any(|c| c.table == "crm7.relations"));
+        // The re-created table's fresh snapshot has arrived: it is `ready`, not left pending.
+        let pending: Vec<String> = db
+            .open(SinkOptions::default())
+            .tables()
+            .iter()
+            .filter(|t| t.state != dbmirror::state::TableState::Ready)
+            .map(|t| format!("{} {}", t.schema.id, t.state))
+            .collect();
+        assert!(pending.is_empty(), "{:?}: {pending:?}", db.kind);
     }
 }
 

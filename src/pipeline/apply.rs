@@ -113,7 +113,15 @@ impl Applier {
             }
             Report::Schema(change, outcome) => {
                 summary.schema_changes += 1;
-                tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
+                if outcome == crate::sink::SchemaOutcome::Recreated {
+                    tracing::warn!(
+                        table = %change.table.id,
+                        "the table changed incompatibly at the source: re-created empty in the replica; its fresh \
+                         snapshot refills it (status shows resync_pending until then)"
+                    );
+                } else {
+                    tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
+                }
                 None
             }
             Report::Failed(error) => Some(error),

@@ -128,7 +128,12 @@ impl DecodeStage {
         {
             return self.skip(Some(p.to_owned()), "older than the table's re-creation");
         }
-        let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
+        let last_snapshot = match &decoded.event {
+            Event::Change(c) if c.source.snapshot == Snapshot::Last => {
+                Some(crate::schema::TableId::new(c.source.schema, c.source.table))
+            }
+            _ => None,
+        };
         if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
             let position = e.position.clone();
             return self.skip_or_fail(table, position, e.into());
@@ -137,9 +142,9 @@ impl DecodeStage {
             self.cursor.consumed(p);
         }
         self.consumed += 1;
-        if last_snapshot {
+        if let Some(last_table) = last_snapshot {
             self.flush();
-            self.jobs.push(Job::MarkSnapshotsReady);
+            self.jobs.push(Job::MarkSnapshotsReady { last_table });
         } else if self.coalescer.should_flush(now) {
             self.flush();
         }
