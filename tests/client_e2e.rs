@@ -417,3 +417,28 @@ fn a_replica_provisioned_after_a_restore_ends_equal_to_the_source() {
         assert_eq!(w.sync_until_idle(&db, &key).records, 0, "{:?}: nothing repeats", db.kind);
     }
 }
+
+/// An incompatible `ALTER` in place (a column's type changed): the connector publishes only the
+/// schema change, no rows. The client re-creates the table, asks the cloud for a fresh
+/// snapshot of just that table, loads it, and the table ends `ready` and equal to the source.
+#[test]
+fn an_incompatible_alter_gets_its_own_fresh_snapshot() {
+    use dbmirror::cloud::journal::TenantOp;
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "alter");
+        w.changes(50);
+        let op = TenantOp::IncompatibleAlter { table: "crm7.contact".into() };
+        w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
+        w.changes(50);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "after an incompatible ALTER");
+        let states: Vec<String> = db
+            .open(SinkOptions::default())
+            .tables()
+            .iter()
+            .filter(|t| t.state != dbmirror::state::TableState::Ready)
+            .map(|t| format!("{} {}", t.schema.id, t.state))
+            .collect();
+        assert!(states.is_empty(), "{:?}: {states:?}", db.kind);
+    }
+}

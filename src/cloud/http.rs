@@ -442,6 +442,7 @@ fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Res
             TenantOp::AddColumn { table: table()?, column: a.column.clone().unwrap_or_else(|| "added_note".into()) }
         }
         "incompatible-change" => TenantOp::IncompatibleChange { table: table()? },
+        "incompatible-alter" => TenantOp::IncompatibleAlter { table: table()? },
         "drop-table" => TenantOp::DropTable { table: table()? },
         _ => return other_action(s, ctx, action, a, now),
     };

@@ -48,6 +48,11 @@ pub enum TenantOp {
         /// `schema.table`.
         table: String,
     },
+    /// A column changed in place to an incompatible type (`ALTER`, no snapshot published).
+    IncompatibleAlter {
+        /// `schema.table`.
+        table: String,
+    },
     /// The table dropped at the source.
     DropTable {
         /// `schema.table`.
@@ -109,6 +114,13 @@ impl TenantOp {
                     return Err(not_found(&id));
                 }
                 json!({"recreated": id.to_string()})
+            }
+            TenantOp::IncompatibleAlter { table } => {
+                let id = table_id(table)?;
+                if !tenant.alter_incompatible(log, now_ms, &id)? {
+                    return Err(not_found(&id));
+                }
+                json!({"altered": id.to_string()})
             }
             TenantOp::DropTable { table } => {
                 let id = table_id(table)?;

@@ -398,17 +398,22 @@ impl Tenant {
     pub fn recreate_incompatible(&mut self, log: &mut EventLog, now_ms: i64, id: &TableId) -> Result<bool, LogError> {
         let Some((mut schema, _)) = self.tables.remove(id) else { return Ok(false) };
         self.publish_history(log, now_ms, &schema, "DROP")?;
-        if let Some(c) = schema.columns.iter_mut().find(|c| !schema.primary_key.contains(&c.name)) {
-            let (sql, name) = match c.sql_type {
-                SqlType::NVarChar(_) => (SqlType::DateTime2 { scale: 7 }, "datetime2"),
-                _ => (SqlType::NVarChar(Some(200)), "nvarchar"),
-            };
-            c.sql_type = sql;
-            c.type_name = name.into();
-            c.default_expression = None;
-        }
+        change_a_column_type(&mut schema);
         let count = self.config.rows_per_table;
         self.add_table(log, now_ms, schema, count)?;
+        Ok(true)
+    }
+
+    /// An incompatible `ALTER` in place (`ALTER TABLE … ALTER COLUMN` to another type): the
+    /// connector publishes only the schema change, no rows, so the values after it reach a
+    /// client only through a fresh snapshot it asks for. The rows are regenerated for the new
+    /// type (the ground truth changes with the migration).
+    pub fn alter_incompatible(&mut self, log: &mut EventLog, now_ms: i64, id: &TableId) -> Result<bool, LogError> {
+        let Some((mut schema, _)) = self.tables.remove(id) else { return Ok(false) };
+        change_a_column_type(&mut schema);
+        let data = rows(&mut self.rng, &schema, self.config.rows_per_table);
+        self.tables.insert(id.clone(), (schema, data));
+        self.publish_history(log, now_ms, &self.tables[id].0, "ALTER")?;
         Ok(true)
     }
 
@@ -432,5 +437,18 @@ impl Tenant {
         let ids: Vec<TableId> = self.schemas().iter().map(|s| s.id.clone()).collect();
         self.publish_snapshot(log, now_ms, &ids, "true", "last")?;
         Ok(starts)
+    }
+}
+
+/// Changes the first non-key column to a type its values cannot be converted from in place.
+fn change_a_column_type(schema: &mut TableSchema) {
+    if let Some(c) = schema.columns.iter_mut().find(|c| !schema.primary_key.contains(&c.name)) {
+        let (sql, name) = match c.sql_type {
+            SqlType::NVarChar(_) => (SqlType::DateTime2 { scale: 7 }, "datetime2"),
+            _ => (SqlType::NVarChar(Some(200)), "nvarchar"),
+        };
+        c.sql_type = sql;
+        c.type_name = name.into();
+        c.default_expression = None;
     }
 }

@@ -34,13 +34,21 @@ pub(super) struct Applier {
     pub(super) applied: Offsets,
     /// Whether a refused write is waited on (a service) or stops the run (a one-shot run).
     wait_on_refusal: bool,
+    /// Tables re-created after an incompatible change since the last call of
+    /// [`Applier::take_recreated`]: they need a fresh snapshot.
+    recreated: Vec<crate::schema::TableId>,
 }
 
 impl Applier {
     /// Starts the sink thread on `sink`, whose committed offsets are `applied`.
     pub(super) fn start(sink: Box<dyn Replica>, applied: Offsets, wait_on_refusal: bool) -> Self {
         let worker = Some(SinkWorker::spawn(sink, QUEUE_DEPTH));
-        Applier { worker, summary: SyncSummary::default(), applied, wait_on_refusal }
+        Applier { worker, summary: SyncSummary::default(), applied, wait_on_refusal, recreated: Vec::new() }
+    }
+
+    /// The tables re-created since the last call (see [`Applier::recreated`]).
+    pub(super) fn take_recreated(&mut self) -> Vec<crate::schema::TableId> {
+        std::mem::take(&mut self.recreated)
     }
 
     fn worker(&mut self) -> &SinkWorker<Box<dyn Replica>> {
@@ -114,6 +122,7 @@ impl Applier {
             Report::Schema(change, outcome) => {
                 summary.schema_changes += 1;
                 if outcome == crate::sink::SchemaOutcome::Recreated {
+                    self.recreated.push(change.table.id.clone());
                     tracing::warn!(
                         table = %change.table.id,
                         "the table changed incompatibly at the source: re-created empty in the replica; its fresh \

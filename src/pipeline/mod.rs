@@ -204,6 +204,8 @@ struct Pipeline<'a> {
     acknowledged: Offsets,
     last_ack: Instant,
     started: Instant,
+    /// Re-created tables whose fresh snapshot is still to be asked for.
+    snapshots_to_request: Vec<TableId>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -222,6 +224,15 @@ impl<'a> Pipeline<'a> {
         for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
             schemas.apply(&TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() });
         }
+        // A table left `resync_pending` (re-created, its snapshot request lost to a crash or an
+        // unreachable cloud) asks again: the request is idempotent in effect.
+        let running: Vec<TableId> = resyncs.running().cloned().collect();
+        let snapshots_to_request = data
+            .tables()
+            .into_iter()
+            .filter(|r| r.state == crate::state::TableState::ResyncPending && !running.contains(&r.schema.id))
+            .map(|r| r.schema.id.clone())
+            .collect();
         let checkpoint = state.checkpoint()?;
         let cursor = Cursor::resume(&replication.info, &checkpoint);
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
@@ -238,6 +249,7 @@ impl<'a> Pipeline<'a> {
             fetch_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
             last_ack: Instant::now(),
             started: Instant::now(),
+            snapshots_to_request,
         })
     }
 
@@ -352,11 +364,41 @@ impl<'a> Pipeline<'a> {
         self.resyncs.begin(self.decode.schemas.tables().map(|t| t.id.clone()).collect(), until)
     }
 
-    /// Queues the swaps of completed resyncs and applies everything queued.
+    /// Queues the swaps of completed resyncs and applies everything queued; then asks for the
+    /// fresh snapshot of tables that were re-created meanwhile.
     fn apply(&mut self) -> Result<(), PipelineError> {
         let swaps = self.resyncs.completed(self.decode.cursor.next());
         self.decode.jobs.extend(swaps.into_iter().map(Job::FinishResync));
-        self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)
+        self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)?;
+        self.snapshots_to_request.extend(self.applier.take_recreated());
+        self.request_snapshots()
+    }
+
+    /// A table re-created after an incompatible change is empty until a fresh snapshot of it
+    /// arrives, and the connector publishes none for an in-place `ALTER`: the client asks for
+    /// one and loads it through the resync path (a shadow swapped in when complete, which also
+    /// marks the table ready). A refused request is logged and asked again next cycle.
+    fn request_snapshots(&mut self) -> Result<(), PipelineError> {
+        if self.snapshots_to_request.is_empty() || self.options.history_only {
+            return Ok(());
+        }
+        let tables = std::mem::take(&mut self.snapshots_to_request);
+        match self.replication.resync(&tables) {
+            Ok(reply) => {
+                let accepted: Vec<TableId> =
+                    tables.into_iter().filter(|id| reply.tables.contains(&id.to_string())).collect();
+                tracing::info!(tables = accepted.len(), "fresh snapshots asked for re-created tables");
+                let starts = self.resyncs.begin(accepted, &to_map(&reply.until));
+                self.decode.flush();
+                self.decode.jobs.extend(starts);
+                self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a fresh snapshot for re-created tables could not be asked for yet; retrying");
+                self.snapshots_to_request = tables;
+                Ok(())
+            }
+        }
     }
 
     fn acknowledge_when_due(&mut self) -> Result<(), PipelineError> {

@@ -50,6 +50,11 @@ impl Resyncs {
         Self { running: running.into_iter().collect(), ..Self::default() }
     }
 
+    /// The tables being resynced.
+    pub(super) fn running(&self) -> impl Iterator<Item = &TableId> {
+        self.running.keys()
+    }
+
     /// No resync is running.
     pub(super) fn is_empty(&self) -> bool {
         self.running.is_empty()
