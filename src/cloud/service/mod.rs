@@ -323,7 +323,12 @@ mod tests {
         c.log.enforce_retention(120_000).unwrap();
         let later = c.partner_session("p1", "secret", "cust1", "bi2", 0).unwrap();
         let later = later.session.unwrap().session_id;
-        let purged = c.fetch_now(&later, &all(0)).unwrap_err();
+        // A session created after the reset starts with it: it is told where the snapshot is.
+        let first = c.fetch_now(&later, &all(0)).unwrap_err();
+        assert_eq!((first.status, first.code.as_str()), (409, "offsets_reset"));
+        assert_eq!(first.details["positions"], reset["positions"]);
+        // Reading from offset 0 anyway (having handled the reset) finds it purged.
+        let purged = c.fetch_now(&later, &FetchRequest { reset_epoch: 1, ..all(0) }).unwrap_err();
         assert_eq!((purged.status, purged.code.as_str()), (410, "offset_purged"));
         assert!(purged.details["earliest"].as_i64().unwrap() > 0);
         assert_eq!(c.suspend("cust1", true, 11).unwrap()["suspended"], true);
