@@ -97,14 +97,7 @@ fn schema_changes_in_the_stream_converge() {
         assert!(checks.iter().any(|c| c.table == "crm7.service_extra"));
         assert!(!checks.iter().any(|c| c.table == "crm7.relations"));
         // The re-created table's fresh snapshot has arrived: it is `ready`, not left pending.
-        let pending: Vec<String> = db
-            .open(SinkOptions::default())
-            .tables()
-            .iter()
-            .filter(|t| t.state != dbmirror::state::TableState::Ready)
-            .map(|t| format!("{} {}", t.schema.id, t.state))
-            .collect();
-        assert!(pending.is_empty(), "{:?}: {pending:?}", db.kind);
+        assert_all_ready(&db);
     }
 }
 
@@ -119,12 +112,7 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
         let offsets_before = db.open(SinkOptions::default()).offsets().unwrap();
         // Writes to crm7.person fail: a trigger raises (SQLite's `busy` is transient; this error is
         // not, so `sync` stops with the error and keeps its offsets).
-        db.exec_per_target(
-            "CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;",
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'replica refuses'; END $$; \
-             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON crm7.person FOR EACH ROW EXECUTE FUNCTION refuse();",
-            "CREATE TRIGGER refuse ON [crm7].[person] AFTER INSERT, UPDATE AS THROW 50000, 'replica refuses', 1;",
-        );
+        refuse_person_writes(&db);
         w.changes(300);
         let mut state = db.open(SinkOptions::default());
         let session = state.read_facts().unwrap();
@@ -146,11 +134,7 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
             offsets_before,
             "no progress past the failed batch"
         );
-        db.exec_per_target(
-            "DROP TRIGGER refuse;",
-            "DROP TRIGGER refuse ON crm7.person;",
-            "DROP TRIGGER [crm7].[refuse];",
-        );
+        accept_person_writes(&db);
         w.sync_until_idle(&db, &key);
         w.verify(&db, "after the fix");
     }
@@ -304,12 +288,7 @@ fn a_running_sync_waits_out_a_suspension_and_converges_after_the_resume() {
 fn a_running_sync_waits_for_the_owner_to_fix_a_refusing_table() {
     for db in fresh_databases() {
         let (w, key) = ready(&db, "refused");
-        db.exec_per_target(
-            "CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;",
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'replica refuses'; END $$; \
-             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON crm7.person FOR EACH ROW EXECUTE FUNCTION refuse();",
-            "CREATE TRIGGER refuse ON [crm7].[person] AFTER INSERT, UPDATE AS THROW 50000, 'replica refuses', 1;",
-        );
+        refuse_person_writes(&db);
         let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
         let stop = Arc::new(AtomicBool::new(false));
         let summary = std::thread::scope(|s| {
@@ -325,11 +304,7 @@ fn a_running_sync_waits_for_the_owner_to_fix_a_refusing_table() {
             let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
             let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
             assert!(checks.iter().any(|c| c.table == "crm7.person" && !c.equal), "the refused rows are not there yet");
-            db.exec_per_target(
-                "DROP TRIGGER refuse;",
-                "DROP TRIGGER refuse ON crm7.person;",
-                "DROP TRIGGER [crm7].[refuse];",
-            );
+            accept_person_writes(&db);
             std::thread::sleep(Duration::from_secs(6));
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             run.join().unwrap()
@@ -432,13 +407,33 @@ fn an_incompatible_alter_gets_its_own_fresh_snapshot() {
         w.changes(50);
         w.sync_until_idle(&db, &key);
         w.verify(&db, "after an incompatible ALTER");
-        let states: Vec<String> = db
-            .open(SinkOptions::default())
-            .tables()
-            .iter()
-            .filter(|t| t.state != dbmirror::state::TableState::Ready)
-            .map(|t| format!("{} {}", t.schema.id, t.state))
-            .collect();
-        assert!(states.is_empty(), "{:?}: {states:?}", db.kind);
+        assert_all_ready(&db);
     }
+}
+
+/// The owner adds a trigger that makes `crm7.person` refuse every write.
+fn refuse_person_writes(db: &crate::support::targets::TestDb) {
+    db.exec_per_target(
+        "CREATE TRIGGER refuse BEFORE INSERT ON crm7_person BEGIN SELECT RAISE(ABORT, 'replica refuses'); END;",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'replica refuses'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON crm7.person FOR EACH ROW EXECUTE FUNCTION refuse();",
+        "CREATE TRIGGER refuse ON [crm7].[person] AFTER INSERT, UPDATE AS THROW 50000, 'replica refuses', 1;",
+    );
+}
+
+/// The owner removes that trigger again.
+fn accept_person_writes(db: &crate::support::targets::TestDb) {
+    db.exec_per_target("DROP TRIGGER refuse;", "DROP TRIGGER refuse ON crm7.person;", "DROP TRIGGER [crm7].[refuse];");
+}
+
+/// Every replicated table is `ready` (no snapshot still awaited).
+fn assert_all_ready(db: &crate::support::targets::TestDb) {
+    let pending: Vec<String> = db
+        .open(SinkOptions::default())
+        .tables()
+        .iter()
+        .filter(|t| t.state != dbmirror::state::TableState::Ready)
+        .map(|t| format!("{} {}", t.schema.id, t.state))
+        .collect();
+    assert!(pending.is_empty(), "{:?}: {pending:?}", db.kind);
 }
