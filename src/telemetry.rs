@@ -29,9 +29,9 @@ pub type FileGuard = tracing_appender::non_blocking::WorkerGuard;
 /// Days of log files kept in an instance folder.
 pub const KEEP_DAYS: usize = 30;
 
-/// Like [`init`], plus a daily rolling log file `dir/dbmirror.log.<date>` (plain text, no
-/// colours), so a service leaves a history next to its configuration; the last
-/// [`KEEP_DAYS`] files are kept.
+/// Like [`init`], plus a daily rolling log file `dir/dbmirror.log.<date>` in the same format
+/// as stderr (text without colours, or JSON lines), so a service leaves a history next to its
+/// configuration that log collectors can read; the last [`KEEP_DAYS`] files are kept.
 pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::Path) -> Option<FileGuard> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -54,7 +54,13 @@ pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::P
     };
     let (file, guard) = tracing_appender::non_blocking(appender);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let file_layer = tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false).with_target(false);
+    use tracing_subscriber::Layer as _;
+    let file_layer = match format {
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false).with_target(false).boxed()
+        }
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(file).boxed(),
+    };
     let registry = tracing_subscriber::registry().with(filter).with(file_layer);
     let _ = match format {
         LogFormat::Text => {

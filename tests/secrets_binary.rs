@@ -50,3 +50,26 @@ fn a_planted_password_never_appears_in_output_or_logs() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fatal reason is written to the instance's log file in the format the operator chose:
+/// with `--log-format json`, every line of the file is a JSON object.
+#[test]
+fn the_log_file_follows_the_chosen_format() {
+    let instance = std::env::temp_dir().join(format!("dbmirror-logformat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&instance);
+    std::fs::create_dir_all(&instance).unwrap();
+    let config = serde_json::json!({"ReplicaDatabase": {"ConnectionString": "host=127.0.0.1 port=1 user=u dbname=x connect_timeout=2"}});
+    std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+        .args(["--log-format", "json", "sync", "--until-idle", "--instance"])
+        .arg(&instance)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let logged = logs(&instance);
+    assert!(!logged.trim().is_empty(), "the reason is in the log file");
+    for line in logged.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+    let _ = std::fs::remove_dir_all(&instance);
+}

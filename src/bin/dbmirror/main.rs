@@ -249,10 +249,17 @@ fn main() -> ExitCode {
             None
         }
     };
+    let logs_to_file = _log_file.is_some();
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", instance::describe(&e));
+            // With an instance log file the reason goes through the logger, so it lands in the
+            // file (in the chosen format) as well as on stderr; otherwise on stderr only.
+            if logs_to_file {
+                tracing::error!("dbmirror stopped: {}", instance::describe(&e));
+            } else {
+                eprintln!("error: {}", instance::describe(&e));
+            }
             ExitCode::from(2)
         }
     }
