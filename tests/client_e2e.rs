@@ -437,3 +437,34 @@ fn assert_all_ready(db: &crate::support::targets::TestDb) {
         .collect();
     assert!(pending.is_empty(), "{:?}: {pending:?}", db.kind);
 }
+
+/// `resync-tables` after an outage longer than the retention (the documented remedy): the
+/// request makes the client reload (every table: the changes of all of them are gone), it
+/// converges, and no shadow table is left behind.
+#[test]
+fn resync_tables_after_an_outage_past_retention_reloads_and_leaves_no_shadow() {
+    for db in fresh_databases() {
+        let w = world_with(false, Duration::from_millis(1500));
+        let key = key(&db);
+        w.provision(&db, &key, "remedy");
+        w.sync_until_idle(&db, &key);
+        w.changes(100);
+        std::thread::sleep(Duration::from_millis(1600));
+        w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
+        w.changes(20);
+        let person = dbmirror::schema::TableId::new("crm7", "person");
+        let request = dbmirror::sink::shadow::request_fact(&person);
+        db.open(SinkOptions::default()).write_facts(&[(&request, SessionValue::Text(now_ms().to_string()))]).unwrap();
+        w.try_sync(&db, &key, false).unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        assert_eq!(verify_all(&w, &db, "after resync-tables past retention"), 20);
+        let shadows: Vec<String> = db
+            .open(SinkOptions::default())
+            .tables()
+            .iter()
+            .filter(|t| dbmirror::sink::shadow::live_id(&t.schema.id).is_some())
+            .map(|t| t.schema.id.to_string())
+            .collect();
+        assert!(shadows.is_empty(), "{:?}: {shadows:?}", db.kind);
+        assert_all_ready(&db);
+    }
+}
