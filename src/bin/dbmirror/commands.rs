@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use dbmirror::clock::now_ms;
-use dbmirror::pipeline::{SyncOptions, facts, sync};
+use dbmirror::pipeline::{SyncOptions, SyncSummary, facts, sync};
 use dbmirror::policy::{Action, PURGED_ADVICE};
 use dbmirror::schema::TableId;
 use dbmirror::sink::{Sink, shadow};
@@ -42,11 +42,22 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 
 /// `sync`: replicate in the foreground until stopped (or, with `until_idle`, until caught up).
 pub fn run_sync(instance: &Instance, until_idle: bool, auto_resync: bool) -> Result<()> {
-    run_sync_with(instance, until_idle, auto_resync, stop_on_signals())
+    let summary = run_sync_with(instance, until_idle, auto_resync, stop_on_signals())?;
+    if let Some(s) = summary {
+        let how = if until_idle { "caught up" } else { "stopped" };
+        println!("{how}: {} records applied in {} transactions", s.records, s.batches);
+    }
+    Ok(())
 }
 
 /// `sync` until `stop` is set (Ctrl-C, SIGTERM, or the Windows service being stopped).
-pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, stop: Arc<AtomicBool>) -> Result<()> {
+/// Returns what the run did, or `None` when it was stopped while waiting to retry.
+pub fn run_sync_with(
+    instance: &Instance,
+    until_idle: bool,
+    auto_resync: bool,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<SyncSummary>> {
     let _guard = InstanceLock::take(&instance.lock_path())?;
     let options = SyncOptions {
         until_idle,
@@ -59,17 +70,14 @@ pub fn run_sync_with(instance: &Instance, until_idle: bool, auto_resync: bool, s
         let mut state = instance.open()?;
         let replication = instance.replication(state.as_mut())?;
         let error = match sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, stop.clone()) {
-            Ok(summary) => {
-                println!("stopped after applying {} records in {} transactions", summary.records, summary.batches);
-                return Ok(());
-            }
+            Ok(summary) => return Ok(Some(summary)),
             Err(e) => match e.action() {
                 Action::Retry { after, waiting_for } => {
                     tracing::warn!(error = %e, "waiting for {waiting_for}; sync restarts then");
                     facts::record_error(state.as_mut(), &format!("waiting for {waiting_for} (retrying): {e}"));
                     backoff.wait(after, &stop);
                     if stop.load(Ordering::Relaxed) {
-                        return Ok(());
+                        return Ok(None);
                     }
                     continue;
                 }
@@ -170,7 +178,7 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
         return Ok(());
     }
     println!("Resyncing {list}: loading shadow tables, then swapping them in");
-    run_sync(instance, true, false)?;
+    let summary = run_sync_with(instance, true, false, stop_on_signals())?;
     let session = state.read_facts()?;
     let left: Vec<TableId> = shadow::requested(&session)
         .into_iter()
@@ -180,6 +188,7 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     if !left.is_empty() {
         bail!("the resync of {left:?} did not complete; it continues with the next `dbmirror sync`");
     }
-    println!("Resync complete: {list}");
+    let rows: u64 = ids.iter().filter_map(|id| summary.as_ref()?.rows_total.get(&id.to_string())).sum();
+    println!("Resync complete: {list} ({rows} rows written)");
     Ok(())
 }

@@ -130,7 +130,7 @@ fn serve() -> Result<()> {
         })
     };
     report(ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0)?;
-    let result = crate::commands::run_sync_with(&instance, false, false, stop);
+    let result = crate::commands::run_sync_with(&instance, false, false, stop).map(|_| ());
     // A failure makes the SCM apply its recovery actions (restart), like `Restart=always`.
     report(ServiceState::Stopped, ServiceControlAccept::empty(), u32::from(result.is_err()))?;
     result
