@@ -64,10 +64,8 @@ pub enum TenantOp {
 
 /// Parses `schema.table`.
 pub fn table_id(text: &str) -> Result<TableId, ApiError> {
-    let (schema, table) = text
-        .split_once('.')
-        .ok_or_else(|| ApiError::new(400, ErrorCode::BadTable, format!("`{text}` is not `schema.table`")))?;
-    Ok(TableId::new(schema, table))
+    TableId::parse(text)
+        .ok_or_else(|| ApiError::new(400, ErrorCode::BadTable, format!("`{text}` is not `schema.table`")))
 }
 
 fn not_found(id: &TableId) -> ApiError {

@@ -4,7 +4,7 @@
 //! readable by the owner only. Pending provisioning requests are not kept.
 
 use crate::protocol::ErrorCode;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Signer;
 use super::error::ApiError;
 use super::service::{Faults, Session, State};
-use crate::protocol::OwnedPosition as Position;
+use crate::protocol::{OwnedPosition as Position, to_list, to_map};
 
 #[derive(Serialize, Deserialize)]
 struct SavedSession {
@@ -54,16 +54,6 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn positions(map: &BTreeMap<(String, i32), i64>) -> Vec<Position> {
-    map.iter()
-        .map(|((topic, partition), offset)| Position { topic: topic.clone(), partition: *partition, offset: *offset })
-        .collect()
-}
-
-fn unpositions(list: Vec<Position>) -> BTreeMap<(String, i32), i64> {
-    list.into_iter().map(|p| ((p.topic, p.partition), p.offset)).collect()
-}
-
 impl State {
     /// Loads (or starts) the saved sessions in `dir`. Call before adding tenants.
     pub fn with_store(mut self, dir: &Path) -> Result<Self, ApiError> {
@@ -76,7 +66,7 @@ impl State {
             self.signer = Signer::from_key(key, "dbmirror-cloud");
             self.min_client_version = saved.min_client_version;
             self.saved_suspended = saved.suspended.into_iter().collect();
-            self.last_reset = saved.last_resets.into_iter().map(|(ctx, list)| (ctx, unpositions(list))).collect();
+            self.last_reset = saved.last_resets.into_iter().map(|(ctx, list)| (ctx, to_map(&list))).collect();
             for s in saved.sessions {
                 let session = Session {
                     id: s.id.clone(),
@@ -85,8 +75,8 @@ impl State {
                     revoked: s.revoked,
                     refresh: unhex(&s.refresh).unwrap_or([0; 32]),
                     used: s.used.iter().filter_map(|u| unhex(u)).collect::<HashSet<_>>(),
-                    committed: unpositions(s.committed),
-                    reset: s.reset.map(unpositions),
+                    committed: to_map(&s.committed),
+                    reset: s.reset.as_deref().map(to_map),
                     reset_epoch: s.reset_epoch,
                     faults: Faults::default(),
                 };
@@ -114,14 +104,14 @@ impl State {
                     revoked: s.revoked,
                     refresh: hex(&s.refresh),
                     used: s.used.iter().map(|u| hex(u)).collect(),
-                    committed: positions(&s.committed),
-                    reset: s.reset.as_ref().map(positions),
+                    committed: to_list(&s.committed),
+                    reset: s.reset.as_ref().map(to_list),
                     reset_epoch: s.reset_epoch,
                 })
                 .collect(),
             suspended: self.tenants.iter().filter(|(_, (_, s))| *s).map(|(k, _)| k.clone()).collect(),
             min_client_version: self.min_client_version.clone(),
-            last_resets: self.last_reset.iter().map(|(ctx, reset)| (ctx.clone(), positions(reset))).collect(),
+            last_resets: self.last_reset.iter().map(|(ctx, reset)| (ctx.clone(), to_list(reset))).collect(),
         };
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {

@@ -128,12 +128,7 @@ impl DecodeStage {
         {
             return self.skip(Some(p.to_owned()), "older than the table's re-creation");
         }
-        let last_snapshot = match &decoded.event {
-            Event::Change(c) if c.source.snapshot == Snapshot::Last => {
-                Some(crate::schema::TableId::new(c.source.schema, c.source.table))
-            }
-            _ => None,
-        };
+        let last_snapshot = matches!(&decoded.event, Event::Change(c) if c.source.snapshot == Snapshot::Last);
         if let Err(e) = self.coalescer.push(&decoded, &self.schemas, now) {
             let position = e.position.clone();
             return self.skip_or_fail(table, position, e.into());
@@ -142,9 +137,9 @@ impl DecodeStage {
             self.cursor.consumed(p);
         }
         self.consumed += 1;
-        if let Some(last_table) = last_snapshot {
+        if last_snapshot {
             self.flush();
-            self.jobs.push(Job::MarkSnapshotsReady { last_table });
+            self.jobs.push(Job::MarkSnapshotsReady);
         } else if self.coalescer.should_flush(now) {
             self.flush();
         }

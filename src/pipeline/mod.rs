@@ -221,18 +221,16 @@ impl<'a> Pipeline<'a> {
         warn_on_clock_skew(&replication);
         let resyncs = resync::Resyncs::new(crate::sink::shadow::reconcile(&mut *data)?);
         let mut schemas = SchemaRegistry::new();
-        for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
-            schemas.apply(&TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() });
-        }
         // A table left `resync_pending` (re-created, its snapshot request lost to a crash or an
         // unreachable cloud) asks again: the request is idempotent in effect.
-        let running: Vec<TableId> = resyncs.running().cloned().collect();
-        let snapshots_to_request = data
-            .tables()
-            .into_iter()
-            .filter(|r| r.state == crate::state::TableState::ResyncPending && !running.contains(&r.schema.id))
-            .map(|r| r.schema.id.clone())
-            .collect();
+        let mut snapshots_to_request = Vec::new();
+        for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
+            let id = &record.schema.id;
+            if record.state == crate::state::TableState::ResyncPending && !resyncs.is_running(id) {
+                snapshots_to_request.push(id.clone());
+            }
+            schemas.apply(&TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() });
+        }
         let checkpoint = state.checkpoint()?;
         let cursor = Cursor::resume(&replication.info, &checkpoint);
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
@@ -266,12 +264,7 @@ impl<'a> Pipeline<'a> {
         }
         if !self.options.history_only {
             let starts = self.resyncs.poll(&self.replication, self.state);
-            if !starts.is_empty() {
-                // Everything decoded so far precedes the snapshot: it goes to the live tables only.
-                self.decode.flush();
-                self.decode.jobs.extend(starts);
-                self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)?;
-            }
+            self.start_resyncs(starts)?;
         }
         let options = self.options;
         let wait = options.run_for.map_or(options.max_poll, |d| d.saturating_sub(self.started.elapsed()));
@@ -340,13 +333,8 @@ impl<'a> Pipeline<'a> {
     /// their snapshot.
     fn reload_after_purge(&mut self) -> Result<(), PipelineError> {
         let ends = self.replication.status()?.ends(&self.replication.info.cdc_topic());
-        let published: Vec<TableId> = self
-            .replication
-            .schema()?
-            .tables
-            .iter()
-            .filter_map(|t| t.table.split_once('.').map(|(schema, table)| TableId::new(schema, table)))
-            .collect();
+        let published: Vec<TableId> =
+            self.replication.schema()?.tables.iter().filter_map(|t| TableId::parse(&t.table)).collect();
         let reply = self.replication.resync(&published)?;
         tracing::warn!(
             tables = published.len(),
@@ -383,15 +371,10 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         }
         let tables = std::mem::take(&mut self.snapshots_to_request);
-        match self.replication.resync(&tables) {
-            Ok(reply) => {
-                let accepted: Vec<TableId> =
-                    tables.into_iter().filter(|id| reply.tables.contains(&id.to_string())).collect();
-                tracing::info!(tables = accepted.len(), "fresh snapshots asked for re-created tables");
-                let starts = self.resyncs.begin(accepted, &to_map(&reply.until));
-                self.decode.flush();
-                self.decode.jobs.extend(starts);
-                self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)
+        match self.resyncs.request(&self.replication, tables.clone()) {
+            Ok((starts, refused)) => {
+                tracing::info!(tables = starts.len(), ?refused, "fresh snapshots asked for re-created tables");
+                self.start_resyncs(starts)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a fresh snapshot for re-created tables could not be asked for yet; retrying");
@@ -399,6 +382,17 @@ impl<'a> Pipeline<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Queues the jobs that start resyncs and applies them. Everything decoded so far precedes
+    /// the snapshots: it is flushed first, so it goes to the live tables only.
+    fn start_resyncs(&mut self, starts: Vec<Job>) -> Result<(), PipelineError> {
+        if starts.is_empty() {
+            return Ok(());
+        }
+        self.decode.flush();
+        self.decode.jobs.extend(starts);
+        self.applier.drain(&mut self.decode.jobs, self.state, &self.stop)
     }
 
     fn acknowledge_when_due(&mut self) -> Result<(), PipelineError> {

@@ -17,6 +17,7 @@ use crate::protocol::{Offsets, to_map};
 use crate::schema::TableId;
 use crate::sink::shadow;
 use crate::sink::worker::Job;
+use crate::source::client::SourceError;
 use crate::source::replication::Replication;
 use crate::state::{Session, SessionValue, StateStore};
 
@@ -50,9 +51,9 @@ impl Resyncs {
         Self { running: running.into_iter().collect(), ..Self::default() }
     }
 
-    /// The tables being resynced.
-    pub(super) fn running(&self) -> impl Iterator<Item = &TableId> {
-        self.running.keys()
+    /// Whether `id` is being resynced.
+    pub(super) fn is_running(&self, id: &TableId) -> bool {
+        self.running.contains_key(id)
     }
 
     /// No resync is running.
@@ -87,20 +88,25 @@ impl Resyncs {
         if fresh.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<TableId> = fresh.iter().map(|(id, _)| id.clone()).collect();
-        let reply = replication.resync(&ids)?;
-        let until = to_map(&reply.until);
-        let mut jobs = Vec::new();
-        for (id, value) in fresh {
-            if reply.tables.contains(&id.to_string()) {
-                jobs.extend(self.begin(vec![id.clone()], &until));
-            } else {
-                tracing::warn!(table = %id, "the cloud does not publish this table; resync request dropped");
-                state.write_facts(&[(&shadow::request_fact(&id), SessionValue::Text(String::new()))])?;
-            }
-            self.seen.insert((id, value));
+        let (jobs, refused) = self.request(replication, fresh.iter().map(|(id, _)| id.clone()).collect())?;
+        for id in &refused {
+            tracing::warn!(table = %id, "the cloud does not publish this table; resync request dropped");
+            state.write_facts(&[(&shadow::request_fact(id), SessionValue::Text(String::new()))])?;
         }
+        self.seen.extend(fresh);
         Ok(jobs)
+    }
+
+    /// Asks the cloud for a fresh snapshot of `tables` and starts a resync of each one it
+    /// publishes; returns the jobs that create their shadows, and the tables it refused.
+    pub(super) fn request(
+        &mut self,
+        replication: &Replication,
+        tables: Vec<TableId>,
+    ) -> Result<(Vec<Job>, Vec<TableId>), SourceError> {
+        let reply = replication.resync(&tables)?;
+        let (accepted, refused) = tables.into_iter().partition(|id| reply.tables.contains(&id.to_string()));
+        Ok((self.begin(accepted, &to_map(&reply.until)), refused))
     }
 
     /// Runs `wait` (a long-poll) while another OS thread checks the replica every few

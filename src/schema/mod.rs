@@ -27,6 +27,12 @@ impl TableId {
     pub fn new(schema: impl Into<String>, table: impl Into<String>) -> Self {
         Self { schema: schema.into(), table: table.into() }
     }
+
+    /// Reads `schema.table` (the form [`fmt::Display`] writes); `None` without a dot.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (schema, table) = text.split_once('.')?;
+        Some(Self::new(schema, table))
+    }
 }
 
 impl fmt::Display for TableId {

@@ -113,10 +113,7 @@ pub fn parse_until(text: &str) -> Option<Offsets> {
 }
 
 fn fact_tables<'a>(session: &'a Session, prefix: &'a str) -> impl Iterator<Item = (TableId, &'a str)> + 'a {
-    prefixed_facts(session, prefix).filter_map(|(table, text)| {
-        let (schema, table) = table.split_once('.')?;
-        Some((TableId::new(schema, table), text))
-    })
+    prefixed_facts(session, prefix).filter_map(|(table, text)| Some((TableId::parse(table)?, text)))
 }
 
 /// Pending resync requests with the value each was written with (a time stamp).

@@ -20,13 +20,9 @@ use crate::state::Offsets;
 /// Work for the sink.
 #[derive(Debug)]
 pub enum Job {
-    /// A snapshot's last record was applied: every table still `snapshotting` is `ready` (the
-    /// initial snapshot is complete), and so is `last_table` if it waited for a fresh snapshot
-    /// after an incompatible change (`resync_pending`; such a snapshot covers that one table).
-    MarkSnapshotsReady {
-        /// The table of the snapshot's last record.
-        last_table: TableId,
-    },
+    /// Marks every table still `snapshotting` as `ready` (the initial snapshot is complete).
+    /// A `resync_pending` table is made ready by its own resync's swap instead.
+    MarkSnapshotsReady,
     /// Write a batch and its offsets in one transaction.
     Apply(Batch),
     /// Bring one table in line with a schema change.
@@ -74,17 +70,10 @@ impl<S> std::fmt::Debug for SinkWorker<S> {
     }
 }
 
-fn mark_ready<S: Sink + StateStore>(sink: &mut S, last_table: &TableId) -> Result<(), SinkError> {
-    use crate::state::TableState;
+fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<(), SinkError> {
     for record in sink.tables() {
-        let id = &record.schema.id;
-        let done = match record.state {
-            TableState::Snapshotting => true,
-            TableState::ResyncPending => id == last_table,
-            TableState::Ready => false,
-        };
-        if done {
-            sink.set_table_state(id, TableState::Ready)?;
+        if record.state == crate::state::TableState::Snapshotting {
+            sink.set_table_state(&record.schema.id, crate::state::TableState::Ready)?;
         }
     }
     Ok(())
@@ -116,7 +105,7 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
                 .apply_schema(change)
                 .and_then(|outcome| shadow::follow_schema(&mut sink, change).map(|()| outcome))
                 .map(|outcome| Report::Schema(change.clone(), outcome)),
-            Job::MarkSnapshotsReady { last_table } => mark_ready(&mut sink, last_table).map(|()| nothing()),
+            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| nothing()),
             Job::StartResync { table, until } => shadow::start(&mut sink, table, until).map(|()| nothing()),
             Job::FinishResync(table) => shadow::finish(&mut sink, table).map(|()| nothing()),
         };

@@ -89,6 +89,18 @@ impl SourceError {
     }
 }
 
+/// A whole response body (for answers that are not streamed).
+async fn read_all(response: hyper::Response<hyper::body::Incoming>, url: &str) -> Result<Bytes, SourceError> {
+    let collected = response.into_body().collect().await;
+    Ok(collected.map_err(|source| SourceError::Body { url: url.to_owned(), source })?.to_bytes())
+}
+
+/// The single-threaded runtime a blocking client ([`super::replication::Replication`],
+/// [`super::dispatcher::Dispatcher`]) drives its requests on.
+pub(crate) fn blocking_runtime() -> Result<tokio::runtime::Runtime, SourceError> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)
+}
+
 /// A client for one base URL.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -157,8 +169,7 @@ impl HttpClient {
             .headers()
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-        let bytes =
-            response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        let bytes = read_all(response, &url).await?;
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         let error = &json["error"];
         let mut details = error.clone();
@@ -186,13 +197,7 @@ impl HttpClient {
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| SourceError::BadReply { url: url.clone(), reason: format!("unencodable request: {e}") })?;
-        let response = self.send(method, path, bearer, body.as_ref()).await?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|source| SourceError::Body { url: url.clone(), source })?
-            .to_bytes();
+        let bytes = read_all(self.send(method, path, bearer, body.as_ref()).await?, &url).await?;
         serde_json::from_slice(&bytes).map_err(|e| SourceError::BadReply { url, reason: e.to_string() })
     }
 
@@ -205,9 +210,7 @@ impl HttpClient {
         body: Option<&Json>,
     ) -> Result<Json, SourceError> {
         let url = format!("{}{path}", self.base);
-        let response = self.send(method, path, bearer, body).await?;
-        let bytes =
-            response.into_body().collect().await.map_err(|source| SourceError::Body { url, source })?.to_bytes();
+        let bytes = read_all(self.send(method, path, bearer, body).await?, &url).await?;
         Ok(serde_json::from_slice(&bytes).unwrap_or(Json::Null))
     }
 

@@ -31,9 +31,7 @@ pub enum GrantState {
 impl Dispatcher {
     /// A Dispatcher client over `http`.
     pub fn new(http: HttpClient) -> Result<Self, SourceError> {
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
-        Ok(Dispatcher { http, runtime })
+        Ok(Dispatcher { http, runtime: super::client::blocking_runtime()? })
     }
 
     /// Starts a device grant: a new session, or (with `session_id`) the same one re-authorized.

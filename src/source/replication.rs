@@ -157,9 +157,7 @@ async fn stopped(stop: &AtomicBool) {
 impl Replication {
     /// A session with its current tokens.
     pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Result<Self, SourceError> {
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
-        Ok(Replication { http, info, tokens, runtime })
+        Ok(Replication { http, info, tokens, runtime: super::client::blocking_runtime()? })
     }
 
     /// The current tokens.
