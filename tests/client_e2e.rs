@@ -231,14 +231,10 @@ fn a_caught_up_sync_waits_through_default_long_polls() {
         let (w, key) = ready(&db, "idle");
         let options = SyncOptions { database_batch_size: 200, ..SyncOptions::default() };
         assert_eq!(options.max_poll, Duration::from_secs(30), "the default poll time");
-        let stop = Arc::new(AtomicBool::new(false));
-        let summary = std::thread::scope(|s| {
-            let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
+        let summary = w.while_syncing(&db, &key, &options, |_| {
             std::thread::sleep(Duration::from_secs(5));
             w.changes(40);
             std::thread::sleep(Duration::from_secs(5));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            run.join().expect("an idle sync must not panic")
         });
         let summary = summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         assert!(summary.records > 0, "{:?}: the changes made during the wait arrived", db.kind);
@@ -257,10 +253,7 @@ fn a_running_sync_waits_out_a_suspension_and_converges_after_the_resume() {
         let options =
             SyncOptions { commit_interval: Duration::from_millis(200), ..crate::support::world::World::options() };
         let options = SyncOptions { until_idle: false, ..options };
-        let stop = Arc::new(AtomicBool::new(false));
-        let summary = std::thread::scope(|s| {
-            let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
-            let _stop_on_exit = StopOnDrop(&stop);
+        let summary = w.while_syncing(&db, &key, &options, |run| {
             w.changes(100);
             std::thread::sleep(Duration::from_millis(800));
             w.cloud.with(|s| s.suspend("e2e1", true, now_ms())).unwrap();
@@ -272,8 +265,6 @@ fn a_running_sync_waits_out_a_suspension_and_converges_after_the_resume() {
             w.cloud.with(|s| s.suspend("e2e1", false, now_ms())).unwrap();
             w.changes(100);
             std::thread::sleep(Duration::from_secs(4));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            run.join().unwrap()
         });
         summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         w.sync_until_idle(&db, &key);
@@ -290,11 +281,7 @@ fn a_running_sync_waits_for_the_owner_to_fix_a_refusing_table() {
         let (w, key) = ready(&db, "refused");
         refuse_person_writes(&db);
         let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
-        let stop = Arc::new(AtomicBool::new(false));
-        let summary = std::thread::scope(|s| {
-            let run = s.spawn(|| w.sync_options(&db, &key, &options, stop.clone()));
-            // A failed assertion below must still end the run, or the scope would wait forever.
-            let _stop_on_exit = StopOnDrop(&stop);
+        let summary = w.while_syncing(&db, &key, &options, |run| {
             w.changes(300);
             std::thread::sleep(Duration::from_secs(4));
             assert!(!run.is_finished(), "{:?}: a refused write must not stop the service", db.kind);
@@ -306,21 +293,10 @@ fn a_running_sync_waits_for_the_owner_to_fix_a_refusing_table() {
             assert!(checks.iter().any(|c| c.table == "crm7.person" && !c.equal), "the refused rows are not there yet");
             accept_person_writes(&db);
             std::thread::sleep(Duration::from_secs(6));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            run.join().unwrap()
         });
         summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         w.verify(&db, "after the owner fixed the table");
     }
-}
-
-/// Equality with the source, whatever the number of tables.
-fn verify_all(w: &crate::support::world::World, db: &crate::support::targets::TestDb, phase: &str) -> usize {
-    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
-    let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
-    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
-    assert!(bad.is_empty(), "{:?} {phase}: {bad:?}", db.kind);
-    checks.len()
 }
 
 /// A replica provisioned after the tenant's initial snapshot aged out of the retention gets
@@ -338,7 +314,7 @@ fn a_replica_provisioned_after_the_snapshot_aged_out_bootstraps_by_itself() {
         w.provision(&db, &key, "late");
         let first = w.try_sync(&db, &key, false).unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         assert!(first.records > 0, "{:?}: the fresh snapshot was applied", db.kind);
-        assert_eq!(verify_all(&w, &db, "a late replica, one run"), 20);
+        assert_eq!(w.verify_count(&db, "a late replica, one run"), 20);
         assert_eq!(w.sync_until_idle(&db, &key).records, 0, "a second run has nothing left to do");
     }
 }
@@ -360,18 +336,9 @@ fn auto_resync_after_a_long_outage_fills_tables_created_during_it() {
         w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
         w.changes(20);
         w.try_sync(&db, &key, true).unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
-        assert_eq!(verify_all(&w, &db, "after auto-resync with a table created during the outage"), 21);
+        assert_eq!(w.verify_count(&db, "after auto-resync with a table created during the outage"), 21);
         let rows = db.open(SinkOptions::default()).count_rows(&dbmirror::schema::TableId::new("crm7", "gap_table"));
         assert_eq!(rows.unwrap(), 15, "{:?}: the new table is filled", db.kind);
-    }
-}
-
-/// Sets a stop flag when dropped (also while a failed assertion unwinds).
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -388,7 +355,7 @@ fn a_replica_provisioned_after_a_restore_ends_equal_to_the_source() {
         let key = key(&db);
         w.provision(&db, &key, "after-restore");
         w.sync_until_idle(&db, &key);
-        assert_eq!(verify_all(&w, &db, "a replica provisioned after a restore"), 20);
+        assert_eq!(w.verify_count(&db, "a replica provisioned after a restore"), 20);
         assert_eq!(w.sync_until_idle(&db, &key).records, 0, "{:?}: nothing repeats", db.kind);
     }
 }
@@ -456,7 +423,7 @@ fn resync_tables_after_an_outage_past_retention_reloads_and_leaves_no_shadow() {
         let request = dbmirror::sink::shadow::request_fact(&person);
         db.open(SinkOptions::default()).write_facts(&[(&request, SessionValue::Text(now_ms().to_string()))]).unwrap();
         w.try_sync(&db, &key, false).unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
-        assert_eq!(verify_all(&w, &db, "after resync-tables past retention"), 20);
+        assert_eq!(w.verify_count(&db, "after resync-tables past retention"), 20);
         let shadows: Vec<String> = db
             .open(SinkOptions::default())
             .tables()

@@ -8,17 +8,15 @@ use std::sync::atomic::AtomicBool;
 use dbmirror::clock::now_ms;
 use dbmirror::cloud::journal::TenantOp;
 use dbmirror::cloud::service::Faults;
-use dbmirror::pipeline::{SyncOptions, SyncSummary, store_tokens, stored_tokens, sync};
-use dbmirror::protocol::Grant;
+use dbmirror::pipeline::{SyncOptions, SyncSummary, stored_tokens, sync};
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::memory::MemoryReplica;
 use dbmirror::sink::{Sink, SinkOptions};
 use dbmirror::source::client::HttpClient;
-use dbmirror::source::dispatcher::{Dispatcher, GrantState};
-use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
+use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::StateStore;
 
-use crate::support::world::{World, world};
+use crate::support::world::{World, store_session, world};
 
 fn key() -> SecretKey {
     let path = std::env::temp_dir().join(format!("dbmirror-memory-{}-{}.key", std::process::id(), now_ms()));
@@ -26,17 +24,9 @@ fn key() -> SecretKey {
     SecretKey::load_or_create(&path).unwrap()
 }
 
-/// Provisions a session into `replica` through the Dispatcher, as `provision` does.
+/// Provisions a session into `replica`, as `provision` does.
 fn provision(w: &World, replica: &mut MemoryReplica, key: &SecretKey) -> String {
-    let dispatcher = Dispatcher::new(HttpClient::new(&w.url, None).unwrap()).unwrap();
-    let request = dispatcher.start(None).unwrap();
-    w.cloud.with(|s| s.decide_provisioning(&request.user_code, "e2e1", "memory", true, now_ms())).unwrap();
-    let GrantState::Granted(grant) = dispatcher.poll(&request.device_code).unwrap() else { panic!("pending") };
-    let Grant { session, tokens } = *grant;
-    let info = SessionInfo::from_reply(session.as_ref().unwrap(), &w.url);
-    replica.write_facts(&info.to_facts()).unwrap();
-    store_tokens(replica, key, &TokenPair::issued(tokens, now_ms())).unwrap();
-    info.session_id
+    store_session(replica, key, w.grant("memory"))
 }
 
 fn run(w: &World, replica: &MemoryReplica, key: &SecretKey, options: &SyncOptions) -> SyncSummary {
@@ -53,7 +43,7 @@ fn until_idle(w: &World, replica: &MemoryReplica, key: &SecretKey) -> SyncSummar
 }
 
 fn verify(w: &World, replica: &MemoryReplica, phase: &str) {
-    verify_tables(w, replica, 20, phase);
+    assert_eq!(w.verify_replica(&mut replica.clone(), phase), 20, "{phase}");
 }
 
 #[test]
@@ -115,15 +105,7 @@ fn a_fetch_of_only_skipped_records_is_progress_not_idle() {
     provision(&w, &mut replica, &key);
     let options = SyncOptions { max_batch_size: 3, ..World::options() };
     run(&w, &replica, &key, &options);
-    verify_tables(&w, &replica, 19, "one run until idle, after a drop");
-}
-
-fn verify_tables(w: &World, replica: &MemoryReplica, tables: usize, phase: &str) {
-    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
-    let checks = dbmirror::verify::verify(&mut replica.clone(), &truth).unwrap();
-    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
-    assert!(bad.is_empty(), "{phase}: {bad:?}");
-    assert_eq!(checks.len(), tables, "{phase}");
+    assert_eq!(w.verify_replica(&mut replica.clone(), "one run until idle, after a drop"), 19);
 }
 
 /// The replica is unreachable when rotated tokens must be stored: the cloud has already

@@ -12,21 +12,20 @@ use dbmirror::cloud::log::EventLog;
 use dbmirror::cloud::service::State;
 use dbmirror::cloud::tenant::{Tenant, TenantConfig};
 use dbmirror::pipeline::{SyncOptions, SyncSummary, store_tokens, stored_tokens, sync};
-use dbmirror::protocol::Grant;
 use dbmirror::secrets::SecretKey;
-use dbmirror::sink::SinkOptions;
+use dbmirror::sink::{Replica, SinkOptions};
 use dbmirror::source::client::HttpClient;
+use dbmirror::source::dispatcher::{Dispatcher, GrantState};
 use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
-use dbmirror::state::SessionValue;
-use hyper::Method;
-use serde_json::json;
+use dbmirror::state::StateStore;
 
 use super::targets::TestDb;
 
 pub struct World {
     pub url: String,
     pub cloud: Arc<Cloud>,
-    pub runtime: tokio::runtime::Runtime,
+    /// Drives the in-process cloud: dropping it stops the server.
+    _runtime: tokio::runtime::Runtime,
 }
 
 pub fn world(with_schema: bool) -> World {
@@ -45,33 +44,24 @@ pub fn world_with(with_schema: bool, retention: Duration) -> World {
         spawn(listener, cloud.clone(), 0);
         (url, cloud)
     });
-    World { url, cloud, runtime }
+    World { url, cloud, _runtime: runtime }
 }
 
 impl World {
+    /// A session granted through the Dispatcher, as `provision` does it, with the browser
+    /// step approved in-process.
+    pub fn grant(&self, name: &str) -> (SessionInfo, TokenPair) {
+        let dispatcher = Dispatcher::new(HttpClient::new(&self.url, None).unwrap()).unwrap();
+        let request = dispatcher.start(None).unwrap();
+        self.cloud.with(|s| s.decide_provisioning(&request.user_code, "e2e1", name, true, now_ms())).unwrap();
+        let GrantState::Granted(grant) = dispatcher.poll(&request.device_code).unwrap() else { panic!("pending") };
+        let info = SessionInfo::from_reply(grant.session.as_ref().unwrap(), &self.url);
+        (info, TokenPair::issued(grant.tokens, now_ms()))
+    }
+
     /// Provisions a session and stores it in the replica; returns the session id.
     pub fn provision(&self, db: &TestDb, key: &SecretKey, name: &str) -> String {
-        let http = HttpClient::new(&self.url, None).unwrap();
-        let request = self.runtime.block_on(http.json(Method::POST, "/api/v1/provisioning", None, None)).unwrap();
-        let code = request["user_code"].as_str().unwrap().to_owned();
-        self.cloud.with(|s| s.decide_provisioning(&code, "e2e1", name, true, now_ms())).unwrap();
-        let grant = self
-            .runtime
-            .block_on(http.json(
-                Method::POST,
-                "/api/v1/provisioning/token",
-                None,
-                Some(&json!({"device_code": request["device_code"]})),
-            ))
-            .unwrap();
-        let grant: Grant = serde_json::from_value(grant).unwrap();
-        let info = SessionInfo::from_reply(grant.session.as_ref().unwrap(), &self.url);
-        let tokens = TokenPair::issued(grant.tokens, now_ms());
-        let mut state = db.open(SinkOptions::default());
-        let facts: Vec<(&str, SessionValue)> = info.to_facts();
-        state.write_facts(&facts).unwrap();
-        store_tokens(state.as_mut(), key, &tokens).unwrap();
-        info.session_id
+        store_session(db.open(SinkOptions::default()).as_mut(), key, self.grant(name))
     }
 
     /// One `sync` run until the stream is idle, as a restarted client would do it.
@@ -136,11 +126,41 @@ impl World {
     }
 
     pub fn verify(&self, db: &TestDb, phase: &str) {
+        assert_eq!(self.verify_count(db, phase), 20, "{phase}");
+    }
+
+    /// Asserts the replica equals the source whatever the number of tables; returns it.
+    pub fn verify_count(&self, db: &TestDb, phase: &str) -> usize {
+        self.verify_replica(db.open(SinkOptions::default()).as_mut(), &format!("{:?} {phase}", db.kind))
+    }
+
+    /// Asserts `replica` equals the source; returns the number of tables compared.
+    pub fn verify_replica(&self, replica: &mut dyn Replica, phase: &str) -> usize {
         let truth = self.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
-        let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
+        let checks = dbmirror::verify::verify(replica, &truth).unwrap();
         let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
-        assert!(bad.is_empty(), "{:?} {phase}: {bad:?}", db.kind);
-        assert_eq!(checks.len(), 20, "{phase}");
+        assert!(bad.is_empty(), "{phase}: {bad:?}");
+        checks.len()
+    }
+
+    /// Runs `sync` with `options` on another thread while `during` acts on the world (the event
+    /// at the worst moment), then stops it and returns the run; a failed assertion in `during`
+    /// stops the run too, so the test fails instead of waiting for it forever.
+    pub fn while_syncing(
+        &self,
+        db: &TestDb,
+        key: &SecretKey,
+        options: &SyncOptions,
+        during: impl FnOnce(&std::thread::ScopedJoinHandle<'_, SyncResult>),
+    ) -> SyncResult {
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::scope(|s| {
+            let run = s.spawn(|| self.sync_options(db, key, options, stop.clone()));
+            let _stop_on_exit = StopOnDrop(&stop);
+            during(&run);
+            drop(_stop_on_exit);
+            run.join().expect("a running sync must not panic")
+        })
     }
 
     pub fn changes(&self, count: usize) {
@@ -165,4 +185,23 @@ pub fn ready(db: &TestDb, session_name: &str) -> (World, SecretKey) {
     w.provision(db, &key, session_name);
     w.sync_until_idle(db, &key);
     (w, key)
+}
+
+/// What a `sync` run returns.
+pub type SyncResult = Result<SyncSummary, dbmirror::pipeline::PipelineError>;
+
+/// Stores a granted session and its sealed tokens in a replica, as `provision` does.
+pub fn store_session(state: &mut dyn Replica, key: &SecretKey, (info, tokens): (SessionInfo, TokenPair)) -> String {
+    state.write_facts(&info.to_facts()).unwrap();
+    store_tokens(state, key, &tokens).unwrap();
+    info.session_id
+}
+
+/// Sets a stop flag when dropped (also while a failed assertion unwinds).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
