@@ -52,7 +52,7 @@ struct ActionArgs {
     /// The tenant context id.
     #[arg(long, default_value = "cust1234")]
     tenant: String,
-    /// changes | new-table | add-column | incompatible-change | drop-table | restore | suspend |
+    /// changes | new-table | add-column | incompatible-change | incompatible-alter | drop-table | restore | suspend |
     /// resume | purge | revoke-session | reset-offsets | min-client-version
     action: String,
     /// `schema.table` for table actions.
