@@ -90,6 +90,43 @@ fn decimal_string_mode_is_exact_and_scaled_to_the_column() {
     assert!(out.contains(r#""fee":"-922337203685477.5808""#), "{out}");
 }
 
+/// Issue 10 #18: a `VariableScaleDecimal` carries the scale of the value, not of the column;
+/// the replica must see the column's scale, and a value the column cannot hold is refused.
+#[test]
+fn variable_scale_decimals_are_fitted_to_their_column() {
+    let history = r#"{"schemaName":"crm7","tableChanges":[{"type":"CREATE","id":"crm7.sale","table":{"primaryKeyColumnNames":["sale_id"],"columns":[{"name":"sale_id","typeName":"int","position":1,"optional":false},{"name":"amount","typeName":"numeric","length":10,"scale":4,"position":2,"optional":true}]}}]}"#;
+    let mut decoder = Decoder::default();
+    let mut schemas = SchemaRegistry::new();
+    let mut h = history.as_bytes().to_vec();
+    let Event::SchemaChange(changes) = decoder.decode(&mut h, &schemas).unwrap().event else { panic!() };
+    changes.iter().for_each(|c| schemas.apply(c));
+    let event = |offset: u32, scale: u32, value: &str| {
+        format!(
+            r#"{{"topic":"t-cdc","partition":0,"offset":{offset},"value":{{"schema":{{"type":"struct","fields":[{{"type":"struct","field":"after","fields":[{{"type":"int32","field":"sale_id"}},{{"type":"struct","name":"io.debezium.data.VariableScaleDecimal","field":"amount"}}]}}]}},"payload":{{"after":{{"sale_id":1,"amount":{{"scale":{scale},"value":"{value}"}}}},"source":{{"schema":"crm7","table":"sale"}},"op":"c"}}}}}}"#
+        )
+    };
+    let mut render = |line: String| {
+        let mut bytes = line.into_bytes();
+        decoder.decode(&mut bytes, &schemas).map(|d| {
+            let mut out = String::new();
+            inspect::render(&d, &mut out);
+            out
+        })
+    };
+    // 12.345 (scale 3) and -7 (scale 0) read back with the column's four fraction digits.
+    let out = render(event(1, 3, "MDk=")).unwrap();
+    assert!(out.contains(r#""amount":"12.3450""#), "{out}");
+    let out = render(event(2, 0, "+Q==")).unwrap();
+    assert!(out.contains(r#""amount":"-7.0000""#), "{out}");
+    // 12.34567 has five fraction digits: refused, never rounded, and the record is named.
+    let e = render(event(3, 5, "EtaH")).unwrap_err();
+    assert!(e.to_string().starts_with("record t-cdc/0@3:"), "{e}");
+    assert!(e.to_string().contains("scale 4"), "{e}");
+    // 1,000,000 needs 11 digits at scale 4: more than numeric(10,4) holds.
+    let e = render(event(4, 0, "AlQL5AA=")).unwrap_err();
+    assert!(e.to_string().contains("precision 10 and scale 4"), "{e}");
+}
+
 fn decode_err(input: &str) -> dbmirror::decode::DecodeError {
     let mut bytes = input.as_bytes().to_vec();
     Decoder::default().decode(&mut bytes, &SchemaRegistry::new()).expect_err("should fail")

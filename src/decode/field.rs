@@ -7,6 +7,7 @@
 
 use super::json::Json;
 use crate::schema::{ColumnSchema, SqlType};
+use crate::value::Shape;
 
 /// The connector's `time.precision.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,18 +80,23 @@ pub(crate) enum FieldKind {
     Uuid,
     Xml,
     Binary(BinaryEncoding),
-    /// Connect `Decimal` bytes with the schema's scale.
+    /// Connect `Decimal` bytes with the schema's scale. Every decimal kind carries the source
+    /// column's shape when it is known: the value is then fitted to it (padded to the column's
+    /// scale, refused when it has more digits than the column holds).
     DecimalBytes {
         scale: u8,
+        column: Option<Shape>,
     },
     /// `VariableScaleDecimal` struct `{scale, value}`.
-    DecimalVariable,
-    /// An exact numeric carried as a string or double; rescaled to the column's scale when known.
+    DecimalVariable {
+        column: Option<Shape>,
+    },
+    /// An exact numeric carried as a string or double.
     DecimalText {
-        scale: Option<u8>,
+        column: Option<Shape>,
     },
     DecimalDouble {
-        scale: Option<u8>,
+        column: Option<Shape>,
     },
     Date,
     /// Time of day in units of this many nanoseconds.
@@ -170,10 +176,13 @@ pub(crate) fn connect_type(schema: Json<'_, '_>) -> ConnectType {
 pub(crate) fn refine(ty: ConnectType, column: Option<&ColumnSchema>) -> FieldKind {
     let sql = column.map(|c| c.sql_type);
     match ty {
-        ConnectType::Decimal { scale } => {
-            FieldKind::DecimalBytes { scale: scale.or_else(|| sql.and_then(SqlType::decimal_scale)).unwrap_or(0) }
+        ConnectType::Decimal { scale } => FieldKind::DecimalBytes {
+            scale: scale.or_else(|| sql.and_then(SqlType::decimal_scale)).unwrap_or(0),
+            column: sql.and_then(SqlType::decimal_shape),
+        },
+        ConnectType::VariableScaleDecimal => {
+            FieldKind::DecimalVariable { column: sql.and_then(SqlType::decimal_shape) }
         }
-        ConnectType::VariableScaleDecimal => FieldKind::DecimalVariable,
         ConnectType::Date => FieldKind::Date,
         ConnectType::Time { unit_nanos } => FieldKind::Time { unit_nanos },
         ConnectType::Timestamp { unit_nanos } => FieldKind::Timestamp { unit_nanos },
@@ -185,7 +194,7 @@ pub(crate) fn refine(ty: ConnectType, column: Option<&ColumnSchema>) -> FieldKin
         ConnectType::Int => FieldKind::Int,
         ConnectType::Float32 => FieldKind::Float32,
         ConnectType::Float64 => match sql {
-            Some(t) if t.is_exact_numeric() => FieldKind::DecimalDouble { scale: t.decimal_scale() },
+            Some(t) if t.is_exact_numeric() => FieldKind::DecimalDouble { column: t.decimal_shape() },
             _ => FieldKind::Float64,
         },
         ConnectType::Bytes => FieldKind::Binary(BinaryEncoding::Base64),
@@ -197,7 +206,7 @@ pub(crate) fn refine(ty: ConnectType, column: Option<&ColumnSchema>) -> FieldKin
 /// A string-typed field for a known SQL type: which text it is.
 fn text_kind(sql: SqlType) -> FieldKind {
     match sql {
-        t if t.is_exact_numeric() => FieldKind::DecimalText { scale: t.decimal_scale() },
+        t if t.is_exact_numeric() => FieldKind::DecimalText { column: t.decimal_shape() },
         SqlType::UniqueIdentifier => FieldKind::Uuid,
         SqlType::Xml => FieldKind::Xml,
         SqlType::DateTimeOffset { .. } => FieldKind::ZonedTimestamp,
@@ -220,11 +229,13 @@ pub(crate) fn from_column(column: &ColumnSchema, opts: &DecodeOptions) -> FieldK
         SqlType::Real => FieldKind::Float32,
         SqlType::Float => FieldKind::Float64,
         t @ (SqlType::Decimal { .. } | SqlType::Numeric { .. } | SqlType::Money | SqlType::SmallMoney) => {
-            let scale = t.decimal_scale();
+            let column = t.decimal_shape();
             match opts.decimal_handling {
-                DecimalHandlingMode::Precise => FieldKind::DecimalBytes { scale: scale.unwrap_or(0) },
-                DecimalHandlingMode::String => FieldKind::DecimalText { scale },
-                DecimalHandlingMode::Double => FieldKind::DecimalDouble { scale },
+                DecimalHandlingMode::Precise => {
+                    FieldKind::DecimalBytes { scale: t.decimal_scale().unwrap_or(0), column }
+                }
+                DecimalHandlingMode::String => FieldKind::DecimalText { column },
+                DecimalHandlingMode::Double => FieldKind::DecimalDouble { column },
             }
         }
         SqlType::Binary(_) | SqlType::VarBinary(_) | SqlType::Image | SqlType::RowVersion => {

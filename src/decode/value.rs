@@ -11,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use super::field::{BinaryEncoding, FieldKind};
 use super::json::Json;
 use crate::value::{Date, DateTime, DateTimeOffset, TemporalError, Time, validate_zoned_time};
-use crate::value::{Decimal, DecimalError};
+use crate::value::{Decimal, DecimalError, Shape};
 
 /// One column value.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,9 +205,10 @@ fn decimal_from_base64(text: &str, scale: i64) -> Result<Decimal, ValueError> {
     Ok(Decimal::from_be_bytes(&buf[..n], scale)?)
 }
 
-fn rescaled(d: Decimal, scale: Option<u8>) -> Result<Decimal, ValueError> {
-    Ok(match scale {
-        Some(s) => d.rescale(s)?,
+/// The decimal as its source column holds it, when the column is known.
+fn fitted(d: Decimal, column: Option<Shape>) -> Result<Decimal, ValueError> {
+    Ok(match column {
+        Some(shape) => d.fit(shape)?,
         None => d,
     })
 }
@@ -226,19 +227,21 @@ pub(crate) fn read<'a>(kind: FieldKind, json: Json<'_, 'a>) -> Result<Value<'a>,
         FieldKind::Uuid => Value::Uuid(text(json)?),
         FieldKind::Xml => Value::Xml(text(json)?),
         FieldKind::Binary(enc) => Value::Binary(Binary::new(text(json)?, enc)?),
-        FieldKind::DecimalBytes { scale } => Value::Decimal(decimal_from_base64(text(json)?, i64::from(scale))?),
-        FieldKind::DecimalVariable => {
+        FieldKind::DecimalBytes { scale, column } => {
+            Value::Decimal(fitted(decimal_from_base64(text(json)?, i64::from(scale))?, column)?)
+        }
+        FieldKind::DecimalVariable { column } => {
             let scale = json.get("scale").ok_or_else(|| type_err("object with scale", json))?;
             let value = json.get("value").ok_or_else(|| type_err("object with value", json))?;
-            Value::Decimal(decimal_from_base64(text(value)?, int(scale)?)?)
+            Value::Decimal(fitted(decimal_from_base64(text(value)?, int(scale)?)?, column)?)
         }
-        FieldKind::DecimalText { scale } => Value::Decimal(rescaled(Decimal::parse(text(json)?)?, scale)?),
-        FieldKind::DecimalDouble { scale } => {
+        FieldKind::DecimalText { column } => Value::Decimal(fitted(Decimal::parse(text(json)?)?, column)?),
+        FieldKind::DecimalDouble { column } => {
             let d = match json.as_str() {
                 Some(s) => Decimal::parse(s)?,
                 None => Decimal::from_f64(json.as_f64().ok_or_else(|| type_err("number", json))?)?,
             };
-            Value::Decimal(rescaled(d, scale)?)
+            Value::Decimal(fitted(d, column)?)
         }
         FieldKind::Date => Value::Date(Date::from_days(int(json)?)?),
         FieldKind::Time { unit_nanos } => Value::Time(Time::from_units(int(json)?, unit_nanos)?),

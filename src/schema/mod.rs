@@ -107,6 +107,20 @@ impl SqlType {
         }
     }
 
+    /// Precision and scale of exact numeric types: what every value of the column must fit
+    /// (`money` is SQL Server's `decimal(19,4)`, `smallmoney` its `decimal(10,4)`).
+    pub fn decimal_shape(self) -> Option<crate::value::Shape> {
+        use crate::value::Shape;
+        match self {
+            SqlType::Decimal { precision, scale } | SqlType::Numeric { precision, scale } => {
+                Some(Shape { precision, scale })
+            }
+            SqlType::Money => Some(Shape { precision: 19, scale: 4 }),
+            SqlType::SmallMoney => Some(Shape { precision: 10, scale: 4 }),
+            _ => None,
+        }
+    }
+
     /// True for the exact numeric types whose values must never pass through a float.
     pub fn is_exact_numeric(self) -> bool {
         self.decimal_scale().is_some()

@@ -33,6 +33,24 @@ pub enum DecimalError {
     /// Rescaling would drop non-zero digits.
     #[error("value has more fraction digits than the column's scale {0}")]
     Inexact(u8),
+    /// More integer digits than the column holds.
+    #[error("value has more digits than the column's {0}")]
+    Precision(Shape),
+}
+
+/// A column's `decimal(precision, scale)`: what every value in it must fit exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Significant digits in all.
+    pub precision: u8,
+    /// Digits after the point.
+    pub scale: u8,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "precision {} and scale {}", self.precision, self.scale)
+    }
 }
 
 impl Decimal {
@@ -158,6 +176,20 @@ impl Decimal {
     }
 }
 
+impl Decimal {
+    /// The same number as the column stores it: exactly the column's fraction digits, and
+    /// refused (never rounded or truncated) when it has more fraction or integer digits than
+    /// the column holds. A variable-scale value carries its own scale, so without this a
+    /// `numeric(10,4)` replica column would see `12.345` where the source shows `12.3450`.
+    pub fn fit(self, shape: Shape) -> Result<Self, DecimalError> {
+        let d = self.rescale(shape.scale)?;
+        match pow10(shape.precision) {
+            Some(limit) if d.unscaled.unsigned_abs() >= limit.unsigned_abs() => Err(DecimalError::Precision(shape)),
+            _ => Ok(d),
+        }
+    }
+}
+
 fn pow10(exp: u8) -> Option<i128> {
     10i128.checked_pow(u32::from(exp))
 }
@@ -237,5 +269,19 @@ mod tests {
         assert!(Decimal::parse("").is_err());
         assert!(Decimal::parse("1.2.3").is_err());
         assert!(Decimal::parse("abc").is_err());
+    }
+
+    #[test]
+    fn fit_pads_refuses_and_never_rounds() {
+        let col = Shape { precision: 10, scale: 4 };
+        let fit = |t: &str| Decimal::parse(t).unwrap().fit(col).map(|d| d.to_string());
+        assert_eq!(fit("12.345").unwrap(), "12.3450");
+        assert_eq!(fit("-7").unwrap(), "-7.0000");
+        assert_eq!(fit("999999.9999").unwrap(), "999999.9999");
+        assert_eq!(fit("12.34567"), Err(DecimalError::Inexact(4)));
+        assert_eq!(fit("1000000"), Err(DecimalError::Precision(col)));
+        assert_eq!(fit("-1000000.0000"), Err(DecimalError::Precision(col)));
+        let widest = Shape { precision: 38, scale: 0 };
+        assert!(Decimal::parse("99999999999999999999999999999999999999").unwrap().fit(widest).is_ok());
     }
 }

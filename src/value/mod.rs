@@ -9,7 +9,7 @@ mod decimal;
 mod json;
 mod temporal;
 
-pub use decimal::{Decimal, DecimalError};
+pub use decimal::{Decimal, DecimalError, Shape};
 pub use json::{write_json_string, write_json_string_array};
 pub(crate) use temporal::validate_zoned_time;
 pub use temporal::{Date, DateTime, DateTimeOffset, NANOS_PER_DAY, TemporalError, Time};
