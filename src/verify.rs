@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::canonical::checksum;
 use crate::protocol::GroundTruth;
 use crate::sink::{Replica, SinkError};
+use crate::state::TableState;
 
 /// One table's comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub struct TableCheck {
     pub replica_rows: Option<u64>,
     /// Same rows, same contents.
     pub equal: bool,
+    /// The replica cannot hold the table (see [`crate::state::TableState::Failed`]): it was
+    /// left out, so it cannot be equal.
+    pub failed: bool,
 }
 
 /// Compares the replica with the cloud's ground truth (`GET …/ground-truth`).
@@ -25,13 +29,18 @@ pub fn verify(replica: &mut dyn Replica, truth: &GroundTruth) -> Result<Vec<Tabl
     let source: BTreeMap<String, (u64, String)> =
         truth.tables.iter().map(|t| (t.table.clone(), (t.rows, t.checksum.clone()))).collect();
     let mut local: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut failed = std::collections::BTreeSet::new();
     // A shadow table (a resync in progress) is not a source table.
     for record in replica.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
+        if record.state == TableState::Failed {
+            failed.insert(record.schema.id.to_string());
+            continue;
+        }
         let rows = replica.read_rows(&record.schema.id)?;
         let (count, sum) = checksum(rows.iter().map(Vec::as_slice));
         local.insert(record.schema.id.to_string(), (count, format!("{sum:016x}")));
     }
-    let names: std::collections::BTreeSet<&String> = source.keys().chain(local.keys()).collect();
+    let names: std::collections::BTreeSet<&String> = source.keys().chain(local.keys()).chain(&failed).collect();
     Ok(names
         .into_iter()
         .map(|name| {
@@ -41,6 +50,7 @@ pub fn verify(replica: &mut dyn Replica, truth: &GroundTruth) -> Result<Vec<Tabl
                 source_rows: s.map(|x| x.0),
                 replica_rows: l.map(|x| x.0),
                 equal: s.is_some() && s == l,
+                failed: failed.contains(name),
             }
         })
         .collect())

@@ -82,7 +82,7 @@ fn schema_changes_in_the_stream_converge() {
         for op in [
             TenantOp::AddColumn { table: "crm7.person".into(), column: "nickname".into() },
             TenantOp::Change { count: 100 },
-            TenantOp::NewTable { table: "crm7.service_extra".into(), rows: 15 },
+            TenantOp::NewTable { table: "crm7.service_extra".into(), rows: 15, extra_columns: 0 },
             TenantOp::IncompatibleChange { table: "crm7.contact".into() },
             TenantOp::Change { count: 100 },
             TenantOp::DropTable { table: "crm7.relations".into() },
@@ -330,7 +330,7 @@ fn auto_resync_after_a_long_outage_fills_tables_created_during_it() {
         w.provision(&db, &key, "away");
         w.sync_until_idle(&db, &key);
         w.changes(100);
-        let op = TenantOp::NewTable { table: "crm7.gap_table".into(), rows: 15 };
+        let op = TenantOp::NewTable { table: "crm7.gap_table".into(), rows: 15, extra_columns: 0 };
         w.cloud.with(|s| s.run("e2e1", &op, now_ms())).unwrap();
         std::thread::sleep(Duration::from_millis(1600));
         w.cloud.with(|s| s.log.enforce_retention(now_ms())).unwrap();
@@ -432,6 +432,51 @@ fn resync_tables_after_an_outage_past_retention_reloads_and_leaves_no_shadow() {
             .map(|t| t.schema.id.to_string())
             .collect();
         assert!(shadows.is_empty(), "{:?}: {shadows:?}", db.kind);
+        assert_all_ready(&db);
+    }
+}
+
+/// Issue 10 #7, as a customer meets it: while `sync` runs as a service, the source gets a table
+/// wider than the replica can hold (SQLite: 2,000 columns; PostgreSQL: 1,600). That table is set
+/// aside as failed, with the reason in `_ReplicationState`, the service keeps running and every
+/// other table stays current; when the table changes at the source (here: dropped and created
+/// again narrower) it is replicated again, and `verify` ends equal.
+#[test]
+fn a_table_too_wide_for_the_replica_is_set_aside_while_the_rest_goes_on() {
+    use dbmirror::cloud::journal::TenantOp;
+    use dbmirror::state::{FAILED_REASON, TableState, prefixed_facts};
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "wide");
+        let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
+        let summary = w.while_syncing(&db, &key, &options, |run| {
+            let wide = TenantOp::NewTable { table: "crm7.wide".into(), rows: 10, extra_columns: 2100 };
+            w.cloud.with(|s| s.run("e2e1", &wide, now_ms())).unwrap();
+            w.changes(200);
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(!run.is_finished(), "{:?}: one impossible table must not stop the service", db.kind);
+            let mut replica = db.open(SinkOptions::default());
+            let failed: Vec<_> = replica
+                .tables()
+                .into_iter()
+                .filter(|t| t.state == TableState::Failed)
+                .map(|t| t.schema.id.clone())
+                .collect();
+            assert_eq!(failed, vec![dbmirror::schema::TableId::new("crm7", "wide")], "{:?}", db.kind);
+            let facts = replica.read_facts().unwrap();
+            let reasons: Vec<_> = prefixed_facts(&facts, FAILED_REASON).collect();
+            assert!(reasons.iter().any(|(t, r)| *t == "crm7.wide" && r.contains("column")), "{reasons:?}");
+            let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+            let checks = dbmirror::verify::verify(replica.as_mut(), &truth).unwrap();
+            let bad: Vec<_> = checks.iter().filter(|c| !c.equal).map(|c| (c.table.as_str(), c.failed)).collect();
+            assert_eq!(bad, vec![("crm7.wide", true)], "{:?}: every other table is current", db.kind);
+            w.cloud.with(|s| s.run("e2e1", &TenantOp::DropTable { table: "crm7.wide".into() }, now_ms())).unwrap();
+            let narrow = TenantOp::NewTable { table: "crm7.wide".into(), rows: 10, extra_columns: 3 };
+            w.cloud.with(|s| s.run("e2e1", &narrow, now_ms())).unwrap();
+            w.changes(100);
+            std::thread::sleep(Duration::from_secs(4));
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        assert_eq!(w.verify_count(&db, "after the wide table was reshaped at the source"), 21);
         assert_all_ready(&db);
     }
 }

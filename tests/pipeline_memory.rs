@@ -130,3 +130,66 @@ fn rotated_tokens_are_stored_once_the_replica_is_back_before_they_are_used() {
     }
     assert_ne!(replica.clone().read_facts().unwrap()["refresh_token"], before, "the rotated tokens were stored");
 }
+
+/// Issue 10 #7: one table the replica cannot hold (too wide) must not stop every table. It is
+/// marked failed with the reason, its records are consumed unapplied, the other tables stay
+/// current, and once the owner fixes the cause `resync-tables` brings it back equal.
+#[test]
+fn a_table_the_replica_cannot_hold_is_set_aside_and_the_rest_goes_on() {
+    use dbmirror::schema::TableId;
+    use dbmirror::state::{FAILED_REASON, SessionValue, TableState, prefixed_facts};
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    replica.refuse_tables_wider_than(100);
+    let wide = TenantOp::NewTable { table: "crm7.wide".into(), rows: 30, extra_columns: 150 };
+    w.cloud.with(|s| s.run("e2e1", &wide, now_ms())).unwrap();
+    w.changes(200);
+    // A service run (not --until-idle) would wait on a refused table forever; it must not.
+    until_idle(&w, &replica, &key);
+    let id = TableId::new("crm7", "wide");
+    let record = replica.tables().into_iter().find(|r| r.schema.id == id).expect("the failed table is recorded");
+    assert_eq!(record.state, TableState::Failed);
+    let facts = replica.clone().read_facts().unwrap();
+    let reason: Vec<_> = prefixed_facts(&facts, FAILED_REASON).collect();
+    assert!(reason.iter().any(|(t, r)| *t == "crm7.wide" && r.contains("too many columns")), "{reason:?}");
+    let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+    let checks = dbmirror::verify::verify(&mut replica.clone(), &truth).unwrap();
+    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).map(|c| (c.table.as_str(), c.failed)).collect();
+    assert_eq!(bad, vec![("crm7.wide", true)], "every other table is current");
+    // Nothing is held back: a second run has nothing to do.
+    assert_eq!(until_idle(&w, &replica, &key).records, 0);
+    // The owner fixes the cause; resync-tables brings the table back.
+    replica.refuse_tables_wider_than(usize::MAX);
+    let request = dbmirror::sink::shadow::request_fact(&id);
+    replica.clone().write_facts(&[(&request, SessionValue::Text(now_ms().to_string()))]).unwrap();
+    w.changes(50);
+    until_idle(&w, &replica, &key);
+    assert_eq!(w.verify_replica(&mut replica.clone(), "after the fix and resync-tables"), 21);
+    let facts = replica.clone().read_facts().unwrap();
+    assert_eq!(prefixed_facts(&facts, FAILED_REASON).count(), 0, "the reason is cleared");
+    assert!(replica.tables().iter().all(|t| t.state == TableState::Ready), "{:?}", replica.tables());
+}
+
+/// A failed table is tried again when its schema changes at the source: re-created (the cause
+/// is gone meanwhile) and filled from a fresh snapshot the client asks for.
+#[test]
+fn a_failed_table_is_tried_again_when_its_schema_changes() {
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    replica.refuse_tables_wider_than(100);
+    let wide = TenantOp::NewTable { table: "crm7.wide".into(), rows: 30, extra_columns: 150 };
+    w.cloud.with(|s| s.run("e2e1", &wide, now_ms())).unwrap();
+    until_idle(&w, &replica, &key);
+    replica.refuse_tables_wider_than(usize::MAX);
+    let alter = TenantOp::AddColumn { table: "crm7.wide".into(), column: "later".into() };
+    w.cloud.with(|s| s.run("e2e1", &alter, now_ms())).unwrap();
+    w.changes(50);
+    until_idle(&w, &replica, &key);
+    assert_eq!(w.verify_replica(&mut replica.clone(), "after the table's schema changed at the source"), 21);
+}

@@ -314,8 +314,12 @@ struct FlakySink {
 }
 
 impl Sink for FlakySink {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, dbmirror::sink::SinkError> {
-        self.inner.apply_schema(change)
+    fn change_schema(
+        &mut self,
+        change: &TableChange,
+        intent: &dbmirror::sink::Intent,
+    ) -> Result<SchemaOutcome, dbmirror::sink::SinkError> {
+        self.inner.change_schema(change, intent)
     }
 
     fn apply(&mut self, batch: &dbmirror::coalesce::Batch) -> Result<(), dbmirror::sink::SinkError> {

@@ -64,6 +64,9 @@ struct ActionArgs {
     /// How many changes (or rows of a new table).
     #[arg(long)]
     count: Option<usize>,
+    /// Extra nullable columns of a `new-table` (a table wider than a replica can hold).
+    #[arg(long)]
+    columns: Option<usize>,
     /// Session id for `revoke-session`.
     #[arg(long)]
     session_id: Option<String>,
@@ -87,7 +90,7 @@ async fn action(args: ActionArgs) -> Result<()> {
         other => format!("/admin/{}/actions/{other}", args.tenant),
     };
     let body = serde_json::json!({
-        "table": args.table, "column": args.column, "count": args.count,
+        "table": args.table, "column": args.column, "count": args.count, "columns": args.columns,
         "session_id": args.session_id, "version": args.version,
     });
     let reply = client.json(hyper::Method::POST, &path, Some(&args.admin_token), Some(&body)).await?;

@@ -254,6 +254,7 @@ struct Action {
     table: Option<String>,
     column: Option<String>,
     count: Option<usize>,
+    columns: Option<usize>,
     version: Option<String>,
     session_id: Option<String>,
 }
@@ -437,7 +438,11 @@ fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Res
     let table = || a.table.clone().ok_or_else(|| ApiError::new(400, ErrorCode::BadRequest, "`table` is required"));
     let op = match action {
         "changes" => TenantOp::Change { count: a.count.unwrap_or(100) },
-        "new-table" => TenantOp::NewTable { table: table()?, rows: a.count.unwrap_or(20) as u64 },
+        "new-table" => TenantOp::NewTable {
+            table: table()?,
+            rows: a.count.unwrap_or(20) as u64,
+            extra_columns: a.columns.unwrap_or(0),
+        },
         "add-column" => {
             TenantOp::AddColumn { table: table()?, column: a.column.clone().unwrap_or_else(|| "added_note".into()) }
         }

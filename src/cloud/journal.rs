@@ -35,6 +35,10 @@ pub enum TenantOp {
         table: String,
         /// Rows in its snapshot.
         rows: u64,
+        /// Nullable `nvarchar(200)` columns appended to the copied shape: a table wider than
+        /// a replica can hold (SQLite: 2,000 columns; PostgreSQL: 1,600).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        extra_columns: usize,
     },
     /// A nullable `nvarchar(200)` column appended.
     AddColumn {
@@ -68,6 +72,23 @@ pub fn table_id(text: &str) -> Result<TableId, ApiError> {
         .ok_or_else(|| ApiError::new(400, ErrorCode::BadTable, format!("`{text}` is not `schema.table`")))
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// A nullable `nvarchar(200)` column (positioned by whoever adds it).
+fn note_column(name: String) -> ColumnSchema {
+    ColumnSchema {
+        name,
+        sql_type: SqlType::NVarChar(Some(200)),
+        type_name: "nvarchar".into(),
+        position: 0,
+        nullable: true,
+        identity: false,
+        default_expression: None,
+    }
+}
+
 fn not_found(id: &TableId) -> ApiError {
     ApiError::new(404, ErrorCode::TableNotFound, format!("no table {id}"))
 }
@@ -80,28 +101,23 @@ impl TenantOp {
                 tenant.change(log, now_ms, *count, Workload::default())?;
                 json!({"changes": count})
             }
-            TenantOp::NewTable { table, rows } => {
+            TenantOp::NewTable { table, rows, extra_columns } => {
                 let id = table_id(table)?;
-                let template = tenant
+                let mut template = tenant
                     .schemas()
                     .first()
                     .map(|t| (*t).clone())
                     .ok_or_else(|| ApiError::new(409, ErrorCode::EmptyTenant, "no table to copy"))?;
+                for i in 0..*extra_columns {
+                    let position = template.columns.len() as u32 + 1;
+                    template.columns.push(ColumnSchema { position, ..note_column(format!("extra_{i}")) });
+                }
                 tenant.add_table(log, now_ms, TableSchema { id: id.clone(), ..template }, *rows)?;
                 json!({"created": id.to_string()})
             }
             TenantOp::AddColumn { table, column } => {
                 let id = table_id(table)?;
-                let new = ColumnSchema {
-                    name: column.clone(),
-                    sql_type: SqlType::NVarChar(Some(200)),
-                    type_name: "nvarchar".into(),
-                    position: 0,
-                    nullable: true,
-                    identity: false,
-                    default_expression: None,
-                };
-                if !tenant.add_nullable_column(log, now_ms, &id, new)? {
+                if !tenant.add_nullable_column(log, now_ms, &id, note_column(column.clone()))? {
                     return Err(not_found(&id));
                 }
                 json!({"altered": id.to_string(), "column": column})

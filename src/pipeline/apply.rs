@@ -6,6 +6,11 @@
 //! the owner added, a value the owner's column cannot hold) is waited on too when the client
 //! runs as a service: the owner fixes the table and replication resumes by itself; nothing is
 //! skipped. A one-shot run (`--until-idle`) stops with the error instead.
+//!
+//! One exception, because one table must not hold back all others: when the replica refuses
+//! to *create or change a table* for such a reason (too many columns for SQLite, a name or
+//! type it cannot hold), that table is marked failed and left out, its records are consumed
+//! unapplied, and every other table goes on (see [`crate::state::TableState::Failed`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,9 +18,10 @@ use std::time::Duration;
 use crate::policy::{Action, sink_action};
 use crate::protocol::Offsets;
 use crate::retry::Backoff;
+use crate::schema::{SchemaChangeKind, TableChange};
 use crate::sink::worker::{Job, Report, SinkWorker};
-use crate::sink::{Replica, SinkError};
-use crate::state::StateStore;
+use crate::sink::{Replica, SinkError, shadow};
+use crate::state::{StateStore, TableState};
 
 use super::{PipelineError, SyncSummary, facts};
 
@@ -152,7 +158,9 @@ impl Applier {
         let mut refused = Backoff::new(Duration::from_secs(1), REFUSED_MAX_WAIT);
         let (mut sink, mut pending) = (sink, unapplied);
         loop {
-            if let Some(e) = failure.take() {
+            if let Some(e) = failure.take()
+                && !set_table_aside(&e, &mut pending, &*sink, state)
+            {
                 let backoff = match sink_action(&e) {
                     Action::Retry { waiting_for, .. } => {
                         tracing::warn!(error = %e, "replica write failed; waiting for {waiting_for}, then retrying the same batch");
@@ -188,4 +196,44 @@ impl Applier {
             pending = unapplied;
         }
     }
+}
+
+/// When the job that failed creates or changes a table and the replica refuses it for good,
+/// replaces it by the job that marks the table failed (see the module docs); returns whether
+/// it did. A table that is not failed already is never set aside for a resync's failure:
+/// only its own schema change can fail it.
+fn set_table_aside(
+    error: &SinkError,
+    pending: &mut [Job],
+    sink: &dyn Replica,
+    state: &mut (dyn StateStore + Send),
+) -> bool {
+    if matches!(sink_action(error), Action::Retry { .. }) {
+        return false;
+    }
+    let change = match pending.first() {
+        Some(Job::Schema(change))
+            if change.kind != SchemaChangeKind::Drop && shadow::live_id(&change.table.id).is_none() =>
+        {
+            change.clone()
+        }
+        Some(Job::StartResync { table, .. }) => match sink.tables().into_iter().find(|r| &r.schema.id == table) {
+            Some(record) if record.state == TableState::Failed => {
+                TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() }
+            }
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let id = change.table.id.clone();
+    tracing::error!(
+        table = %id,
+        error = %error,
+        "the replica cannot hold this table: it is left out (status shows it failed) and every other table goes on. \
+         Fix the cause, then run `dbmirror resync-tables {id}`; a schema change of the table at the source also \
+         tries it again"
+    );
+    facts::record_error(state, &format!("table {id} left out, the replica cannot hold it: {error}"));
+    pending[0] = Job::FailTable { change: Box::new(change), reason: error.to_string() };
+    true
 }

@@ -5,34 +5,45 @@
 
 use std::collections::HashMap;
 
-use super::plan::{SchemaPlan, SinkOptions, plan, remember, result};
+use super::plan::{Intent, SchemaPlan, SinkOptions, plan, remember, result};
 use super::shadow::Swap;
 use super::{SchemaOutcome, SinkError};
 use crate::schema::{TableChange, TableId};
-use crate::state::TableRecord;
-use crate::state::table::{StateExec, StateStatements, forget_table, in_transaction, write_table};
+use crate::state::table::{StateExec, StateStatements, forget_table, in_transaction, put_facts, write_table};
+use crate::state::{FAILED_REASON, SessionValue, TableRecord, TableState};
 
 /// Applies one schema change: `ddl` runs the plan's statements inside the transaction that
-/// also records the table, so a crash leaves either both or neither.
+/// also records the table (and why it failed, or that it no longer does), so a crash leaves
+/// either all or none of it.
 pub fn apply_schema(
     exec: &mut dyn StateExec,
     sql: &StateStatements,
     options: &SinkOptions,
     tables: &mut HashMap<TableId, TableRecord>,
-    change: &TableChange,
+    (change, intent): (&TableChange, &Intent),
     ddl: impl FnOnce(&mut dyn StateExec, &SchemaPlan) -> Result<(), SinkError>,
 ) -> Result<SchemaOutcome, SinkError> {
     let new = &change.table;
-    let plan = plan(options, tables.get(&new.id), change)?;
+    let existing = tables.get(&new.id);
+    let plan = plan(options, existing, change, intent)?;
     let (outcome, record) = result(&plan, new);
     if matches!(plan, SchemaPlan::Skip | SchemaPlan::Unchanged) {
         return Ok(outcome);
     }
+    let reason = match intent {
+        Intent::Fail(reason) => Some(reason.clone()),
+        Intent::Follow if existing.is_some_and(|r| r.state == TableState::Failed) => Some(String::new()),
+        Intent::Follow => None,
+    };
     in_transaction(exec, |exec| {
         ddl(exec, &plan)?;
         match &record {
-            Some(record) => write_table(exec, sql, record),
-            None => forget_table(exec, sql, &new.id.to_string()),
+            Some(record) => write_table(exec, sql, record)?,
+            None => forget_table(exec, sql, &new.id.to_string())?,
+        }
+        match reason {
+            Some(reason) => put_facts(exec, sql, &[(&failed_fact(&new.id), SessionValue::Text(reason))]),
+            None => Ok(()),
         }
     })?;
     remember(tables, &new.id, record);
@@ -56,4 +67,9 @@ pub fn swap_in(
     })?;
     swap.done(tables);
     Ok(())
+}
+
+/// The session fact naming why `id` failed (cleared to empty text when it no longer does).
+pub fn failed_fact(id: &TableId) -> String {
+    format!("{FAILED_REASON}{id}")
 }

@@ -6,12 +6,14 @@
 //! Failures can be injected: [`MemoryReplica::fail_next_applies`] makes the next batches fail
 //! with a transient error and commit nothing, as a lost connection would, and
 //! [`MemoryReplica::fail_next_fact_writes`] does the same to session-fact writes (the replica
-//! unreachable when rotated tokens must be stored).
+//! unreachable when rotated tokens must be stored), and [`MemoryReplica::refuse_tables_wider_than`]
+//! refuses tables with too many columns for good, as SQLite refuses more than 2,000.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::plan::{SchemaPlan, SinkOptions, check_batch_schema, plan, remember, result};
+use super::ddl::failed_fact;
+use super::plan::{Intent, SchemaPlan, SinkOptions, check_batch_schema, plan, remember, result, writes_to};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::canonical::canonical;
 use crate::coalesce::Batch;
@@ -32,6 +34,7 @@ struct Database {
     facts: Session,
     failing_applies: u32,
     failing_fact_writes: u32,
+    max_columns: Option<usize>,
 }
 
 /// The in-memory replica (see the module docs).
@@ -69,23 +72,36 @@ impl MemoryReplica {
         self.lock().failing_fact_writes = count;
     }
 
+    /// Refuses, for good, to create tables with more than `columns` columns.
+    pub fn refuse_tables_wider_than(&self, columns: usize) {
+        self.lock().max_columns = Some(columns);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Database> {
         self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Sink for MemoryReplica {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
         let mut db = self.lock();
         let new = &change.table;
-        let plan = plan(&self.options, db.tables.get(&new.id), change)?;
+        let existing = db.tables.get(&new.id);
+        let was_failed = existing.is_some_and(|r| r.state == TableState::Failed);
+        let plan = plan(&self.options, existing, change, intent)?;
         let (outcome, record) = result(&plan, new);
         match &plan {
             SchemaPlan::Skip | SchemaPlan::Unchanged => return Ok(outcome),
-            SchemaPlan::Drop(_) => {
+            SchemaPlan::Drop(_) | SchemaPlan::Fail(_) => {
                 db.rows.remove(&new.id);
             }
             SchemaPlan::Create(_) | SchemaPlan::Recreate(_) => {
+                if db.max_columns.is_some_and(|max| new.columns.len() > max) {
+                    return Err(SinkError::Table {
+                        table: new.id.clone(),
+                        reason: format!("too many columns ({}; injected limit)", new.columns.len()),
+                    });
+                }
                 db.rows.insert(new.id.clone(), Rows::new());
             }
             SchemaPlan::AddColumns(_, added) => {
@@ -93,6 +109,15 @@ impl Sink for MemoryReplica {
                     row.extend(added.iter().map(|_| None));
                 }
             }
+        }
+        match intent {
+            Intent::Fail(reason) => {
+                db.facts.insert(failed_fact(&new.id), SessionValue::Text(reason.clone()));
+            }
+            Intent::Follow if was_failed => {
+                db.facts.insert(failed_fact(&new.id), SessionValue::Text(String::new()));
+            }
+            Intent::Follow => {}
         }
         remember(&mut db.tables, &new.id, record);
         Ok(outcome)
@@ -105,10 +130,14 @@ impl Sink for MemoryReplica {
             return Err(lost("writing a batch"));
         }
         // Checked first, so a refused batch changes nothing.
-        for table in batch.tables().filter(|t| !self.options.skips(&t.schema().id)) {
+        let written: Vec<_> = batch
+            .tables()
+            .filter(|t| writes_to(&self.options, db.tables.get(&t.schema().id), &t.schema().id))
+            .collect();
+        for table in &written {
             check_batch_schema(db.tables.get(&table.schema().id), table.schema())?;
         }
-        for table in batch.tables().filter(|t| !self.options.skips(&t.schema().id)) {
+        for table in written {
             let schema = table.schema();
             let key_types: Vec<SqlType> =
                 schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();

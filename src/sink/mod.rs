@@ -27,7 +27,7 @@ pub use crate::db::{Retry, SinkError};
 use crate::schema::{TableChange, TableId};
 use crate::state::StateStore;
 pub use crate::state::TableRecord;
-pub use plan::SinkOptions;
+pub use plan::{Intent, SinkOptions};
 
 /// A row read back from a replica in [`canonical`] text form (`None` is SQL `NULL`).
 pub type CanonicalRow = Vec<Option<String>>;
@@ -50,12 +50,26 @@ pub enum SchemaOutcome {
     Unchanged,
     /// Blocked or on the user's skip list: not replicated.
     Skipped,
+    /// The replica cannot hold the table: it is left out (see [`crate::state::TableState::Failed`]).
+    Failed,
 }
 
 /// The data path of a replica: schema changes, batches and the resync swap.
 pub trait Sink {
+    /// Carries out one table's schema change for `intent`: what [`Sink::apply_schema`] and
+    /// [`Sink::mark_failed`] do. Targets implement this through [`ddl::apply_schema`].
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError>;
+
     /// Applies one table's schema change (see the module docs).
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError>;
+    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+        self.change_schema(change, &Intent::Follow)
+    }
+
+    /// Leaves out a table the replica cannot hold, for `reason`: what exists of it is dropped
+    /// and it is recorded failed with the reason, in one transaction.
+    fn mark_failed(&mut self, change: &TableChange, reason: String) -> Result<(), SinkError> {
+        self.change_schema(change, &Intent::Fail(reason)).map(|_| ())
+    }
 
     /// Writes a batch and its offsets in one transaction (see the module docs).
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
@@ -91,8 +105,8 @@ pub trait Replica: Sink + StateStore + ReplicaRead + Send {}
 impl<T: Sink + StateStore + ReplicaRead + Send + ?Sized> Replica for T {}
 
 impl<T: Sink + ?Sized> Sink for Box<T> {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
-        (**self).apply_schema(change)
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
+        (**self).change_schema(change, intent)
     }
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         (**self).apply(batch)

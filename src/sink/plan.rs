@@ -51,6 +51,19 @@ pub enum SchemaPlan {
     AddColumns(TableRecord, Vec<ColumnSchema>),
     /// Drop and re-create the existing table; it needs a fresh snapshot.
     Recreate(TableRecord),
+    /// The replica cannot hold the table: drop what exists of it under this record's schema
+    /// and record it failed (see [`TableState::Failed`]).
+    Fail(TableRecord),
+}
+
+/// Why a schema change is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Bring the table in line with the source.
+    Follow,
+    /// The replica refused the table for this reason, which retrying will not fix: leave it
+    /// out (see [`TableState::Failed`]).
+    Fail(String),
 }
 
 /// Decides what a change means given what the replica has.
@@ -58,10 +71,19 @@ pub fn plan(
     options: &SinkOptions,
     existing: Option<&TableRecord>,
     change: &TableChange,
+    intent: &Intent,
 ) -> Result<SchemaPlan, SinkError> {
     let new = &change.table;
     if options.skips(&new.id) {
         return Ok(SchemaPlan::Skip);
+    }
+    if let Intent::Fail(_) = intent {
+        let target_schema = existing.map_or_else(|| options.target_schema(&new.id), |r| r.target_schema.clone());
+        return Ok(SchemaPlan::Fail(TableRecord {
+            target_schema,
+            schema: Arc::new(new.clone()),
+            state: TableState::Failed,
+        }));
     }
     let needs_key = || {
         if new.primary_key.is_empty() {
@@ -76,6 +98,11 @@ pub fn plan(
         (_, None) => {
             needs_key()?;
             SchemaPlan::Create(options.target_schema(&new.id))
+        }
+        // A failed table is tried again from scratch: created, then filled by a fresh snapshot.
+        (_, Some(old)) if old.state == TableState::Failed => {
+            needs_key()?;
+            SchemaPlan::Recreate(old.clone())
         }
         (_, Some(old)) => match old.schema.diff(new) {
             SchemaDiff::Same => SchemaPlan::Unchanged,
@@ -106,11 +133,18 @@ pub fn result(plan: &SchemaPlan, new: &TableSchema) -> (SchemaOutcome, Option<Ta
         SchemaPlan::Recreate(old) => {
             (SchemaOutcome::Recreated, Some(record(&old.target_schema, TableState::ResyncPending)))
         }
+        SchemaPlan::Fail(failed) => (SchemaOutcome::Failed, Some(failed.clone())),
         SchemaPlan::AddColumns(old, added) => (
             SchemaOutcome::Altered { added: added.iter().map(|c| c.name.clone()).collect() },
             Some(record(&old.target_schema, old.state)),
         ),
     }
+}
+
+/// Whether a batch's rows of `id` are written: not for skipped tables, nor for failed ones
+/// (their records are consumed unapplied, see [`TableState::Failed`]).
+pub fn writes_to(options: &SinkOptions, record: Option<&TableRecord>, id: &TableId) -> bool {
+    !options.skips(id) && !record.is_some_and(|r| r.state == TableState::Failed)
 }
 
 /// Checks that a batch's rows were decoded with the schema the replica table has.

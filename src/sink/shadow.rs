@@ -160,11 +160,19 @@ fn drop_shadow<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Res
 
 /// Step 1: an empty shadow (a leftover of an interrupted start is dropped first), then the
 /// fact with `until`, clearing the request in the same transaction.
+///
+/// A failed table (see [`TableState::Failed`]) is created again first, as a schema change of
+/// it would: if the replica still refuses it, the start fails and the table stays failed.
 pub fn start<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId, until: &Offsets) -> Result<(), SinkError> {
-    let Some(live) = record(sink, id) else {
+    let Some(mut live) = record(sink, id) else {
         tracing::debug!(table = %id, "resync of a table the replica does not have (skipped): nothing to do");
         return sink.write_facts(&[(&request_fact(id), cleared())]);
     };
+    if live.state == TableState::Failed {
+        sink.apply_schema(&TableChange { kind: SchemaChangeKind::Create, table: (*live.schema).clone() })?;
+        tracing::info!(table = %id, "the failed table was created again for its resync");
+        live = record(sink, id).unwrap_or(live);
+    }
     drop_shadow(sink, id)?;
     sink.apply_schema(&TableChange { kind: SchemaChangeKind::Create, table: (*shadow_schema(&live.schema)).clone() })?;
     sink.write_facts(&[(&running_fact(id), SessionValue::Text(encode_until(until))), (&request_fact(id), cleared())])?;
@@ -216,11 +224,17 @@ pub fn follow_schema<S: Sink + StateStore + ?Sized>(sink: &mut S, change: &Table
         }
         _ => {
             tracing::warn!(table = %id, "the table's schema changed incompatibly during its resync: resync cancelled");
-            drop_shadow(sink, id)?;
-            sink.write_facts(&[(&running_fact(id), cleared())])?;
+            cancel(sink, id)?;
         }
     }
     Ok(())
+}
+
+/// Ends a resync of `id` that cannot go on, whatever step it reached: the shadow is dropped
+/// and the running fact and the request cleared.
+pub fn cancel<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
+    drop_shadow(sink, id)?;
+    sink.write_facts(&[(&running_fact(id), cleared()), (&request_fact(id), cleared())])
 }
 
 /// Brings shadows in line with the facts when a replica is opened: a shadow without a running

@@ -37,6 +37,14 @@ pub enum Job {
     },
     /// Swap a resynced table's shadow in.
     FinishResync(TableId),
+    /// Leave out a table the replica refused for good (see [`crate::state::TableState::Failed`]):
+    /// its resync, if any, is cancelled, and it is recorded failed with the reason.
+    FailTable {
+        /// The table as the source has it.
+        change: Box<TableChange>,
+        /// Why the replica refused it.
+        reason: String,
+    },
 }
 
 /// What happened to a job.
@@ -108,6 +116,9 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
             Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| nothing()),
             Job::StartResync { table, until } => shadow::start(&mut sink, table, until).map(|()| nothing()),
             Job::FinishResync(table) => shadow::finish(&mut sink, table).map(|()| nothing()),
+            Job::FailTable { change, reason } => shadow::cancel(&mut sink, &change.table.id)
+                .and_then(|()| sink.mark_failed(change, reason.clone()))
+                .map(|()| Report::Schema((**change).clone(), SchemaOutcome::Failed)),
         };
         match result {
             Ok(report) => {

@@ -28,7 +28,15 @@ pub enum TableState {
     Ready,
     /// Re-created after an incompatible change (or asked for): needs a fresh snapshot.
     ResyncPending,
+    /// The replica cannot hold the table (its DDL was refused for a reason retrying will not
+    /// fix): it is left out, its records are consumed unapplied, and every other table goes on.
+    /// The reason is the session fact [`FAILED_REASON`]`<table>`. A later schema change of
+    /// the table, or `resync-tables`, tries it again.
+    Failed,
 }
+
+/// Session fact holding why a table is [`TableState::Failed`] (`table_failed:crm7.wide`).
+pub const FAILED_REASON: &str = "table_failed:";
 
 impl TableState {
     /// The stored spelling.
@@ -37,6 +45,7 @@ impl TableState {
             TableState::Snapshotting => "snapshotting",
             TableState::Ready => "ready",
             TableState::ResyncPending => "resync_pending",
+            TableState::Failed => "failed",
         }
     }
 
@@ -46,6 +55,7 @@ impl TableState {
             "snapshotting" => Some(TableState::Snapshotting),
             "ready" => Some(TableState::Ready),
             "resync_pending" => Some(TableState::ResyncPending),
+            "failed" => Some(TableState::Failed),
             _ => None,
         }
     }
@@ -119,7 +129,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in [TableState::Snapshotting, TableState::Ready, TableState::ResyncPending] {
+        for s in [TableState::Snapshotting, TableState::Ready, TableState::ResyncPending, TableState::Failed] {
             assert_eq!(TableState::parse(s.as_str()), Some(s));
         }
     }

@@ -182,13 +182,20 @@ pub fn write_facts(
     sql: &StateStatements,
     facts: &[(&str, SessionValue)],
 ) -> Result<(), SinkError> {
-    in_transaction(exec, |exec| {
-        for (name, value) in facts {
-            let (text, blob) = value.columns();
-            exec.execute(&sql.upsert_fact, &[Param::Text(name), Param::OptText(text), Param::OptBlob(blob)])?;
-        }
-        Ok(())
-    })
+    in_transaction(exec, |exec| put_facts(exec, sql, facts))
+}
+
+/// Stores session facts inside the caller's transaction.
+pub fn put_facts(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    facts: &[(&str, SessionValue)],
+) -> Result<(), SinkError> {
+    for (name, value) in facts {
+        let (text, blob) = value.columns();
+        exec.execute(&sql.upsert_fact, &[Param::Text(name), Param::OptText(text), Param::OptBlob(blob)])?;
+    }
+    Ok(())
 }
 
 /// The table rows, by source table.

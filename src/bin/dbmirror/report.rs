@@ -8,7 +8,7 @@ use dbmirror::config::redact_connection_string;
 use dbmirror::pipeline::{facts, refresh_tokens};
 use dbmirror::sink::{Sink, shadow};
 use dbmirror::source::replication::SessionInfo;
-use dbmirror::state::SessionValue;
+use dbmirror::state::{FAILED_REASON, SessionValue, TableState, prefixed_facts};
 use serde_json::json;
 use std::sync::atomic::AtomicBool;
 
@@ -17,7 +17,7 @@ use crate::instance::InstanceLock;
 
 /// `info`: the session, token expiry, URLs and client version (never the tokens).
 pub fn info(instance: &Instance) -> Result<()> {
-    let mut state = instance.open()?;
+    let mut state = instance.open_existing()?;
     let session = state.read_facts()?;
     let info =
         SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision` first")?;
@@ -45,7 +45,7 @@ pub fn info(instance: &Instance) -> Result<()> {
 
 /// `status`: tables, rows and state; offsets; the cloud's view of lag.
 pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
-    let mut state = instance.open()?;
+    let mut state = instance.open_existing()?;
     let mut tables = Vec::new();
     let mut records = state.tables();
     records.sort_by_key(|r| r.schema.id.to_string());
@@ -54,9 +54,15 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let last_applied = facts::last_applied(&session);
     for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
         let id = &r.schema.id;
-        let rows = state.count_rows(id)?;
+        let failed = r.state == TableState::Failed;
+        // A failed table is not in the replica: nothing to count.
+        let rows = if failed { None } else { Some(state.count_rows(id)?) };
         let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows,
             "last_change_ms": last_applied.get(&id.to_string())});
+        if failed {
+            let reason = prefixed_facts(&session, FAILED_REASON).find(|(t, _)| *t == id.to_string()).map(|(_, r)| r);
+            entry["failed_reason"] = json!(reason.unwrap_or("(not recorded; see the log)"));
+        }
         if records.iter().any(|s| s.schema.id == shadow::shadow_id(id)) && running.iter().any(|(t, _)| t == id) {
             entry["state"] = json!("resyncing");
             entry["resync_rows_loaded"] = json!(state.count_rows(&shadow::shadow_id(id))?);
@@ -101,10 +107,16 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
             "{:<32} {:<16} {:>10}  {}{}",
             t["table"].as_str().unwrap_or(""),
             t["state"].as_str().unwrap_or(""),
-            t["rows"],
+            t["rows"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
             ago(t["last_change_ms"].as_i64()),
             loaded.unwrap_or_default()
         );
+        if let Some(reason) = t["failed_reason"].as_str() {
+            println!(
+                "  left out, the replica cannot hold it: {reason}\n  fix the cause, then `dbmirror resync-tables {}`",
+                t["table"].as_str().unwrap_or("")
+            );
+        }
     }
     for o in &offsets {
         println!("offset {}/{}: {}", o["topic"].as_str().unwrap_or(""), o["partition"], o["last_applied"]);
@@ -125,13 +137,13 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
 
 /// `verify`: every table against the cloud's ground truth; false if any differs.
 pub fn verify(instance: &Instance) -> Result<bool> {
-    let mut state = instance.open()?;
+    let mut state = instance.open_existing()?;
     let mut replication = instance.replication(state.as_mut())?;
     if replication.needs_refresh() {
         refresh_tokens(&mut replication, state.as_mut(), &instance.key, &AtomicBool::new(false))?;
     }
     let truth = replication.ground_truth()?;
-    let checks = dbmirror::verify::verify(instance.open()?.as_mut(), &truth)?;
+    let checks = dbmirror::verify::verify(instance.open_existing()?.as_mut(), &truth)?;
     print_checks(&checks);
     Ok(checks.iter().all(|c| c.equal))
 }
@@ -148,7 +160,7 @@ pub fn validate(dir: &Path) -> Result<bool> {
             println!("FAIL  {name}: {}", crate::instance::describe(&e));
         }
     };
-    let instance = match Instance::load(dir) {
+    let instance = match Instance::load_to_look(dir) {
         Ok(i) => i,
         Err(e) => {
             check("configuration", Err(e));
@@ -163,7 +175,7 @@ pub fn validate(dir: &Path) -> Result<bool> {
             redact_connection_string(&instance.config.replica.connection_string)
         )),
     );
-    let mut state = match instance.open() {
+    let mut state = match instance.open_existing() {
         Ok(s) => s,
         Err(e) => {
             check("replica connection", Err(e));
@@ -217,7 +229,11 @@ pub fn print_checks(checks: &[dbmirror::verify::TableCheck]) {
     println!("{:<32} {:>10} {:>10}  verify", "table", "source", "replica");
     for c in checks {
         let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-        let verdict = if c.equal { "ok" } else { "DIFFERENT" };
+        let verdict = match (c.equal, c.failed) {
+            (true, _) => "ok",
+            (false, true) => "FAILED: the replica cannot hold it (see `dbmirror status`)",
+            (false, false) => "DIFFERENT",
+        };
         println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
     }
 }

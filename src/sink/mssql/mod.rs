@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::ddl;
-use super::plan::{SchemaPlan, SinkOptions, check_batch_schema};
+use super::plan::{Intent, SchemaPlan, SinkOptions, check_batch_schema, writes_to};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError};
 use crate::canonical::canonical;
 use crate::coalesce::{Batch, TableBatch};
@@ -223,11 +223,13 @@ impl MssqlSink {
 }
 
 impl Sink for MssqlSink {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
         let new = &change.table;
         let ddl = |exec: &mut dyn StateExec, plan: &SchemaPlan| match plan {
             SchemaPlan::Skip | SchemaPlan::Unchanged => Ok(()),
-            SchemaPlan::Drop(old) => exec.execute_batch(&sql::drop_table(new, &old.target_schema)),
+            SchemaPlan::Drop(old) | SchemaPlan::Fail(old) => {
+                exec.execute_batch(&sql::drop_table(new, &old.target_schema))
+            }
             SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
                 exec.execute_batch(&sql::ensure_schema(target_schema))?;
                 let create = sql::create_table(new, target_schema)
@@ -239,7 +241,8 @@ impl Sink for MssqlSink {
             }
         };
         let (options, mut tables) = (self.options.clone(), std::mem::take(&mut self.tables));
-        let outcome = self.with_exec(|exec, state| ddl::apply_schema(exec, state, &options, &mut tables, change, ddl));
+        let outcome =
+            self.with_exec(|exec, state| ddl::apply_schema(exec, state, &options, &mut tables, (change, intent), ddl));
         self.tables = tables;
         outcome
     }
@@ -248,7 +251,7 @@ impl Sink for MssqlSink {
         let mut work = Vec::new();
         for table in batch.tables() {
             let id = &table.schema().id;
-            if self.options.skips(id) {
+            if !writes_to(&self.options, self.tables.get(id), id) {
                 continue;
             }
             check_batch_schema(self.tables.get(id), table.schema())?;

@@ -26,7 +26,7 @@ use ::postgres::types::ToSql;
 use self::encode::{PgKind, pg_type};
 pub use self::sql::quote;
 use super::ddl;
-use super::plan::{SchemaPlan, SinkOptions, check_batch_schema};
+use super::plan::{Intent, SchemaPlan, SinkOptions, check_batch_schema, writes_to};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::{Batch, TableBatch};
@@ -207,12 +207,14 @@ fn apply_table(
 }
 
 impl Sink for PgSink {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
         self.ensure_connected()?;
         let new = &change.table;
         let ddl = |exec: &mut dyn StateExec, plan: &SchemaPlan| match plan {
             SchemaPlan::Skip | SchemaPlan::Unchanged => Ok(()),
-            SchemaPlan::Drop(old) => exec.execute_batch(&sql::drop_table(&old.target_schema, &new.id.table)),
+            SchemaPlan::Drop(old) | SchemaPlan::Fail(old) => {
+                exec.execute_batch(&sql::drop_table(&old.target_schema, &new.id.table))
+            }
             SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
                 exec.execute_batch(&sql::create_table(target_schema, new))
             }
@@ -221,7 +223,7 @@ impl Sink for PgSink {
                 .try_for_each(|c| exec.execute_batch(&sql::add_column(&old.target_schema, &new.id.table, c))),
         };
         let exec = &mut Exec(&mut self.client);
-        ddl::apply_schema(exec, &self.state, &self.options, &mut self.tables, change, ddl)
+        ddl::apply_schema(exec, &self.state, &self.options, &mut self.tables, (change, intent), ddl)
     }
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
@@ -229,7 +231,7 @@ impl Sink for PgSink {
         let mut tx = self.client.transaction().map_err(err("starting batch transaction"))?;
         for table in batch.tables() {
             let id = &table.schema().id;
-            if self.options.skips(id) {
+            if !writes_to(&self.options, self.tables.get(id), id) {
                 continue;
             }
             check_batch_schema(self.tables.get(id), table.schema())?;

@@ -17,7 +17,7 @@ use rusqlite::{Connection, ToSql};
 
 use super::ddl;
 pub use super::plan::SinkOptions;
-use super::plan::{SchemaPlan, check_batch_schema};
+use super::plan::{Intent, SchemaPlan, check_batch_schema, writes_to};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::Batch;
@@ -102,11 +102,13 @@ impl SqliteSink {
 }
 
 impl Sink for SqliteSink {
-    fn apply_schema(&mut self, change: &TableChange) -> Result<SchemaOutcome, SinkError> {
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
         let id = &change.table.id;
         let ddl = |exec: &mut dyn StateExec, plan: &SchemaPlan| match plan {
             SchemaPlan::Skip | SchemaPlan::Unchanged => Ok(()),
-            SchemaPlan::Drop(old) => exec.execute_batch(&sql::drop_table(&Self::table_name(&old.target_schema, id))),
+            SchemaPlan::Drop(old) | SchemaPlan::Fail(old) => {
+                exec.execute_batch(&sql::drop_table(&Self::table_name(&old.target_schema, id)))
+            }
             SchemaPlan::Create(target_schema) | SchemaPlan::Recreate(TableRecord { target_schema, .. }) => {
                 exec.execute_batch(&sql::create_table(&Self::table_name(target_schema, id), &change.table))
             }
@@ -114,7 +116,7 @@ impl Sink for SqliteSink {
                 .iter()
                 .try_for_each(|c| exec.execute_batch(&sql::add_column(&Self::table_name(&old.target_schema, id), c))),
         };
-        ddl::apply_schema(&mut Exec(&self.conn), &self.state, &self.options, &mut self.tables, change, ddl)
+        ddl::apply_schema(&mut Exec(&self.conn), &self.state, &self.options, &mut self.tables, (change, intent), ddl)
     }
 
     fn tables(&self) -> Vec<TableRecord> {
@@ -137,7 +139,7 @@ impl Sink for SqliteSink {
         for table in batch.tables() {
             let schema = table.schema();
             let id = &schema.id;
-            if self.options.skips(id) {
+            if !writes_to(&self.options, self.tables.get(id), id) {
                 continue;
             }
             check_batch_schema(self.tables.get(id), schema)?;
