@@ -109,6 +109,22 @@ impl std::fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
+    /// Loads the key file if it exists. Commands that only look (`validate`, `status`,
+    /// `verify`) use this, so looking at an instance never creates anything in it.
+    pub fn load(path: &Path) -> Result<Option<Self>, SecretError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::load_or_create(path).map(Some)
+    }
+
+    /// A key that is never stored: what a command that only looks holds when the instance has
+    /// no key yet. Nothing sealed with it is ever written, and nothing stored opens with it.
+    pub fn ephemeral() -> Self {
+        let key: [u8; 32] = random_bytes();
+        SecretKey { cipher: Aes256Gcm::new(&key.into()) }
+    }
+
     /// Loads the key file, creating it (0600) with a random key if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
         let io = |source| SecretError::Io { path: path.to_owned(), source };

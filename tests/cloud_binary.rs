@@ -277,7 +277,23 @@ async fn the_customer_commands_provision_sync_and_verify() {
         unit.contains("ExecStart=") && unit.contains(" sync --instance ") && unit.contains("KillSignal=SIGTERM"),
         "{unit}"
     );
-    assert_ne!(run(&["install", "--unit-dir", unit_dir]).0, Some(0), "no two units for one Replication ID");
+    let (code, again) = run(&["install", "--unit-dir", unit_dir]);
+    assert_eq!(code, Some(0), "installing twice from one folder updates the unit: {again}");
+    assert!(again.contains("Already installed"), "{again}");
+    // A copy of the folder holds the same session: it must not get a second unit.
+    let copy = dir.join("bi-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["appsettings.json", "dbmirror.key"] {
+        std::fs::copy(instance.join(file), copy.join(file)).unwrap();
+    }
+    let copied = Command::new(dbmirror)
+        .args(["install", "--unit-dir", unit_dir, "--instance"])
+        .arg(&copy)
+        .current_dir(&instance)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&copied.stderr);
+    assert!(!copied.status.success() && said.contains("same Replication ID"), "{said}");
     assert_eq!(run(&["uninstall", "--unit-dir", unit_dir]).0, Some(0));
     assert!(!units.join("dbmirror-bi.service").exists());
 
@@ -296,6 +312,10 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let (_, after) = run(&["status", "--json"]);
     let after: serde_json::Value = serde_json::from_str(&after).unwrap();
     assert!(after["last_error"]["message"].as_str().unwrap().contains("dbmirror reconnect"), "{after}");
+    // `validate` names the session as the problem, and the clock as fine.
+    let (code, validated) = run(&["validate"]);
+    assert_ne!(code, Some(0));
+    assert!(validated.contains("FAIL  cloud session") && validated.contains("ok    clock"), "{validated}");
     let rest = with_browser_approval(&server, &["reconnect"], &instance, "bi").await;
     assert!(rest.iter().any(|l| l.starts_with("Reconnected")), "{rest:?}");
     // A host clock 10 minutes off the cloud's: sync warns (and still works).

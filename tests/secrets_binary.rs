@@ -1,6 +1,7 @@
-//! Secrets never appear in what the binary prints or logs: a password planted in every
-//! connection-string form (ADO for SQL Server, libpq keywords and URL for PostgreSQL) is
-//! searched for in the stdout, stderr and log files of the commands that name the replica.
+//! The binary on an instance with no cloud behind it. Secrets never appear in what it prints or
+//! logs: a password planted in every connection-string form (ADO for SQL Server, libpq keywords
+//! and URL for PostgreSQL) is searched for in the stdout, stderr and log files of the commands
+//! that name the replica. And the commands that only look create nothing in the folder.
 
 use std::path::Path;
 use std::process::Command;
@@ -70,6 +71,27 @@ fn the_log_file_follows_the_chosen_format() {
     assert!(!logged.trim().is_empty(), "the reason is in the log file");
     for line in logged.lines().filter(|l| !l.trim().is_empty()) {
         assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+    let _ = std::fs::remove_dir_all(&instance);
+}
+
+/// `validate`, `status`, `verify` and `info` on a folder that was configured but never
+/// provisioned: each says what to do, and the folder still holds only `appsettings.json` (no
+/// replica file, no key, no log folder).
+#[test]
+fn looking_at_an_unprovisioned_instance_creates_nothing() {
+    let instance = std::env::temp_dir().join(format!("dbmirror-look-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&instance);
+    std::fs::create_dir_all(&instance).unwrap();
+    let replica = instance.join("replica.db");
+    let config =
+        serde_json::json!({"ReplicaDatabase": {"ConnectionString": format!("Data Source={}", replica.display())}});
+    std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+    for args in [&["validate"][..], &["status"], &["verify"], &["info"]] {
+        let out = run(&instance, args);
+        assert!(out.contains("`dbmirror provision` creates it"), "`{}` says what to do:\n{out}", args[0]);
+        let left: Vec<_> = std::fs::read_dir(&instance).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("appsettings.json")], "after `{}`", args[0]);
     }
     let _ = std::fs::remove_dir_all(&instance);
 }

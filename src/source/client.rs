@@ -147,20 +147,7 @@ impl HttpClient {
         body: Option<&Json>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
         let url = format!("{}{path}", self.base);
-        let mut req = Request::builder().method(method).uri(&url).header("x-client-version", env!("CARGO_PKG_VERSION"));
-        if let Some(token) = bearer {
-            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let payload = match body {
-            Some(json) => {
-                req = req.header(CONTENT_TYPE, "application/json");
-                Bytes::from(json.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let request = req.body(Full::new(payload)).map_err(|_| SourceError::Url(url.clone()))?;
-        let response =
-            self.inner.request(request).await.map_err(|source| SourceError::Request { url: url.clone(), source })?;
+        let response = self.exchange(method, path, bearer, body).await?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);
@@ -182,6 +169,31 @@ impl HttpClient {
             message: error["message"].as_str().unwrap_or("the service gave no reason").to_owned(),
             details,
         })
+    }
+
+    /// What [`HttpClient::send`] does, returning the answer whatever its status: for what every
+    /// answer carries (the `Date` header), whether the session is valid or not.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Json>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(method).uri(&url).header("x-client-version", env!("CARGO_PKG_VERSION"));
+        if let Some(token) = bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let payload = match body {
+            Some(json) => {
+                req = req.header(CONTENT_TYPE, "application/json");
+                Bytes::from(json.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let request = req.body(Full::new(payload)).map_err(|_| SourceError::Url(url.clone()))?;
+        self.inner.request(request).await.map_err(|source| SourceError::Request { url, source })
     }
 
     /// Like [`HttpClient::send`], reading the whole answer as `T`.

@@ -190,11 +190,10 @@ impl Replication {
     /// endpoint (any status: an error reply is dated too).
     pub fn server_time(&self) -> Result<i64, SourceError> {
         let path = self.info.path("session");
-        let sent = self.runtime.block_on(self.http.send(Method::GET, &path, Some(&self.tokens.access), None));
-        let date = match &sent {
-            Ok(response) => response.headers().get(hyper::header::DATE).and_then(|v| v.to_str().ok()),
-            Err(_) => None,
-        };
+        // Any answer carries the cloud's time, a refusal of the session too: a session problem
+        // is reported as such by whoever asks for the session, never as a clock problem.
+        let sent = self.runtime.block_on(self.http.exchange(Method::GET, &path, Some(&self.tokens.access), None))?;
+        let date = sent.headers().get(hyper::header::DATE).and_then(|v| v.to_str().ok());
         let date = date.unwrap_or_default().to_owned();
         crate::clock::parse_http_date(&date)
             .ok_or_else(|| SourceError::BadReply { url: path, reason: format!("no usable Date header (`{date}`)") })

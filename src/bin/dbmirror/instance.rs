@@ -44,6 +44,28 @@ impl Instance {
         Ok(Instance { dir: dir.to_owned(), config, key })
     }
 
+    /// Loads an instance for a command that only looks at it (`validate`, `status`, `verify`,
+    /// `info`): no key file is created (an instance without one has no session to open), and
+    /// [`Instance::open_existing`] creates no replica.
+    pub fn load_to_look(dir: &Path) -> Result<Self> {
+        let (config, _) = Config::load(&dir.join("appsettings.json"))?;
+        let key = SecretKey::load(&key_path(dir))?.unwrap_or_else(SecretKey::ephemeral);
+        Ok(Instance { dir: dir.to_owned(), config, key })
+    }
+
+    /// The replica, unless it is a SQLite file that does not exist yet (opening would create
+    /// it): then an error that says what to do.
+    pub(crate) fn open_existing(&self) -> Result<Box<dyn Replica>> {
+        let conn = &self.config.replica.connection_string;
+        if let Ok(dbmirror::sink::TargetKind::Sqlite) = dbmirror::sink::TargetKind::detect(conn) {
+            let path = dbmirror::sink::sqlite::parse_connection_string(conn)?;
+            if path != ":memory:" && !Path::new(&path).exists() {
+                bail!("the replica {path} does not exist yet: `dbmirror provision` creates it");
+            }
+        }
+        self.open()
+    }
+
     pub(crate) fn options(&self) -> SinkOptions {
         SinkOptions {
             table_prefix: self.config.replica.table_prefix.clone(),

@@ -230,7 +230,6 @@ fn main() -> ExitCode {
         Command::Sync { instance, .. }
         | Command::ServiceRun { instance }
         | Command::Provision { instance, .. }
-        | Command::Validate { instance }
         | Command::Reconnect { instance }
         | Command::UpdateSchema { instance }
         | Command::ResyncTables { instance, .. } => Some(instance.clone()),
@@ -317,14 +316,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { instance } => {
-            report::info(&instance::Instance::load(&instance)?)?;
+            report::info(&instance::Instance::load_to_look(&instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { instance, json } => {
-            report::status(&instance::Instance::load(&instance)?, json)?;
+            report::status(&instance::Instance::load_to_look(&instance)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { instance } => Ok(if report::verify(&instance::Instance::load(&instance)?)? {
+        Command::Verify { instance } => Ok(if report::verify(&instance::Instance::load_to_look(&instance)?)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -22,6 +22,11 @@ pub fn systemd_unit(exe: &Path, instance: &Path, info: &SessionInfo) -> String {
     )
 }
 
+/// The instance folder a unit written by [`systemd_unit`] runs in.
+fn unit_folder(unit: &str) -> Option<&str> {
+    unit.lines().find_map(|l| l.strip_prefix("WorkingDirectory="))
+}
+
 fn systemctl(args: &[&str]) -> Result<()> {
     let status = std::process::Command::new("systemctl").args(args).status().context("running systemctl")?;
     if !status.success() {
@@ -49,15 +54,20 @@ pub fn install(instance: &Instance, unit_dir: &Path, start: bool) -> Result<()> 
 fn install_systemd(name: &str, info: &SessionInfo, exe: &Path, dir: &Path, unit_dir: &Path, start: bool) -> Result<()> {
     let unit = format!("{name}.service");
     let path = unit_dir.join(&unit);
-    if path.exists() {
+    let existing = std::fs::read_to_string(&path).ok();
+    if let Some(other) = existing.as_deref().and_then(unit_folder).filter(|d| Path::new(d) != dir) {
         bail!(
-            "{} exists: another instance uses Replication ID {} (run `uninstall` there first)",
+            "{} runs the instance in {other}, which uses the same Replication ID {} (a copied folder?). Two \
+             folders must never share a session: run `dbmirror uninstall` there, or provision this folder anew",
             path.display(),
             info.replication_id
         );
     }
     std::fs::write(&path, systemd_unit(exe, dir, info)).with_context(|| format!("writing {}", path.display()))?;
-    println!("Installed {}", path.display());
+    match existing {
+        Some(_) => println!("Already installed: {} updated", path.display()),
+        None => println!("Installed {}", path.display()),
+    }
     if Path::new("/run/systemd/system").exists() {
         systemctl(&["daemon-reload"])?;
         systemctl(&["enable", &unit])?;
