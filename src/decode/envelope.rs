@@ -137,7 +137,7 @@ fn decode_value<'a>(
             read_into(key_payload, fields, "key", &ctx, &mut key)?;
             Some(key)
         }
-        None => None,
+        None => table.and_then(|t| key_from_image(t, if op == Op::Delete { &before } else { &after })),
     };
     let transaction = match payload.get("transaction").filter(|t| !t.is_null()) {
         Some(t) => Some(Transaction {
@@ -149,6 +149,22 @@ fn decode_value<'a>(
     };
     let ts_ms = payload.get("ts_ms").and_then(Json::as_i64);
     Ok(Event::Change(ChangeEvent { op, key, before, after, source, ts_ms, transaction }))
+}
+
+/// The key of a record that carries none (payload-only, or `key` left out), taken from its
+/// row image by the primary key the schema history declares: what the applier keys rows by,
+/// so every reader of a decoded event sees the same key. `None` when the image lacks a key
+/// column (the applier then refuses the record and names it).
+fn key_from_image<'a>(table: &TableSchema, image: &Option<Row<'a>>) -> Option<Key<'a>> {
+    let image = image.as_ref()?;
+    if table.primary_key.is_empty() {
+        return None;
+    }
+    table
+        .primary_key
+        .iter()
+        .map(|column| image.iter().find(|f| f.name == column.as_str()).cloned())
+        .collect()
 }
 
 fn opt_str<'a>(obj: Json<'_, 'a>, field: &str) -> Option<&'a str> {
