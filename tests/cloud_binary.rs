@@ -177,14 +177,22 @@ async fn with_browser_approval_env(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let prompt = lines.next().unwrap().unwrap();
+    // Lines before the prompt (e.g. a replaced session ended) are kept with the rest.
+    let mut before = Vec::new();
+    let prompt = loop {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("approve code ") {
+            break line;
+        }
+        before.push(line);
+    };
     let code = prompt.split("approve code ").nth(1).unwrap().trim_end_matches('.').to_owned();
     let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
     let form = format!("user_code={code}&tenant=cust1234&session_name={session_name}&action=approve");
     let page = reqwest_like_form(server, &trust, &form).await;
     assert!(page.contains("Provisioning complete"), "{page}");
     // Read everything: closing the pipe early would fail the child's next print.
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let rest: Vec<String> = before.into_iter().chain(lines.map(Result::unwrap)).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
     rest
 }
@@ -534,7 +542,8 @@ fn instance_folder_named(dir: &Path, name: &str) -> std::path::PathBuf {
 }
 
 /// `provision` into a replica that already holds a session is refused before any grant starts
-/// (nothing for an administrator to approve, no orphan session in the cloud) unless `--replace`.
+/// (nothing for an administrator to approve, no orphan session in the cloud) unless `--replace`,
+/// which ends the old session in the cloud before the new grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_refuses_a_replica_that_holds_a_session_before_the_grant() {
     let (dir, server, instance, _) = provisioned("again", &["--rows", "3"], serde_json::json!({}), "first").await;
@@ -548,13 +557,16 @@ async fn provision_refuses_a_replica_that_holds_a_session_before_the_grant() {
     assert!(!out.status.success());
     assert!(!stdout.contains("approve code"), "no grant was started: {stdout}");
     assert!(stderr.contains("cust1234") && stderr.contains("--replace"), "{stderr}");
+    // `--replace` ends the old session in the cloud first: its Replication ID is free again
+    // (the cloud refuses a second live session under one name), and no live orphan is left.
     let rest = with_browser_approval(
         &server,
         &["provision", "--replace", "--cloud", server.url.as_str(), "--fingerprint", server.fingerprint.as_str()],
         &instance,
-        "second",
+        "first",
     )
     .await;
-    assert!(rest.iter().any(|l| l.contains("Replication ID: second")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("Replication ID: first")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("was ended in the cloud")), "{rest:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

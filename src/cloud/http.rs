@@ -348,6 +348,10 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             let skew = faults.clock_skew_secs;
             let reply = match (method, rest) {
                 (Method::GET, ["session"]) => json_reply(200, &cloud.with(|s| s.session_info(&session))),
+                (Method::DELETE, ["session"]) => {
+                    cloud.with(|s| s.revoke(&session))?;
+                    json_reply(200, &json!({"ended": session}))
+                }
                 (Method::GET, ["schema"]) => json_reply(200, &cloud.with(|s| s.schema(&ctx))?),
                 (Method::GET, ["status"]) => json_reply(200, &cloud.with(|s| s.status(&session))?),
                 (Method::GET, ["ground-truth"]) => json_reply(200, &cloud.with(|s| s.ground_truth(&ctx))?),

@@ -160,11 +160,7 @@ fn key_from_image<'a>(table: &TableSchema, image: &Option<Row<'a>>) -> Option<Ke
     if table.primary_key.is_empty() {
         return None;
     }
-    table
-        .primary_key
-        .iter()
-        .map(|column| image.iter().find(|f| f.name == column.as_str()).cloned())
-        .collect()
+    table.primary_key.iter().map(|column| image.iter().find(|f| f.name == column.as_str()).cloned()).collect()
 }
 
 fn opt_str<'a>(obj: Json<'_, 'a>, field: &str) -> Option<&'a str> {

@@ -218,6 +218,15 @@ impl Replication {
         self.get("session")
     }
 
+    /// `DELETE session`: ends this session in the cloud (its tokens stop working), for a
+    /// replica that is provisioned anew with `provision --replace`.
+    pub fn end_session(&self) -> Result<(), SourceError> {
+        let path = self.info.path("session");
+        let answer =
+            self.http.typed::<serde_json::Value>(Method::DELETE, &path, Some(&self.tokens.access), None::<&()>);
+        self.runtime.block_on(answer).map(|_| ())
+    }
+
     /// `GET status`: ends, acknowledged offsets and lag per partition.
     pub fn status(&self) -> Result<StatusReply, SourceError> {
         self.get("status")

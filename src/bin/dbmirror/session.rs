@@ -2,11 +2,12 @@
 //! administrator's browser) and `reconnect` (the same session re-authorized).
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
-use dbmirror::pipeline::store_tokens;
+use dbmirror::pipeline::{refresh_tokens, store_tokens};
 use dbmirror::protocol::Grant;
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::dispatcher::{Dispatcher, GrantState};
@@ -38,8 +39,8 @@ pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
     {
         bail!(
             "this replica already holds tenant {}'s session (Replication ID {}). To mirror another tenant, use an \
-             empty database; to provision the same tenant again, run `provision --replace` (the old session stays \
-             in the cloud until an operator revokes it); after a revocation, `reconnect` keeps the session",
+             empty database; to provision the same tenant again, run `provision --replace` (the old session is \
+             ended in the cloud first); after a revocation, `reconnect` keeps the session",
             existing.tenant_context_id,
             existing.replication_id
         );
@@ -49,6 +50,9 @@ pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
         (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
         (None, None) => None,
     };
+    if held.is_some() {
+        end_held_session(instance, state.as_mut());
+    }
     let http = HttpClient::new(cloud, trust.as_ref())?;
     let grant = device_grant(http, None)?;
     let session = grant.session.as_ref().context("the cloud's grant has no session")?;
@@ -80,6 +84,28 @@ pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
     println!("Replication ID: {}", info.replication_id);
     println!("Service URL:    {}/api/v1/replication/{}", info.cloud_url, info.tenant_context_id);
     Ok(())
+}
+
+/// Ends the session a replica holds before it is replaced, so no live session is left behind
+/// in the cloud (and its Replication ID is free for the new one). Best effort: a session that
+/// cannot be ended (revoked already, the cloud unreachable) is reported, and an operator can
+/// revoke it.
+fn end_held_session(instance: &Instance, state: &mut dyn dbmirror::sink::Replica) {
+    let session_id = state.read_facts().ok().and_then(|f| SessionInfo::from_facts(&f)).map(|i| i.session_id);
+    let ended = instance.replication(state).and_then(|mut replication| {
+        if replication.needs_refresh() {
+            refresh_tokens(&mut replication, state, &instance.key, &AtomicBool::new(false))?;
+        }
+        Ok(replication.end_session()?)
+    });
+    let id = session_id.unwrap_or_default();
+    match ended {
+        Ok(()) => println!("The replaced session {id} was ended in the cloud."),
+        Err(e) => eprintln!(
+            "warning: the replaced session {id} could not be ended ({}); an operator can revoke it",
+            crate::instance::describe(&e)
+        ),
+    }
 }
 
 /// Opens the approval page when this host has a desktop; on a server the printed URL is
