@@ -80,11 +80,30 @@ impl SinkError {
             {
                 Retry::Transient
             }
+            SinkError::Postgres { context, source } if context.starts_with(CONNECTING) => {
+                postgres_connect_retry(source)
+            }
             SinkError::Postgres { source, .. } => postgres_retry(source),
             SinkError::Mssql { source, .. } => mssql_retry(source),
             SinkError::Io { .. } => Retry::Transient,
             _ => Retry::Fatal,
         }
+    }
+}
+
+/// The context of a failed connection attempt (the PostgreSQL target names it so).
+pub const CONNECTING: &str = "connecting";
+
+/// Whether a failed connection attempt is worth repeating: yes, unless the server refused who
+/// we are or what we asked for (a wrong password, a missing database or right), which needs a
+/// person. A server starting, stopping, full, or closed for maintenance (`ALLOW_CONNECTIONS
+/// false`) lets us in later.
+fn postgres_connect_retry(error: &::postgres::Error) -> Retry {
+    use ::postgres::error::SqlState;
+    match error.code() {
+        Some(code) if code.code().starts_with("28") => Retry::Fatal,
+        Some(code) if [SqlState::INVALID_CATALOG_NAME, SqlState::INSUFFICIENT_PRIVILEGE].contains(code) => Retry::Fatal,
+        _ => Retry::Transient,
     }
 }
 

@@ -480,3 +480,62 @@ fn a_table_too_wide_for_the_replica_is_set_aside_while_the_rest_goes_on() {
         assert_all_ready(&db);
     }
 }
+
+/// The cloud goes down while `sync` runs as a service (connections refused and cut): the client
+/// waits it out with backoff, says so in `status`'s last error, and catches up after it.
+#[test]
+fn a_running_sync_rides_out_a_cloud_outage() {
+    use std::sync::atomic::Ordering;
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "cloud-down");
+        let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
+        let summary = w.while_syncing(&db, &key, &options, |run| {
+            w.changes(100);
+            std::thread::sleep(Duration::from_millis(800));
+            w.cloud.down.store(true, Ordering::Relaxed);
+            w.changes(100);
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(!run.is_finished(), "{:?}: a cloud outage must not stop the service", db.kind);
+            let facts = db.open(SinkOptions::default()).read_facts().unwrap();
+            let last_error = dbmirror::pipeline::facts::last_error(&facts).map(|(_, m)| m).unwrap_or_default();
+            assert!(last_error.contains("retrying"), "{:?}: status shows the wait: {last_error}", db.kind);
+            w.cloud.down.store(false, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(6));
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        w.verify(&db, "after a cloud outage during sync");
+    }
+}
+
+/// The replica becomes unavailable while `sync` runs as a service (PostgreSQL refuses and cuts
+/// connections; SQLite is locked by another writer), with tokens rotated on every cycle so a
+/// rotation falls into the outage: the client keeps the batch and the new tokens, waits, stores
+/// the tokens before using them, and converges once the replica is back.
+#[test]
+fn a_running_sync_rides_out_a_replica_outage_during_token_rotation() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "replica-down");
+        // Shorter than the client's refresh margin: every cycle rotates the tokens.
+        w.cloud.with(|s| s.token_ttl = Duration::from_secs(60));
+        let expired = [("access_expires_at_ms", SessionValue::Text("0".into()))];
+        db.open(SinkOptions::default()).write_facts(&expired).unwrap();
+        let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
+        let summary = w.while_syncing(&db, &key, &options, |run| {
+            w.changes(100);
+            std::thread::sleep(Duration::from_millis(800));
+            w.changes(100);
+            let before = db.open(SinkOptions::default()).read_facts().unwrap()["refresh_token"].clone();
+            db.outage(Duration::from_secs(4));
+            assert!(!run.is_finished(), "{:?}: a replica outage must not stop the service", db.kind);
+            std::thread::sleep(Duration::from_secs(2));
+            let facts = db.open(SinkOptions::default()).read_facts().unwrap();
+            assert_ne!(facts["refresh_token"], before, "{:?}: tokens were rotated and stored meanwhile", db.kind);
+            w.changes(100);
+            std::thread::sleep(Duration::from_secs(6));
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        w.verify(&db, "after a replica outage during sync");
+        // The stored tokens are the live ones: a restarted client goes on with them.
+        w.sync_until_idle(&db, &key);
+    }
+}

@@ -42,6 +42,9 @@ pub struct Cloud {
     pub admin_token: String,
     /// Random source changes per second per tenant (changeable while running).
     pub changes_per_sec: std::sync::atomic::AtomicU32,
+    /// An outage (tests): while set, new connections are dropped at once and requests on open
+    /// ones are cut without an answer, as a cloud that is down looks to a client.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl Cloud {
@@ -52,6 +55,7 @@ impl Cloud {
             appended: Notify::new(),
             admin_token,
             changes_per_sec: std::sync::atomic::AtomicU32::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -176,6 +180,9 @@ fn basic(req: &Request<Incoming>) -> Option<(String, String)> {
 pub async fn serve(listener: TcpListener, cloud: Arc<Cloud>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
+        if cloud.down.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_stream(stream, peer, cloud.clone()));
     }
@@ -188,7 +195,13 @@ where
 {
     let service = hyper::service::service_fn(move |req| {
         let cloud = cloud.clone();
-        async move { Ok::<_, Infallible>(handle(cloud, req, peer).await) }
+        async move {
+            if cloud.down.load(std::sync::atomic::Ordering::Relaxed) {
+                // An error from the service makes hyper cut the connection without an answer.
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the cloud is down"));
+            }
+            Ok(handle(cloud, req, peer).await)
+        }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;

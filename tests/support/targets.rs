@@ -57,6 +57,36 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Makes the replica unavailable to the client for `period`, as it meets that: PostgreSQL
+    /// refuses new connections and cuts the open ones (a server restart or failover); SQLite,
+    /// which has no server, is locked by another writer (a backup or an owner's long job).
+    pub fn outage(&self, period: std::time::Duration) {
+        match self.kind {
+            TargetKind::Sqlite => {
+                let path = dbmirror::sink::sqlite::parse_connection_string(&self.connection_string).unwrap();
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                std::thread::sleep(period);
+                conn.execute_batch("COMMIT").unwrap();
+            }
+            TargetKind::Postgres => {
+                let name = self.connection_string.rsplit("dbname=").next().unwrap().to_owned();
+                let mut admin = postgres::Client::connect(postgres_admin().unwrap(), postgres::NoTls).unwrap();
+                admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).unwrap();
+                let cut = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+                let until = std::time::Instant::now() + period;
+                while std::time::Instant::now() < until {
+                    admin.batch_execute(&cut).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).unwrap();
+            }
+            TargetKind::SqlServer => std::thread::sleep(period),
+        }
+    }
+}
+
 /// One fresh database per available target.
 pub fn fresh_databases() -> Vec<TestDb> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

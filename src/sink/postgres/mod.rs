@@ -94,7 +94,7 @@ impl PgSink {
             Some(tls) => config.connect(tls.clone()),
             None => config.connect(NoTls),
         }
-        .map_err(err("connecting"))?;
+        .map_err(err(crate::db::CONNECTING))?;
         // Fixed output forms, whatever the server's defaults: `read_rows` parses them.
         client
             .batch_execute("SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 1")
