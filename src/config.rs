@@ -56,6 +56,19 @@ pub struct Config {
     pub replica: ReplicaConfig,
     /// `Logging.LogLevel.Default` (or `Logging.EventLog.LogLevel.Default`): `Information`, …
     pub log_level: String,
+    /// `Metrics`.
+    pub metrics: MetricsConfig,
+}
+
+/// `Metrics`: the Prometheus endpoint and health check of a running `sync`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `Metrics.Listen`: a local address (`127.0.0.1:9464`) for `/metrics` and `/healthz`;
+    /// unset, nothing listens.
+    pub listen: Option<String>,
+    /// `Metrics.HealthWindowSeconds`: `/healthz` answers 503 when no cycle succeeded for this
+    /// long (300 s).
+    pub health_window: Duration,
 }
 
 /// A configuration problem, naming the key.
@@ -181,6 +194,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "DatabaseBatchSize",
     "ReplicaDatabase",
     "Logging",
+    "Metrics",
 ];
 
 impl Config {
@@ -269,6 +283,17 @@ impl Config {
                 skip_tables,
             },
             log_level,
+            metrics: MetricsConfig {
+                listen: match r.text(&["Metrics", "Listen"])? {
+                    Some(a) if a.parse::<std::net::SocketAddr>().is_err() => {
+                        return Err(bad("Metrics.Listen", format!("`{a}` is not an address like 127.0.0.1:9464")));
+                    }
+                    listen => listen,
+                },
+                health_window: r
+                    .integer(&["Metrics", "HealthWindowSeconds"], 300, 5, 86_400)
+                    .map(Duration::from_secs)?,
+            },
         };
         let warnings = root
             .as_object()

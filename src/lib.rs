@@ -23,9 +23,10 @@
 //!
 //! Beside the flow: [`value`] and [`canonical`] (value types and the one text form "equal" is
 //! judged in), [`db`] (the replica error and its retry class), [`clock`], [`secrets`] (the
-//! sealing key), [`retry`] (backoff), [`config`] (`appsettings.json`), [`verify`], [`inspect`]
-//! and [`telemetry`]. [`cloud`] is the reference cloud (`dbmirror-cloud`, `demo`), behind the
-//! default-on `refserver` feature; nothing else in the library imports it.
+//! sealing key), [`retry`] (backoff), [`config`] (`appsettings.json`), [`verify`], [`inspect`],
+//! [`telemetry`] (logs) and [`metrics`] (Prometheus `/metrics` and `/healthz`). [`cloud`] is the
+//! reference cloud (`dbmirror-cloud`, `demo`), behind the default-on `refserver` feature;
+//! nothing else in the library imports it.
 //! `docs/architecture.md` draws the dependencies.
 
 pub mod canonical;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod db;
 pub mod decode;
 pub mod inspect;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

@@ -539,3 +539,73 @@ fn a_running_sync_rides_out_a_replica_outage_during_token_rotation() {
         w.sync_until_idle(&db, &key);
     }
 }
+
+/// GETs `path` from the metrics listener: the status code and the body.
+fn scrape(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// One sample's value from a parsed scrape (the first series of `name` with `label`, if given).
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .find(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// Issue 14 #3: a running `sync` serves `/metrics` (parsed here with a Prometheus text-format
+/// parser) and `/healthz`, which turns 503 with the reason while the cloud is down past the
+/// window and 200 again once it is back.
+#[test]
+fn a_running_sync_serves_metrics_and_health() {
+    use std::sync::atomic::Ordering;
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "metrics");
+        let metrics = Arc::new(dbmirror::metrics::Metrics::new("e2e1"));
+        let address = dbmirror::metrics::serve::start("127.0.0.1:0", metrics.clone(), Duration::from_secs(2)).unwrap();
+        let options = SyncOptions { until_idle: false, metrics, ..crate::support::world::World::options() };
+        let summary = w.while_syncing(&db, &key, &options, |_| {
+            w.changes(200);
+            std::thread::sleep(Duration::from_secs(3));
+            let (status, body) = scrape(address, "/metrics");
+            assert_eq!(status, 200);
+            let lines = body.lines().map(|l| Ok(l.to_owned()));
+            let parsed = prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("{e}: {body}"));
+            assert!(sample(&parsed, "dbmirror_records_applied_total", None).unwrap() > 0.0, "{body}");
+            let person = sample(&parsed, "dbmirror_rows_written_total", Some(("table", "crm7.person")));
+            assert!(person.unwrap() > 0.0, "{body}");
+            assert_eq!(sample(&parsed, "dbmirror_lag_records", None), Some(0.0), "caught up: {body}");
+            assert_eq!(sample(&parsed, "dbmirror_lag_seconds", None), Some(0.0), "caught up: {body}");
+            assert!(sample(&parsed, "process_resident_memory_bytes", None).unwrap() > 0.0);
+            assert!(parsed.samples.iter().any(|s| s.metric == "dbmirror_batch_apply_seconds"), "{body}");
+            assert!(parsed.samples.iter().all(|s| s.labels.get("tenant") == Some("e2e1")), "{body}");
+            assert_eq!(scrape(address, "/healthz").0, 200);
+            w.cloud.down.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(4));
+            let (status, reason) = scrape(address, "/healthz");
+            assert_eq!(status, 503, "{reason}");
+            assert!(reason.contains("waiting for"), "{reason}");
+            let errors =
+                prometheus_parse::Scrape::parse(scrape(address, "/metrics").1.lines().map(|l| Ok(l.to_owned())));
+            assert!(sample(&errors.unwrap(), "dbmirror_retries_total", Some(("waiting_for", "cloud"))).unwrap() > 0.0);
+            w.cloud.down.store(false, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(4));
+            assert_eq!(scrape(address, "/healthz").0, 200, "healthy again once the cloud is back");
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        w.verify(&db, "after serving metrics");
+    }
+}

@@ -262,6 +262,8 @@ async fn the_customer_commands_provision_sync_and_verify() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert!(status["tables"].as_array().unwrap().iter().all(|t| t["state"] == "ready"), "{status}");
     assert!(status["last_commit_cycle_ms"].is_i64(), "{status}");
+    assert_eq!(status["lag"]["records"], 0, "caught up, by the replica's own offsets: {status}");
+    assert_eq!(status["lag"]["seconds"], 0, "{status}");
     assert!(
         status["tables"].as_array().unwrap().iter().all(|t| t["last_change_ms"].is_i64() && t["rows"] == 3),
         "{status}"

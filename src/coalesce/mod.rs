@@ -101,9 +101,16 @@ pub struct Batch {
     records: u64,
     bytes: usize,
     started: Option<Instant>,
+    /// Source commit times (ms) of the oldest and newest change: for lag and latency.
+    source_ms: Option<(i64, i64)>,
 }
 
 impl Batch {
+    /// Source commit times (ms since the epoch) of the batch's oldest and newest change.
+    pub fn source_ms(&self) -> Option<(i64, i64)> {
+        self.source_ms
+    }
+
     /// The per-table changes, in table order.
     pub fn tables(&self) -> impl Iterator<Item = &TableBatch> {
         self.tables.values()
@@ -190,6 +197,10 @@ impl Coalescer {
             return Err(CoalesceErrorKind::NoPrimaryKey(qualified()));
         }
         let id = &schema.id;
+        if let Some(ms) = change.source.ts_ms {
+            let (oldest, newest) = self.batch.source_ms.unwrap_or((ms, ms));
+            self.batch.source_ms = Some((oldest.min(ms), newest.max(ms)));
+        }
         if let Some(existing) = self.batch.tables.get(id)
             && !Arc::ptr_eq(existing.schema(), schema)
         {

@@ -15,12 +15,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use crate::metrics::{BatchReport, Metrics};
 use crate::policy::{Action, sink_action};
 use crate::protocol::Offsets;
 use crate::retry::Backoff;
 use crate::schema::{SchemaChangeKind, TableChange};
 use crate::sink::worker::{Job, Report, SinkWorker};
-use crate::sink::{Replica, SinkError, shadow};
+use crate::sink::{Replica, SchemaOutcome, SinkError, shadow};
 use crate::state::{StateStore, TableState};
 
 use super::{PipelineError, SyncSummary, facts};
@@ -43,13 +46,29 @@ pub(super) struct Applier {
     /// Tables re-created after an incompatible change since the last call of
     /// [`Applier::take_recreated`]: they need a fresh snapshot.
     recreated: Vec<crate::schema::TableId>,
+    /// Tables the replica cannot hold (see [`TableState::Failed`]).
+    failed: std::collections::BTreeSet<crate::schema::TableId>,
+    metrics: Arc<Metrics>,
 }
 
 impl Applier {
     /// Starts the sink thread on `sink`, whose committed offsets are `applied`.
-    pub(super) fn start(sink: Box<dyn Replica>, applied: Offsets, wait_on_refusal: bool) -> Self {
+    pub(super) fn start(
+        sink: Box<dyn Replica>,
+        applied: Offsets,
+        wait_on_refusal: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let failed = sink.tables().into_iter().filter(|r| r.state == TableState::Failed).map(|r| r.schema.id.clone());
+        let failed = failed.collect();
         let worker = Some(SinkWorker::spawn(sink, QUEUE_DEPTH));
-        Applier { worker, summary: SyncSummary::default(), applied, wait_on_refusal, recreated: Vec::new() }
+        let summary = SyncSummary::default();
+        Applier { worker, summary, applied, wait_on_refusal, recreated: Vec::new(), failed, metrics }
+    }
+
+    /// Tables left out as failed.
+    pub(super) fn failed_tables(&self) -> usize {
+        self.failed.len()
     }
 
     /// The tables re-created since the last call (see [`Applier::recreated`]).
@@ -112,10 +131,11 @@ impl Applier {
     fn account(&mut self, report: Report) -> Option<SinkError> {
         let summary = &mut self.summary;
         match report {
-            Report::Applied { tables, records, offsets } => {
-                for (id, rows) in tables {
-                    *summary.rows_by_table.entry(id.to_string()).or_default() += rows;
-                    *summary.rows_total.entry(id.to_string()).or_default() += rows;
+            Report::Applied { tables, records, offsets, apply, source_ms } => {
+                self.metrics.batch_committed(&BatchReport { tables: &tables, records, apply, source_ms });
+                for (id, upserts, deletes) in tables {
+                    *summary.rows_by_table.entry(id.clone()).or_default() += upserts + deletes;
+                    *summary.rows_total.entry(id).or_default() += upserts + deletes;
                 }
                 summary.records += records;
                 summary.batches += u64::from(records > 0);
@@ -127,7 +147,12 @@ impl Applier {
             }
             Report::Schema(change, outcome) => {
                 summary.schema_changes += 1;
-                if outcome == crate::sink::SchemaOutcome::Recreated {
+                match outcome {
+                    SchemaOutcome::Failed => self.failed.insert(change.table.id.clone()),
+                    SchemaOutcome::Skipped | SchemaOutcome::Unchanged => false,
+                    _ => self.failed.remove(&change.table.id),
+                };
+                if outcome == SchemaOutcome::Recreated {
                     self.recreated.push(change.table.id.clone());
                     tracing::warn!(
                         table = %change.table.id,
@@ -141,6 +166,13 @@ impl Applier {
             }
             Report::Failed(error) => Some(error),
         }
+    }
+
+    /// A wait the run is in: counted, shown by `/healthz` and by `status`'s last error.
+    fn problem(&self, state: &mut (dyn StateStore + Send), message: &str) {
+        self.metrics.retried("replica");
+        self.metrics.problem(message);
+        facts::record_error(state, message);
     }
 
     /// Counts the reports of a stopped worker, then applies the unapplied jobs again on a
@@ -164,7 +196,7 @@ impl Applier {
                 let backoff = match sink_action(&e) {
                     Action::Retry { waiting_for, .. } => {
                         tracing::warn!(error = %e, "replica write failed; waiting for {waiting_for}, then retrying the same batch");
-                        facts::record_error(state, &format!("replica write failed (retrying): {e}"));
+                        self.problem(state, &format!("replica write failed (retrying): {e}"));
                         &mut transient
                     }
                     _ if !self.wait_on_refusal => return Err(PipelineError::Sink(e)),
@@ -174,7 +206,7 @@ impl Applier {
                             "the replica refuses a batch; nothing after it is applied or acknowledged. Fix the table \
                              (a constraint, trigger, permission or column added in the replica); replication resumes by itself"
                         );
-                        facts::record_error(state, &format!("the replica refuses a batch (waiting for a fix): {e}"));
+                        self.problem(state, &format!("the replica refuses a batch (waiting for a fix): {e}"));
                         &mut refused
                     }
                 };

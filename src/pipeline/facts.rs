@@ -1,6 +1,7 @@
 //! What `status` reports about a running or stopped client, kept as session facts in the
 //! replica (so `status` works from another process, and after a restart): when each table
-//! last received changes, when offsets were last acknowledged, and the last error.
+//! last received changes, when offsets were last acknowledged, how far behind the cloud the
+//! replica was then, and the last error (cleared once a cycle succeeds again).
 //!
 //! Written on the state connection; a failure to write them is ignored, because they must
 //! never stop replication (the log has the same information).
@@ -13,6 +14,8 @@ use crate::state::{Session, SessionValue, prefixed_facts};
 const LAST_APPLIED: &str = "last_applied:";
 const LAST_CYCLE: &str = "last_commit_cycle_ms";
 const LAST_ERROR: &str = "last_error";
+const LAG_RECORDS: &str = "lag_records";
+const NEWEST_SOURCE: &str = "newest_source_ms";
 
 fn now_ms() -> i64 {
     crate::clock::now_ms()
@@ -26,12 +29,33 @@ pub fn record_error(state: &mut (dyn StateStore + Send), message: &str) {
     }
 }
 
-/// Records a commit cycle and the tables that received changes in it.
-pub fn record_cycle<'a>(state: &mut (dyn StateStore + Send), tables: impl Iterator<Item = &'a String>) {
+/// Clears the last error: the condition it described has passed (a cycle succeeded since).
+pub fn clear_error(state: &mut (dyn StateStore + Send)) {
+    if let Err(e) = state.write_facts(&[(LAST_ERROR, SessionValue::Text(String::new()))]) {
+        tracing::debug!(error = %e, "could not clear the last error in the replica");
+    }
+}
+
+/// Where a commit cycle left the replica: records behind the cloud's ends per partition, and
+/// the source commit time of the newest change applied so far.
+#[derive(Debug, Clone, Default)]
+pub struct Lag {
+    /// Records behind, per topic and partition.
+    pub behind: crate::protocol::Offsets,
+    /// Source commit time (ms) of the newest applied change.
+    pub newest_source_ms: Option<i64>,
+}
+
+/// Records a commit cycle, the tables that received changes in it, and the lag then.
+pub fn record_cycle<'a>(state: &mut (dyn StateStore + Send), tables: impl Iterator<Item = &'a String>, lag: &Lag) {
     let now = SessionValue::Text(now_ms().to_string());
     let names: Vec<String> = tables.map(|t| format!("{LAST_APPLIED}{t}")).collect();
     let mut facts: Vec<(&str, SessionValue)> = names.iter().map(|n| (n.as_str(), now.clone())).collect();
     facts.push((LAST_CYCLE, now.clone()));
+    facts.push((LAG_RECORDS, SessionValue::Text(crate::sink::shadow::encode_until(&lag.behind))));
+    if let Some(ms) = lag.newest_source_ms {
+        facts.push((NEWEST_SOURCE, SessionValue::Text(ms.to_string())));
+    }
     if let Err(e) = state.write_facts(&facts) {
         tracing::debug!(error = %e, "could not record the commit cycle in the replica");
     }
@@ -52,6 +76,12 @@ pub fn last_applied(session: &Session) -> BTreeMap<String, i64> {
 /// When offsets were last acknowledged to the cloud (ms since the epoch).
 pub fn last_cycle(session: &Session) -> Option<i64> {
     text(session, LAST_CYCLE)?.parse().ok()
+}
+
+/// The lag the last commit cycle recorded.
+pub fn last_lag(session: &Session) -> Option<Lag> {
+    let behind = crate::sink::shadow::parse_until(text(session, LAG_RECORDS)?)?;
+    Some(Lag { behind, newest_source_ms: text(session, NEWEST_SOURCE).and_then(|t| t.parse().ok()) })
 }
 
 /// The last error: when (ms since the epoch) and what.

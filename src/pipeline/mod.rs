@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Metrics;
 use crate::policy::{Action, source_action};
 use crate::protocol::{DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_WAIT_MS, Offsets, ResetDetails, to_map};
 use crate::retry::Backoff;
@@ -72,6 +73,8 @@ pub struct SyncOptions {
     /// Called after every fetch cycle with the run so far and whether the stream was idle
     /// (the `sync` command draws per-table progress bars from it).
     pub progress: Option<ProgressHook>,
+    /// Where the run's metrics go (served by [`crate::metrics::serve`] when asked for).
+    pub metrics: Arc<Metrics>,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -100,6 +103,7 @@ impl Default for SyncOptions {
             auto_resync: false,
             history_only: false,
             progress: None,
+            metrics: Arc::new(Metrics::default()),
         }
     }
 }
@@ -170,16 +174,20 @@ pub fn sync(
 ) -> Result<SyncSummary, PipelineError> {
     let mut pipeline = Pipeline::start(replication, data, state, key, options, stop)?;
     while !pipeline.should_stop() {
-        let idle = match pipeline.cycle() {
-            Ok(idle) => idle,
+        let fetched = match pipeline.cycle() {
+            Ok(idle) => Some(idle),
             Err(PipelineError::Source(e)) => {
                 pipeline.on_fetch_error(*e)?;
-                false
+                None
             }
             Err(e) => return Err(e),
         };
         pipeline.apply()?;
         pipeline.acknowledge_when_due()?;
+        let idle = fetched.unwrap_or(false);
+        if let Some(idle) = fetched {
+            pipeline.cycle_done(idle);
+        }
         if let Some(progress) = &options.progress {
             (progress.0)(&pipeline.applier.summary, idle);
         }
@@ -236,7 +244,7 @@ impl<'a> Pipeline<'a> {
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size),
-            applier: Applier::start(data, checkpoint.offsets.clone(), !options.until_idle),
+            applier: Applier::start(data, checkpoint.offsets.clone(), !options.until_idle, options.metrics.clone()),
             acknowledged: checkpoint.offsets,
             replication,
             state,
@@ -251,6 +259,26 @@ impl<'a> Pipeline<'a> {
         })
     }
 
+    /// After a cycle that got through: metrics and health say so, and an error recorded
+    /// while waiting is cleared (its condition has passed).
+    fn cycle_done(&mut self, idle: bool) {
+        let metrics = &self.options.metrics;
+        if idle {
+            metrics.lag(None, true);
+        }
+        metrics.tables(self.resyncs.len(), self.applier.failed_tables());
+        if metrics.cycle_succeeded() {
+            facts::clear_error(self.state);
+        }
+    }
+
+    /// Rotates the tokens (stored before they are used, see [`refresh_tokens`]), counted.
+    fn refresh_tokens(&mut self) -> Result<(), PipelineError> {
+        refresh_tokens(&mut self.replication, self.state, self.key, &self.stop)?;
+        self.options.metrics.tokens_refreshed();
+        Ok(())
+    }
+
     fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.options.run_for.is_some_and(|d| self.started.elapsed() >= d)
     }
@@ -260,7 +288,7 @@ impl<'a> Pipeline<'a> {
     /// ends a long-poll at once, and so does a new resync request; what was decoded is kept.
     fn cycle(&mut self) -> Result<bool, PipelineError> {
         if self.replication.needs_refresh() {
-            refresh_tokens(&mut self.replication, self.state, self.key, &self.stop)?;
+            self.refresh_tokens()?;
         }
         if !self.options.history_only {
             let starts = self.resyncs.poll(&self.replication, self.state);
@@ -295,13 +323,18 @@ impl<'a> Pipeline<'a> {
 
     /// Handles a failed fetch as [`crate::policy`] says: waits, refreshes, reloads, or stops.
     fn on_fetch_error(&mut self, error: SourceError) -> Result<(), PipelineError> {
+        let code = error.code().map_or_else(|| "network".to_owned(), ToString::to_string);
+        self.options.metrics.fetch_failed(&code);
         match source_action(&error) {
-            Action::RefreshTokens => refresh_tokens(&mut self.replication, self.state, self.key, &self.stop),
+            Action::RefreshTokens => self.refresh_tokens(),
             Action::Reset(details) => self.reload_after_reset(&details),
             Action::Purged if self.may_reload_after_purge() => self.reload_after_purge(),
             Action::Retry { after, waiting_for } => {
                 tracing::warn!(error = %error, retry_after_s = after.map(|d| d.as_secs()), "waiting for {waiting_for}");
-                facts::record_error(self.state, &format!("waiting for {waiting_for} (retrying): {error}"));
+                self.options.metrics.retried("cloud");
+                let problem = format!("waiting for {waiting_for} (retrying): {error}");
+                self.options.metrics.problem(&problem);
+                facts::record_error(self.state, &problem);
                 self.fetch_backoff.wait(after, &self.stop);
                 Ok(())
             }
@@ -408,7 +441,9 @@ impl<'a> Pipeline<'a> {
         match self.acknowledge() {
             Err(e) if matches!(e.action(), Action::Retry { .. }) => {
                 tracing::warn!(error = %e, "offsets not acknowledged yet; they are kept in the replica and sent later");
-                facts::record_error(self.state, &format!("acknowledging offsets (retrying): {e}"));
+                let problem = format!("acknowledging offsets (retrying): {e}");
+                self.options.metrics.problem(&problem);
+                facts::record_error(self.state, &problem);
                 Ok(())
             }
             other => other,
@@ -419,14 +454,20 @@ impl<'a> Pipeline<'a> {
     /// per table since the last one, and the lag behind the cloud (written there, not yet here).
     fn acknowledge(&mut self) -> Result<(), PipelineError> {
         if self.replication.needs_refresh() {
-            refresh_tokens(&mut self.replication, self.state, self.key, &self.stop)?;
+            self.refresh_tokens()?;
         }
         self.replication.commit(&self.applier.applied)?;
         self.acknowledged = self.applier.applied.clone();
         self.last_ack = Instant::now();
-        let lag = self.replication.status().map_or(-1, |s| s.lag());
+        let behind = self.replication.status().ok().map(|s| behind(&s, &self.applier.applied));
+        let lag = behind.as_ref().map_or(-1, |b| b.values().sum());
+        self.options.metrics.lag(behind.as_ref().map(|b| b.values().sum()), false);
+        let lag_fact = facts::Lag {
+            behind: behind.unwrap_or_default(),
+            newest_source_ms: self.options.metrics.newest_source_ms(),
+        };
         let summary = &mut self.applier.summary;
-        facts::record_cycle(self.state, summary.rows_by_table.keys());
+        facts::record_cycle(self.state, summary.rows_by_table.keys(), &lag_fact);
         let tables: Vec<String> =
             std::mem::take(&mut summary.rows_by_table).into_iter().map(|(t, n)| format!("{t}={n}")).collect();
         tracing::info!(
@@ -451,6 +492,20 @@ impl<'a> Pipeline<'a> {
         summary.offsets = std::mem::take(&mut self.applier.applied);
         Ok(summary)
     }
+}
+
+/// Records the replica has not applied yet, per partition: the cloud's ends (the next offset
+/// it will write) against the replica's own applied offsets, not the acknowledged ones.
+fn behind(status: &crate::protocol::StatusReply, applied: &Offsets) -> Offsets {
+    status
+        .partitions
+        .iter()
+        .map(|p| {
+            let key = (p.topic.clone(), p.partition);
+            let next = applied.get(&key).map_or(p.start, |last| last + 1);
+            (key, (p.end - next).max(0))
+        })
+        .collect()
 }
 
 /// Warns when this host's clock is off the cloud's (read from the `Date` header): token

@@ -61,6 +61,11 @@ impl Resyncs {
         self.running.is_empty()
     }
 
+    /// Resyncs running.
+    pub(super) fn len(&self) -> usize {
+        self.running.len()
+    }
+
     /// Starts the resyncs requested since the last check: the cloud appends a snapshot of the
     /// tables and says where it ends; the returned jobs create the shadows and must be queued
     /// before any record fetched after this call. Failures are logged and retried later.

@@ -52,12 +52,16 @@ pub enum Job {
 pub enum Report {
     /// A batch committed; its offsets are durable in the replica.
     Applied {
-        /// Rows written per table (upserts and deletes after coalescing).
-        tables: Vec<(crate::schema::TableId, u64)>,
+        /// Rows written per table after coalescing: (`schema.table`, upserts, deletes).
+        tables: Vec<(String, u64, u64)>,
         /// Records the batch covered.
         records: u64,
         /// The offsets now committed.
         offsets: Offsets,
+        /// How long the replica took.
+        apply: std::time::Duration,
+        /// Source commit times of the batch's oldest and newest change.
+        source_ms: Option<(i64, i64)>,
     },
     /// A schema change was applied.
     Schema(TableChange, SchemaOutcome),
@@ -89,7 +93,13 @@ fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<(), SinkError> {
 
 fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
     let mut unapplied = Vec::new();
-    let nothing = || Report::Applied { tables: Vec::new(), records: 0, offsets: Offsets::new() };
+    let nothing = || Report::Applied {
+        tables: Vec::new(),
+        records: 0,
+        offsets: Offsets::new(),
+        apply: std::time::Duration::ZERO,
+        source_ms: None,
+    };
     for mut job in jobs.iter() {
         if !unapplied.is_empty() {
             unapplied.push(job);
@@ -100,13 +110,16 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
                 // Counted before the shadow copies are added: rows of the live tables.
                 let tables: Vec<_> = batch
                     .tables()
-                    .map(|t| (t.schema().id.clone(), (t.upserts().count() + t.deletes().count()) as u64))
+                    .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
                     .collect();
                 shadow::copy_to_shadows(&sink, batch);
+                let started = std::time::Instant::now();
                 sink.apply(batch).map(|()| Report::Applied {
                     tables,
                     records: batch.records(),
                     offsets: batch.offsets().clone(),
+                    apply: started.elapsed(),
+                    source_ms: batch.source_ms(),
                 })
             }
             Job::Schema(change) => sink

@@ -65,6 +65,10 @@ pub fn run_sync_with(
         progress: snapshot_progress(instance),
         ..instance.config.sync_options()
     };
+    if let Some(address) = &instance.config.metrics.listen {
+        let window = instance.config.metrics.health_window;
+        dbmirror::metrics::serve::start(address, options.metrics.clone(), window)?;
+    }
     let mut backoff = dbmirror::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         let mut state = instance.open()?;

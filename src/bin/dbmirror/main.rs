@@ -126,6 +126,10 @@ enum Command {
         /// from a fresh snapshot instead of stopping.
         #[arg(long)]
         auto_resync: bool,
+        /// Serve Prometheus `/metrics` and `/healthz` on this local address (e.g.
+        /// 127.0.0.1:9464); overrides `Metrics.Listen`.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics_listen: Option<String>,
     },
     /// Reload just these tables from a fresh snapshot, without emptying them for readers: a
     /// shadow table is loaded and swapped in when complete. A running service picks the
@@ -307,8 +311,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             #[allow(unreachable_code)]
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { instance, until_idle, auto_resync } => {
-            commands::run_sync(&instance::Instance::load(&instance)?, until_idle, auto_resync)?;
+        Command::Sync { instance, until_idle, auto_resync, metrics_listen } => {
+            let mut instance = instance::Instance::load(&instance)?;
+            if metrics_listen.is_some() {
+                instance.config.metrics.listen = metrics_listen;
+            }
+            commands::run_sync(&instance, until_idle, auto_resync)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ResyncTables { tables, instance } => {

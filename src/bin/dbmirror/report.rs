@@ -92,8 +92,9 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     };
     let running = InstanceLock::holder(&instance.lock_path()).is_some();
     let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
+    let lag = lag_report(&session);
     let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud,
-        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error});
+        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag});
     if as_json {
         println!("{report:#}");
         return Ok(());
@@ -126,13 +127,34 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
         Some((at, message)) => println!("last error ({}): {message}", ago(Some(at))),
         None => println!("last error: none"),
     }
-    if let Some(parts) = cloud["partitions"].as_array() {
-        let lag: i64 = parts.iter().filter_map(|p| p["lag"].as_i64()).sum();
-        println!("lag behind the cloud: {lag} records (as last acknowledged)");
-    } else if let Some(e) = cloud["error"].as_str() {
+    match lag["records"].as_i64() {
+        Some(0) => println!("lag: none, the replica was current at the last commit cycle"),
+        Some(records) => println!(
+            "lag: {records} records behind the cloud{} at the last commit cycle",
+            lag["seconds"].as_i64().map(|s| format!(", newest applied change {s} s old")).unwrap_or_default()
+        ),
+        None => println!("lag: not known yet (no commit cycle recorded)"),
+    }
+    if let Some(e) = cloud["error"].as_str() {
         println!("cloud: {e}");
     }
     Ok(())
+}
+
+/// The lag the last commit cycle recorded: records behind the cloud's ends per partition and
+/// in total (from the replica's own offsets), and its age in seconds (0 when current, else the
+/// age of the newest applied change).
+fn lag_report(session: &dbmirror::state::Session) -> serde_json::Value {
+    let Some(lag) = facts::last_lag(session) else { return json!({"records": null}) };
+    let records: i64 = lag.behind.values().sum();
+    let seconds = match (records, lag.newest_source_ms) {
+        (0, _) => Some(0),
+        (_, Some(ms)) => Some((now_ms() - ms).max(0) / 1000),
+        (_, None) => None,
+    };
+    let partitions: Vec<_> =
+        lag.behind.iter().map(|((t, p), n)| json!({"topic": t, "partition": p, "records": n})).collect();
+    json!({"records": records, "seconds": seconds, "partitions": partitions, "as_of_ms": facts::last_cycle(session)})
 }
 
 /// `verify`: every table against the cloud's ground truth; false if any differs.
