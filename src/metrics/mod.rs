@@ -216,7 +216,7 @@ impl Metrics {
         let m = self.lock();
         let since = m.healthy_ms.unwrap_or(self.started_ms);
         let age_ms = now_ms() - since;
-        if age_ms <= window.as_millis() as i64 {
+        if age_ms < window.as_millis() as i64 {
             return Health::Healthy;
         }
         let what = m.problem.clone().unwrap_or_else(|| "no cycle completed".to_owned());
