@@ -467,8 +467,13 @@ fn a_table_too_wide_for_the_replica_is_set_aside_while_the_rest_goes_on() {
             assert!(reasons.iter().any(|(t, r)| *t == "crm7.wide" && r.contains("column")), "{reasons:?}");
             let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
             let checks = dbmirror::verify::verify(replica.as_mut(), &truth).unwrap();
-            let bad: Vec<_> = checks.iter().filter(|c| !c.equal).map(|c| (c.table.as_str(), c.failed)).collect();
-            assert_eq!(bad, vec![("crm7.wide", true)], "{:?}: every other table is current", db.kind);
+            let bad: Vec<_> = checks.iter().filter(|c| !c.equal).map(|c| (c.table.as_str(), c.verdict)).collect();
+            assert_eq!(
+                bad,
+                vec![("crm7.wide", dbmirror::verify::Verdict::Failed)],
+                "{:?}: every other table is current",
+                db.kind
+            );
             w.cloud.with(|s| s.run("e2e1", &TenantOp::DropTable { table: "crm7.wide".into() }, now_ms())).unwrap();
             let narrow = TenantOp::NewTable { table: "crm7.wide".into(), rows: 10, extra_columns: 3 };
             w.cloud.with(|s| s.run("e2e1", &narrow, now_ms())).unwrap();
@@ -607,5 +612,42 @@ fn a_running_sync_serves_metrics_and_health() {
         });
         summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         w.verify(&db, "after serving metrics");
+    }
+}
+
+/// Issue 14 #2: `verify` on a tenant that keeps changing while `sync` runs: each table is
+/// compared at a point where the replica had applied the table's last change, so a correct
+/// replica passes (no DIFFERENT for being behind), and a real difference is still found.
+#[test]
+fn verify_passes_on_a_changing_tenant_and_still_finds_a_real_difference() {
+    use dbmirror::verify::{Verdict, verify_live};
+    use std::sync::atomic::Ordering;
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "live-verify");
+        let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
+        let summary = w.while_syncing(&db, &key, &options, |_| {
+            w.cloud.changes_per_sec.store(40, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(2));
+            let truth = || w.cloud.with(|s| s.ground_truth("e2e1")).map_err(|e| e.message.to_string());
+            let mut replica = db.open(SinkOptions::default());
+            let checks =
+                verify_live(replica.as_mut(), truth, &SinkOptions::default(), Duration::from_secs(30)).unwrap();
+            let bad: Vec<_> = checks.iter().filter(|c| !c.equal).collect();
+            assert!(bad.is_empty(), "{:?}: a correct replica of a changing tenant: {bad:?}", db.kind);
+            // A row the source never had: a real difference, reported as such while changes stream.
+            let columns = "(person_id, contact_id, firstname, lastname, registered, retired)";
+            db.exec_per_target(
+                &format!("INSERT INTO crm7_person {columns} VALUES (987654321, 1, 'x', 'y', '2020-01-01 00:00:00', 0)"),
+                &format!("INSERT INTO crm7.person {columns} VALUES (987654321, 1, 'x', 'y', '2020-01-01', false)"),
+                &format!("INSERT INTO [crm7].[person] {columns} VALUES (987654321, 1, 'x', 'y', '2020-01-01', 0)"),
+            );
+            let checks =
+                verify_live(replica.as_mut(), truth, &SinkOptions::default(), Duration::from_secs(30)).unwrap();
+            let person = checks.iter().find(|c| c.table == "crm7.person").unwrap();
+            assert_eq!(person.verdict, Verdict::Different, "{:?}: {checks:?}", db.kind);
+            assert!(checks.iter().filter(|c| c.table != "crm7.person").all(|c| c.equal), "{:?}: {checks:?}", db.kind);
+            w.cloud.changes_per_sec.store(0, Ordering::Relaxed);
+        });
+        summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
     }
 }

@@ -157,8 +157,8 @@ fn a_table_the_replica_cannot_hold_is_set_aside_and_the_rest_goes_on() {
     assert!(reason.iter().any(|(t, r)| *t == "crm7.wide" && r.contains("too many columns")), "{reason:?}");
     let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
     let checks = dbmirror::verify::verify(&mut replica.clone(), &truth).unwrap();
-    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).map(|c| (c.table.as_str(), c.failed)).collect();
-    assert_eq!(bad, vec![("crm7.wide", true)], "every other table is current");
+    let bad: Vec<_> = checks.iter().filter(|c| !c.equal).map(|c| (c.table.as_str(), c.verdict)).collect();
+    assert_eq!(bad, vec![("crm7.wide", dbmirror::verify::Verdict::Failed)], "every other table is current");
     // Nothing is held back: a second run has nothing to do.
     assert_eq!(until_idle(&w, &replica, &key).records, 0);
     // The owner fixes the cause; resync-tables brings the table back.
@@ -192,4 +192,22 @@ fn a_failed_table_is_tried_again_when_its_schema_changes() {
     w.changes(50);
     until_idle(&w, &replica, &key);
     assert_eq!(w.verify_replica(&mut replica.clone(), "after the table's schema changed at the source"), 21);
+}
+
+/// Issue 14 #2: tables left out on purpose (`SkipTables`) are reported as skipped, not
+/// DIFFERENT, so `verify` can pass on such an instance.
+#[test]
+fn verify_leaves_skipped_tables_out() {
+    use dbmirror::verify::{Verdict, verify_live};
+    let w = world(false);
+    let key = key();
+    let options = SinkOptions { skip_tables: vec!["crm7.person".into()], ..SinkOptions::default() };
+    let mut replica = MemoryReplica::new(options.clone());
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    let truth = || w.cloud.with(|s| s.ground_truth("e2e1")).map_err(|e| e.message.to_string());
+    let checks = verify_live(&mut replica.clone(), truth, &options, std::time::Duration::ZERO).unwrap();
+    assert!(checks.iter().all(|c| c.equal), "{checks:?}");
+    let person = checks.iter().find(|c| c.table == "crm7.person").unwrap();
+    assert_eq!(person.verdict, Verdict::Skipped);
 }

@@ -62,6 +62,8 @@ pub struct Tenant {
     sequence: std::cell::Cell<u64>,
     /// Number of the current source transaction (its `commit_lsn`).
     transaction: std::cell::Cell<u64>,
+    /// Offset of each table's last published change, per partition (for `ground-truth`).
+    last_change: std::cell::RefCell<BTreeMap<TableId, BTreeMap<i32, i64>>>,
 }
 
 /// Partition of a row: table and key hashed, so every change of one row lands in one
@@ -94,7 +96,14 @@ impl Tenant {
                 (t.id.clone(), (t, data))
             })
             .collect();
-        Tenant { config, tables, rng, sequence: std::cell::Cell::new(0), transaction: std::cell::Cell::new(0) }
+        Tenant {
+            config,
+            tables,
+            rng,
+            sequence: std::cell::Cell::new(0),
+            transaction: std::cell::Cell::new(0),
+            last_change: Default::default(),
+        }
     }
 
     /// The tenant context id.
@@ -135,6 +144,11 @@ impl Tenant {
                 (id.clone(), checksum(canon.iter().map(Vec::as_slice)))
             })
             .collect()
+    }
+
+    /// Where each table's last change was published: partition → offset.
+    pub fn last_changes(&self, id: &TableId) -> BTreeMap<i32, i64> {
+        self.last_change.borrow().get(id).cloned().unwrap_or_default()
     }
 
     /// Creates the tenant's topics.
@@ -201,7 +215,9 @@ impl Tenant {
             ts_ms: now_ms,
             lsn,
         };
-        log.append(&topic, partition, now_ms, |offset| change_record(schema, before, after, &meta(offset)))?;
+        let offset =
+            log.append(&topic, partition, now_ms, |offset| change_record(schema, before, after, &meta(offset)))?;
+        self.last_change.borrow_mut().entry(schema.id.clone()).or_default().insert(partition, offset);
         if op == "d" {
             // Debezium follows a delete with a tombstone for log compaction.
             log.append(&topic, partition, now_ms, |offset| {

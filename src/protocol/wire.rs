@@ -247,6 +247,11 @@ pub struct TableTruth {
     pub rows: u64,
     /// Order-independent checksum of the canonical rows, 16 hex digits.
     pub checksum: String,
+    /// Where the table's last change was published, per partition: the rows above are the
+    /// state after these offsets. A replica that has applied them and has no later change of
+    /// the table to apply can be compared exactly while the tenant keeps changing.
+    #[serde(default)]
+    pub last_change: Vec<OwnedPosition>,
 }
 
 /// `GET ground-truth` (the reference cloud only): what `verify` compares the replica with.

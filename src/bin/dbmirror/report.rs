@@ -1,6 +1,7 @@
 //! The commands that look without changing anything: `info`, `status`, `verify`, `validate`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
@@ -157,16 +158,24 @@ fn lag_report(session: &dbmirror::state::Session) -> serde_json::Value {
     json!({"records": records, "seconds": seconds, "partitions": partitions, "as_of_ms": facts::last_cycle(session)})
 }
 
-/// `verify`: every table against the cloud's ground truth; false if any differs.
+/// How long `verify` waits for tables that changed at the source to be applied, while a
+/// `sync` is running (without one, they cannot catch up).
+const VERIFY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// `verify`: every table against the cloud's ground truth, exactly even while the tenant
+/// changes and `sync` runs (see [`dbmirror::verify`]); false unless every table is equal or
+/// skipped on purpose.
 pub fn verify(instance: &Instance) -> Result<bool> {
     let mut state = instance.open_existing()?;
     let mut replication = instance.replication(state.as_mut())?;
     if replication.needs_refresh() {
         refresh_tokens(&mut replication, state.as_mut(), &instance.key, &AtomicBool::new(false))?;
     }
-    let truth = replication.ground_truth()?;
-    let checks = dbmirror::verify::verify(instance.open_existing()?.as_mut(), &truth)?;
-    print_checks(&checks);
+    let running = InstanceLock::holder(&instance.lock_path()).is_some();
+    let patience = if running { VERIFY_PATIENCE } else { Duration::ZERO };
+    let truth = || replication.ground_truth().map_err(|e| e.to_string());
+    let checks = dbmirror::verify::verify_live(state.as_mut(), truth, &instance.options(), patience)?;
+    print_checks(&checks, running);
     Ok(checks.iter().all(|c| c.equal))
 }
 
@@ -247,14 +256,18 @@ pub fn validate(dir: &Path) -> Result<bool> {
 }
 
 /// The `verify` table: source and replica rows per table, and whether they are equal.
-pub fn print_checks(checks: &[dbmirror::verify::TableCheck]) {
+pub fn print_checks(checks: &[dbmirror::verify::TableCheck], running: bool) {
+    use dbmirror::verify::Verdict;
     println!("{:<32} {:>10} {:>10}  verify", "table", "source", "replica");
     for c in checks {
         let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-        let verdict = match (c.equal, c.failed) {
-            (true, _) => "ok",
-            (false, true) => "FAILED: the replica cannot hold it (see `dbmirror status`)",
-            (false, false) => "DIFFERENT",
+        let verdict = match c.verdict {
+            Verdict::Equal => "ok",
+            Verdict::Skipped => "skipped (SkipTables)",
+            Verdict::Behind if running => "behind: changed at the source, not applied yet (sync is catching up)",
+            Verdict::Behind => "behind: changed at the source since the last sync; run `dbmirror sync`",
+            Verdict::Failed => "FAILED: the replica cannot hold it (see `dbmirror status`)",
+            Verdict::Different => "DIFFERENT",
         };
         println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
     }

@@ -79,11 +79,23 @@ impl State {
 
     /// Row counts and checksums of the tenant's tables (the ground truth for `verify`).
     pub fn ground_truth(&self, ctx: &str) -> Result<GroundTruth, ApiError> {
-        let tables = self
-            .tenant(ctx)?
+        let tenant = self.tenant(ctx)?;
+        let topic = tenant.cdc_topic();
+        let tables = tenant
             .checksums()
             .into_iter()
-            .map(|(id, (rows, sum))| TableTruth { table: id.to_string(), rows, checksum: format!("{sum:016x}") })
+            .map(|(id, (rows, sum))| {
+                let last_change = tenant
+                    .last_changes(&id)
+                    .into_iter()
+                    .map(|(partition, offset)| crate::protocol::OwnedPosition {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                    })
+                    .collect();
+                TableTruth { table: id.to_string(), rows, checksum: format!("{sum:016x}"), last_change }
+            })
             .collect();
         Ok(GroundTruth { tables })
     }
