@@ -12,11 +12,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Colour escape codes only for a person at a terminal: journald, files and pipes get plain
+/// text (`NO_COLOR` turns them off everywhere).
+fn colours() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 /// Installs the global subscriber writing to stderr. `RUST_LOG` overrides `default_level`.
 /// Calling it twice is harmless (the second call changes nothing).
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours());
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -64,7 +71,8 @@ pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::P
     let registry = tracing_subscriber::registry().with(filter).with(file_layer);
     let _ = match format {
         LogFormat::Text => {
-            registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init()
+            let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colours());
+            registry.with(stderr.with_target(false)).try_init()
         }
         LogFormat::Json => {
             registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()

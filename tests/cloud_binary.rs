@@ -248,12 +248,19 @@ async fn the_customer_commands_provision_sync_and_verify() {
     };
     let (code, _) = run(&["sync", "--until-idle"]);
     assert_eq!(code, Some(0));
+    // Logs that are not read on a terminal carry no colour escape codes; the start and the
+    // tables' creation are logged at Information.
+    let piped = Command::new(dbmirror).args(["sync", "--until-idle", "--instance"]).arg(&instance).output().unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains('\u{1b}'), "no escape codes when not a terminal: {stderr:?}");
+    assert!(stderr.contains("sync starting"), "{stderr}");
     // The instance keeps a rolling log file with one line per commit cycle, rows per table.
     let logs: String = std::fs::read_dir(instance.join("logs"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
     assert!(logs.contains("commit cycle") && logs.contains("crm7.person="), "{logs}");
+    assert!(logs.contains("schema change applied to the replica") && logs.contains("Created"), "{logs}");
     assert!(!logs.contains("eyJ"), "no token in the log");
     let (code, info) = run(&["info"]);
     assert_eq!(code, Some(0));

@@ -159,8 +159,10 @@ impl Applier {
                         "the table changed incompatibly at the source: re-created empty in the replica; its fresh \
                          snapshot refills it (status shows resync_pending until then)"
                     );
-                } else {
+                } else if matches!(outcome, SchemaOutcome::Unchanged | SchemaOutcome::Skipped | SchemaOutcome::Failed) {
                     tracing::debug!(table = %change.table.id, ?outcome, "schema change applied");
+                } else {
+                    tracing::info!(table = %change.table.id, ?outcome, "schema change applied to the replica");
                 }
                 None
             }

@@ -172,6 +172,14 @@ pub fn sync(
     options: &SyncOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<SyncSummary, PipelineError> {
+    let info = &replication.info;
+    tracing::info!(
+        tenant = %info.tenant_context_id,
+        replication_id = %info.replication_id,
+        cloud = %info.cloud_url,
+        until_idle = options.until_idle,
+        "sync starting"
+    );
     let mut pipeline = Pipeline::start(replication, data, state, key, options, stop)?;
     while !pipeline.should_stop() {
         let fetched = match pipeline.cycle() {
