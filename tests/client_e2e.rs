@@ -651,3 +651,33 @@ fn verify_passes_on_a_changing_tenant_and_still_finds_a_real_difference() {
         summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
     }
 }
+
+/// Issue 14 #5: an operator asks for a fresh snapshot of a table (the Operation Center's
+/// "Resync table"): the running client hears of it with its next fetch, reloads the table
+/// through a shadow like `resync-tables`, and the request is done in the cloud.
+#[test]
+fn an_operator_resync_reaches_the_running_client() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "operator");
+        let options = SyncOptions { until_idle: false, ..crate::support::world::World::options() };
+        let summary = w.while_syncing(&db, &key, &options, |_| {
+            w.changes(50);
+            w.cloud.with(|s| s.request_resync("e2e1", &["crm7.person".to_owned()], None)).unwrap();
+            let asked = |w: &crate::support::world::World| {
+                w.cloud.with(|s| s.overview().sessions.iter().any(|s| !s.resync_requested.is_empty()))
+            };
+            assert!(asked(&w), "the request is pending until the client takes it up");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while asked(&w) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert!(!asked(&w), "{:?}: the client asked for the snapshot itself", db.kind);
+            w.changes(50);
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let summary = summary.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        assert!(summary.rows_total["crm7.person"] >= 30, "{:?}: the snapshot was loaded: {summary:?}", db.kind);
+        w.verify(&db, "after an operator resync");
+        assert_all_ready(&db);
+    }
+}

@@ -52,8 +52,8 @@ struct ActionArgs {
     /// The tenant context id.
     #[arg(long, default_value = "cust1234")]
     tenant: String,
-    /// changes | new-table | add-column | incompatible-change | incompatible-alter | drop-table | restore | suspend |
-    /// resume | purge | revoke-session | reset-offsets | min-client-version
+    /// sessions | workload | changes | new-table | add-column | incompatible-change | incompatible-alter |
+    /// drop-table | resync | restore | suspend | resume | purge | revoke-session | reset-offsets | min-client-version
     action: String,
     /// `schema.table` for table actions.
     #[arg(long)]
@@ -73,6 +73,12 @@ struct ActionArgs {
     /// Version for `min-client-version`.
     #[arg(long)]
     version: Option<String>,
+    /// Random changes per second per tenant, for `workload` (0 stops them).
+    #[arg(long)]
+    changes_per_sec: Option<u32>,
+    /// Print the cloud's JSON answer instead of readable lines.
+    #[arg(long)]
+    json: bool,
 }
 
 async fn action(args: ActionArgs) -> Result<()> {
@@ -84,18 +90,86 @@ async fn action(args: ActionArgs) -> Result<()> {
         (None, None) => None,
     };
     let client = HttpClient::new(&args.url, trust.as_ref())?;
-    let path = match args.action.as_str() {
-        "reset-offsets" => format!("/admin/{}/reset-offsets", args.tenant),
-        "min-client-version" => "/admin/min-client-version".to_owned(),
-        other => format!("/admin/{}/actions/{other}", args.tenant),
+    let token = Some(args.admin_token.as_str());
+    if args.action == "sessions" {
+        let reply = client.json(hyper::Method::GET, "/admin/overview", token, None).await?;
+        print_sessions(&reply, args.json);
+        return Ok(());
+    }
+    let (path, body) = match args.action.as_str() {
+        "reset-offsets" => (format!("/admin/{}/reset-offsets", args.tenant), serde_json::json!({})),
+        "min-client-version" => ("/admin/min-client-version".to_owned(), serde_json::json!({"version": args.version})),
+        "workload" => {
+            let rate = args.changes_per_sec.context("`workload` needs --changes-per-sec N (0 stops the changes)")?;
+            ("/admin/workload".to_owned(), serde_json::json!({"changes_per_sec": rate}))
+        }
+        other => (
+            format!("/admin/{}/actions/{other}", args.tenant),
+            serde_json::json!({
+                "table": args.table, "column": args.column, "count": args.count, "columns": args.columns,
+                "session_id": args.session_id,
+            }),
+        ),
     };
-    let body = serde_json::json!({
-        "table": args.table, "column": args.column, "count": args.count, "columns": args.columns,
-        "session_id": args.session_id, "version": args.version,
-    });
-    let reply = client.json(hyper::Method::POST, &path, Some(&args.admin_token), Some(&body)).await?;
-    println!("{reply}");
+    let reply = client.json(hyper::Method::POST, &path, token, Some(&body)).await?;
+    if args.json {
+        println!("{reply}");
+    } else {
+        print_readable(&reply, "");
+    }
     Ok(())
+}
+
+/// An answer as `key: value` lines (nested objects indented), for people.
+fn print_readable(value: &serde_json::Value, indent: &str) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match v {
+                    serde_json::Value::Object(_) => {
+                        println!("{indent}{key}:");
+                        print_readable(v, &format!("{indent}  "));
+                    }
+                    serde_json::Value::Array(items) => {
+                        let items: Vec<String> = items
+                            .iter()
+                            .map(|i| match i {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect();
+                        println!("{indent}{key}: {}", items.join(", "));
+                    }
+                    serde_json::Value::String(s) => println!("{indent}{key}: {s}"),
+                    other => println!("{indent}{key}: {other}"),
+                }
+            }
+        }
+        other => println!("{indent}{other}"),
+    }
+}
+
+/// `action sessions`: one line per session (or the JSON with `--json`).
+fn print_sessions(reply: &serde_json::Value, json: bool) {
+    let sessions = reply["overview"]["sessions"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::Value::Array(sessions));
+        return;
+    }
+    println!("{:<20} {:<12} {:<16} {:<8} {:>8}  last fetch", "session", "tenant", "replication id", "state", "lag");
+    for s in &sessions {
+        let last =
+            s["last_fetch_ms"].as_i64().map_or("never".to_owned(), |ms| format!("{} s ago", (now_ms() - ms) / 1000));
+        println!(
+            "{:<20} {:<12} {:<16} {:<8} {:>8}  {last}",
+            s["session_id"].as_str().unwrap_or(""),
+            s["tenant"].as_str().unwrap_or(""),
+            s["replication_id"].as_str().unwrap_or(""),
+            if s["revoked"].as_bool().unwrap_or(false) { "revoked" } else { "live" },
+            s["lag"],
+        );
+    }
+    println!("changes per second: {}", reply["changes_per_sec"]);
 }
 
 #[derive(Parser)]
@@ -139,9 +213,10 @@ struct ServeArgs {
     /// A partner: `id:secret:ctx1,ctx2` (repeatable).
     #[arg(long = "partner")]
     partners: Vec<String>,
-    /// The oldest client version accepted.
-    #[arg(long, default_value = "0.1.0")]
-    min_client_version: String,
+    /// The oldest client version accepted; without it, the value last set (by this flag or
+    /// `action min-client-version`) is kept across restarts (0.1.0 at first).
+    #[arg(long)]
+    min_client_version: Option<String>,
 }
 
 /// A self-signed certificate for `localhost`/127.0.0.1, created once and kept in the data
@@ -178,8 +253,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         state =
             state.with_journal(dir).and_then(|s| s.with_store(dir)).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
-    // The flag wins over a saved value: restarting with a new minimum is how operators raise it.
-    state.set_min_client_version(&args.min_client_version);
+    // The flag wins over a saved value; without it the saved one stays.
+    if let Some(version) = &args.min_client_version {
+        state.set_min_client_version(version);
+    }
     for ctx in &args.tenants {
         let config = TenantConfig {
             context: ctx.clone(),

@@ -377,6 +377,7 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
                     let body: ResyncRequest = read_json(req).await?;
                     let ids = body.tables.iter().map(|t| table_id(t)).collect::<Result<Vec<_>, _>>()?;
                     let (accepted, until) = cloud.with(|s| {
+                        s.resync_taken_up(&session, &body.tables);
                         let (tenant, log) = s.tenant_mut(&ctx)?;
                         let accepted = tenant.resnapshot(log, now_ms(), &ids)?;
                         // Where the snapshot is complete: the ends of the topic after it.
@@ -399,6 +400,13 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             };
             Ok((reply, skew))
         }
+        (Method::GET, ["admin", "overview"]) => {
+            admin(cloud, &req)?;
+            let changes_per_sec = cloud.changes_per_sec.load(std::sync::atomic::Ordering::Relaxed);
+            let overview = cloud.with(|s| s.overview());
+            ok(json!({"changes_per_sec": changes_per_sec, "overview": overview}))
+        }
+        (Method::GET, ["ops"]) => Ok((html_reply(200, super::ops_page::PAGE.to_owned()), 0)),
         (Method::POST, ["admin", ..]) => {
             admin(cloud, &req)?;
             admin_route(cloud, req, &parts[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>()).await.map(|r| (r, 0))
@@ -466,6 +474,7 @@ fn lifecycle(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> Res
         "incompatible-change" => TenantOp::IncompatibleChange { table: table()? },
         "incompatible-alter" => TenantOp::IncompatibleAlter { table: table()? },
         "drop-table" => TenantOp::DropTable { table: table()? },
+        "resync" => return s.request_resync(ctx, &[table()?], a.session_id.as_deref()),
         _ => return other_action(s, ctx, action, a, now),
     };
     s.run(ctx, &op, now)
@@ -536,6 +545,7 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
         notified.as_mut().enable();
         let lines = {
             let mut state = cloud.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.fetching(&session, now_ms());
             state.fetch_now(&session, &req)?
         };
         if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -543,6 +553,7 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     };
+    let resync_requested = cloud.with(|s| s.session(&session).map(|x| x.resync_requested.clone()).unwrap_or_default());
     let (drop_mid, truncate) = cloud.with(|s| {
         let mut f = s.session(&session).map(|x| x.faults.clone()).unwrap_or_default();
         let drop_mid = f.drop_mid_body_next > 0;
@@ -584,6 +595,12 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
     let mut reply = Response::new(ResponseBody::Stream(rx));
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     reply.headers_mut().insert("x-record-count", HeaderValue::from(count));
+    if !resync_requested.is_empty() {
+        let list = resync_requested.into_iter().collect::<Vec<_>>().join(",");
+        if let Ok(value) = HeaderValue::from_str(&list) {
+            reply.headers_mut().insert(crate::protocol::RESYNC_REQUESTED_HEADER, value);
+        }
+    }
     Ok(reply)
 }
 

@@ -17,6 +17,7 @@ pub mod generate;
 pub mod http;
 pub mod journal;
 pub mod log;
+mod ops_page;
 pub mod persist;
 pub mod service;
 pub mod tenant;

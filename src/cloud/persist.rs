@@ -26,6 +26,8 @@ struct SavedSession {
     reset: Option<Vec<Position>>,
     #[serde(default)]
     reset_epoch: u64,
+    #[serde(default)]
+    resync_requested: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,6 +81,8 @@ impl State {
                     reset: s.reset.as_deref().map(to_map),
                     reset_epoch: s.reset_epoch,
                     faults: Faults::default(),
+                    last_fetch_ms: None,
+                    resync_requested: s.resync_requested.into_iter().collect(),
                 };
                 self.sessions.insert(s.id, session);
             }
@@ -107,6 +111,7 @@ impl State {
                     committed: to_list(&s.committed),
                     reset: s.reset.as_ref().map(to_list),
                     reset_epoch: s.reset_epoch,
+                    resync_requested: s.resync_requested.iter().cloned().collect(),
                 })
                 .collect(),
             suspended: self.tenants.iter().filter(|(_, (_, s))| *s).map(|(k, _)| k.clone()).collect(),

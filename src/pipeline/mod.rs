@@ -322,6 +322,7 @@ impl<'a> Pipeline<'a> {
         if fetched.is_ok() {
             self.fetch_backoff.reset();
         }
+        self.take_operator_resyncs();
         if idle || self.decode.pending() {
             self.decode.flush();
         }
@@ -403,6 +404,18 @@ impl<'a> Pipeline<'a> {
         self.request_snapshots()
     }
 
+    /// Tables the cloud's operators asked a fresh snapshot of (announced with the fetch) are
+    /// reloaded like `resync-tables`: through a shadow, asked for with the next apply.
+    fn take_operator_resyncs(&mut self) {
+        for name in self.replication.take_operator_resyncs() {
+            let Some(id) = TableId::parse(&name) else { continue };
+            if !self.resyncs.is_running(&id) && !self.snapshots_to_request.contains(&id) {
+                tracing::info!(table = %id, "the cloud's operators asked for a fresh snapshot of this table: resyncing it");
+                self.snapshots_to_request.push(id);
+            }
+        }
+    }
+
     /// A table re-created after an incompatible change is empty until a fresh snapshot of it
     /// arrives, and the connector publishes none for an in-place `ALTER`: the client asks for
     /// one and loads it through the resync path (a shadow swapped in when complete, which also
@@ -414,11 +427,15 @@ impl<'a> Pipeline<'a> {
         let tables = std::mem::take(&mut self.snapshots_to_request);
         match self.resyncs.request(&self.replication, tables.clone()) {
             Ok((starts, refused)) => {
-                tracing::info!(tables = starts.len(), ?refused, "fresh snapshots asked for re-created tables");
+                tracing::info!(
+                    tables = starts.len(),
+                    ?refused,
+                    "fresh snapshots asked for (re-created tables, operator requests)"
+                );
                 self.start_resyncs(starts)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "a fresh snapshot for re-created tables could not be asked for yet; retrying");
+                tracing::warn!(error = %e, "a fresh snapshot could not be asked for yet; retrying");
                 self.snapshots_to_request = tables;
                 Ok(())
             }

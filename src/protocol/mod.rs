@@ -22,3 +22,8 @@ pub const CDC_TOPIC_SUFFIX: &str = "-cdc";
 
 /// Suffix of a tenant's schema-history topic (`<ctx>-schemahistory`).
 pub const SCHEMA_HISTORY_TOPIC_SUFFIX: &str = "-schemahistory";
+
+/// Fetch-response header listing (comma-separated `schema.table`) the tables an operator asked
+/// this session's client to reload from a fresh snapshot; sent until the client's `POST resync`
+/// covers them.
+pub const RESYNC_REQUESTED_HEADER: &str = "x-resync-requested";

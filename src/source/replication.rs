@@ -139,6 +139,9 @@ pub struct Replication {
     pub info: SessionInfo,
     tokens: TokenPair,
     runtime: tokio::runtime::Runtime,
+    /// Tables the cloud's operators asked a fresh snapshot of, as the last fetch announced
+    /// them ([`crate::protocol::RESYNC_REQUESTED_HEADER`]).
+    operator_resyncs: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -157,7 +160,8 @@ async fn stopped(stop: &AtomicBool) {
 impl Replication {
     /// A session with its current tokens.
     pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Result<Self, SourceError> {
-        Ok(Replication { http, info, tokens, runtime: super::client::blocking_runtime()? })
+        let runtime = super::client::blocking_runtime()?;
+        Ok(Replication { http, info, tokens, runtime, operator_resyncs: Default::default() })
     }
 
     /// The current tokens.
@@ -227,6 +231,12 @@ impl Replication {
         self.runtime.block_on(answer).map(|_| ())
     }
 
+    /// The tables the cloud's operators asked a fresh snapshot of, announced by the last
+    /// fetches (each is announced until this client's `POST resync` covers it).
+    pub fn take_operator_resyncs(&self) -> Vec<String> {
+        std::mem::take(&mut *self.operator_resyncs.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     /// `GET status`: ends, acknowledged offsets and lag per partition.
     pub fn status(&self) -> Result<StatusReply, SourceError> {
         self.get("status")
@@ -270,6 +280,11 @@ impl Replication {
             })?;
             let path = self.info.path("fetch");
             let response = self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?;
+            let asked = response.headers().get(crate::protocol::RESYNC_REQUESTED_HEADER).and_then(|v| v.to_str().ok());
+            if let Some(asked) = asked {
+                let tables = asked.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+                *self.operator_resyncs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tables.collect();
+            }
             let mut incoming = response.into_body();
             let mut total = 0u64;
             while let Some(frame) = incoming.frame().await {

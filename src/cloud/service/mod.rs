@@ -11,7 +11,7 @@ mod provisioning;
 mod replication;
 mod sessions;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,11 @@ pub struct Session {
     pub reset_epoch: u64,
     /// Injected faults.
     pub faults: Faults,
+    /// When the session last fetched (ms since the epoch); not saved across restarts.
+    pub last_fetch_ms: Option<i64>,
+    /// Tables an operator asked a fresh snapshot of: announced to the client with every fetch
+    /// (`x-resync-requested`) until its `POST resync` covers them.
+    pub resync_requested: BTreeSet<String>,
 }
 
 /// A pending provisioning request.
@@ -179,6 +184,8 @@ impl State {
                 .any(|p| self.log.bounds(&tenant.cdc_topic(), p).is_ok_and(|(_, e)| e > 0));
         if !published {
             tenant.publish_initial(&mut self.log, now_ms)?;
+        } else {
+            tenant.assume_changed_up_to(&self.log.ends(&tenant.cdc_topic()));
         }
         let suspended = self.saved_suspended.contains(tenant.context());
         self.tenants.insert(tenant.context().to_owned(), (tenant, suspended));
@@ -217,6 +224,13 @@ impl State {
             .get(ctx)
             .map(|(t, _)| t)
             .ok_or_else(|| ApiError::new(404, ErrorCode::TenantNotFound, format!("no tenant `{ctx}`")))
+    }
+
+    /// Notes that `id` is fetching now (the Operation Center shows it).
+    pub fn fetching(&mut self, id: &str, now_ms: i64) {
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.last_fetch_ms = Some(now_ms);
+        }
     }
 
     /// A session.

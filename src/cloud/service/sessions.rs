@@ -62,6 +62,8 @@ impl State {
                 reset: self.last_reset.get(ctx).cloned(),
                 reset_epoch: u64::from(self.last_reset.contains_key(ctx)),
                 faults: Faults::default(),
+                last_fetch_ms: None,
+                resync_requested: BTreeSet::new(),
             },
         );
         Ok(id)
