@@ -69,6 +69,8 @@ pub struct MetricsConfig {
     /// `Metrics.HealthWindowSeconds`: `/healthz` answers 503 when no cycle succeeded for this
     /// long (300 s).
     pub health_window: Duration,
+    /// `Metrics.StatusPageActions`: the status page offers a Resync button per table (off).
+    pub status_page_actions: bool,
 }
 
 /// A configuration problem, naming the key.
@@ -132,6 +134,7 @@ impl Reader<'_> {
             Value::Null => None,
             Value::String(s) => Some(Ok(s.clone())),
             Value::Number(n) => Some(Ok(n.to_string())),
+            Value::Bool(b) => Some(Ok(b.to_string())),
             other => Some(Err(bad(&key, format!("expected a value, found {}", kind(other))))),
         }
     }
@@ -148,6 +151,16 @@ impl Reader<'_> {
             return Err(bad(&key, format!("must be from {min} to {max}, found {value}")));
         }
         Ok(value)
+    }
+
+    fn boolean(&self, path: &[&str], default: bool) -> Result<bool, ConfigError> {
+        let Some(raw) = self.raw(path) else { return Ok(default) };
+        let raw = raw?;
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad(&path.join("."), format!("expected true or false, found `{raw}`"))),
+        }
     }
 
     fn text(&self, path: &[&str]) -> Result<Option<String>, ConfigError> {
@@ -293,6 +306,7 @@ impl Config {
                 health_window: r
                     .integer(&["Metrics", "HealthWindowSeconds"], 300, 5, 86_400)
                     .map(Duration::from_secs)?,
+                status_page_actions: r.boolean(&["Metrics", "StatusPageActions"], false)?,
             },
         };
         let warnings = root

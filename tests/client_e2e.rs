@@ -580,7 +580,9 @@ fn a_running_sync_serves_metrics_and_health() {
     for db in fresh_databases() {
         let (w, key) = ready(&db, "metrics");
         let metrics = Arc::new(dbmirror::metrics::Metrics::new("e2e1"));
-        let address = dbmirror::metrics::serve::start("127.0.0.1:0", metrics.clone(), Duration::from_secs(2)).unwrap();
+        let pages =
+            dbmirror::metrics::serve::Pages { metrics: metrics.clone(), window: Duration::from_secs(2), owner: None };
+        let address = dbmirror::metrics::serve::start("127.0.0.1:0", pages).unwrap();
         let options = SyncOptions { until_idle: false, metrics, ..crate::support::world::World::options() };
         let summary = w.while_syncing(&db, &key, &options, |_| {
             w.changes(200);

@@ -605,3 +605,91 @@ async fn provision_refuses_a_replica_that_holds_a_session_before_the_grant() {
     assert!(rest.iter().any(|l| l.contains("was ended in the cloud")), "{rest:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits until `check` holds, polling every 200 ms, for at most `timeout`.
+fn eventually(timeout: std::time::Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "waited {timeout:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Issue 14 #4–#6, in a real (headless) browser against the real binaries: the replica owner's
+/// status page lists every table while `sync` runs, with no console errors; the cloud's
+/// Operation Center lists the tenant and the session, and its "Resync table" button reaches the
+/// running client, which reloads the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_and_the_operation_center_in_a_real_browser() {
+    use crate::support::browser::{Browser, free_port};
+    let Some(browser) = Browser::start() else { return };
+    let (dir, server, instance, _) = provisioned("browser", &["--rows", "3"], serde_json::json!({}), "web").await;
+    let port = free_port();
+    let mut sync = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+        .args(["sync", "--metrics-listen", &format!("127.0.0.1:{port}"), "--instance"])
+        .arg(&instance)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_json = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+            .args(["status", "--json", "--instance"])
+            .arg(&instance)
+            .output();
+        serde_json::from_slice::<serde_json::Value>(&out.unwrap().stdout).unwrap_or_default()
+    };
+    eventually(std::time::Duration::from_secs(60), "the snapshot", || {
+        let tables = status_json()["tables"].as_array().cloned().unwrap_or_default();
+        tables.len() >= 18 && tables.iter().all(|t| t["state"] == "ready")
+    });
+    let tables = status_json()["tables"].as_array().unwrap().len();
+
+    // The owner's status page.
+    browser.open(&format!("http://127.0.0.1:{port}/status"));
+    browser.wait_for(
+        &format!("return document.querySelectorAll('#tables tr').length === {tables}"),
+        std::time::Duration::from_secs(20),
+        "one row per table",
+    );
+    assert_eq!(browser.text("#tenant"), "cust1234");
+    assert_eq!(browser.text("#running"), "running");
+    assert!(browser.text("tr[data-table='crm7.person']").contains("ready"), "{}", browser.text("#tables"));
+    assert_eq!(browser.console_errors(), Vec::<String>::new(), "the status page logs no errors");
+
+    // The Operation Center: sign in with the admin token, see the tenant and the session.
+    browser.open(&format!("{}/ops", server.url));
+    browser.type_into("#token", "adm");
+    browser.click("//form[@id='login']//button");
+    browser.wait_for(
+        "return document.querySelectorAll('#tenants tr').length === 1 && document.querySelectorAll('#sessions tr').length >= 1",
+        std::time::Duration::from_secs(20),
+        "the tenant and its session",
+    );
+    assert!(browser.text("#sessions").contains("web"), "{}", browser.text("#sessions"));
+    browser.run("document.querySelector(\"tr[data-tenant='cust1234'] select\").value = 'crm7.person'; return true;");
+    browser.click("//tr[@data-tenant='cust1234']//button[text()='Resync table']");
+    browser.wait_for(
+        "return document.getElementById('message').textContent.startsWith('Resync table:')",
+        std::time::Duration::from_secs(10),
+        "the action's answer",
+    );
+    // The running client hears of it with its next fetch and resyncs the table.
+    let logs = instance.join("logs");
+    eventually(std::time::Duration::from_secs(30), "the client to resync crm7.person", || {
+        let text: String = std::fs::read_dir(&logs)
+            .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect())
+            .unwrap_or_default();
+        text.contains("operators asked for a fresh snapshot") && text.contains("resync complete")
+    });
+    browser.wait_for(
+        "return !document.getElementById('sessions').textContent.includes('crm7.person')",
+        std::time::Duration::from_secs(20),
+        "the request to be taken up",
+    );
+    assert_eq!(browser.console_errors(), Vec::<String>::new(), "the Operation Center logs no errors");
+    let _ = sync.kill();
+    let _ = sync.wait();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

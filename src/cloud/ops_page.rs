@@ -11,6 +11,7 @@ pub const PAGE: &str = r##"<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>dbmirror-cloud · Operation Center</title>
 <style>
   body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #1d2330; }

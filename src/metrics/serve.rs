@@ -1,5 +1,7 @@
-//! The metrics listener: `GET /metrics` (Prometheus text format) and `GET /healthz` (200, or
-//! 503 with the reason), on a local address of the operator's choosing (`Metrics.Listen`).
+//! The metrics listener: `GET /metrics` (Prometheus text format), `GET /healthz` (200, or 503
+//! with the reason) and the owner's status page (`GET /status`, its data at `/status.json`,
+//! and `POST /status/resync?table=…` when actions are on), on a local address of the
+//! operator's choosing (`Metrics.Listen`).
 //!
 //! It runs on a thread of its own with a small runtime, apart from the pipeline, so a scrape
 //! never waits for a database write and a slow scraper never holds back replication.
@@ -26,9 +28,30 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+/// What the status page shows and does, supplied by whoever knows the instance.
+pub trait OwnerPage: Send + Sync {
+    /// The page's data: what `dbmirror status --json` prints.
+    fn status(&self) -> Result<serde_json::Value, String>;
+    /// Whether the owner turned actions (the Resync buttons) on.
+    fn actions(&self) -> bool;
+    /// Requests a resync of `table` (only called when actions are on).
+    fn resync(&self, table: &str) -> Result<(), String>;
+}
+
+/// What the listener serves.
+#[derive(Clone)]
+pub struct Pages {
+    /// The run's metrics.
+    pub metrics: Arc<Metrics>,
+    /// How long without a successful cycle `/healthz` tolerates.
+    pub window: Duration,
+    /// The owner's status page, if the caller has one.
+    pub owner: Option<Arc<dyn OwnerPage>>,
+}
+
 /// Binds `address` and serves until the process ends; returns the bound address (a port of
-/// 0 picks a free one). `window`: how long without a successful cycle `/healthz` tolerates.
-pub fn start(address: &str, metrics: Arc<Metrics>, window: Duration) -> Result<SocketAddr, ListenError> {
+/// 0 picks a free one).
+pub fn start(address: &str, pages: Pages) -> Result<SocketAddr, ListenError> {
     let failed = |source| ListenError { address: address.to_owned(), source };
     let listener = std::net::TcpListener::bind(address).map_err(failed)?;
     listener.set_nonblocking(true).map_err(failed)?;
@@ -36,21 +59,27 @@ pub fn start(address: &str, metrics: Arc<Metrics>, window: Duration) -> Result<S
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
     std::thread::Builder::new()
         .name("dbmirror-metrics".into())
-        .spawn(move || runtime.block_on(serve(listener, metrics, window)))
+        .spawn(move || runtime.block_on(serve(listener, pages)))
         .map_err(failed)?;
     tracing::info!(address = %bound, "serving /metrics and /healthz");
     Ok(bound)
 }
 
-async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, window: Duration) {
+async fn serve(listener: std::net::TcpListener, pages: Pages) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let metrics = metrics.clone();
+        let pages = pages.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let reply = answer(&req, &metrics, window);
-                async move { Ok::<_, Infallible>(reply) }
+                let pages = pages.clone();
+                // The owner page reads the replica: off the listener's runtime.
+                async move {
+                    let reply = tokio::task::spawn_blocking(move || answer(&req, &pages)).await;
+                    Ok::<_, Infallible>(reply.unwrap_or_else(|_| {
+                        plain(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", "failed\n".into())
+                    }))
+                }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
@@ -58,25 +87,73 @@ async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, window: D
     }
 }
 
-fn answer(req: &Request<Incoming>, metrics: &Metrics, window: Duration) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = content_type.parse() {
-            response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
-        }
-        response
-    };
-    match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/metrics") => {
-            reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
-        }
-        (&hyper::Method::GET, "/healthz") => match metrics.health(window) {
-            Health::Healthy => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
-            Health::Unhealthy(reason) => {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", format!("{reason}\n"))
-            }
-        },
-        _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "try /metrics or /healthz\n".into()),
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn plain(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
     }
+    response
+}
+
+fn answer(req: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
+    let owner = pages.owner.as_deref();
+    match (req.method(), req.uri().path(), owner) {
+        (&hyper::Method::GET, "/metrics", _) => {
+            plain(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", pages.metrics.render())
+        }
+        (&hyper::Method::GET, "/healthz", _) => match pages.metrics.health(pages.window) {
+            Health::Healthy => plain(StatusCode::OK, TEXT, "ok\n".into()),
+            Health::Unhealthy(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{reason}\n")),
+        },
+        (&hyper::Method::GET, "/status" | "/", Some(_)) => {
+            plain(StatusCode::OK, "text/html; charset=utf-8", super::page::STATUS_PAGE.to_owned())
+        }
+        (&hyper::Method::GET, "/status.json", Some(owner)) => match owner.status() {
+            Ok(mut status) => {
+                status["actions"] = serde_json::Value::Bool(owner.actions());
+                plain(StatusCode::OK, "application/json", status.to_string())
+            }
+            Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{e}\n")),
+        },
+        (&hyper::Method::POST, "/status/resync", Some(owner)) if owner.actions() => {
+            let table = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("table=")));
+            match table.map(percent_decode) {
+                Some(table) => match owner.resync(&table) {
+                    Ok(()) => plain(StatusCode::OK, TEXT, format!("resync of {table} requested\n")),
+                    Err(e) => plain(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
+                },
+                None => plain(StatusCode::BAD_REQUEST, TEXT, "`table` is required\n".into()),
+            }
+        }
+        (&hyper::Method::POST, "/status/resync", Some(_)) => {
+            plain(StatusCode::FORBIDDEN, TEXT, "actions are off (Metrics.StatusPageActions)\n".into())
+        }
+        _ => plain(StatusCode::NOT_FOUND, TEXT, "try /status, /metrics or /healthz\n".into()),
+    }
+}
+
+/// `%XX` escapes of a query value decoded (table names are plain ASCII).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,6 +1,9 @@
 //! Shared test helpers: a two-table CRM-like schema, a generator of random change events and
 //! a one-by-one model of what the source tables contain.
 
+/// A headless Chromium driven through chromedriver, for the page tests.
+pub mod browser;
+
 /// Real databases per target.
 pub mod targets;
 

@@ -66,8 +66,13 @@ pub fn run_sync_with(
         ..instance.config.sync_options()
     };
     if let Some(address) = &instance.config.metrics.listen {
-        let window = instance.config.metrics.health_window;
-        dbmirror::metrics::serve::start(address, options.metrics.clone(), window)?;
+        let pages = dbmirror::metrics::serve::Pages {
+            metrics: options.metrics.clone(),
+            window: instance.config.metrics.health_window,
+            owner: Some(Arc::new(crate::owner_page::InstancePage::new(instance))),
+        };
+        let bound = dbmirror::metrics::serve::start(address, pages)?;
+        tracing::info!("the replica's status page: http://{bound}/status");
     }
     let mut backoff = dbmirror::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
@@ -153,26 +158,7 @@ pub fn update_schema(instance: &Instance) -> Result<()> {
 /// resync itself and returns when it is done.
 pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     let mut state = instance.open()?;
-    let known: Vec<TableId> =
-        state.tables().into_iter().map(|r| r.schema.id.clone()).filter(|id| shadow::live_id(id).is_none()).collect();
-    let mut ids = Vec::new();
-    for name in names {
-        let found = known.iter().find(|id| {
-            name.eq_ignore_ascii_case(&id.to_string()) || (!name.contains('.') && name.eq_ignore_ascii_case(&id.table))
-        });
-        match found {
-            Some(id) if ids.contains(id) => {}
-            Some(id) => ids.push(id.clone()),
-            None => bail!(
-                "`{name}` is not a replicated table; the replica has: {}",
-                known.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            ),
-        }
-    }
-    let stamp = now_ms().to_string();
-    let facts: Vec<(String, SessionValue)> =
-        ids.iter().map(|id| (shadow::request_fact(id), SessionValue::Text(stamp.clone()))).collect();
-    state.write_facts(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
+    let ids = request_resyncs(state.as_mut(), names)?;
     let list = ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     if let Some(pid) = InstanceLock::holder(&instance.lock_path()) {
         println!(
@@ -195,4 +181,30 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     let rows: u64 = ids.iter().filter_map(|id| summary.as_ref()?.rows_total.get(&id.to_string())).sum();
     println!("Resync complete: {list} ({rows} rows written)");
     Ok(())
+}
+
+/// Stores resync requests for `names` (`schema.table` or `table`, any case) in the replica,
+/// where a running `sync` picks them up; refuses a name the replica does not replicate.
+pub fn request_resyncs(state: &mut dyn dbmirror::sink::Replica, names: &[String]) -> Result<Vec<TableId>> {
+    let known: Vec<TableId> =
+        state.tables().into_iter().map(|r| r.schema.id.clone()).filter(|id| shadow::live_id(id).is_none()).collect();
+    let mut ids = Vec::new();
+    for name in names {
+        let found = known.iter().find(|id| {
+            name.eq_ignore_ascii_case(&id.to_string()) || (!name.contains('.') && name.eq_ignore_ascii_case(&id.table))
+        });
+        match found {
+            Some(id) if ids.contains(id) => {}
+            Some(id) => ids.push(id.clone()),
+            None => bail!(
+                "`{name}` is not a replicated table; the replica has: {}",
+                known.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    let stamp = now_ms().to_string();
+    let facts: Vec<(String, SessionValue)> =
+        ids.iter().map(|id| (shadow::request_fact(id), SessionValue::Text(stamp.clone()))).collect();
+    state.write_facts(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
+    Ok(ids)
 }

@@ -17,6 +17,7 @@ mod demo;
 #[path = "demo_off.rs"]
 mod demo;
 mod instance;
+mod owner_page;
 mod progress;
 mod report;
 mod service;

@@ -44,8 +44,20 @@ pub fn info(instance: &Instance) -> Result<()> {
     Ok(())
 }
 
-/// `status`: tables, rows and state; offsets; the cloud's view of lag.
+/// `status`: tables, rows and state; offsets; lag; the last error; the cloud's view.
 pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
+    let report = status_report(instance, true)?;
+    if as_json {
+        println!("{report:#}");
+        return Ok(());
+    }
+    print_status(&report);
+    Ok(())
+}
+
+/// What `status --json` prints and the status page shows. `with_cloud` adds the cloud's own
+/// view (a network call; the page leaves it out and shows what the replica knows).
+pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json::Value> {
     let mut state = instance.open_existing()?;
     let mut tables = Vec::new();
     let mut records = state.tables();
@@ -75,6 +87,7 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let offsets: Vec<_> =
         state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
     let cloud = match instance.replication(state.as_mut()) {
+        Ok(_) if !with_cloud => json!(null),
         Ok(mut replication) => {
             // The cloud's view is optional: local facts are shown even when it is unreachable
             // or the session was revoked.
@@ -94,14 +107,18 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let running = InstanceLock::holder(&instance.lock_path()).is_some();
     let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
     let lag = lag_report(&session);
-    let report = json!({"running": running, "tables": tables, "offsets": offsets, "cloud": cloud,
-        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag});
-    if as_json {
-        println!("{report:#}");
-        return Ok(());
-    }
+    let info = SessionInfo::from_facts(&session)
+        .map(|i| json!({"tenant": i.tenant_context_id, "replication_id": i.replication_id, "cloud_url": i.cloud_url}));
+    Ok(json!({"running": running, "session": info, "tables": tables, "offsets": offsets, "cloud": cloud,
+        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag}))
+}
+
+/// `status`'s text form of a [`status_report`].
+fn print_status(report: &serde_json::Value) {
     let ago = |ms: Option<i64>| ms.map_or("never".to_owned(), |ms| format!("{} s ago", (now_ms() - ms).max(0) / 1000));
-    println!("client running: {}", if running { "yes" } else { "no" });
+    let (tables, lag, cloud) =
+        (report["tables"].as_array().cloned().unwrap_or_default(), &report["lag"], &report["cloud"]);
+    println!("client running: {}", if report["running"] == true { "yes" } else { "no" });
     println!("{:<32} {:<16} {:>10}  last change", "table", "state", "rows");
     for t in &tables {
         let loaded = t["resync_rows_loaded"].as_u64().map(|n| format!("  ({n} rows loaded into the shadow)"));
@@ -120,12 +137,12 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
             );
         }
     }
-    for o in &offsets {
+    for o in report["offsets"].as_array().into_iter().flatten() {
         println!("offset {}/{}: {}", o["topic"].as_str().unwrap_or(""), o["partition"], o["last_applied"]);
     }
-    println!("offsets last acknowledged: {}", ago(facts::last_cycle(&session)));
-    match facts::last_error(&session) {
-        Some((at, message)) => println!("last error ({}): {message}", ago(Some(at))),
+    println!("offsets last acknowledged: {}", ago(report["last_commit_cycle_ms"].as_i64()));
+    match report["last_error"]["message"].as_str() {
+        Some(message) => println!("last error ({}): {message}", ago(report["last_error"]["at_ms"].as_i64())),
         None => println!("last error: none"),
     }
     match lag["records"].as_i64() {
@@ -139,7 +156,6 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     if let Some(e) = cloud["error"].as_str() {
         println!("cloud: {e}");
     }
-    Ok(())
 }
 
 /// The lag the last commit cycle recorded: records behind the cloud's ends per partition and
