@@ -46,6 +46,8 @@ pub(super) struct Applier {
     /// Tables re-created after an incompatible change since the last call of
     /// [`Applier::take_recreated`]: they need a fresh snapshot.
     recreated: Vec<crate::schema::TableId>,
+    /// Tables that received rows since [`Applier::take_touched`] was last called.
+    touched: std::collections::BTreeSet<String>,
     /// Tables the replica cannot hold (see [`TableState::Failed`]).
     failed: std::collections::BTreeSet<crate::schema::TableId>,
     metrics: Arc<Metrics>,
@@ -63,7 +65,13 @@ impl Applier {
         let failed = failed.collect();
         let worker = Some(SinkWorker::spawn(sink, QUEUE_DEPTH));
         let summary = SyncSummary::default();
-        Applier { worker, summary, applied, wait_on_refusal, recreated: Vec::new(), failed, metrics }
+        let touched = Default::default();
+        Applier { worker, summary, applied, wait_on_refusal, recreated: Vec::new(), touched, failed, metrics }
+    }
+
+    /// The tables that received rows since the last call.
+    pub(super) fn take_touched(&mut self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut self.touched)
     }
 
     /// Tables left out as failed.
@@ -135,6 +143,7 @@ impl Applier {
                 self.metrics.batch_committed(&BatchReport { tables: &tables, records, apply, source_ms });
                 for (id, upserts, deletes) in tables {
                     *summary.rows_by_table.entry(id.clone()).or_default() += upserts + deletes;
+                    self.touched.insert(id.clone());
                     *summary.rows_total.entry(id).or_default() += upserts + deletes;
                 }
                 summary.records += records;

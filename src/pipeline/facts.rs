@@ -29,6 +29,19 @@ pub fn record_error(state: &mut (dyn StateStore + Send), message: &str) {
     }
 }
 
+/// Records that `tables` received changes now (what `status` shows as each table's last
+/// change).
+pub fn record_applied<'a>(state: &mut (dyn StateStore + Send), tables: impl Iterator<Item = &'a String>) {
+    let now = SessionValue::Text(now_ms().to_string());
+    let names: Vec<String> = tables.map(|t| format!("{LAST_APPLIED}{t}")).collect();
+    let facts: Vec<(&str, SessionValue)> = names.iter().map(|n| (n.as_str(), now.clone())).collect();
+    if !facts.is_empty()
+        && let Err(e) = state.write_facts(&facts)
+    {
+        tracing::debug!(error = %e, "could not record the tables' last change in the replica");
+    }
+}
+
 /// Clears the last error: the condition it described has passed (a cycle succeeded since).
 pub fn clear_error(state: &mut (dyn StateStore + Send)) {
     if let Err(e) = state.write_facts(&[(LAST_ERROR, SessionValue::Text(String::new()))]) {
@@ -46,12 +59,10 @@ pub struct Lag {
     pub newest_source_ms: Option<i64>,
 }
 
-/// Records a commit cycle, the tables that received changes in it, and the lag then.
-pub fn record_cycle<'a>(state: &mut (dyn StateStore + Send), tables: impl Iterator<Item = &'a String>, lag: &Lag) {
+/// Records a commit cycle and the lag then.
+pub fn record_cycle(state: &mut (dyn StateStore + Send), lag: &Lag) {
     let now = SessionValue::Text(now_ms().to_string());
-    let names: Vec<String> = tables.map(|t| format!("{LAST_APPLIED}{t}")).collect();
-    let mut facts: Vec<(&str, SessionValue)> = names.iter().map(|n| (n.as_str(), now.clone())).collect();
-    facts.push((LAST_CYCLE, now.clone()));
+    let mut facts: Vec<(&str, SessionValue)> = vec![(LAST_CYCLE, now)];
     facts.push((LAG_RECORDS, SessionValue::Text(crate::sink::shadow::encode_until(&lag.behind))));
     if let Some(ms) = lag.newest_source_ms {
         facts.push((NEWEST_SOURCE, SessionValue::Text(ms.to_string())));

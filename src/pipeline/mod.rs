@@ -222,7 +222,12 @@ struct Pipeline<'a> {
     started: Instant,
     /// Re-created tables whose fresh snapshot is still to be asked for.
     snapshots_to_request: Vec<TableId>,
+    /// When the tables' last-change facts were last written.
+    last_touched_write: Instant,
 }
+
+/// How often the tables' last-change facts are written at most.
+const TOUCHED_EVERY: Duration = Duration::from_secs(5);
 
 impl<'a> Pipeline<'a> {
     /// Reads where the replica stands and starts the sink thread.
@@ -264,6 +269,7 @@ impl<'a> Pipeline<'a> {
             last_ack: Instant::now(),
             started: Instant::now(),
             snapshots_to_request,
+            last_touched_write: Instant::now().checked_sub(TOUCHED_EVERY).unwrap_or_else(Instant::now),
         })
     }
 
@@ -275,6 +281,13 @@ impl<'a> Pipeline<'a> {
             metrics.lag(None, true);
         }
         metrics.tables(self.resyncs.len(), self.applier.failed_tables());
+        // Each table's last change, for `status`, a few seconds after it happened (not only
+        // with the commit cycle's acknowledgement, which may be a minute apart).
+        if self.last_touched_write.elapsed() >= TOUCHED_EVERY {
+            let touched = self.applier.take_touched();
+            facts::record_applied(self.state, touched.iter());
+            self.last_touched_write = Instant::now();
+        }
         if metrics.cycle_succeeded() {
             facts::clear_error(self.state);
         }
@@ -492,7 +505,7 @@ impl<'a> Pipeline<'a> {
             newest_source_ms: self.options.metrics.newest_source_ms(),
         };
         let summary = &mut self.applier.summary;
-        facts::record_cycle(self.state, summary.rows_by_table.keys(), &lag_fact);
+        facts::record_cycle(self.state, &lag_fact);
         let tables: Vec<String> =
             std::mem::take(&mut summary.rows_by_table).into_iter().map(|(t, n)| format!("{t}={n}")).collect();
         tracing::info!(
@@ -513,6 +526,8 @@ impl<'a> Pipeline<'a> {
         if self.applier.applied != self.acknowledged {
             self.acknowledge_or_wait()?;
         }
+        let touched = self.applier.take_touched();
+        facts::record_applied(self.state, touched.iter());
         let mut summary = std::mem::take(&mut self.applier.summary);
         summary.offsets = std::mem::take(&mut self.applier.applied);
         Ok(summary)

@@ -12,6 +12,7 @@ use dbmirror::pipeline::{SyncOptions, SyncSummary, facts, sync};
 use dbmirror::policy::{Action, PURGED_ADVICE};
 use dbmirror::schema::TableId;
 use dbmirror::sink::{Sink, shadow};
+use dbmirror::source::replication::SessionInfo;
 use dbmirror::state::{SessionValue, StateStore};
 
 use crate::instance::{Instance, InstanceLock};
@@ -59,10 +60,14 @@ pub fn run_sync_with(
     stop: Arc<AtomicBool>,
 ) -> Result<Option<SyncSummary>> {
     let _guard = InstanceLock::take(&instance.lock_path())?;
+    // The metrics carry the tenant, as a partner's many pipelines will.
+    let tenant =
+        instance.open()?.read_facts().ok().and_then(|f| SessionInfo::from_facts(&f)).map(|i| i.tenant_context_id);
     let options = SyncOptions {
         until_idle,
         auto_resync,
         progress: snapshot_progress(instance),
+        metrics: Arc::new(dbmirror::metrics::Metrics::new(&tenant.unwrap_or_default())),
         ..instance.config.sync_options()
     };
     if let Some(address) = &instance.config.metrics.listen {
