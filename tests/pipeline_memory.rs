@@ -211,3 +211,31 @@ fn verify_leaves_skipped_tables_out() {
     let person = checks.iter().find(|c| c.table == "crm7.person").unwrap();
     assert_eq!(person.verdict, Verdict::Skipped);
 }
+
+/// Issue 13: `sync --until-idle` means "caught up with what the cloud had when the run began":
+/// with the default 30 s long-poll it returns as soon as it is caught up, and under a steady
+/// change rate it still ends (it used to wait a full poll, and never end under load).
+#[test]
+fn until_idle_returns_promptly_and_ends_under_a_steady_change_rate() {
+    use std::sync::atomic::Ordering;
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    let options = SyncOptions { max_poll: std::time::Duration::from_secs(30), ..World::options() };
+    let started = std::time::Instant::now();
+    run(&w, &replica, &key, &options);
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "caught up: no full long-poll wait");
+    verify(&w, &replica, "caught up");
+    w.cloud.changes_per_sec.store(500, Ordering::Relaxed);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let summary = run(&w, &replica, &key, &options);
+            let _ = done_tx.send(summary.records);
+        });
+        let records = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+        w.cloud.changes_per_sec.store(0, Ordering::Relaxed);
+        assert!(records.is_ok(), "a one-shot run ends under a steady change rate");
+    });
+}

@@ -287,15 +287,31 @@ impl Tenant {
         (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize].clone())
     }
 
+    /// An existing row's key, chosen at random (`hot`: among the first three), in O(log rows)
+    /// for the integer keys every table has: a random value between the smallest and the
+    /// largest key, then the first key at or above it. (Collecting every key per change made
+    /// a change O(rows): ~700 changes/s at 50,000 rows per table.)
+    fn pick_row(&mut self, rows: &TableRows, hot: bool) -> Option<PrimaryKey> {
+        let (first, last) = (rows.keys().next()?, rows.keys().next_back()?);
+        if hot {
+            let n = rows.len().min(3) as u64;
+            return rows.keys().nth(self.rng.below(n) as usize).cloned();
+        }
+        match (first.first(), last.first()) {
+            (Some(Cell::Int(lo)), Some(Cell::Int(hi))) => {
+                let bound: PrimaryKey = smallvec::smallvec![Cell::Int(self.rng.range(*lo, *hi))];
+                rows.range(bound..).next().map(|(k, _)| k.clone())
+            }
+            _ => rows.keys().nth(self.rng.below(rows.len() as u64) as usize).cloned(),
+        }
+    }
+
     fn new_row(&mut self, schema: &TableSchema, rows: &TableRows) -> OwnedRow {
-        let index = rows
-            .keys()
-            .filter_map(|k| match k.first() {
-                Some(Cell::Int(v)) => Some(*v),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
+        // Keys are ordered by their first column: the last key holds the largest integer.
+        let index = match rows.keys().next_back().and_then(|k| k.first()) {
+            Some(Cell::Int(v)) => *v,
+            _ => 0,
+        };
         let mut row: OwnedRow = (0..schema.columns.len()).map(|_| Cell::Null).collect();
         for (i, c) in schema.columns.iter().enumerate() {
             let key = schema.primary_key.iter().position(|k| *k == c.name);
@@ -320,15 +336,8 @@ impl Tenant {
             let Some(id) = self.pick_table() else { return Ok(()) };
             let (schema, mut rows) = self.tables.remove(&id).expect("picked from the map");
             let roll = self.rng.below(100);
-            let existing: Vec<PrimaryKey> = if rows.is_empty() {
-                Vec::new()
-            } else if self.rng.below(100) < mix.hot_percent {
-                rows.keys().take(3).cloned().collect()
-            } else {
-                rows.keys().cloned().collect()
-            };
-            let victim =
-                (!existing.is_empty()).then(|| existing[self.rng.below(existing.len() as u64) as usize].clone());
+            let hot = self.rng.below(100) < mix.hot_percent;
+            let victim = self.pick_row(&rows, hot);
             let single_int_key = schema.primary_key.len() == 1
                 && matches!(
                     schema.column(&schema.primary_key[0]).map(|c| c.sql_type),

@@ -181,6 +181,12 @@ pub fn sync(
         "sync starting"
     );
     let mut pipeline = Pipeline::start(replication, data, state, key, options, stop)?;
+    if options.until_idle {
+        // Unknown (the cloud unreachable now): the run ends at the first empty fetch instead.
+        let status = pipeline.replication.status().ok();
+        pipeline.target =
+            status.map(|s| s.partitions.iter().map(|p| ((p.topic.clone(), p.partition), p.end)).collect());
+    }
     while !pipeline.should_stop() {
         let fetched = match pipeline.cycle() {
             Ok(idle) => Some(idle),
@@ -199,7 +205,7 @@ pub fn sync(
         if let Some(progress) = &options.progress {
             (progress.0)(&pipeline.applier.summary, idle);
         }
-        if idle && options.until_idle && pipeline.resyncs.is_empty() {
+        if options.until_idle && (idle || pipeline.reached_target()) && pipeline.nothing_left()? {
             break;
         }
     }
@@ -224,7 +230,14 @@ struct Pipeline<'a> {
     snapshots_to_request: Vec<TableId>,
     /// When the tables' last-change facts were last written.
     last_touched_write: Instant,
+    /// For `--until-idle`: the cloud's ends when the run started. Reaching them is "caught
+    /// up", so a one-shot run returns promptly, and also under a steady change rate.
+    target: Option<Offsets>,
 }
+
+/// The long-poll wait of a `--until-idle` run: it stops at the first empty fetch, so waiting
+/// the full `MaxPollTimeSeconds` for it would only delay the end.
+const UNTIL_IDLE_WAIT: Duration = Duration::from_millis(500);
 
 /// How often the tables' last-change facts are written at most.
 const TOUCHED_EVERY: Duration = Duration::from_secs(5);
@@ -270,6 +283,7 @@ impl<'a> Pipeline<'a> {
             started: Instant::now(),
             snapshots_to_request,
             last_touched_write: Instant::now().checked_sub(TOUCHED_EVERY).unwrap_or_else(Instant::now),
+            target: None,
         })
     }
 
@@ -300,6 +314,23 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
+    /// Whether a `--until-idle` run may end: every queued job applied, and no resync running
+    /// or still to be asked for (a table re-created by the last jobs asks for its snapshot now).
+    fn nothing_left(&mut self) -> Result<bool, PipelineError> {
+        self.applier.settle(self.state, &self.stop)?;
+        self.snapshots_to_request.extend(self.applier.take_recreated());
+        self.request_snapshots()?;
+        Ok(self.resyncs.is_empty() && self.snapshots_to_request.is_empty())
+    }
+
+    /// Whether everything the cloud had when the run started has been read (`--until-idle`).
+    fn reached_target(&self) -> bool {
+        let next = self.decode.cursor.next();
+        self.target
+            .as_ref()
+            .is_some_and(|target| target.iter().all(|(k, end)| *end == 0 || next.get(k).is_some_and(|n| n >= end)))
+    }
+
     fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.options.run_for.is_some_and(|d| self.started.elapsed() >= d)
     }
@@ -316,7 +347,10 @@ impl<'a> Pipeline<'a> {
             self.start_resyncs(starts)?;
         }
         let options = self.options;
-        let wait = options.run_for.map_or(options.max_poll, |d| d.saturating_sub(self.started.elapsed()));
+        let mut wait = options.run_for.map_or(options.max_poll, |d| d.saturating_sub(self.started.elapsed()));
+        if options.until_idle {
+            wait = wait.min(UNTIL_IDLE_WAIT);
+        }
         let limits = FetchLimits {
             max_events: options.max_batch_size,
             max_bytes: options.max_bytes,
