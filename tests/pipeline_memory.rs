@@ -131,13 +131,10 @@ fn rotated_tokens_are_stored_once_the_replica_is_back_before_they_are_used() {
     assert_ne!(replica.clone().read_facts().unwrap()["refresh_token"], before, "the rotated tokens were stored");
 }
 
-/// Issue 10 #7: one table the replica cannot hold (too wide) must not stop every table. It is
-/// marked failed with the reason, its records are consumed unapplied, the other tables stay
-/// current, and once the owner fixes the cause `resync-tables` brings it back equal.
-#[test]
-fn a_table_the_replica_cannot_hold_is_set_aside_and_the_rest_goes_on() {
-    use dbmirror::schema::TableId;
-    use dbmirror::state::{FAILED_REASON, SessionValue, TableState, prefixed_facts};
+/// A replica that holds at most 100 columns per table, synced, then a 150-column table and
+/// changes of the others arrive and are synced (a one-shot run: a refused write would stop it,
+/// a table set aside must not).
+fn a_table_too_wide_arrives() -> (World, SecretKey, MemoryReplica) {
     let w = world(false);
     let key = key();
     let mut replica = MemoryReplica::new(SinkOptions::default());
@@ -147,8 +144,18 @@ fn a_table_the_replica_cannot_hold_is_set_aside_and_the_rest_goes_on() {
     let wide = TenantOp::NewTable { table: "crm7.wide".into(), rows: 30, extra_columns: 150 };
     w.cloud.with(|s| s.run("e2e1", &wide, now_ms())).unwrap();
     w.changes(200);
-    // A service run (not --until-idle) would wait on a refused table forever; it must not.
     until_idle(&w, &replica, &key);
+    (w, key, replica)
+}
+
+/// Issue 10 #7: one table the replica cannot hold (too wide) must not stop every table. It is
+/// marked failed with the reason, its records are consumed unapplied, the other tables stay
+/// current, and once the owner fixes the cause `resync-tables` brings it back equal.
+#[test]
+fn a_table_the_replica_cannot_hold_is_set_aside_and_the_rest_goes_on() {
+    use dbmirror::schema::TableId;
+    use dbmirror::state::{FAILED_REASON, SessionValue, TableState, prefixed_facts};
+    let (w, key, replica) = a_table_too_wide_arrives();
     let id = TableId::new("crm7", "wide");
     let record = replica.tables().into_iter().find(|r| r.schema.id == id).expect("the failed table is recorded");
     assert_eq!(record.state, TableState::Failed);
@@ -177,15 +184,7 @@ fn a_table_the_replica_cannot_hold_is_set_aside_and_the_rest_goes_on() {
 /// is gone meanwhile) and filled from a fresh snapshot the client asks for.
 #[test]
 fn a_failed_table_is_tried_again_when_its_schema_changes() {
-    let w = world(false);
-    let key = key();
-    let mut replica = MemoryReplica::new(SinkOptions::default());
-    provision(&w, &mut replica, &key);
-    until_idle(&w, &replica, &key);
-    replica.refuse_tables_wider_than(100);
-    let wide = TenantOp::NewTable { table: "crm7.wide".into(), rows: 30, extra_columns: 150 };
-    w.cloud.with(|s| s.run("e2e1", &wide, now_ms())).unwrap();
-    until_idle(&w, &replica, &key);
+    let (w, key, replica) = a_table_too_wide_arrives();
     replica.refuse_tables_wider_than(usize::MAX);
     let alter = TenantOp::AddColumn { table: "crm7.wide".into(), column: "later".into() };
     w.cloud.with(|s| s.run("e2e1", &alter, now_ms())).unwrap();
