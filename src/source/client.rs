@@ -95,11 +95,26 @@ async fn read_all(response: hyper::Response<hyper::body::Incoming>, url: &str) -
     Ok(collected.map_err(|source| SourceError::Body { url: url.to_owned(), source })?.to_bytes())
 }
 
-/// The single-threaded runtime a blocking client ([`super::replication::Replication`],
-/// [`super::dispatcher::Dispatcher`]) drives its requests on.
+/// The runtime a blocking client ([`super::replication::Replication`],
+/// [`super::dispatcher::Dispatcher`]) drives its requests on: the caller's thread runs the
+/// request itself (`block_on`; a fetch decodes each chunk there), and one worker thread runs the
+/// connection (socket, TLS, HTTP/2 framing), so the next bytes arrive and are decrypted while
+/// the last ones are decoded. On a single thread the two took turns, and an HTTPS snapshot ran
+/// at about half the speed of plain HTTP (see perf/RESULTS.md).
 pub(crate) fn blocking_runtime() -> Result<tokio::runtime::Runtime, SourceError> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("dbmirror-net")
+        .enable_all()
+        .build()
+        .map_err(SourceError::Runtime)
 }
+
+/// HTTP/2 receive window (stream and connection) and largest frame the client accepts: a
+/// fetch streams tens of megabytes, and the defaults (a few hundred kilobytes in flight,
+/// 16 KB frames) made an HTTPS snapshot latency-bound (see perf/RESULTS.md).
+const H2_WINDOW: u32 = 16 << 20;
+const H2_FRAME: u32 = 1 << 20;
 
 /// A client for one base URL.
 #[derive(Clone)]
@@ -133,7 +148,12 @@ impl HttpClient {
         .enable_http1()
         .enable_http2()
         .build();
-        Ok(HttpClient { base, inner: Client::builder(TokioExecutor::new()).build(connector) })
+        let inner = Client::builder(TokioExecutor::new())
+            .http2_initial_stream_window_size(H2_WINDOW)
+            .http2_initial_connection_window_size(H2_WINDOW)
+            .http2_max_frame_size(H2_FRAME)
+            .build(connector);
+        Ok(HttpClient { base, inner })
     }
 
     /// Sends a request with an optional bearer token and JSON body and returns the response
