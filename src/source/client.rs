@@ -96,18 +96,21 @@ async fn read_all(response: hyper::Response<hyper::body::Incoming>, url: &str) -
 }
 
 /// The runtime a blocking client ([`super::replication::Replication`],
-/// [`super::dispatcher::Dispatcher`]) drives its requests on: the caller's thread runs the
-/// request itself (`block_on`; a fetch decodes each chunk there), and one worker thread runs the
-/// connection (socket, TLS, HTTP/2 framing), so the next bytes arrive and are decrypted while
-/// the last ones are decoded. On a single thread the two took turns, and an HTTPS snapshot ran
-/// at about half the speed of plain HTTP (see perf/RESULTS.md).
-pub(crate) fn blocking_runtime() -> Result<tokio::runtime::Runtime, SourceError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("dbmirror-net")
-        .enable_all()
-        .build()
-        .map_err(SourceError::Runtime)
+/// [`super::dispatcher::Dispatcher`]) drives `http`'s requests on. The caller's thread runs the
+/// request itself (`block_on`; a fetch decodes each chunk there). Over TLS one worker thread
+/// runs the connection (socket, decryption, HTTP/2 framing), so the next bytes arrive and are
+/// decrypted while the last ones are decoded: on a single thread the two took turns, and an
+/// HTTPS snapshot ran at half the speed of plain HTTP. Plain HTTP (tests, demos) gains
+/// nothing from the hand-over and stays on the caller's thread (see perf/RESULTS.md).
+pub(crate) fn blocking_runtime(http: &HttpClient) -> Result<tokio::runtime::Runtime, SourceError> {
+    let mut builder = if http.is_tls() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(1).thread_name("dbmirror-net");
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(SourceError::Runtime)
 }
 
 /// HTTP/2 receive window (stream and connection) and largest frame the client accepts: a
@@ -244,6 +247,11 @@ impl HttpClient {
         let url = format!("{}{path}", self.base);
         let bytes = read_all(self.send(method, path, bearer, body).await?, &url).await?;
         Ok(serde_json::from_slice(&bytes).unwrap_or(Json::Null))
+    }
+
+    /// Whether requests go over TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.base.starts_with("https://")
     }
 
     /// The base URL.

@@ -31,7 +31,8 @@ pub enum GrantState {
 impl Dispatcher {
     /// A Dispatcher client over `http`.
     pub fn new(http: HttpClient) -> Result<Self, SourceError> {
-        Ok(Dispatcher { http, runtime: super::client::blocking_runtime()? })
+        let runtime = super::client::blocking_runtime(&http)?;
+        Ok(Dispatcher { http, runtime })
     }
 
     /// Starts a device grant: a new session, or (with `session_id`) the same one re-authorized.

@@ -160,7 +160,7 @@ async fn stopped(stop: &AtomicBool) {
 impl Replication {
     /// A session with its current tokens.
     pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Result<Self, SourceError> {
-        let runtime = super::client::blocking_runtime()?;
+        let runtime = super::client::blocking_runtime(&http)?;
         Ok(Replication { http, info, tokens, runtime, operator_resyncs: Default::default() })
     }
 
