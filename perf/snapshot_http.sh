@@ -14,30 +14,19 @@ bin="$PWD/target/release"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
+source perf/lib.sh
+PERF_BIN="$bin"
+
 run() { # $1 = https|http, $2 = the client binary, $3 = its label
-  local mode="$1" client="$2" label="$3" dir="$work/$3-$1" flags=() url fp start end records
-  mkdir -p "$dir/instance"
+  local mode="$1" client="$2" label="$3" dir="$work/$3-$1" flags=() start end records
   [ "$mode" = http ] && flags+=(--http)
-  "$bin/dbmirror-cloud" serve --in-memory "${flags[@]}" --listen 127.0.0.1:0 --admin-token perf --rows "$ROWS" \
-    >"$dir/cloud.log" 2>/dev/null &
-  local cloud=$!
-  until url="$(sed -n 's/^dbmirror-cloud listening on //p' "$dir/cloud.log")" && [ -n "$url" ]; do sleep 0.3; done
-  fp="$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$dir/cloud.log")"
-  echo "{\"ReplicaDatabase\":{\"ConnectionString\":\"Data Source=$dir/instance/replica.db\"}}" >"$dir/instance/appsettings.json"
-  local trust=()
-  [ "$mode" = https ] && trust=(--fingerprint "$fp")
-  "$client" provision --cloud "$url" "${trust[@]}" --instance "$dir/instance" >"$dir/provision.log" 2>&1 &
-  local provision=$!
-  local code=""
-  until code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$dir/provision.log")" && [ -n "$code" ]; do sleep 0.2; done
-  curl -sk -o /dev/null -X POST "$url/provision" \
-    --data "user_code=$code&tenant=cust1234&session_name=perf$mode&action=approve"
-  wait "$provision"
+  start_cloud "$dir" "${flags[@]}" --rows "$ROWS"
+  provision "$client" "$dir/instance" "Data Source=$dir/instance/replica.db" "perf$mode"
   start="$(date +%s.%N)"
   "$client" sync --until-idle --instance "$dir/instance" >"$dir/sync.log" 2>&1
   end="$(date +%s.%N)"
   records="$(sed -n 's/^caught up: \([0-9]*\) records.*/\1/p' "$dir/sync.log")"
-  kill "$cloud"; wait "$cloud" 2>/dev/null || true
+  kill "$CLOUD_PID"; wait "$CLOUD_PID" 2>/dev/null || true
   python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); r=int(sys.argv[3]); print(f'{sys.argv[4]} {r} {s:.2f} {r/s:.0f}')" \
     "$start" "$end" "${records:-0}" "$label-$mode"
 }

@@ -72,12 +72,13 @@ fn table_statements_parse_for_every_simulated_table() {
             assert_parses(&SQLiteDialect {}, &statement);
         }
         let target = postgres::sql::qualified("crm7", &t.id.table);
+        let (keys, rows) = postgres::sql::stage_names(&target, &t);
         for statement in [
             postgres::sql::create_table("crm7", &t),
-            postgres::sql::stage_keys(&target, &t),
-            postgres::sql::delete_staged_keys(&target, &t),
-            postgres::sql::stage_rows(&target, &t),
-            postgres::sql::merge_staged_rows(&target, &t),
+            postgres::sql::create_key_stage(&keys, &target, &t),
+            postgres::sql::delete_staged_keys(&target, &t, &keys),
+            postgres::sql::create_row_stage(&rows, &target, &t),
+            postgres::sql::merge_staged_rows(&target, &t, &rows),
             postgres::sql::truncate(&target),
         ] {
             assert_parses(&PostgreSqlDialect {}, &statement);

@@ -19,7 +19,8 @@ use crate::clock::now_ms;
 /// Upper bounds (seconds) of the batch apply-time buckets.
 const APPLY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Upper bounds (seconds) of the change-latency buckets.
-const LATENCY_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
 /// A cumulative histogram with fixed buckets.
 #[derive(Debug, Clone)]
@@ -142,10 +143,12 @@ impl Metrics {
         m.records += batch.records;
         m.batches += u64::from(batch.records > 0);
         m.apply_seconds.observe(batch.apply.as_secs_f64());
-        let now = now_ms();
-        m.last_commit_ms = Some(now);
-        if let Some((oldest, newest)) = batch.source_ms {
-            m.change_latency.observe(((now - oldest).max(0) as f64) / 1000.0);
+        let committed = batch.committed_ms;
+        m.last_commit_ms = Some(m.last_commit_ms.map_or(committed, |t| t.max(committed)));
+        if batch.records > 0
+            && let Some((oldest, newest)) = batch.source_ms
+        {
+            m.change_latency.observe(((committed - oldest).max(0) as f64) / 1000.0);
             m.newest_source_ms = Some(m.newest_source_ms.map_or(newest, |n| n.max(newest)));
         }
     }
@@ -333,6 +336,8 @@ pub struct BatchReport<'a> {
     pub apply: Duration,
     /// Source commit times (ms) of its oldest and newest change.
     pub source_ms: Option<(i64, i64)>,
+    /// When the replica committed it (ms since the epoch).
+    pub committed_ms: i64,
 }
 
 /// Label values escaped as the text format requires.
@@ -361,6 +366,7 @@ mod tests {
             records: 5,
             apply: Duration::from_millis(30),
             source_ms: Some((now - 2_000, now - 1_000)),
+            committed_ms: now,
         });
         let text = m.render();
         assert!(

@@ -139,8 +139,9 @@ impl Applier {
     fn account(&mut self, report: Report) -> Option<SinkError> {
         let summary = &mut self.summary;
         match report {
-            Report::Applied { tables, records, offsets, apply, source_ms } => {
-                self.metrics.batch_committed(&BatchReport { tables: &tables, records, apply, source_ms });
+            Report::Applied { tables, records, offsets, apply, source_ms, committed_ms } => {
+                let report = BatchReport { tables: &tables, records, apply, source_ms, committed_ms };
+                self.metrics.batch_committed(&report);
                 for (id, upserts, deletes) in tables {
                     *summary.rows_by_table.entry(id.clone()).or_default() += upserts + deletes;
                     self.touched.insert(id.clone());

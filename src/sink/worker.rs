@@ -62,6 +62,9 @@ pub enum Report {
         apply: std::time::Duration,
         /// Source commit times of the batch's oldest and newest change.
         source_ms: Option<(i64, i64)>,
+        /// When the replica committed it (ms since the epoch), taken on the sink thread: the
+        /// report may be read a long-poll later.
+        committed_ms: i64,
     },
     /// A schema change was applied.
     Schema(TableChange, SchemaOutcome),
@@ -99,6 +102,7 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
         offsets: Offsets::new(),
         apply: std::time::Duration::ZERO,
         source_ms: None,
+        committed_ms: crate::clock::now_ms(),
     };
     for mut job in jobs.iter() {
         if !unapplied.is_empty() {
@@ -120,6 +124,7 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
                     offsets: batch.offsets().clone(),
                     apply: started.elapsed(),
                     source_ms: batch.source_ms(),
+                    committed_ms: crate::clock::now_ms(),
                 })
             }
             Job::Schema(change) => sink

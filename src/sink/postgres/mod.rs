@@ -43,6 +43,8 @@ pub struct PgSink {
     options: SinkOptions,
     tables: HashMap<TableId, TableRecord>,
     state: StateStatements,
+    /// Staging tables this connection has created and committed (see [`sql::stage_names`]).
+    stages: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for PgSink {
@@ -80,7 +82,8 @@ impl PgSink {
         let tls::Target { config, tls } = tls::parse(connection_string)?;
         let client = Self::connect(&config, tls.as_ref())?;
         let state = sql::state_statements();
-        let mut sink = Self { config, tls, client, options, tables: HashMap::new(), state };
+        let stages = Default::default();
+        let mut sink = Self { config, tls, client, options, tables: HashMap::new(), state, stages };
         sink.client.batch_execute(&sink.state.create_table).map_err(err("creating _ReplicationState"))?;
         sink.tables = table::read_tables(&mut Exec(&mut sink.client), &sink.state)?;
         Ok(sink)
@@ -107,6 +110,8 @@ impl PgSink {
         if self.client.is_closed() {
             tracing::warn!("PostgreSQL connection lost; reconnecting");
             self.client = Self::connect(&self.config, self.tls.as_ref())?;
+            // Temp tables live and die with their session.
+            self.stages.clear();
         }
         Ok(())
     }
@@ -150,15 +155,40 @@ fn copy_rows<'r>(
 
 /// Applies one table's part of a batch inside the batch transaction. `snapshotting` tables
 /// try the fast path first (see [`copy_or_merge`]).
+/// Staging tables of this connection: those committed earlier, and those the open batch created
+/// (kept only if it commits: a rolled-back batch takes its `CREATE`s with it).
+struct Stages<'a> {
+    committed: &'a std::collections::HashSet<String>,
+    created: Vec<String>,
+}
+
+impl Stages<'_> {
+    fn ensure(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        name: &str,
+        create: impl FnOnce() -> String,
+    ) -> Result<(), SinkError> {
+        if self.committed.contains(name) || self.created.iter().any(|c| c == name) {
+            return Ok(());
+        }
+        tx.batch_execute(&create()).map_err(err(format!("creating the staging table {name}")))?;
+        self.created.push(name.to_owned());
+        Ok(())
+    }
+}
+
 fn apply_table(
     tx: &mut Transaction<'_>,
     target_schema: &str,
     table: &TableBatch,
     snapshotting: bool,
+    stages: &mut Stages<'_>,
 ) -> Result<(), SinkError> {
     let schema = table.schema();
     let id = &schema.id;
     let target = qualified(target_schema, &id.table);
+    let (key_stage, row_stage) = sql::stage_names(&target, schema);
     let mut empty = false;
     if table.truncate_first() {
         tx.batch_execute(&sql::truncate(&target)).map_err(err(format!("clearing {target}")))?;
@@ -167,11 +197,11 @@ fn apply_table(
     let mut deletes: Vec<_> = table.deletes().collect();
     if !deletes.is_empty() && !empty {
         deletes.sort_unstable();
-        tx.batch_execute(&sql::stage_keys(&target, schema))
-            .map_err(err(format!("staging deleted keys of {target}")))?;
+        stages.ensure(tx, &key_stage, || sql::create_key_stage(&key_stage, &target, schema))?;
         let types = kinds(schema, schema.primary_key.iter());
-        copy_rows(tx, sql::COPY_KEYS, &types, deletes.iter().map(|k| &k[..]), id)?;
-        tx.batch_execute(&sql::delete_staged_keys(&target, schema)).map_err(err(format!("deleting from {target}")))?;
+        copy_rows(tx, &sql::copy_keys(&key_stage), &types, deletes.iter().map(|k| &k[..]), id)?;
+        tx.batch_execute(&sql::delete_staged_keys(&target, schema, &key_stage))
+            .map_err(err(format!("deleting from {target}")))?;
     }
     let mut upserts: Vec<_> = table.upserts().collect();
     if upserts.is_empty() {
@@ -200,9 +230,9 @@ fn apply_table(
             Err(other) => return Err(other),
         }
     }
-    tx.batch_execute(&sql::stage_rows(&target, schema)).map_err(err(format!("staging rows of {target}")))?;
-    copy_rows(tx, &sql::copy_into("dbmirror_stage", schema), &types, rows, id)?;
-    tx.batch_execute(&sql::merge_staged_rows(&target, schema)).map_err(err(format!("writing {target}")))?;
+    stages.ensure(tx, &row_stage, || sql::create_row_stage(&row_stage, &target, schema))?;
+    copy_rows(tx, &sql::copy_into(&row_stage, schema), &types, rows, id)?;
+    tx.batch_execute(&sql::merge_staged_rows(&target, schema, &row_stage)).map_err(err(format!("writing {target}")))?;
     Ok(())
 }
 
@@ -229,6 +259,7 @@ impl Sink for PgSink {
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let mut tx = self.client.transaction().map_err(err("starting batch transaction"))?;
+        let mut stages = Stages { committed: &self.stages, created: Vec::new() };
         for table in batch.tables() {
             let id = &table.schema().id;
             if !writes_to(&self.options, self.tables.get(id), id) {
@@ -237,10 +268,13 @@ impl Sink for PgSink {
             check_batch_schema(self.tables.get(id), table.schema())?;
             let record = &self.tables[id];
             let snapshotting = matches!(record.state, TableState::Snapshotting | TableState::ResyncPending);
-            apply_table(&mut tx, &record.target_schema, table, snapshotting)?;
+            apply_table(&mut tx, &record.target_schema, table, snapshotting, &mut stages)?;
         }
         table::write_offsets(&mut Exec(&mut tx), &self.state, batch.offsets(), batch.reset_epoch())?;
-        tx.commit().map_err(err("committing batch"))
+        let created = stages.created;
+        tx.commit().map_err(err("committing batch"))?;
+        self.stages.extend(created);
+        Ok(())
     }
 
     fn tables(&self) -> Vec<TableRecord> {

@@ -60,36 +60,53 @@ fn columns(schema: &TableSchema) -> String {
     schema.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
 }
 
-/// Where deleted keys are copied to: [`stage_keys`]'s temp table.
-pub const COPY_KEYS: &str = "COPY dbmirror_keys FROM STDIN (FORMAT binary)";
+/// The session's staging tables for `target` with `schema`: (deleted keys, upserted rows).
+/// A batch copies into them and moves their rows with one set-based statement each. They are
+/// created once per connection (`ON COMMIT DELETE ROWS` empties them at every commit without
+/// touching the catalog): creating and dropping two temp tables per table per batch was most
+/// of a small streaming batch's time. The name covers the schema, so a changed table gets
+/// fresh ones; the old ones are left to the session (a few small temp tables).
+pub fn stage_names(target: &str, schema: &TableSchema) -> (String, String) {
+    // FNV-1a: stable and short; a collision would need two tables of one replica to agree.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in target.bytes().chain([0]).chain(schema.fingerprint().bytes()) {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (format!("dbmirror_k_{hash:016x}"), format!("dbmirror_s_{hash:016x}"))
+}
 
-/// A temp table for a batch's deleted keys, dropped at commit.
-pub fn stage_keys(target: &str, schema: &TableSchema) -> String {
+/// Creates the keys stage `name` for `target`'s primary key.
+pub fn create_key_stage(name: &str, target: &str, schema: &TableSchema) -> String {
     format!(
-        "CREATE TEMP TABLE dbmirror_keys ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA",
+        "CREATE TEMP TABLE {name} ON COMMIT DELETE ROWS AS SELECT {} FROM {target} WITH NO DATA",
         keys(schema).join(", ")
     )
 }
 
-/// Deletes the staged keys' rows in one join.
-pub fn delete_staged_keys(target: &str, schema: &TableSchema) -> String {
-    let join: Vec<String> = keys(schema).iter().map(|k| format!("t.{k} = s.{k}")).collect();
-    format!("DELETE FROM {target} AS t USING dbmirror_keys AS s WHERE {}; DROP TABLE dbmirror_keys", join.join(" AND "))
+/// Creates the rows stage `name` with `target`'s columns.
+pub fn create_row_stage(name: &str, target: &str, schema: &TableSchema) -> String {
+    format!("CREATE TEMP TABLE {name} ON COMMIT DELETE ROWS AS SELECT {} FROM {target} WITH NO DATA", columns(schema))
 }
 
-/// Binary COPY of whole rows into `target` (a replica table or the staging table).
+/// Binary COPY of keys into the keys stage `name`.
+pub fn copy_keys(name: &str) -> String {
+    format!("COPY {name} FROM STDIN (FORMAT binary)")
+}
+
+/// Deletes the rows whose keys are in the stage `stage`, in one join.
+pub fn delete_staged_keys(target: &str, schema: &TableSchema, stage: &str) -> String {
+    let join: Vec<String> = keys(schema).iter().map(|k| format!("t.{k} = s.{k}")).collect();
+    format!("DELETE FROM {target} AS t USING {stage} AS s WHERE {}", join.join(" AND "))
+}
+
+/// Binary COPY of whole rows into `target` (a replica table or a rows stage).
 pub fn copy_into(target: &str, schema: &TableSchema) -> String {
     format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", columns(schema))
 }
 
-/// A temp table for a batch's upserted rows, dropped at commit.
-pub fn stage_rows(target: &str, schema: &TableSchema) -> String {
-    format!("CREATE TEMP TABLE dbmirror_stage ON COMMIT DROP AS SELECT {} FROM {target} WITH NO DATA", columns(schema))
-}
-
 /// Moves the staged rows into the table in one `INSERT … ON CONFLICT` (see the module docs of
 /// the target for why not `MERGE`).
-pub fn merge_staged_rows(target: &str, schema: &TableSchema) -> String {
+pub fn merge_staged_rows(target: &str, schema: &TableSchema, stage: &str) -> String {
     let updates: Vec<String> = schema
         .columns
         .iter()
@@ -99,7 +116,7 @@ pub fn merge_staged_rows(target: &str, schema: &TableSchema) -> String {
     let action =
         if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
     format!(
-        "INSERT INTO {target} ({cols}) SELECT {cols} FROM dbmirror_stage ON CONFLICT ({}) {action}; DROP TABLE dbmirror_stage",
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) {action}",
         keys(schema).join(", "),
         cols = columns(schema)
     )

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Steady state with the release binaries, for SQLite and PostgreSQL (a private cluster started
+# here, or DBMIRROR_PG_URL): a reference cloud with ROWS rows per table (20 tables, plain HTTP),
+# a provisioned client that has loaded the snapshot, then
+#   1. saturation: CATCHUP source changes made while the client is stopped, then timed
+#      `sync --until-idle` catching up (changes/s the client sustains when it is the bottleneck);
+#   2. fixed rates (RATES, changes/s, each for SECONDS): `sync` running as a service with
+#      `--metrics-listen`; at the end its /metrics give the change latency (source commit to
+#      replica commit, of each batch's oldest change: an upper bound) as bucket bounds for p50,
+#      p99 and the maximum, whether it kept up, and its resident memory.
+# Usage: ROWS=20000 CATCHUP=200000 RATES="1000 5000" SECONDS_PER_RATE=20 perf/steady.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${ROWS:-20000}"
+CATCHUP="${CATCHUP:-200000}"
+RATES="${RATES:-1000 5000}"
+RUN_SECONDS="${SECONDS_PER_RATE:-20}"
+cargo build --release --bin dbmirror --bin dbmirror-cloud >&2
+PERF_BIN="$PWD/target/release"
+source perf/lib.sh
+work="$(mktemp -d)"
+chmod 755 "$work"
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${PG_CTL:-}" ] && $PG_CTL stop >/dev/null 2>&1; rm -rf "$work"' EXIT
+
+postgres_url() {
+  if [ -n "${DBMIRROR_PG_URL:-}" ]; then echo "$DBMIRROR_PG_URL"; return; fi
+  local bin port
+  bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  mkdir -p "$work/pg" && chown postgres:postgres "$work/pg" 2>/dev/null || true
+  local as=()
+  [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$bin/initdb" -A trust -U mirror -E UTF8 --no-sync -D "$work/pg/data" >/dev/null
+  PG_CTL="${as[*]} $bin/pg_ctl -D $work/pg/data"
+  "${as[@]}" "$bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+    -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" start >/dev/null
+  "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U mirror replica
+  echo "host=127.0.0.1 port=$port user=mirror dbname=replica"
+}
+
+# histogram QUANTILE METRICS_TEXT: the bucket bound holding that share of the observations.
+quantiles() {
+  python3 - "$1" <<'PY'
+import sys, re
+text = open(sys.argv[1]).read()
+def histogram(name):
+    buckets, count = [], 0
+    for line in text.splitlines():
+        m = re.match(name + r'_bucket\{.*le="([^"]+)"\} (\S+)', line)
+        if m:
+            buckets.append((float('inf') if m[1] == '+Inf' else float(m[1]), float(m[2])))
+        m = re.match(name + r'_count\S* (\S+)', line)
+        if m:
+            count = float(m[1])
+    def q(share):
+        for bound, n in buckets:
+            if count and n >= share * count:
+                return f"<= {bound:g} s" if bound != float('inf') else "beyond the last bucket"
+        return "-"
+    return q
+latency = histogram('dbmirror_change_latency_seconds')
+apply = histogram('dbmirror_batch_apply_seconds')
+rss = re.search(r'^process_resident_memory_bytes\S* (\S+)', text, re.M)
+applied = re.search(r'^dbmirror_records_applied_total\S* (\S+)', text, re.M)
+print(latency(0.5), "|", latency(0.99), "|", latency(1.0), "|", apply(0.5), "|", apply(0.99), "|",
+      f"{float(rss[1])/1e6:.0f} MB" if rss else "-", "|", int(float(applied[1])) if applied else 0)
+PY
+}
+
+measure() { # $1 = label, $2 = connection string
+  local label="$1" conn="$2" dir="$work/$1" start secs
+  start_cloud "$dir/cloud" --http --rows "$ROWS"
+  provision "$PERF_BIN/dbmirror" "$dir/instance" "$conn" "steady$label"
+  "$PERF_BIN/dbmirror" sync --until-idle --instance "$dir/instance" >/dev/null 2>&1
+  cloud_action changes --count "$CATCHUP"
+  start="$(date +%s.%N)"
+  "$PERF_BIN/dbmirror" sync --until-idle --instance "$dir/instance" >/dev/null 2>&1
+  secs="$(seconds_since "$start")"
+  echo "SAT| $label | $CATCHUP | $secs | $(python3 -c "print(f'{$CATCHUP/$secs:,.0f}')") |"
+  for rate in $RATES; do
+    local port
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "$PERF_BIN/dbmirror" sync --metrics-listen "127.0.0.1:$port" --instance "$dir/instance" >/dev/null 2>&1 &
+    local sync=$!
+    sleep 2
+    cloud_action workload --changes-per-sec "$rate"
+    sleep "$RUN_SECONDS"
+    cloud_action workload --changes-per-sec 0
+    sleep 3
+    curl -s "http://127.0.0.1:$port/metrics" >"$dir/metrics-$rate.txt"
+    kill -TERM "$sync"; wait "$sync" 2>/dev/null || true
+    echo "RATE| $label | $rate for $RUN_SECONDS s | $(quantiles "$dir/metrics-$rate.txt") |"
+  done
+  kill "$CLOUD_PID"; wait "$CLOUD_PID" 2>/dev/null || true
+}
+
+mkdir -p "$work/sqlite"
+lines="$(measure sqlite "Data Source=$work/sqlite/replica.db"; measure postgres "$(postgres_url)")"
+echo "| target | changes caught up | seconds | changes/s |"
+echo "|---|---:|---:|---:|"
+grep "^SAT" <<<"$lines" | cut -c4-
+echo
+echo "| target | changes/s | latency p50 | p99 | max | batch commit p50 | p99 | client RSS | records applied |"
+echo "|---|---|---|---|---|---|---|---|---:|"
+grep "^RATE" <<<"$lines" | cut -c5-
