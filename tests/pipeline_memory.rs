@@ -238,3 +238,36 @@ fn until_idle_returns_promptly_and_ends_under_a_steady_change_rate() {
         assert!(records.is_ok(), "a one-shot run ends under a steady change rate");
     });
 }
+
+/// A suspension while a long-poll waits (30 s here) is told to the client at once, so the wait
+/// shows in `status` right away instead of at the end of the poll.
+#[test]
+fn a_suspension_ends_a_waiting_long_poll_at_once() {
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(SinkOptions::default());
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    w.cloud.with(|s| s.suspended_retry_after_s = 1);
+    let options = SyncOptions { until_idle: false, max_poll: std::time::Duration::from_secs(30), ..World::options() };
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            let mut state = replica.clone();
+            let facts = state.read_facts().unwrap();
+            let info = SessionInfo::from_facts(&facts).unwrap();
+            let http = HttpClient::new(&w.url, None).unwrap();
+            let replication = Replication::new(http, info, stored_tokens(&facts, &key).unwrap()).unwrap();
+            sync(replication, Box::new(replica.clone()), &mut state, &key, &options, stop.clone())
+        });
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        w.cloud.with(|s| s.suspend("e2e1", true, now_ms())).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let facts = replica.clone().read_facts().unwrap();
+        let last_error = dbmirror::pipeline::facts::last_error(&facts).map(|(_, m)| m).unwrap_or_default();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        w.cloud.with(|s| s.suspend("e2e1", false, now_ms())).unwrap();
+        assert!(last_error.contains("tenant to be resumed"), "seen within seconds: {last_error:?}");
+        run.join().unwrap().unwrap();
+    });
+}

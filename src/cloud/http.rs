@@ -546,6 +546,10 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
         let lines = {
             let mut state = cloud.state.lock().unwrap_or_else(|p| p.into_inner());
             state.fetching(&session, now_ms());
+            // A suspension while the long-poll waits ends it at once (the suspend wakes it).
+            if let Some(ctx) = state.session(&session).map(|s| s.ctx.clone()) {
+                state.refuse_if_suspended(&ctx)?;
+            }
             state.fetch_now(&session, &req)?
         };
         if !lines.is_empty() || tokio::time::Instant::now() >= deadline {

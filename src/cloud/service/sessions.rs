@@ -171,11 +171,19 @@ impl State {
             )
             .with(json!({"minimum_version": self.min_client_version})));
         }
+        self.refuse_if_suspended(ctx)?;
+        Ok(claims)
+    }
+
+    /// `423 tenant_suspended` (with `Retry-After`) while `ctx` is suspended: checked when a
+    /// request arrives and again when a waiting long-poll wakes, so a client hears of a
+    /// suspension at once instead of at the end of its current long-poll.
+    pub fn refuse_if_suspended(&self, ctx: &str) -> Result<(), ApiError> {
         if self.tenants.get(ctx).is_some_and(|(_, suspended)| *suspended) {
             let retry_after = self.suspended_retry_after_s;
             return Err(ApiError::new(423, ErrorCode::TenantSuspended, "the tenant is suspended").retry(retry_after));
         }
-        Ok(claims)
+        Ok(())
     }
 
     /// Checks a partner's Basic credentials.
