@@ -30,12 +30,23 @@ fn provision(w: &World, replica: &mut MemoryReplica, key: &SecretKey) -> String 
 }
 
 fn run(w: &World, replica: &MemoryReplica, key: &SecretKey, options: &SyncOptions) -> SyncSummary {
+    run_until(w, replica, key, options, Arc::new(AtomicBool::new(false))).unwrap()
+}
+
+/// A `sync` run on the replica's stored session until `stop` is set (or idle, per `options`).
+fn run_until(
+    w: &World,
+    replica: &MemoryReplica,
+    key: &SecretKey,
+    options: &SyncOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
     let mut state = replica.clone();
     let facts = state.read_facts().unwrap();
     let info = SessionInfo::from_facts(&facts).unwrap();
     let replication =
         Replication::new(HttpClient::new(&w.url, None).unwrap(), info, stored_tokens(&facts, key).unwrap()).unwrap();
-    sync(replication, Box::new(replica.clone()), &mut state, key, options, Arc::new(AtomicBool::new(false))).unwrap()
+    sync(replication, Box::new(replica.clone()), &mut state, key, options, stop)
 }
 
 fn until_idle(w: &World, replica: &MemoryReplica, key: &SecretKey) -> SyncSummary {
@@ -252,14 +263,7 @@ fn a_suspension_ends_a_waiting_long_poll_at_once() {
     let options = SyncOptions { until_idle: false, max_poll: std::time::Duration::from_secs(30), ..World::options() };
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            let mut state = replica.clone();
-            let facts = state.read_facts().unwrap();
-            let info = SessionInfo::from_facts(&facts).unwrap();
-            let http = HttpClient::new(&w.url, None).unwrap();
-            let replication = Replication::new(http, info, stored_tokens(&facts, &key).unwrap()).unwrap();
-            sync(replication, Box::new(replica.clone()), &mut state, &key, &options, stop.clone())
-        });
+        let run = s.spawn(|| run_until(&w, &replica, &key, &options, stop.clone()));
         std::thread::sleep(std::time::Duration::from_secs(1));
         w.cloud.with(|s| s.suspend("e2e1", true, now_ms())).unwrap();
         std::thread::sleep(std::time::Duration::from_secs(3));
