@@ -49,6 +49,16 @@ fn run_until(
     sync(replication, Box::new(replica.clone()), &mut state, key, options, stop)
 }
 
+/// A world and a replica shaped by `options`, provisioned and synced until idle.
+fn synced(options: SinkOptions) -> (World, SecretKey, MemoryReplica) {
+    let w = world(false);
+    let key = key();
+    let mut replica = MemoryReplica::new(options);
+    provision(&w, &mut replica, &key);
+    until_idle(&w, &replica, &key);
+    (w, key, replica)
+}
+
 fn until_idle(w: &World, replica: &MemoryReplica, key: &SecretKey) -> SyncSummary {
     run(w, replica, key, &World::options())
 }
@@ -89,11 +99,7 @@ fn snapshot_streaming_faults_and_resets_converge_in_memory() {
 
 #[test]
 fn transient_replica_failures_are_retried_in_place_without_losing_a_batch() {
-    let w = world(false);
-    let key = key();
-    let mut replica = MemoryReplica::new(SinkOptions::default());
-    provision(&w, &mut replica, &key);
-    until_idle(&w, &replica, &key);
+    let (w, key, replica) = synced(SinkOptions::default());
     let before = replica.clone().offsets().unwrap();
     replica.fail_next_applies(3);
     w.changes(200);
@@ -126,11 +132,7 @@ fn a_fetch_of_only_skipped_records_is_progress_not_idle() {
 #[test]
 fn rotated_tokens_are_stored_once_the_replica_is_back_before_they_are_used() {
     use dbmirror::state::SessionValue;
-    let w = world(false);
-    let key = key();
-    let mut replica = MemoryReplica::new(SinkOptions::default());
-    provision(&w, &mut replica, &key);
-    until_idle(&w, &replica, &key);
+    let (w, key, replica) = synced(SinkOptions::default());
     let before = replica.clone().read_facts().unwrap()["refresh_token"].clone();
     for round in 0..2 {
         replica.clone().write_facts(&[("access_expires_at_ms", SessionValue::Text("0".into()))]).unwrap();
@@ -146,11 +148,7 @@ fn rotated_tokens_are_stored_once_the_replica_is_back_before_they_are_used() {
 /// changes of the others arrive and are synced (a one-shot run: a refused write would stop it,
 /// a table set aside must not).
 fn a_table_too_wide_arrives() -> (World, SecretKey, MemoryReplica) {
-    let w = world(false);
-    let key = key();
-    let mut replica = MemoryReplica::new(SinkOptions::default());
-    provision(&w, &mut replica, &key);
-    until_idle(&w, &replica, &key);
+    let (w, key, replica) = synced(SinkOptions::default());
     replica.refuse_tables_wider_than(100);
     let wide = TenantOp::NewTable { table: "crm7.wide".into(), rows: 30, extra_columns: 150 };
     w.cloud.with(|s| s.run("e2e1", &wide, now_ms())).unwrap();
@@ -209,12 +207,8 @@ fn a_failed_table_is_tried_again_when_its_schema_changes() {
 #[test]
 fn verify_leaves_skipped_tables_out() {
     use dbmirror::verify::{Verdict, verify_live};
-    let w = world(false);
-    let key = key();
     let options = SinkOptions { skip_tables: vec!["crm7.person".into()], ..SinkOptions::default() };
-    let mut replica = MemoryReplica::new(options.clone());
-    provision(&w, &mut replica, &key);
-    until_idle(&w, &replica, &key);
+    let (w, _key, replica) = synced(options.clone());
     let truth = || w.cloud.with(|s| s.ground_truth("e2e1")).map_err(|e| e.message.to_string());
     let checks = verify_live(&mut replica.clone(), truth, &options, std::time::Duration::ZERO).unwrap();
     assert!(checks.iter().all(|c| c.equal), "{checks:?}");
@@ -254,11 +248,7 @@ fn until_idle_returns_promptly_and_ends_under_a_steady_change_rate() {
 /// shows in `status` right away instead of at the end of the poll.
 #[test]
 fn a_suspension_ends_a_waiting_long_poll_at_once() {
-    let w = world(false);
-    let key = key();
-    let mut replica = MemoryReplica::new(SinkOptions::default());
-    provision(&w, &mut replica, &key);
-    until_idle(&w, &replica, &key);
+    let (w, key, replica) = synced(SinkOptions::default());
     w.cloud.with(|s| s.suspended_retry_after_s = 1);
     let options = SyncOptions { until_idle: false, max_poll: std::time::Duration::from_secs(30), ..World::options() };
     let stop = Arc::new(AtomicBool::new(false));
