@@ -606,6 +606,16 @@ async fn provision_refuses_a_replica_that_holds_a_session_before_the_grant() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A child process killed when this is dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until `check` holds, polling every 200 ms, for at most `timeout`.
 fn eventually(timeout: std::time::Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
@@ -625,13 +635,16 @@ async fn the_status_page_and_the_operation_center_in_a_real_browser() {
     let Some(browser) = Browser::start() else { return };
     let (dir, server, instance, _) = provisioned("browser", &["--rows", "3"], serde_json::json!({}), "web").await;
     let port = free_port();
-    let mut sync = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
-        .args(["sync", "--metrics-listen", &format!("127.0.0.1:{port}"), "--instance"])
-        .arg(&instance)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Stopped when the test ends, also when an assertion fails.
+    let _sync = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_dbmirror"))
+            .args(["sync", "--metrics-listen", &format!("127.0.0.1:{port}"), "--instance"])
+            .arg(&instance)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let status_json = || {
         let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
             .args(["status", "--json", "--instance"])
@@ -688,8 +701,7 @@ async fn the_status_page_and_the_operation_center_in_a_real_browser() {
         "the request to be taken up",
     );
     assert_eq!(browser.console_errors(), Vec::<String>::new(), "the Operation Center logs no errors");
-    let _ = sync.kill();
-    let _ = sync.wait();
+    drop(_sync);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
