@@ -557,15 +557,15 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     };
-    let resync_requested = cloud.with(|s| s.session(&session).map(|x| x.resync_requested.clone()).unwrap_or_default());
-    let (drop_mid, truncate) = cloud.with(|s| {
+    let (drop_mid, truncate, resync_requested) = cloud.with(|s| {
+        let resync_requested = s.session(&session).map(|x| x.resync_requested.clone()).unwrap_or_default();
         let mut f = s.session(&session).map(|x| x.faults.clone()).unwrap_or_default();
         let drop_mid = f.drop_mid_body_next > 0;
         let truncate = !drop_mid && f.truncate_next > 0;
         f.drop_mid_body_next = f.drop_mid_body_next.saturating_sub(u32::from(drop_mid));
         f.truncate_next = f.truncate_next.saturating_sub(u32::from(truncate));
         let _ = s.set_faults(&session, f);
-        (drop_mid, truncate)
+        (drop_mid, truncate, resync_requested)
     });
     let count = lines.len();
     let (tx, rx) = mpsc::channel(16);

@@ -54,15 +54,14 @@ pub(super) struct Applier {
 }
 
 impl Applier {
-    /// Starts the sink thread on `sink`, whose committed offsets are `applied`.
+    /// Starts the sink thread on `sink`, whose committed offsets are `applied` and whose
+    /// `failed` tables are left out.
     pub(super) fn start(
         sink: Box<dyn Replica>,
         applied: Offsets,
-        wait_on_refusal: bool,
-        metrics: Arc<Metrics>,
+        failed: std::collections::BTreeSet<crate::schema::TableId>,
+        (wait_on_refusal, metrics): (bool, Arc<Metrics>),
     ) -> Self {
-        let failed = sink.tables().into_iter().filter(|r| r.state == TableState::Failed).map(|r| r.schema.id.clone());
-        let failed = failed.collect();
         let worker = Some(SinkWorker::spawn(sink, QUEUE_DEPTH));
         let summary = SyncSummary::default();
         let touched = Default::default();
@@ -183,8 +182,7 @@ impl Applier {
     /// A wait the run is in: counted, shown by `/healthz` and by `status`'s last error.
     fn problem(&self, state: &mut (dyn StateStore + Send), message: &str) {
         self.metrics.retried("replica");
-        self.metrics.problem(message);
-        facts::record_error(state, message);
+        facts::report_problem(state, &self.metrics, message);
     }
 
     /// Counts the reports of a stopped worker, then applies the unapplied jobs again on a

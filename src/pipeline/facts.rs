@@ -42,6 +42,13 @@ pub fn record_applied<'a>(state: &mut (dyn StateStore + Send), tables: impl Iter
     }
 }
 
+/// A condition the run waits on: shown by `/healthz` (until a cycle succeeds again) and as
+/// `status`'s last error.
+pub fn report_problem(state: &mut (dyn StateStore + Send), metrics: &crate::metrics::Metrics, message: &str) {
+    metrics.problem(message);
+    record_error(state, message);
+}
+
 /// Clears the last error: the condition it described has passed (a cycle succeeded since).
 pub fn clear_error(state: &mut (dyn StateStore + Send)) {
     if let Err(e) = state.write_facts(&[(LAST_ERROR, SessionValue::Text(String::new()))]) {

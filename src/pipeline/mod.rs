@@ -257,11 +257,17 @@ impl<'a> Pipeline<'a> {
         let mut schemas = SchemaRegistry::new();
         // A table left `resync_pending` (re-created, its snapshot request lost to a crash or an
         // unreachable cloud) asks again: the request is idempotent in effect.
-        let mut snapshots_to_request = Vec::new();
+        let (mut snapshots_to_request, mut failed) = (Vec::new(), std::collections::BTreeSet::new());
         for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
             let id = &record.schema.id;
-            if record.state == crate::state::TableState::ResyncPending && !resyncs.is_running(id) {
-                snapshots_to_request.push(id.clone());
+            match record.state {
+                crate::state::TableState::ResyncPending if !resyncs.is_running(id) => {
+                    snapshots_to_request.push(id.clone());
+                }
+                crate::state::TableState::Failed => {
+                    failed.insert(id.clone());
+                }
+                _ => {}
             }
             schemas.apply(&TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() });
         }
@@ -270,7 +276,12 @@ impl<'a> Pipeline<'a> {
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size),
-            applier: Applier::start(data, checkpoint.offsets.clone(), !options.until_idle, options.metrics.clone()),
+            applier: Applier::start(
+                data,
+                checkpoint.offsets.clone(),
+                failed,
+                (!options.until_idle, options.metrics.clone()),
+            ),
             acknowledged: checkpoint.offsets,
             replication,
             state,
@@ -389,8 +400,7 @@ impl<'a> Pipeline<'a> {
                 tracing::warn!(error = %error, retry_after_s = after.map(|d| d.as_secs()), "waiting for {waiting_for}");
                 self.options.metrics.retried("cloud");
                 let problem = format!("waiting for {waiting_for} (retrying): {error}");
-                self.options.metrics.problem(&problem);
-                facts::record_error(self.state, &problem);
+                facts::report_problem(self.state, &self.options.metrics, &problem);
                 self.fetch_backoff.wait(after, &self.stop);
                 Ok(())
             }
@@ -514,8 +524,7 @@ impl<'a> Pipeline<'a> {
             Err(e) if matches!(e.action(), Action::Retry { .. }) => {
                 tracing::warn!(error = %e, "offsets not acknowledged yet; they are kept in the replica and sent later");
                 let problem = format!("acknowledging offsets (retrying): {e}");
-                self.options.metrics.problem(&problem);
-                facts::record_error(self.state, &problem);
+                facts::report_problem(self.state, &self.options.metrics, &problem);
                 Ok(())
             }
             other => other,
@@ -532,8 +541,9 @@ impl<'a> Pipeline<'a> {
         self.acknowledged = self.applier.applied.clone();
         self.last_ack = Instant::now();
         let behind = self.replication.status().ok().map(|s| behind(&s, &self.applier.applied));
-        let lag = behind.as_ref().map_or(-1, |b| b.values().sum());
-        self.options.metrics.lag(behind.as_ref().map(|b| b.values().sum()), false);
+        let total: Option<i64> = behind.as_ref().map(|b| b.values().sum());
+        self.options.metrics.lag(total, false);
+        let lag = total.unwrap_or(-1);
         let lag_fact = facts::Lag {
             behind: behind.unwrap_or_default(),
             newest_source_ms: self.options.metrics.newest_source_ms(),

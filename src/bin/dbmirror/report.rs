@@ -86,24 +86,7 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
     }
     let offsets: Vec<_> =
         state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
-    let cloud = match instance.replication(state.as_mut()) {
-        Ok(_) if !with_cloud => json!(null),
-        Ok(mut replication) => {
-            // The cloud's view is optional: local facts are shown even when it is unreachable
-            // or the session was revoked.
-            let refreshed = if replication.needs_refresh() {
-                refresh_tokens(&mut replication, state.as_mut(), &instance.key, &AtomicBool::new(false))
-                    .map_err(|e| e.to_string())
-            } else {
-                Ok(())
-            };
-            match refreshed.and_then(|()| replication.status().map_err(|e| e.to_string())) {
-                Ok(status) => serde_json::to_value(status)?,
-                Err(e) => json!({"error": e}),
-            }
-        }
-        Err(e) => json!({"error": e.to_string()}),
-    };
+    let cloud = if with_cloud { cloud_view(instance, state.as_mut())? } else { json!(null) };
     let running = InstanceLock::holder(&instance.lock_path()).is_some();
     let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
     let lag = lag_report(&session);
@@ -111,6 +94,24 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
         .map(|i| json!({"tenant": i.tenant_context_id, "replication_id": i.replication_id, "cloud_url": i.cloud_url}));
     Ok(json!({"running": running, "session": info, "tables": tables, "offsets": offsets, "cloud": cloud,
         "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag}))
+}
+
+/// The cloud's own view of the session (`GET status`), or the reason it is not available:
+/// optional, so local facts are shown even when the cloud is unreachable or the session revoked.
+fn cloud_view(instance: &Instance, state: &mut dyn dbmirror::sink::Replica) -> Result<serde_json::Value> {
+    let mut replication = match instance.replication(state) {
+        Ok(replication) => replication,
+        Err(e) => return Ok(json!({"error": e.to_string()})),
+    };
+    let refreshed = if replication.needs_refresh() {
+        refresh_tokens(&mut replication, state, &instance.key, &AtomicBool::new(false)).map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
+    Ok(match refreshed.and_then(|()| replication.status().map_err(|e| e.to_string())) {
+        Ok(status) => serde_json::to_value(status)?,
+        Err(e) => json!({"error": e}),
+    })
 }
 
 /// `status`'s text form of a [`status_report`].
