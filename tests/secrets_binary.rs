@@ -19,6 +19,14 @@ fn run(instance: &Path, args: &[&str]) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// A fresh instance folder `dir` whose `appsettings.json` names `connection_string`.
+fn instance_folder(dir: &Path, connection_string: &str) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({"ReplicaDatabase": {"ConnectionString": connection_string}});
+    std::fs::write(dir.join("appsettings.json"), config.to_string()).unwrap();
+}
+
 fn logs(instance: &Path) -> String {
     let Ok(entries) = std::fs::read_dir(instance.join("logs")) else { return String::new() };
     entries.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()
@@ -36,9 +44,7 @@ fn a_planted_password_never_appears_in_output_or_logs() {
     let dir = std::env::temp_dir().join(format!("dbmirror-secrets-{}", std::process::id()));
     for (i, connection_string) in forms.iter().enumerate() {
         let instance = dir.join(i.to_string());
-        std::fs::create_dir_all(&instance).unwrap();
-        let config = serde_json::json!({"ReplicaDatabase": {"ConnectionString": connection_string}});
-        std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+        instance_folder(&instance, connection_string);
         let mut printed = String::new();
         for args in [&["validate"][..], &["status"], &["info"], &["verify"], &["sync", "--until-idle"]] {
             let out = run(&instance, args);
@@ -57,10 +63,7 @@ fn a_planted_password_never_appears_in_output_or_logs() {
 #[test]
 fn the_log_file_follows_the_chosen_format() {
     let instance = std::env::temp_dir().join(format!("dbmirror-logformat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&instance);
-    std::fs::create_dir_all(&instance).unwrap();
-    let config = serde_json::json!({"ReplicaDatabase": {"ConnectionString": "host=127.0.0.1 port=1 user=u dbname=x connect_timeout=2"}});
-    std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+    instance_folder(&instance, "host=127.0.0.1 port=1 user=u dbname=x connect_timeout=2");
     let out = Command::new(env!("CARGO_BIN_EXE_dbmirror"))
         .args(["--log-format", "json", "sync", "--until-idle", "--instance"])
         .arg(&instance)
@@ -81,12 +84,7 @@ fn the_log_file_follows_the_chosen_format() {
 #[test]
 fn looking_at_an_unprovisioned_instance_creates_nothing() {
     let instance = std::env::temp_dir().join(format!("dbmirror-look-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&instance);
-    std::fs::create_dir_all(&instance).unwrap();
-    let replica = instance.join("replica.db");
-    let config =
-        serde_json::json!({"ReplicaDatabase": {"ConnectionString": format!("Data Source={}", replica.display())}});
-    std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+    instance_folder(&instance, &format!("Data Source={}", instance.join("replica.db").display()));
     for args in [&["validate"][..], &["status"], &["verify"], &["info"]] {
         let out = run(&instance, args);
         assert!(out.contains("`dbmirror provision` creates it"), "`{}` says what to do:\n{out}", args[0]);
