@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Summarises criterion results as Markdown tables.
 
-Usage: criterion_table.py TARGET_DIR decode|ingest
+Usage: criterion_table.py TARGET_DIR decode|ingest|steady
 
 Reads target/criterion/<group>/<function>/<param>/new/{estimates,benchmark}.json (medians).
 - decode: the benchmark parameter is the total input bytes; prints events/s, MB/s and the
   zero-copy decoder's ratio to the serde_json baseline.
 - ingest: prints rows/s of the pipeline, the row-by-row applier and the raw insert limit,
-  the pipeline's speed-up over row-by-row and its share of the raw limit."""
+  the pipeline's speed-up over row-by-row and its share of the raw limit.
+- steady: the same for changes into existing rows; every `raw_*` variant (one per statement
+  shape) is printed, and the raw limit is the fastest of them."""
 import json
 import os
 import sys
@@ -39,10 +41,12 @@ else:
     print("|---|---|---:|---:|---:|")
     for group in sorted(rows):
         r = rows[group]
-        if not {"row_by_row", "raw_limit"} <= r.keys():
+        raws = [v for v in r if v.startswith("raw_")]
+        if "row_by_row" not in r or not raws:
             continue
-        naive, raw = r["row_by_row"][0], r["raw_limit"][0]
-        for variant in ["pipeline", "pipeline_2_threads", "stage_decode_coalesce", "row_by_row", "raw_limit"]:
+        naive, raw = r["row_by_row"][0], max(r[v][0] for v in raws)
+        order = ["pipeline", "pipeline_2_threads", "stage_decode_coalesce", "row_by_row"] + sorted(raws)
+        for variant in order:
             if variant in r:
                 rate = r[variant][0]
                 print(f"| {group.split('/', 1)[1]} | {variant} | {rate:,.0f} | {rate / naive:.1f}x | {rate / raw:.0%} |")

@@ -8,6 +8,9 @@
 #      `--metrics-listen`; at the end its /metrics give the change latency (source commit to
 #      replica commit, of each batch's oldest change: an upper bound) as bucket bounds for p50,
 #      p99 and the maximum, whether it kept up, and its resident memory.
+# Then, in the same run and on the same PostgreSQL, `cargo bench --bench steady`: the pipeline
+# in process beside a row-by-row baseline (the JDBC sink's shape) and the raw set-based limit,
+# one per statement shape (see benches/steady.rs).
 # Usage: ROWS=20000 CATCHUP=200000 RATES="1000 5000" SECONDS_PER_RATE=20 perf/steady.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +25,9 @@ work="$(mktemp -d)"
 chmod 755 "$work"
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${PG_CTL:-}" ] && $PG_CTL stop >/dev/null 2>&1; rm -rf "$work"' EXIT
 
-postgres_url() {
-  if [ -n "${DBMIRROR_PG_URL:-}" ]; then echo "$DBMIRROR_PG_URL"; return; fi
+# Sets PG_URL (and PG_CTL when it started a cluster, so the exit trap stops it).
+start_postgres() {
+  if [ -n "${DBMIRROR_PG_URL:-}" ]; then PG_URL="$DBMIRROR_PG_URL"; return; fi
   local bin port
   bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -35,7 +39,7 @@ postgres_url() {
   "${as[@]}" "$bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
     -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" start >/dev/null
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U mirror replica
-  echo "host=127.0.0.1 port=$port user=mirror dbname=replica"
+  PG_URL="host=127.0.0.1 port=$port user=mirror dbname=replica"
 }
 
 # histogram QUANTILE METRICS_TEXT: the bucket bound holding that share of the observations.
@@ -67,6 +71,28 @@ print(latency(0.5), "|", latency(0.99), "|", latency(1.0), "|", apply(0.5), "|",
 PY
 }
 
+# exact SYNC_LOG: percentiles of the change latency from the client's per-batch debug events
+# (`dbmirror::latency`): every change counted with its batch's latency (that of the batch's
+# oldest change, so an upper bound for the others), over all changes and over batches.
+exact() {
+  python3 - "$1" <<'PY'
+import sys, re
+batches = [(int(r), int(l)) for r, l in re.findall(r'records=(\d+) latency_ms=(\d+)', open(sys.argv[1]).read())]
+batches = [(r, l) for r, l in batches if r > 0]
+if not batches:
+    print("- | - | - | - | 0"); sys.exit()
+def pct(pairs, share):
+    pairs = sorted(pairs, key=lambda p: p[1]); total = sum(r for r, _ in pairs); seen = 0
+    for r, l in pairs:
+        seen += r
+        if seen >= share * total:
+            return l
+changes = pct(batches, 0.5), pct(batches, 0.99), max(l for _, l in batches)
+per_batch = [(1, l) for _, l in batches]
+print(f"{changes[0]} ms | {changes[1]} ms | {changes[2]} ms | {pct(per_batch, 0.5)} ms / {pct(per_batch, 0.99)} ms | {len(batches)}")
+PY
+}
+
 measure() { # $1 = label, $2 = connection string
   local label="$1" conn="$2" dir="$work/$1" start secs
   start_cloud "$dir/cloud" --http --rows "$ROWS"
@@ -80,7 +106,8 @@ measure() { # $1 = label, $2 = connection string
   for rate in $RATES; do
     local port
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-    "$PERF_BIN/dbmirror" sync --metrics-listen "127.0.0.1:$port" --instance "$dir/instance" >/dev/null 2>&1 &
+    RUST_LOG=info,dbmirror::latency=debug "$PERF_BIN/dbmirror" sync --metrics-listen "127.0.0.1:$port" \
+      --instance "$dir/instance" >/dev/null 2>"$dir/sync-$rate.log" &
     local sync=$!
     sleep 2
     cloud_action workload --changes-per-sec "$rate"
@@ -90,12 +117,15 @@ measure() { # $1 = label, $2 = connection string
     curl -s "http://127.0.0.1:$port/metrics" >"$dir/metrics-$rate.txt"
     kill -TERM "$sync"; wait "$sync" 2>/dev/null || true
     echo "RATE| $label | $rate for $RUN_SECONDS s | $(quantiles "$dir/metrics-$rate.txt") |"
+    echo "EXACT| $label | $rate | $(exact "$dir/sync-$rate.log") |"
   done
   kill "$CLOUD_PID"; wait "$CLOUD_PID" 2>/dev/null || true
 }
 
 mkdir -p "$work/sqlite"
-lines="$(measure sqlite "Data Source=$work/sqlite/replica.db"; measure postgres "$(postgres_url)")"
+start_postgres
+lines="$(measure sqlite "Data Source=$work/sqlite/replica.db"; measure postgres "$PG_URL")"
+DBMIRROR_PG_URL="$PG_URL" cargo bench --bench steady -- --warm-up-time 1 --measurement-time "${BENCH_SECONDS:-5}" >&2
 echo "| target | changes caught up | seconds | changes/s |"
 echo "|---|---:|---:|---:|"
 grep "^SAT" <<<"$lines" | cut -c4-
@@ -103,3 +133,11 @@ echo
 echo "| target | changes/s | latency p50 | p99 | max | batch commit p50 | p99 | client RSS | records applied |"
 echo "|---|---|---|---|---|---|---|---|---:|"
 grep "^RATE" <<<"$lines" | cut -c5-
+echo
+echo "Exact, from the client's per-batch latency events:"
+echo
+echo "| target | changes/s | latency p50 | p99 | max | per batch p50 / p99 | batches |"
+echo "|---|---:|---:|---:|---:|---|---:|"
+grep "^EXACT" <<<"$lines" | cut -c6-
+echo
+python3 perf/criterion_table.py target/criterion steady

@@ -105,7 +105,37 @@ pub fn snapshot(table: &str, column_count: usize, rows: u64, with_schema: bool) 
     events(table, column_count, rows, with_schema, true)
 }
 
+/// `count` streaming changes to a table of `rows` rows (keys `0..rows`) with `column_count`
+/// columns, in a steady-state mix: 90% updates of a pseudo-random existing key, 5% inserts of
+/// new keys, 5% deletes of a pseudo-random key (which may already be gone, as a source may
+/// delete a row the replica never saw). Deterministic, so every variant gets the same events.
+#[allow(dead_code)]
+pub fn changes(table: &str, column_count: usize, rows: u64, count: u64) -> Workload {
+    let ops = (0..count).map(|i| {
+        let mix = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23);
+        let key = mix % rows;
+        match mix % 20 {
+            0 => Op { key: rows + i, op: 'c', salt: i + 1 },
+            1 => Op { key, op: 'd', salt: 0 },
+            _ => Op { key, op: 'u', salt: i + 1 },
+        }
+    });
+    build(table, column_count, ops.collect(), false)
+}
+
+/// One event to build: its key, Debezium `op`, and a salt that varies the non-key values.
+struct Op {
+    key: u64,
+    op: char,
+    salt: u64,
+}
+
 fn events(table: &str, column_count: usize, rows: u64, with_schema: bool, snapshot: bool) -> Workload {
+    let op = if snapshot { 'r' } else { 'u' };
+    build(table, column_count, (0..rows).map(|key| Op { key, op, salt: 1 }).collect(), with_schema)
+}
+
+fn build(table: &str, column_count: usize, ops: Vec<Op>, with_schema: bool) -> Workload {
     let cols = columns(column_count);
     let connect_fields: Vec<String> = cols.iter().map(|c| c.connect.replace("NAME", &c.name)).collect();
     let connect_fields = connect_fields.join(",");
@@ -124,20 +154,28 @@ fn events(table: &str, column_count: usize, rows: u64, with_schema: bool, snapsh
         r#"{{"source":{{"server":"crm"}},"databaseName":"CRM","schemaName":"crm7","ddl":null,"tableChanges":[{{"type":"CREATE","id":"\"CRM\".\"crm7\".\"{table}\"","table":{{"primaryKeyColumnNames":["id"],"columns":[{}]}}}}]}}"#,
         history_cols.join(",")
     );
-    let events = (0..rows)
-        .map(|row| {
+    let events = ops
+        .iter()
+        .enumerate()
+        .map(|(n, &Op { key: row, op, salt })| {
             let image = |salt: u64| {
                 let fields: Vec<String> =
                     cols.iter().enumerate().map(|(i, c)| format!("\"{}\":{}", c.name, value(c, row + salt * (i != 0) as u64, i))).collect();
                 format!("{{{}}}", fields.join(","))
             };
-            let (before, snap, op) = if snapshot { ("null".to_string(), "true", "r") } else { (image(0), "false", "u") };
+            let (before, after, snap) = match op {
+                'r' => ("null".to_string(), image(salt), "true"),
+                'c' => ("null".to_string(), image(salt), "false"),
+                'd' => (image(0), "null".to_string(), "false"),
+                _ => (image(0), image(salt), "false"),
+            };
+            let n = n as u64;
             let payload = format!(
                 r#"{{"before":{},"after":{},"source":{{"version":"2.7.3.Final","connector":"sqlserver","name":"crm","ts_ms":{},"snapshot":"{snap}","db":"CRM","sequence":null,"schema":"crm7","table":"{table}","change_lsn":"0000002b:00000557:0003","commit_lsn":"0000002b:00000557:0005","event_serial_no":2}},"op":"{op}","ts_ms":{},"transaction":null}}"#,
                 before,
-                image(1),
-                1_734_382_927_000 + row,
-                1_734_382_928_000 + row
+                after,
+                1_734_382_927_000 + n,
+                1_734_382_928_000 + n
             );
             if with_schema {
                 format!(
