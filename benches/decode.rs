@@ -67,6 +67,23 @@ fn bench_decode(c: &mut Criterion) {
                     black_box(rows)
                 })
             });
+            // The floor under any simd-json decoder: the same lines parsed to a tape (reused
+            // buffers, as the decoder keeps them) and nothing else: no typing, no rows.
+            let mut buffers = simd_json::Buffers::default();
+            let mut spare: Option<simd_json::Tape<'static>> = None;
+            group.bench_function(BenchmarkId::new("simd_tape_only", total_bytes), |b| {
+                b.iter(|| {
+                    framer.push(&body);
+                    let mut nodes = 0usize;
+                    while let Some(mut line) = framer.next_line().expect("line") {
+                        let mut tape = spare.take().unwrap_or_else(simd_json::Tape::null).reset();
+                        simd_json::fill_tape(&mut line, &mut buffers, &mut tape).expect("parse");
+                        nodes += tape.0.len();
+                        spare = Some(tape.reset());
+                    }
+                    black_box(nodes)
+                })
+            });
             group.bench_function(BenchmarkId::new("serde_json_value", total_bytes), |b| {
                 b.iter(|| {
                     let mut rows = 0usize;

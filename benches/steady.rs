@@ -60,8 +60,11 @@ struct Work {
     body: Vec<u8>,
     /// The same changes coalesced into batches of `BATCH`: per batch the deleted keys and the
     /// upserted rows, sorted by key (as the sink applies them).
-    batches: Vec<(Vec<Vec<Cell>>, Vec<Vec<Cell>>)>,
+    batches: Vec<Coalesced>,
 }
+
+/// One batch after coalescing: the deleted keys and the upserted rows.
+type Coalesced = (Vec<Vec<Cell>>, Vec<Vec<Cell>>);
 
 fn prepare() -> Work {
     let snapshot = ingest_common::prepare(LABEL, 10, ROWS);

@@ -4,8 +4,9 @@
 Usage: criterion_table.py TARGET_DIR decode|ingest|steady
 
 Reads target/criterion/<group>/<function>/<param>/new/{estimates,benchmark}.json (medians).
-- decode: the benchmark parameter is the total input bytes; prints events/s, MB/s and the
-  zero-copy decoder's ratio to the serde_json baseline.
+- decode: the benchmark parameter is the total input bytes; prints events/s, MB/s, the
+  zero-copy decoder's ratio to the serde_json baseline, and its share of simd-json's bare
+  parse of the same lines (`simd_tape_only`, the floor under any simd-json decoder).
 - ingest: prints rows/s of the pipeline, the row-by-row applier and the raw insert limit,
   the pipeline's speed-up over row-by-row and its share of the raw limit.
 - steady: the same for changes into existing rows; every `raw_*` variant (one per statement
@@ -27,15 +28,17 @@ for dirpath, _, files in os.walk(root):
     rows.setdefault(bench["group_id"], {})[bench["function_id"]] = (elements / seconds, int(bench["value_str"]), elements)
 
 if kind == "decode":
-    print("| workload | bytes/event | zero-copy events/s | zero-copy MB/s | serde_json events/s | serde_json MB/s | ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | bytes/event | zero-copy events/s | zero-copy MB/s | serde_json events/s | serde_json MB/s | ratio | tape only MB/s | zero-copy share of tape only |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for group in sorted(rows):
         r = rows[group]
         if "simd_zero_copy" not in r or "serde_json_value" not in r:
             continue
         (ours, total, n), (base, _, _) = r["simd_zero_copy"], r["serde_json_value"]
         mb = lambda rate: rate * total / n / 1e6
-        print(f"| {group.split('/', 1)[1]} | {total // n} | {ours:,.0f} | {mb(ours):,.0f} | {base:,.0f} | {mb(base):,.0f} | {ours / base:.1f}x |")
+        tape = r.get("simd_tape_only", (None,))[0]
+        floor = f"{mb(tape):,.0f} | {ours / tape:.0%}" if tape else "- | -"
+        print(f"| {group.split('/', 1)[1]} | {total // n} | {ours:,.0f} | {mb(ours):,.0f} | {base:,.0f} | {mb(base):,.0f} | {ours / base:.1f}x | {floor} |")
 else:
     print("| workload | variant | rows/s | vs row-by-row | share of raw limit |")
     print("|---|---|---:|---:|---:|")
