@@ -58,6 +58,8 @@ pub struct Config {
     pub log_level: String,
     /// `Metrics`.
     pub metrics: MetricsConfig,
+    /// `Hooks`: the owner's SQL and commands on replica events (see [`crate::sink::hooks`]).
+    pub hooks: crate::sink::hooks::Hooks,
 }
 
 /// `Metrics`: the Prometheus endpoint and health check of a running `sync`.
@@ -208,6 +210,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "ReplicaDatabase",
     "Logging",
     "Metrics",
+    "Hooks",
 ];
 
 impl Config {
@@ -278,6 +281,9 @@ impl Config {
                 format!("unknown level `{log_level}` (Trace, Debug, Information, Warning, Error, Critical, None)"),
             ));
         }
+        let folder = Path::new(origin).parent().unwrap_or(Path::new("."));
+        let hooks = crate::sink::hooks::parse(lookup(&root, &["Hooks"]), folder)
+            .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?;
         let config = Config {
             max_batch_size: r.integer(&["MaxBatchSize"], u64::from(DEFAULT_MAX_EVENTS), 1, 1_000_000)? as u32,
             max_poll_time: seconds("MaxPollTimeSeconds", DEFAULT_MAX_WAIT_MS / 1000, 1, 300)?,
@@ -308,6 +314,7 @@ impl Config {
                     .map(Duration::from_secs)?,
                 status_page_actions: r.boolean(&["Metrics", "StatusPageActions"], false)?,
             },
+            hooks,
         };
         let warnings = root
             .as_object()
@@ -327,6 +334,7 @@ impl Config {
             max_poll: self.max_poll_time,
             commit_interval: self.commit_interval,
             database_batch_size: self.database_batch_size,
+            hooks: std::sync::Arc::new(self.hooks.clone()),
             ..SyncOptions::default()
         }
     }

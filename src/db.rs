@@ -55,6 +55,14 @@ pub enum SinkError {
     /// The connection string is not usable.
     #[error("connection string: {0}")]
     ConnectionString(String),
+    /// An owner's hook failed and is configured to hold replication (`OnFailure: Stop`).
+    #[error("{hook} failed: {reason}")]
+    Hook {
+        /// Which hook (event and table).
+        hook: String,
+        /// Its error and output.
+        reason: String,
+    },
     /// A batch refers to a table the replica does not have, or with another schema.
     #[error("table {table}: {reason}")]
     Table {

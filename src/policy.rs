@@ -77,6 +77,11 @@ pub fn source_action(error: &SourceError) -> Action {
 
 /// What an error from the replica means.
 pub fn sink_action(error: &SinkError) -> Action {
+    if let SinkError::Hook { .. } = error {
+        let advice = "fix what the hook reports (its output is in the log), or set its OnFailure to \"Log\" in \
+                      appsettings.json; the data it followed is committed (BatchCommitted hooks also run when sync starts)";
+        return Action::Fatal { advice: Some(advice) };
+    }
     match error.retry() {
         Retry::Transient => Action::Retry { after: None, waiting_for: "the replica database" },
         Retry::Fatal => Action::Fatal { advice: None },

@@ -337,6 +337,14 @@ impl Sink for FlakySink {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.replace_from_shadow(id)
     }
+
+    fn run_script(&mut self, sql: &str) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.run_script(sql)
+    }
+
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        self.inner.target_name(id)
+    }
 }
 
 impl StateStore for FlakySink {

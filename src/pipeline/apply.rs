@@ -51,6 +51,8 @@ pub(super) struct Applier {
     /// Tables the replica cannot hold (see [`TableState::Failed`]).
     failed: std::collections::BTreeSet<crate::schema::TableId>,
     metrics: Arc<Metrics>,
+    /// The owner's hooks, for every worker this applier starts.
+    hooks: Arc<crate::sink::hooks::Hooks>,
 }
 
 impl Applier {
@@ -60,12 +62,24 @@ impl Applier {
         sink: Box<dyn Replica>,
         applied: Offsets,
         failed: std::collections::BTreeSet<crate::schema::TableId>,
-        (wait_on_refusal, metrics): (bool, Arc<Metrics>),
+        (wait_on_refusal, metrics, hooks): (bool, Arc<Metrics>, Arc<crate::sink::hooks::Hooks>),
     ) -> Self {
-        let worker = Some(SinkWorker::spawn(sink, QUEUE_DEPTH));
+        use crate::sink::hooks::{HookEvent, Occurrence};
+        // A run stopped between a commit and its `BatchCommitted` hooks is caught up now.
+        let startup = hooks.wants(HookEvent::BatchCommitted).then(|| {
+            let tables = sink.tables().into_iter().map(|r| r.schema.id.clone());
+            let tables = tables.filter(|id| crate::sink::shadow::live_id(id).is_none()).collect();
+            Job::Hooks(vec![Occurrence { event: HookEvent::BatchCommitted, tables, rows: 0, reason: Some("startup") }])
+        });
+        let worker = SinkWorker::spawn_with_hooks(sink, QUEUE_DEPTH, hooks.clone());
+        if let Some(job) = startup {
+            // The queue is empty and the worker just started: this cannot be refused.
+            let _ = worker.submit(job);
+        }
         let summary = SyncSummary::default();
         let touched = Default::default();
-        Applier { worker, summary, applied, wait_on_refusal, recreated: Vec::new(), touched, failed, metrics }
+        let recreated = Vec::new();
+        Applier { worker: Some(worker), summary, applied, wait_on_refusal, recreated, touched, failed, metrics, hooks }
     }
 
     /// The tables that received rows since the last call.
@@ -210,6 +224,11 @@ impl Applier {
                         &mut transient
                     }
                     _ if !self.wait_on_refusal => return Err(PipelineError::Sink(e)),
+                    _ if matches!(e, SinkError::Hook { .. }) => {
+                        // Logged with its output where it ran; the data it followed is committed.
+                        self.problem(state, &format!("a hook failed; replication waits until it passes: {e}"));
+                        &mut refused
+                    }
                     _ => {
                         tracing::error!(
                             error = %e,
@@ -225,13 +244,13 @@ impl Applier {
                 }
                 backoff.wait(None, stop);
             }
-            let worker = SinkWorker::spawn(sink, QUEUE_DEPTH);
+            let worker = SinkWorker::spawn_with_hooks(sink, QUEUE_DEPTH, self.hooks.clone());
             let rejected: Vec<Job> = pending.drain(..).filter_map(|job| worker.submit(job).err()).collect();
             let (s, reports, mut unapplied) = worker.finish();
             unapplied.extend(rejected);
             failure = reports.into_iter().filter_map(|r| self.account(r)).last();
             if failure.is_none() && unapplied.is_empty() {
-                self.worker = Some(SinkWorker::spawn(s, QUEUE_DEPTH));
+                self.worker = Some(SinkWorker::spawn_with_hooks(s, QUEUE_DEPTH, self.hooks.clone()));
                 return Ok(());
             }
             sink = s;

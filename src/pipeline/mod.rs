@@ -75,6 +75,8 @@ pub struct SyncOptions {
     pub progress: Option<ProgressHook>,
     /// Where the run's metrics go (served by [`crate::metrics::serve`] when asked for).
     pub metrics: Arc<Metrics>,
+    /// The owner's hooks (`Hooks`; the tenant is filled in from the session).
+    pub hooks: Arc<crate::sink::hooks::Hooks>,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -104,6 +106,7 @@ impl Default for SyncOptions {
             history_only: false,
             progress: None,
             metrics: Arc::new(Metrics::default()),
+            hooks: Arc::default(),
         }
     }
 }
@@ -274,13 +277,17 @@ impl<'a> Pipeline<'a> {
         let checkpoint = state.checkpoint()?;
         let cursor = Cursor::resume(&replication.info, &checkpoint);
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
+        let hooks = crate::sink::hooks::Hooks {
+            tenant: replication.info.tenant_context_id.clone(),
+            ..(*options.hooks).clone()
+        };
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size),
             applier: Applier::start(
                 data,
                 checkpoint.offsets.clone(),
                 failed,
-                (!options.until_idle, options.metrics.clone()),
+                (!options.until_idle, options.metrics.clone(), Arc::new(hooks)),
             ),
             acknowledged: checkpoint.offsets,
             replication,

@@ -35,6 +35,7 @@ struct Database {
     failing_applies: u32,
     failing_fact_writes: u32,
     max_columns: Option<usize>,
+    scripts: Vec<String>,
 }
 
 /// The in-memory replica (see the module docs).
@@ -70,6 +71,12 @@ impl MemoryReplica {
     /// Makes the next `count` session-fact writes fail (transiently) and store nothing.
     pub fn fail_next_fact_writes(&self, count: u32) {
         self.lock().failing_fact_writes = count;
+    }
+
+    /// The hook scripts run so far, in order (the memory replica runs no SQL; a script
+    /// containing `FAIL` fails, for tests of hook failures).
+    pub fn scripts(&self) -> Vec<String> {
+        self.lock().scripts.clone()
     }
 
     /// Refuses, for good, to create tables with more than `columns` columns.
@@ -173,6 +180,18 @@ impl Sink for MemoryReplica {
         db.rows.insert(id.clone(), rows);
         swap.done(&mut db.tables);
         Ok(())
+    }
+
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        if sql.contains("FAIL") {
+            return Err(SinkError::Table { table: TableId::new("memory", "script"), reason: "the script failed".into() });
+        }
+        self.lock().scripts.push(sql.to_owned());
+        Ok(())
+    }
+
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        self.lock().tables.contains_key(id).then(|| id.to_string())
     }
 }
 

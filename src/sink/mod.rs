@@ -14,6 +14,7 @@
 //!   transaction, before any batch that uses the new schema.
 
 pub mod ddl;
+pub mod hooks;
 pub mod memory;
 pub mod mssql;
 pub mod plan;
@@ -80,6 +81,14 @@ pub trait Sink {
     /// Ends a resync in one transaction: the live table's rows are replaced by its shadow's,
     /// the shadow is dropped and forgotten, and the table is `ready` (see [`shadow`]).
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError>;
+
+    /// Runs an owner's SQL (a hook, see [`hooks`]) in the replica: in a transaction of its
+    /// own where the target allows a script in one.
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError>;
+
+    /// The replica's name of a replicated table as its SQL spells it (quoted, qualified),
+    /// for hooks' `{table}`; `None` when the replica does not have the table.
+    fn target_name(&self, id: &TableId) -> Option<String>;
 }
 
 /// Reading a replica back, for `verify`, `status` and `validate` (never on the data path).
@@ -116,6 +125,12 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     }
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         (**self).replace_from_shadow(id)
+    }
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        (**self).run_script(sql)
+    }
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        (**self).target_name(id)
     }
 }
 

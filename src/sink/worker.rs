@@ -8,9 +8,11 @@
 //! and nothing applied out of order.
 
 use crate::state::StateStore;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
+use super::hooks::{HookEvent, Hooks, Occurrence, run_hooks};
 use super::shadow;
 use super::{SchemaOutcome, Sink, SinkError};
 use crate::coalesce::Batch;
@@ -45,6 +47,10 @@ pub enum Job {
         /// Why the replica refused it.
         reason: String,
     },
+    /// Run the owner's hooks for these occurrences: queued when `sync` starts, and left
+    /// unapplied in place of a committed job whose `OnFailure: Stop` hook failed, so retrying
+    /// runs the hooks again and never the job.
+    Hooks(Vec<Occurrence>),
 }
 
 /// What happened to a job.
@@ -85,16 +91,59 @@ impl<S> std::fmt::Debug for SinkWorker<S> {
     }
 }
 
-fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<(), SinkError> {
+/// Marks the tables still snapshotting ready; returns them.
+fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<Vec<TableId>, SinkError> {
+    let mut ready = Vec::new();
     for record in sink.tables() {
         if record.state == crate::state::TableState::Snapshotting {
             sink.set_table_state(&record.schema.id, crate::state::TableState::Ready)?;
+            ready.push(record.schema.id.clone());
         }
     }
-    Ok(())
+    Ok(ready)
 }
 
-fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<Report>) -> (S, Vec<Job>) {
+/// The hook events a job that committed raised (see [`super::hooks`]).
+fn occurrences(job: &Job, report: &Report, loaded: Vec<TableId>) -> Vec<Occurrence> {
+    match (job, report) {
+        (Job::Apply(batch), Report::Applied { records, .. }) if *records > 0 => {
+            let wrote = |t: &&crate::coalesce::TableBatch| {
+                t.truncate_first() || t.upserts().next().is_some() || t.deletes().next().is_some()
+            };
+            let written: Vec<_> = batch.tables().filter(wrote).collect();
+            if written.is_empty() {
+                return Vec::new();
+            }
+            let rows = written.iter().map(|t| (t.upserts().count() + t.deletes().count()) as u64).sum();
+            let tables = written.iter().map(|t| t.schema().id.clone()).collect();
+            vec![Occurrence { event: HookEvent::BatchCommitted, tables, rows, reason: None }]
+        }
+        (Job::Schema(change), Report::Schema(_, outcome)) => {
+            let id = &change.table.id;
+            match outcome {
+                SchemaOutcome::Created => vec![Occurrence::table(HookEvent::TableCreated, id, None)],
+                SchemaOutcome::Recreated => vec![
+                    Occurrence::table(HookEvent::TableCreated, id, Some("recreated")),
+                    Occurrence::table(HookEvent::SchemaChanged, id, Some("recreated")),
+                ],
+                SchemaOutcome::Altered { .. } => vec![Occurrence::table(HookEvent::SchemaChanged, id, Some("altered"))],
+                _ => Vec::new(),
+            }
+        }
+        (Job::MarkSnapshotsReady, _) => {
+            loaded.iter().map(|id| Occurrence::table(HookEvent::TableLoaded, id, Some("snapshot"))).collect()
+        }
+        (Job::FinishResync(id), _) => vec![Occurrence::table(HookEvent::TableLoaded, id, Some("resync"))],
+        _ => Vec::new(),
+    }
+}
+
+fn run<S: Sink + StateStore>(
+    mut sink: S,
+    jobs: Receiver<Job>,
+    reports: Sender<Report>,
+    hooks: Arc<Hooks>,
+) -> (S, Vec<Job>) {
     let mut unapplied = Vec::new();
     let nothing = || Report::Applied {
         tables: Vec::new(),
@@ -109,6 +158,7 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
             unapplied.push(job);
             continue;
         }
+        let mut loaded = Vec::new();
         let result = match &mut job {
             Job::Apply(batch) => {
                 // Counted before the shadow copies are added: rows of the live tables.
@@ -131,16 +181,27 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
                 .apply_schema(change)
                 .and_then(|outcome| shadow::follow_schema(&mut sink, change).map(|()| outcome))
                 .map(|outcome| Report::Schema(change.clone(), outcome)),
-            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|()| nothing()),
+            Job::MarkSnapshotsReady => mark_ready(&mut sink).map(|ready| {
+                loaded = ready;
+                nothing()
+            }),
             Job::StartResync { table, until } => shadow::start(&mut sink, table, until).map(|()| nothing()),
             Job::FinishResync(table) => shadow::finish(&mut sink, table).map(|()| nothing()),
             Job::FailTable { change, reason } => shadow::cancel(&mut sink, &change.table.id)
                 .and_then(|()| sink.mark_failed(change, reason.clone()))
                 .map(|()| Report::Schema((**change).clone(), SchemaOutcome::Failed)),
+            Job::Hooks(due) => run_hooks(&hooks, &mut sink, due).map(|()| nothing()),
         };
         match result {
             Ok(report) => {
+                let due = if hooks.is_empty() { Vec::new() } else { occurrences(&job, &report, loaded) };
                 let _ = reports.send(report);
+                if !due.is_empty()
+                    && let Err(error) = run_hooks(&hooks, &mut sink, &due)
+                {
+                    let _ = reports.send(Report::Failed(error));
+                    unapplied.push(Job::Hooks(due));
+                }
             }
             Err(error) => {
                 let _ = reports.send(Report::Failed(error));
@@ -154,11 +215,16 @@ fn run<S: Sink + StateStore>(mut sink: S, jobs: Receiver<Job>, reports: Sender<R
 impl<S: Sink + StateStore + Send + 'static> SinkWorker<S> {
     /// Starts the thread; at most `depth` jobs wait in the queue.
     pub fn spawn(sink: S, depth: usize) -> Self {
+        Self::spawn_with_hooks(sink, depth, Arc::default())
+    }
+
+    /// Starts the thread, running the owner's `hooks` after the jobs that raise their events.
+    pub fn spawn_with_hooks(sink: S, depth: usize, hooks: Arc<Hooks>) -> Self {
         let (jobs, job_rx) = sync_channel(depth);
         let (report_tx, reports) = channel();
         let thread = std::thread::Builder::new()
             .name("dbmirror-sink".into())
-            .spawn(move || run(sink, job_rx, report_tx))
+            .spawn(move || run(sink, job_rx, report_tx, hooks))
             .expect("spawning the sink thread");
         Self { jobs: Some(jobs), reports, thread: Some(thread) }
     }

@@ -289,6 +289,16 @@ impl Sink for MssqlSink {
         self.tables = tables;
         done
     }
+
+    /// As written: T-SQL scripts manage their own batches and transactions (`CREATE VIEW`
+    /// must start a batch), so it is not wrapped in one.
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        self.execute_batch(sql)
+    }
+
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        self.tables.get(id).map(|r| sql::qualified(&r.target_schema, &id.table))
+    }
 }
 
 impl StateStore for MssqlSink {

@@ -288,6 +288,17 @@ impl Sink for PgSink {
         self.tables.values().cloned().collect()
     }
 
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let mut tx = self.client.transaction().map_err(err("starting a hook's transaction"))?;
+        tx.batch_execute(sql).map_err(err("running a hook's SQL"))?;
+        tx.commit().map_err(err("committing a hook's SQL"))
+    }
+
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        self.tables.get(id).map(|r| qualified(&r.target_schema, &id.table))
+    }
+
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         self.ensure_connected()?;
         ddl::swap_in(&mut Exec(&mut self.client), &self.state, &mut self.tables, id, |live, shadow| {

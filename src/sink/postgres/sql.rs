@@ -16,6 +16,9 @@ pub fn qualified(schema: &str, table: &str) -> String {
 }
 
 /// Creates a replica table under `target_schema` (creating the schema, dropping a leftover).
+/// Drops cascade: PostgreSQL refuses to drop a table an owner's view depends on, which would
+/// hold every re-create and source drop until a person intervened; the owner's views go with
+/// the table and a `TableCreated` hook puts them back (see `sink::hooks`).
 pub fn create_table(target_schema: &str, table: &TableSchema) -> String {
     let target = qualified(target_schema, &table.id.table);
     let columns: Vec<String> = table
@@ -25,7 +28,7 @@ pub fn create_table(target_schema: &str, table: &TableSchema) -> String {
         .collect();
     let pk: Vec<String> = table.primary_key.iter().map(|c| quote(c)).collect();
     format!(
-        "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {target}; CREATE TABLE {target} ({}, PRIMARY KEY ({}))",
+        "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {target} CASCADE; CREATE TABLE {target} ({}, PRIMARY KEY ({}))",
         quote(target_schema),
         columns.join(", "),
         pk.join(", ")
@@ -42,9 +45,9 @@ pub fn add_column(target_schema: &str, table: &str, column: &ColumnSchema) -> St
     )
 }
 
-/// Drops a replica table if it exists.
+/// Drops a replica table if it exists, with the owner's views on it (see [`create_table`]).
 pub fn drop_table(target_schema: &str, table: &str) -> String {
-    format!("DROP TABLE IF EXISTS {}", qualified(target_schema, table))
+    format!("DROP TABLE IF EXISTS {} CASCADE", qualified(target_schema, table))
 }
 
 /// Empties a table (a truncate event, or a table cleared for a snapshot).

@@ -134,6 +134,16 @@ impl Sink for SqliteSink {
         })
     }
 
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        let tx = self.conn.transaction().map_err(err("starting a hook's transaction"))?;
+        tx.execute_batch(sql).map_err(err("running a hook's SQL"))?;
+        tx.commit().map_err(err("committing a hook's SQL"))
+    }
+
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        self.tables.get(id).map(|r| quote(&Self::table_name(&r.target_schema, id)))
+    }
+
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let tx = self.conn.transaction().map_err(err("starting batch transaction"))?;
         for table in batch.tables() {
