@@ -25,7 +25,12 @@ fn hooks_from(json: serde_json::Value) -> Arc<Hooks> {
     Arc::new(hooks::parse(Some(&json), Path::new(".")).unwrap())
 }
 
-fn sync_with(w: &World, db: &TestDb, key: &dbmirror::secrets::SecretKey, hooks: &Arc<Hooks>) -> crate::support::world::SyncResult {
+fn sync_with(
+    w: &World,
+    db: &TestDb,
+    key: &dbmirror::secrets::SecretKey,
+    hooks: &Arc<Hooks>,
+) -> crate::support::world::SyncResult {
     let options = SyncOptions { hooks: hooks.clone(), ..World::options() };
     w.sync_options(db, key, &options, Arc::new(AtomicBool::new(false)))
 }
@@ -60,7 +65,9 @@ fn hooks_keep_the_owners_index_view_and_summary_in_step() {
         let key = key(&db);
         w.provision(&db, &key, "hooks");
         let view = match db.kind {
-            TargetKind::Sqlite => "DROP VIEW IF EXISTS contact_names; CREATE VIEW contact_names AS SELECT name FROM {table}",
+            TargetKind::Sqlite => {
+                "DROP VIEW IF EXISTS contact_names; CREATE VIEW contact_names AS SELECT name FROM {table}"
+            }
             _ => "CREATE OR REPLACE VIEW contact_names AS SELECT name FROM {table}",
         };
         let hooks = hooks_from(serde_json::json!({
@@ -86,7 +93,12 @@ fn hooks_keep_the_owners_index_view_and_summary_in_step() {
         w.changes(80);
         sync_with(&w, &db, &key, &hooks).unwrap();
         w.verify(&db, "after the re-create, with hooks");
-        assert_eq!(owner_objects(&db), (1, source_rows(&w, "crm7.contact")), "{:?}: put back after the re-create", db.kind);
+        assert_eq!(
+            owner_objects(&db),
+            (1, source_rows(&w, "crm7.contact")),
+            "{:?}: put back after the re-create",
+            db.kind
+        );
         assert_eq!(summary(), source_rows(&w, "crm7.person"), "{:?}", db.kind);
 
         // A run stopped between a commit and its hook (here: a run without the hook) is
@@ -155,4 +167,39 @@ fn a_hook_command_gets_the_event_and_none_of_the_process_environment() {
     let dbmirror_vars: Vec<_> = names.iter().filter(|n| n.starts_with("DBMIRROR_")).collect();
     assert!(dbmirror_vars.len() <= 7, "{dbmirror_vars:?}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `sync` as a service with a failing `OnFailure: Stop` hook: replication holds (nothing after
+/// the hook's event is applied), `status` says why, and it resumes by itself once the owner
+/// fixes what the hook needs.
+#[test]
+fn a_running_sync_holds_for_a_stop_hook_until_it_passes() {
+    use dbmirror::sink::SinkOptions;
+    use dbmirror::state::StateStore as _;
+    for db in local_databases() {
+        let w = world(false);
+        let key = key(&db);
+        w.provision(&db, &key, "hookhold");
+        w.sync_until_idle(&db, &key);
+        let hooks = hooks_from(serde_json::json!({
+            "BatchCommitted": [{ "Sql": "INSERT INTO hook_log VALUES (1)", "OnFailure": "Stop" }]
+        }));
+        let options = SyncOptions { until_idle: false, hooks, ..World::options() };
+        let run = w.while_syncing(&db, &key, &options, |run| {
+            w.changes(200);
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            assert!(!run.is_finished(), "{:?}: a failing hook must not stop the service", db.kind);
+            let facts = db.open(SinkOptions::default()).read_facts().unwrap();
+            let last_error = dbmirror::pipeline::facts::last_error(&facts).map(|(_, m)| m).unwrap_or_default();
+            assert!(last_error.contains("hook") && last_error.contains("hook_log"), "{:?}: {last_error}", db.kind);
+            let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+            let checks = dbmirror::verify::verify(db.open(SinkOptions::default()).as_mut(), &truth).unwrap();
+            assert!(checks.iter().any(|c| !c.equal), "{:?}: the changes wait behind the hook", db.kind);
+            db.exec("CREATE TABLE hook_log (n integer)");
+            std::thread::sleep(std::time::Duration::from_secs(8));
+        });
+        run.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        w.verify(&db, "after the hook passed");
+        assert!(db.scalar("SELECT count(*) FROM hook_log", "SELECT count(*) FROM hook_log") >= 1);
+    }
 }

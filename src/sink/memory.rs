@@ -184,7 +184,10 @@ impl Sink for MemoryReplica {
 
     fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
         if sql.contains("FAIL") {
-            return Err(SinkError::Table { table: TableId::new("memory", "script"), reason: "the script failed".into() });
+            return Err(SinkError::Table {
+                table: TableId::new("memory", "script"),
+                reason: "the script failed".into(),
+            });
         }
         self.lock().scripts.push(sql.to_owned());
         Ok(())

@@ -79,7 +79,10 @@ fn hook(
         (Some(sql), None) => Some(sql),
         (None, Some(file)) => {
             let path = folder.join(&file);
-            Some(std::fs::read_to_string(&path).map_err(|e| bad(&format!("{key}.SqlFile"), format!("{}: {e}", path.display())))?)
+            Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| bad(&format!("{key}.SqlFile"), format!("{}: {e}", path.display())))?,
+            )
         }
         (None, None) => None,
     };
@@ -111,10 +114,15 @@ pub fn parse(section: Option<&Value>, folder: &Path) -> Result<Hooks, HookConfig
         Some(Value::Object(object)) => object,
         Some(other) => return Err(bad("Hooks", format!("expected an object, found {other}"))),
     };
-    let known = |k: &str| k.eq_ignore_ascii_case("OnFailure") || HookEvent::ALL.iter().any(|e| e.name().eq_ignore_ascii_case(k));
+    let known = |k: &str| {
+        k.eq_ignore_ascii_case("OnFailure") || HookEvent::ALL.iter().any(|e| e.name().eq_ignore_ascii_case(k))
+    };
     if let Some((unknown, _)) = object.iter().find(|(k, _)| !known(k)) {
         let events: Vec<&str> = HookEvent::ALL.iter().map(|e| e.name()).collect();
-        return Err(bad(&format!("Hooks.{unknown}"), format!("unknown key (events: {}; and OnFailure)", events.join(", "))));
+        return Err(bad(
+            &format!("Hooks.{unknown}"),
+            format!("unknown key (events: {}; and OnFailure)", events.join(", ")),
+        ));
     }
     let default = on_failure("Hooks.OnFailure", field(object, "OnFailure"), OnFailure::Log)?;
     let mut hooks = Vec::new();
@@ -167,6 +175,9 @@ mod tests {
         assert_eq!(key(r#"{"BatchCommitted":[{"Command":"x"}]}"#), "Hooks.BatchCommitted[0].Command");
         assert_eq!(key(r#"{"BatchCommitted":[{"Sql":"x","OnFailure":"later"}]}"#), "Hooks.BatchCommitted[0].OnFailure");
         assert_eq!(key(r#"{"SchemaChanged":[{"SqlFile":"no/such/file.sql"}]}"#), "Hooks.SchemaChanged[0].SqlFile");
-        assert_eq!(key(r#"{"SchemaChanged":[{"Sql":"x","TimeoutSeconds":0}]}"#), "Hooks.SchemaChanged[0].TimeoutSeconds");
+        assert_eq!(
+            key(r#"{"SchemaChanged":[{"Sql":"x","TimeoutSeconds":0}]}"#),
+            "Hooks.SchemaChanged[0].TimeoutSeconds"
+        );
     }
 }

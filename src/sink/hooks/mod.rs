@@ -139,3 +139,76 @@ impl Hooks {
 }
 
 pub use run::run_hooks;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::schema::{ColumnSchema, SchemaChangeKind, SqlType, TableChange, TableSchema};
+    use crate::sink::Sink as _;
+    use crate::sink::memory::MemoryReplica;
+    use crate::sink::worker::{Job, Report, SinkWorker};
+
+    fn create(table: &str) -> Job {
+        let column = |name: &str| ColumnSchema {
+            name: name.into(),
+            sql_type: SqlType::Int,
+            type_name: "int".into(),
+            position: 0,
+            nullable: false,
+            identity: false,
+            default_expression: None,
+        };
+        let table = TableSchema {
+            id: TableId::new("crm7", table),
+            columns: vec![column("id")],
+            primary_key: vec!["id".into()],
+        };
+        Job::Schema(TableChange { kind: SchemaChangeKind::Create, table })
+    }
+
+    fn hooks(sql: &str, on_failure: &str) -> Arc<Hooks> {
+        let section =
+            serde_json::json!({ "OnFailure": on_failure, "TableCreated": [{ "Tables": ["t1"], "Sql": sql }] });
+        Arc::new(Hooks { tenant: "cust1".into(), ..parse(Some(&section), std::path::Path::new(".")).unwrap() })
+    }
+
+    /// Runs the jobs on a worker; returns the replica, the reports and the unapplied jobs.
+    fn run(hooks: Arc<Hooks>, jobs: Vec<Job>) -> (MemoryReplica, Vec<Report>, Vec<Job>) {
+        let replica = MemoryReplica::default();
+        let worker = SinkWorker::spawn_with_hooks(replica.clone(), 4, hooks);
+        jobs.into_iter().for_each(|job| worker.submit(job).unwrap());
+        let (_, reports, unapplied) = worker.finish();
+        (replica, reports, unapplied)
+    }
+
+    #[test]
+    fn a_hook_runs_after_its_event_for_its_tables_only_with_placeholders_filled() {
+        let (replica, reports, unapplied) = run(
+            hooks("CREATE INDEX ix ON {table} (id); -- {event} {source_table} {tenant}", "Log"),
+            vec![create("t1"), create("t2")],
+        );
+        assert!(unapplied.is_empty());
+        assert!(reports.iter().all(|r| !matches!(r, Report::Failed(_))), "{reports:?}");
+        assert_eq!(replica.scripts(), ["CREATE INDEX ix ON crm7.t1 (id); -- TableCreated crm7.t1 cust1"]);
+    }
+
+    #[test]
+    fn a_failing_stop_hook_keeps_its_job_committed_and_is_retried_alone() {
+        let (replica, reports, unapplied) = run(hooks("FAIL", "Stop"), vec![create("t1"), create("t2")]);
+        // The table was created (its report came first), then the hook failed ...
+        assert!(matches!(&reports[0], Report::Schema(_, crate::sink::SchemaOutcome::Created)), "{reports:?}");
+        assert!(matches!(&reports[1], Report::Failed(crate::db::SinkError::Hook { .. })), "{reports:?}");
+        assert!(replica.tables().iter().any(|r| r.schema.id.table == "t1"));
+        // ... and what is left to do is the hook, then the job queued after it, in order.
+        assert!(
+            matches!(&unapplied[..], [Job::Hooks(due), Job::Schema(next)]
+            if due[0].event == HookEvent::TableCreated && next.table.id.table == "t2"),
+            "{unapplied:?}"
+        );
+        // Logged only: nothing is held.
+        let (_, reports, unapplied) = run(hooks("FAIL", "Log"), vec![create("t1"), create("t2")]);
+        assert!(unapplied.is_empty() && reports.iter().all(|r| !matches!(r, Report::Failed(_))));
+    }
+}

@@ -136,17 +136,20 @@ fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout
         .spawn()
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
     // Read both pipes on their own threads, so a chatty command cannot block on a full pipe.
-    let readers: Vec<_> = [child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|p| Box::new(p) as _)]
-        .into_iter()
-        .flatten()
-        .map(|mut pipe| {
-            std::thread::spawn(move || {
-                let mut out = Vec::new();
-                let _ = pipe.read_to_end(&mut out);
-                out
-            })
+    let readers: Vec<_> = [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            out
         })
-        .collect();
+    })
+    .collect();
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -164,6 +167,9 @@ fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout
     let output = String::from_utf8_lossy(&output[..output.len().min(OUTPUT_LIMIT)]).trim().to_owned();
     match status? {
         s if s.success() => Ok(()),
-        s => Err(format!("`{program}` exited with {s}; its output: {}", if output.is_empty() { "(none)" } else { &output })),
+        s => Err(format!(
+            "`{program}` exited with {s}; its output: {}",
+            if output.is_empty() { "(none)" } else { &output }
+        )),
     }
 }
