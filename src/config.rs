@@ -25,6 +25,9 @@ pub struct ReplicaConfig {
     pub table_prefix: Option<String>,
     /// `ReplicaDatabase.SkipTables`: source tables never replicated (`schema.table` or `table`).
     pub skip_tables: Vec<String>,
+    /// `ReplicaDatabase.ErrorPolicy`: `Stop` (hold at a refused batch) or `Isolate` (store the
+    /// refused changes in `_ReplicationErrors` and go on).
+    pub isolate_refused: bool,
 }
 
 impl fmt::Debug for ReplicaConfig {
@@ -33,6 +36,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("connection_string", &redact_connection_string(&self.connection_string))
             .field("table_prefix", &self.table_prefix)
             .field("skip_tables", &self.skip_tables)
+            .field("isolate_refused", &self.isolate_refused)
             .finish()
     }
 }
@@ -300,6 +304,17 @@ impl Config {
                 connection_string,
                 table_prefix: r.text(&["ReplicaDatabase", "TablePrefix"])?,
                 skip_tables,
+                isolate_refused: match r.text(&["ReplicaDatabase", "ErrorPolicy"])? {
+                    None => false,
+                    Some(p) if p.eq_ignore_ascii_case("stop") => false,
+                    Some(p) if p.eq_ignore_ascii_case("isolate") => true,
+                    Some(other) => {
+                        return Err(bad(
+                            "ReplicaDatabase.ErrorPolicy",
+                            format!("expected \"Stop\" or \"Isolate\", found `{other}`"),
+                        ));
+                    }
+                },
             },
             log_level,
             metrics: MetricsConfig {
@@ -335,6 +350,7 @@ impl Config {
             commit_interval: self.commit_interval,
             database_batch_size: self.database_batch_size,
             hooks: std::sync::Arc::new(self.hooks.clone()),
+            isolate_refused: self.replica.isolate_refused,
             ..SyncOptions::default()
         }
     }

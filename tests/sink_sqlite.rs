@@ -363,6 +363,22 @@ impl StateStore for FlakySink {
     fn read_facts(&mut self) -> Result<dbmirror::state::Session, dbmirror::sink::SinkError> {
         self.inner.read_facts()
     }
+
+    fn write_refused(
+        &mut self,
+        refused: &[dbmirror::state::errors::Refusal],
+        progress: (&dbmirror::state::Offsets, Option<u64>),
+    ) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.write_refused(refused, progress)
+    }
+
+    fn read_refused(&mut self) -> Result<Vec<dbmirror::state::errors::RefusedRow>, dbmirror::sink::SinkError> {
+        self.inner.read_refused()
+    }
+
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.delete_refused(ids)
+    }
 }
 
 impl ReplicaRead for FlakySink {

@@ -103,6 +103,17 @@ pub struct Batch {
     started: Option<Instant>,
     /// Source commit times (ms) of the oldest and newest change: for lag and latency.
     source_ms: Option<(i64, i64)>,
+    /// See [`Batch::superseded`].
+    superseded: Vec<i64>,
+}
+
+/// One change of a batch on its own: a key's final state, or (`None`) a table's truncate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The table, as the batch lays its rows out.
+    pub schema: Arc<TableSchema>,
+    /// The key's final state; `None` for the table's truncate.
+    pub change: Option<Change>,
 }
 
 impl Batch {
@@ -143,6 +154,59 @@ impl Batch {
     /// True when nothing was consumed.
     pub fn is_empty(&self) -> bool {
         self.records == 0 && self.offsets.is_empty() && self.reset_epoch.is_none()
+    }
+
+    /// The batch's changes one by one: every key's final state, and each table's truncate
+    /// (see [`Unit`]), for finding the rows a replica refuses.
+    pub fn units(&self) -> Vec<Unit> {
+        let mut units = Vec::new();
+        for table in self.tables.values() {
+            let schema = table.schema();
+            if table.truncate_first() {
+                units.push(Unit { schema: schema.clone(), change: None });
+            }
+            units.extend(table.changes().map(|change| Unit { schema: schema.clone(), change: Some(change) }));
+        }
+        units
+    }
+
+    /// A batch of just these changes, consuming no records and carrying no offsets: applying
+    /// it moves no progress.
+    pub fn of_units<'u>(units: impl IntoIterator<Item = &'u Unit>) -> Batch {
+        let mut batch = Batch::default();
+        for unit in units {
+            let table = batch
+                .tables
+                .entry(unit.schema.id.clone())
+                .or_insert_with(|| TableBatch::new(Arc::clone(&unit.schema)));
+            match &unit.change {
+                None => table.truncate(),
+                Some(change) => table.record(change.clone()),
+            }
+        }
+        batch
+    }
+
+    /// The batch's progress without its changes: its offsets, records and reset.
+    pub fn progress_only(&self) -> Batch {
+        Batch {
+            offsets: self.offsets.clone(),
+            reset_epoch: self.reset_epoch,
+            records: self.records,
+            source_ms: self.source_ms,
+            ..Batch::default()
+        }
+    }
+
+    /// Rows of `_ReplicationErrors` this batch makes obsolete (a later version of a refused
+    /// row that the replica accepted): deleted in the batch's transaction.
+    pub fn superseded(&self) -> &[i64] {
+        &self.superseded
+    }
+
+    /// Sets [`Batch::superseded`].
+    pub fn set_superseded(&mut self, ids: Vec<i64>) {
+        self.superseded = ids;
     }
 
     fn note(&mut self, position: Option<&OwnedPosition>, now: Instant) {

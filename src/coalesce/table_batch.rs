@@ -60,6 +60,14 @@ impl TableBatch {
         self.changes.iter().filter_map(|(k, row)| row.as_ref().map(|r| (k, r)))
     }
 
+    /// Every key's final state.
+    pub fn changes(&self) -> impl Iterator<Item = Change> + '_ {
+        self.changes.iter().map(|(key, row)| match row {
+            Some(row) => Change::Upsert(key.clone(), row.clone()),
+            None => Change::Delete(key.clone()),
+        })
+    }
+
     /// Number of distinct keys touched.
     pub fn len(&self) -> usize {
         self.changes.len()

@@ -53,6 +53,9 @@ pub(super) struct Applier {
     metrics: Arc<Metrics>,
     /// The owner's hooks, for every worker this applier starts.
     hooks: Arc<crate::sink::hooks::Hooks>,
+    /// `ErrorPolicy: Isolate`: a refused batch is bisected and its refused changes stored
+    /// (see [`super::isolate`]) instead of holding replication.
+    isolate: bool,
 }
 
 impl Applier {
@@ -62,7 +65,7 @@ impl Applier {
         sink: Box<dyn Replica>,
         applied: Offsets,
         failed: std::collections::BTreeSet<crate::schema::TableId>,
-        (wait_on_refusal, metrics, hooks): (bool, Arc<Metrics>, Arc<crate::sink::hooks::Hooks>),
+        (wait_on_refusal, metrics, hooks, isolate): (bool, Arc<Metrics>, Arc<crate::sink::hooks::Hooks>, bool),
     ) -> Self {
         use crate::sink::hooks::{HookEvent, Occurrence};
         // A run stopped between a commit and its `BatchCommitted` hooks is caught up now.
@@ -79,7 +82,18 @@ impl Applier {
         let summary = SyncSummary::default();
         let touched = Default::default();
         let recreated = Vec::new();
-        Applier { worker: Some(worker), summary, applied, wait_on_refusal, recreated, touched, failed, metrics, hooks }
+        Applier {
+            worker: Some(worker),
+            summary,
+            applied,
+            wait_on_refusal,
+            recreated,
+            touched,
+            failed,
+            metrics,
+            hooks,
+            isolate,
+        }
     }
 
     /// The tables that received rows since the last call.
@@ -193,6 +207,44 @@ impl Applier {
         }
     }
 
+    /// Under `ErrorPolicy: Isolate`, a batch the replica refuses for good is applied without
+    /// its refused changes, which go to `_ReplicationErrors` with its offsets (see
+    /// [`super::isolate`]); returns `None` then. Any other error, or one met while isolating,
+    /// is returned for the usual handling.
+    fn try_isolate(&mut self, error: SinkError, pending: &mut Vec<Job>, sink: &mut dyn Replica) -> Option<SinkError> {
+        let Some(Job::Apply(batch)) = pending.first() else { return Some(error) };
+        if !self.isolate || !super::isolate::refused_by_replica(&error) {
+            return Some(error);
+        }
+        let started = std::time::Instant::now();
+        let refusals = match super::isolate::isolate(sink, batch) {
+            Ok(refusals) => refusals,
+            Err(e) => return Some(e),
+        };
+        for r in &refusals {
+            tracing::error!(
+                table = %r.table, key = %r.key, operation = r.operation, error = %r.error,
+                "the replica refused a change; it is kept in _ReplicationErrors (ErrorPolicy is Isolate): fix the \
+                 cause, then run `dbmirror retry-errors`"
+            );
+        }
+        let Job::Apply(batch) = pending.remove(0) else { unreachable!("checked above") };
+        let tables = batch
+            .tables()
+            .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
+            .collect();
+        let applied = Report::Applied {
+            tables,
+            records: batch.records(),
+            offsets: batch.offsets().clone(),
+            apply: started.elapsed(),
+            source_ms: batch.source_ms(),
+            committed_ms: crate::clock::now_ms(),
+        };
+        self.account(applied);
+        None
+    }
+
     /// A wait the run is in: counted, shown by `/healthz` and by `status`'s last error.
     fn problem(&self, state: &mut (dyn StateStore + Send), message: &str) {
         self.metrics.retried("replica");
@@ -216,6 +268,7 @@ impl Applier {
         loop {
             if let Some(e) = failure.take()
                 && !set_table_aside(&e, &mut pending, &*sink, state)
+                && let Some(e) = self.try_isolate(e, &mut pending, &mut *sink)
             {
                 let backoff = match sink_action(&e) {
                     Action::Retry { waiting_for, .. } => {

@@ -30,6 +30,7 @@ mod cursor;
 mod decode_stage;
 pub mod facts;
 mod incarnation;
+pub mod isolate;
 mod resync;
 mod tokens;
 
@@ -77,6 +78,10 @@ pub struct SyncOptions {
     pub metrics: Arc<Metrics>,
     /// The owner's hooks (`Hooks`; the tenant is filled in from the session).
     pub hooks: Arc<crate::sink::hooks::Hooks>,
+    /// `ReplicaDatabase.ErrorPolicy` is `Isolate`: changes the replica refuses for good go to
+    /// `_ReplicationErrors` and the rest goes on (see [`isolate`]); otherwise replication
+    /// holds at the refused batch.
+    pub isolate_refused: bool,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -107,6 +112,7 @@ impl Default for SyncOptions {
             progress: None,
             metrics: Arc::new(Metrics::default()),
             hooks: Arc::default(),
+            isolate_refused: false,
         }
     }
 }
@@ -287,7 +293,7 @@ impl<'a> Pipeline<'a> {
                 data,
                 checkpoint.offsets.clone(),
                 failed,
-                (!options.until_idle, options.metrics.clone(), Arc::new(hooks)),
+                (!options.until_idle, options.metrics.clone(), Arc::new(hooks), options.isolate_refused),
             ),
             acknowledged: checkpoint.offsets,
             replication,

@@ -36,6 +36,18 @@ struct Database {
     failing_fact_writes: u32,
     max_columns: Option<usize>,
     scripts: Vec<String>,
+    refused: Vec<crate::state::errors::RefusedRow>,
+}
+
+impl Database {
+    fn raise_offsets(&mut self, offsets: &Offsets, reset_epoch: Option<u64>) {
+        for (name, _, last) in offset_rows(offsets, reset_epoch) {
+            if let Some(key) = parse_offset_name(&name) {
+                let slot = self.offset_rows.entry(key).or_insert(last);
+                *slot = (*slot).max(last);
+            }
+        }
+    }
 }
 
 /// The in-memory replica (see the module docs).
@@ -160,12 +172,8 @@ impl Sink for MemoryReplica {
                 rows.insert(canonical_cells(key, key_types.iter().copied()), row);
             }
         }
-        for (name, _, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
-            if let Some(key) = parse_offset_name(&name) {
-                let slot = db.offset_rows.entry(key).or_insert(last);
-                *slot = (*slot).max(last);
-            }
-        }
+        db.raise_offsets(batch.offsets(), batch.reset_epoch());
+        db.refused.retain(|r| !batch.superseded().contains(&r.id));
         Ok(())
     }
 
@@ -227,6 +235,37 @@ impl StateStore for MemoryReplica {
 
     fn read_facts(&mut self) -> Result<Session, SinkError> {
         Ok(self.lock().facts.clone())
+    }
+
+    fn write_refused(
+        &mut self,
+        refused: &[crate::state::errors::Refusal],
+        (offsets, reset_epoch): (&Offsets, Option<u64>),
+    ) -> Result<(), SinkError> {
+        let mut db = self.lock();
+        for r in refused {
+            let id = db.refused.last().map_or(1, |last| last.id + 1);
+            db.refused.push(crate::state::errors::RefusedRow {
+                id,
+                table: r.table.clone(),
+                key: r.key.clone(),
+                operation: r.operation.to_owned(),
+                image: r.image.clone(),
+                error: r.error.clone(),
+                refused_at: crate::clock::now_ms().to_string(),
+            });
+        }
+        db.raise_offsets(offsets, reset_epoch);
+        Ok(())
+    }
+
+    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
+        Ok(self.lock().refused.clone())
+    }
+
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        self.lock().refused.retain(|r| !ids.contains(&r.id));
+        Ok(())
     }
 }
 

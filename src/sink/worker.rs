@@ -153,6 +153,14 @@ fn run<S: Sink + StateStore>(
         source_ms: None,
         committed_ms: crate::clock::now_ms(),
     };
+    // Refusals a batch can make obsolete (see `state::errors`): read once per worker.
+    let mut refused = match sink.read_refused() {
+        Ok(rows) => crate::state::errors::RefusedIndex::new(&rows),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read _ReplicationErrors; refusals are not checked against new rows");
+            crate::state::errors::RefusedIndex::default()
+        }
+    };
     for mut job in jobs.iter() {
         if !unapplied.is_empty() {
             unapplied.push(job);
@@ -167,6 +175,7 @@ fn run<S: Sink + StateStore>(
                     .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
                     .collect();
                 shadow::copy_to_shadows(&sink, batch);
+                batch.set_superseded(refused.take_superseded(batch));
                 let started = std::time::Instant::now();
                 sink.apply(batch).map(|()| Report::Applied {
                     tables,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 mod checkpoint;
+pub mod errors;
 mod store;
 pub mod table;
 

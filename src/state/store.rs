@@ -34,6 +34,20 @@ pub trait StateStore {
 
     /// The stored session facts.
     fn read_facts(&mut self) -> Result<Session, SinkError>;
+
+    /// Stores refused changes in `_ReplicationErrors` with a batch's progress, in one
+    /// transaction (see [`super::errors`]).
+    fn write_refused(
+        &mut self,
+        refused: &[super::errors::Refusal],
+        progress: (&Offsets, Option<u64>),
+    ) -> Result<(), SinkError>;
+
+    /// The refused changes stored, oldest first.
+    fn read_refused(&mut self) -> Result<Vec<super::errors::RefusedRow>, SinkError>;
+
+    /// Forgets refused changes (applied by a retry), in one transaction.
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError>;
 }
 
 impl<T: StateStore + ?Sized> StateStore for Box<T> {
@@ -48,5 +62,18 @@ impl<T: StateStore + ?Sized> StateStore for Box<T> {
     }
     fn read_facts(&mut self) -> Result<Session, SinkError> {
         (**self).read_facts()
+    }
+    fn write_refused(
+        &mut self,
+        refused: &[super::errors::Refusal],
+        progress: (&Offsets, Option<u64>),
+    ) -> Result<(), SinkError> {
+        (**self).write_refused(refused, progress)
+    }
+    fn read_refused(&mut self) -> Result<Vec<super::errors::RefusedRow>, SinkError> {
+        (**self).read_refused()
+    }
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        (**self).delete_refused(ids)
     }
 }

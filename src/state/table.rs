@@ -50,6 +50,8 @@ pub struct StateStatements {
     pub delete_table: String,
     /// Sets one table row's state: state, name.
     pub set_table_state: String,
+    /// `_ReplicationErrors` (see [`super::errors`]).
+    pub errors: super::errors::ErrorStatements,
 }
 
 /// A statement parameter.
@@ -90,7 +92,7 @@ pub enum Cell {
 }
 
 impl Cell {
-    fn text(self) -> Option<String> {
+    pub(super) fn text(self) -> Option<String> {
         match self {
             Cell::Text(t) => Some(t),
             _ => None,

@@ -258,6 +258,7 @@ impl Sink for MssqlSink {
             work.push((self.tables[id].target_schema.clone(), table));
         }
         let upsert_offset = self.state.upsert_offset.clone();
+        let delete_refused = self.state.errors.delete.clone();
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             client.begin_transaction().await.map_err(err("starting batch transaction"))?;
@@ -269,6 +270,9 @@ impl Sink for MssqlSink {
                     .execute(upsert_offset.as_str(), &[&name, &topic, &last])
                     .await
                     .map_err(err("recording offsets"))?;
+            }
+            for id in batch.superseded() {
+                client.execute(delete_refused.as_str(), &[id]).await.map_err(err("forgetting superseded refusals"))?;
             }
             client.commit_transaction().await.map_err(err("committing batch"))
         });
@@ -319,6 +323,22 @@ impl StateStore for MssqlSink {
 
     fn read_facts(&mut self) -> Result<Session, SinkError> {
         self.with_exec(table::read_facts)
+    }
+
+    fn write_refused(
+        &mut self,
+        refused: &[crate::state::errors::Refusal],
+        progress: (&Offsets, Option<u64>),
+    ) -> Result<(), SinkError> {
+        self.with_exec(|exec, sql| crate::state::errors::write_refused(exec, sql, refused, progress))
+    }
+
+    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
+        self.with_exec(crate::state::errors::read_refused)
+    }
+
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        self.with_exec(|exec, sql| table::in_transaction(exec, |exec| crate::state::errors::delete_refused(exec, sql, ids)))
     }
 }
 

@@ -245,7 +245,29 @@ pub fn set_table_state() -> String {
 /// `_ReplicationState` in SQL Server (in `dbo`): the statements above and the reads.
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
+    let errors = quote(crate::state::errors::ERRORS_TABLE);
     StateStatements {
+        errors: crate::state::errors::ErrorStatements {
+            create: format!(
+                "IF OBJECT_ID(N'[dbo].{errors}', N'U') IS NULL CREATE TABLE [dbo].{errors} (
+                    [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,
+                    [table_name] nvarchar(400) NOT NULL,
+                    [row_key] nvarchar(max) NOT NULL,
+                    [operation] nvarchar(10) NOT NULL,
+                    [row_image] nvarchar(max) NULL,
+                    [error] nvarchar(max) NOT NULL,
+                    [refused_at] datetime2(3) NOT NULL DEFAULT SYSUTCDATETIME())"
+            ),
+            insert: format!(
+                "INSERT INTO [dbo].{errors} ([table_name], [row_key], [operation], [row_image], [error]) \
+                 VALUES (@P1, @P2, @P3, @P4, @P5)"
+            ),
+            select: format!(
+                "SELECT [id], [table_name], [row_key], [operation], [row_image], [error], \
+                 CONVERT(nvarchar(30), [refused_at], 126) FROM [dbo].{errors} ORDER BY [id]"
+            ),
+            delete: format!("DELETE FROM [dbo].{errors} WHERE [id] = @P1"),
+        },
         create_table: create_state_table(),
         select_offsets: format!("SELECT [name], [int_value] FROM [dbo].{state} WHERE [scope] = N'offset'"),
         upsert_offset: upsert_offset(),

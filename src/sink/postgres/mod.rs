@@ -278,6 +278,7 @@ impl Sink for PgSink {
             apply_table(&mut tx, &record.target_schema, table, snapshotting, &mut stages)?;
         }
         table::write_offsets(&mut Exec(&mut tx), &self.state, batch.offsets(), batch.reset_epoch())?;
+        crate::state::errors::delete_refused(&mut Exec(&mut tx), &self.state, batch.superseded())?;
         let created = stages.created;
         tx.commit().map_err(err("committing batch"))?;
         self.stages.extend(created);
@@ -331,6 +332,26 @@ impl StateStore for PgSink {
     fn read_facts(&mut self) -> Result<Session, SinkError> {
         self.ensure_connected()?;
         table::read_facts(&mut Exec(&mut self.client), &self.state)
+    }
+
+    fn write_refused(
+        &mut self,
+        refused: &[crate::state::errors::Refusal],
+        progress: (&Offsets, Option<u64>),
+    ) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        crate::state::errors::write_refused(&mut Exec(&mut self.client), &self.state, refused, progress)
+    }
+
+    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
+        self.ensure_connected()?;
+        crate::state::errors::read_refused(&mut Exec(&mut self.client), &self.state)
+    }
+
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        let state = &self.state;
+        table::in_transaction(&mut Exec(&mut self.client), |exec| crate::state::errors::delete_refused(exec, state, ids))
     }
 }
 

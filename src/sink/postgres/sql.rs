@@ -129,7 +129,27 @@ pub fn merge_staged_rows(target: &str, schema: &TableSchema, stage: &str) -> Str
 /// `docs/replica-schema.md`'s.
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
+    let errors = quote(crate::state::errors::ERRORS_TABLE);
     StateStatements {
+        errors: crate::state::errors::ErrorStatements {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {errors} (
+                    id bigserial PRIMARY KEY,
+                    table_name text NOT NULL,
+                    row_key text NOT NULL,
+                    operation text NOT NULL,
+                    row_image text,
+                    error text NOT NULL,
+                    refused_at timestamptz NOT NULL DEFAULT now())"
+            ),
+            insert: format!(
+                "INSERT INTO {errors} (table_name, row_key, operation, row_image, error) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            select: format!(
+                "SELECT id, table_name, row_key, operation, row_image, error, refused_at::text FROM {errors} ORDER BY id"
+            ),
+            delete: format!("DELETE FROM {errors} WHERE id = $1"),
+        },
         create_table: format!(
             "CREATE TABLE IF NOT EXISTS {state} (
                 scope text NOT NULL CHECK (scope IN ('session', 'offset', 'table')),

@@ -198,6 +198,7 @@ impl Sink for SqliteSink {
             }
         }
         table::write_offsets(&mut Exec(&tx), &self.state, batch.offsets(), batch.reset_epoch())?;
+        crate::state::errors::delete_refused(&mut Exec(&tx), &self.state, batch.superseded())?;
         tx.commit().map_err(err("committing batch"))
     }
 }
@@ -217,6 +218,23 @@ impl StateStore for SqliteSink {
 
     fn read_facts(&mut self) -> Result<Session, SinkError> {
         table::read_facts(&mut Exec(&self.conn), &self.state)
+    }
+
+    fn write_refused(
+        &mut self,
+        refused: &[crate::state::errors::Refusal],
+        progress: (&Offsets, Option<u64>),
+    ) -> Result<(), SinkError> {
+        crate::state::errors::write_refused(&mut Exec(&self.conn), &self.state, refused, progress)
+    }
+
+    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
+        crate::state::errors::read_refused(&mut Exec(&self.conn), &self.state)
+    }
+
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        let state = &self.state;
+        table::in_transaction(&mut Exec(&self.conn), |exec| crate::state::errors::delete_refused(exec, state, ids))
     }
 }
 

@@ -107,7 +107,27 @@ pub fn upsert_row(target: &str, schema: &TableSchema) -> String {
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
     let now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    let errors = quote(crate::state::errors::ERRORS_TABLE);
     StateStatements {
+        errors: crate::state::errors::ErrorStatements {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {errors} (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    table_name TEXT NOT NULL,
+                    row_key TEXT NOT NULL,
+                    operation TEXT NOT NULL,
+                    row_image TEXT,
+                    error TEXT NOT NULL,
+                    refused_at TEXT NOT NULL DEFAULT ({now}))"
+            ),
+            insert: format!(
+                "INSERT INTO {errors} (table_name, row_key, operation, row_image, error) VALUES (?1, ?2, ?3, ?4, ?5)"
+            ),
+            select: format!(
+                "SELECT id, table_name, row_key, operation, row_image, error, refused_at FROM {errors} ORDER BY id"
+            ),
+            delete: format!("DELETE FROM {errors} WHERE id = ?1"),
+        },
         create_table: format!(
             "CREATE TABLE IF NOT EXISTS {state} (
                 scope TEXT NOT NULL CHECK (scope IN ('session', 'offset', 'table')),
