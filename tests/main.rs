@@ -27,6 +27,9 @@ mod pipeline_memory;
 /// The owner's hooks (SQL and commands on replica events), on SQLite and PostgreSQL.
 mod hooks;
 
+/// `ErrorPolicy: Isolate`: refused rows kept in `_ReplicationErrors`, retried after the fix.
+mod dead_letter;
+
 /// `resync-tables`: shadow tables loaded and swapped in while the source changes, on every target.
 mod client_resync;
 

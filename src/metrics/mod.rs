@@ -69,6 +69,7 @@ struct Inner {
     token_refreshes: u64,
     resyncs_running: u64,
     failed_tables: u64,
+    refused_changes: u64,
     last_commit_ms: Option<i64>,
     lag_records: Option<i64>,
     newest_source_ms: Option<i64>,
@@ -116,6 +117,7 @@ impl Metrics {
                 token_refreshes: 0,
                 resyncs_running: 0,
                 failed_tables: 0,
+                refused_changes: 0,
                 last_commit_ms: None,
                 lag_records: None,
                 newest_source_ms: None,
@@ -179,6 +181,11 @@ impl Metrics {
         m.failed_tables = failed as u64;
     }
 
+    /// Changes the replica refused, kept in `_ReplicationErrors`.
+    pub fn refused_changes(&self, count: usize) {
+        self.lock().refused_changes = count as u64;
+    }
+
     /// Records between what the replica applied and the cloud's ends (`caught_up`: a fetch
     /// just found nothing newer, so the replica is current whatever the last count said).
     pub fn lag(&self, records: Option<i64>, caught_up: bool) {
@@ -222,6 +229,14 @@ impl Metrics {
     /// complete its first one).
     pub fn health(&self, window: Duration) -> Health {
         let m = self.lock();
+        if m.refused_changes > 0 {
+            // Replication goes on, but the replica is missing changes until the owner acts.
+            return Health::Unhealthy(format!(
+                "{} change(s) refused by the replica wait in _ReplicationErrors: `dbmirror errors` lists them; \
+                 fix the cause, then `dbmirror retry-errors`",
+                m.refused_changes
+            ));
+        }
         let since = m.healthy_ms.unwrap_or(self.started_ms);
         let age_ms = now_ms() - since;
         if age_ms < window.as_millis() as i64 {
@@ -265,6 +280,12 @@ impl Metrics {
             "gauge",
             "Tables the replica cannot hold, left out.",
             m.failed_tables.to_string(),
+        );
+        one(
+            "dbmirror_refused_changes",
+            "gauge",
+            "Changes the replica refused, kept in _ReplicationErrors.",
+            m.refused_changes.to_string(),
         );
         let opt = |v: Option<String>| v.unwrap_or_else(|| "NaN".to_owned());
         one(

@@ -11,13 +11,13 @@
 //! halves are applied in order. `k` refused changes in a batch of `n` cost about
 //! `2k·log2(n)` extra transactions.
 
-use crate::canonical::canonical;
+use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::{Batch, Change, Unit};
 use crate::db::{Retry, SinkError};
 use crate::row::Cell;
 use crate::schema::TableSchema;
 use crate::sink::{Replica, shadow};
-use crate::state::errors::{Refusal, key_text};
+use crate::state::errors::{Refusal, RefusedRow, key_text};
 
 /// Whether the replica itself refused the write for good (as opposed to a lost connection,
 /// a lock, or a batch that does not fit the table dbmirror created).
@@ -85,4 +85,93 @@ fn refusal(unit: &Unit, error: &SinkError) -> Refusal {
         }
         None => Refusal { table, key: "[]".into(), operation: "truncate", image: None, error },
     }
+}
+
+/// What `retry-errors` did.
+#[derive(Debug, Default)]
+pub struct RetryOutcome {
+    /// Refusals applied now (and forgotten).
+    pub applied: usize,
+    /// Refusals the replica still refuses, with its error now (kept).
+    pub still_refused: Vec<(RefusedRow, String)>,
+    /// Refusals of tables the replica no longer has, or older versions of a key with a
+    /// newer refusal (forgotten: nothing to apply them to, or superseded).
+    pub forgotten: Vec<RefusedRow>,
+}
+
+/// Applies the stored refusals again, newest version of each key only, one transaction per
+/// change (one still refused does not hold the others); each applied one is deleted in its
+/// own transaction. Run it after fixing the cause; a running `sync` may go on meanwhile (a
+/// newer version it writes deletes the refusal first, see [`crate::state::errors`]).
+pub fn retry(sink: &mut dyn Replica) -> Result<RetryOutcome, SinkError> {
+    let rows = sink.read_refused()?;
+    let tables: std::collections::HashMap<String, std::sync::Arc<TableSchema>> =
+        sink.tables().into_iter().map(|r| (r.schema.id.to_string(), r.schema.clone())).collect();
+    let mut newest: std::collections::HashMap<(String, String), &RefusedRow> = std::collections::HashMap::new();
+    let mut outcome = RetryOutcome::default();
+    for row in &rows {
+        if let Some(older) = newest.insert((row.table.clone(), row.key.clone()), row) {
+            outcome.forgotten.push(older.clone());
+        }
+    }
+    let mut latest: Vec<&RefusedRow> = newest.into_values().collect();
+    latest.sort_by_key(|r| r.id);
+    for row in latest {
+        let Some(schema) = tables.get(&row.table) else {
+            outcome.forgotten.push(row.clone());
+            continue;
+        };
+        let unit = match unit_of(schema, row) {
+            Ok(unit) => unit,
+            Err(reason) => {
+                outcome.still_refused.push((row.clone(), reason));
+                continue;
+            }
+        };
+        let mut batch = Batch::of_units([&unit]);
+        batch.set_superseded(vec![row.id]);
+        match sink.apply(&batch) {
+            Ok(()) => outcome.applied += 1,
+            Err(e) if refused_by_replica(&e) => outcome.still_refused.push((row.clone(), e.to_string())),
+            Err(e) => return Err(e),
+        }
+    }
+    let forgotten: Vec<i64> = outcome.forgotten.iter().map(|r| r.id).collect();
+    if !forgotten.is_empty() {
+        sink.delete_refused(&forgotten)?;
+    }
+    Ok(outcome)
+}
+
+/// A stored refusal as a change of the table's current layout (columns by name; a column
+/// added since is NULL, one dropped since is left out).
+fn unit_of(schema: &std::sync::Arc<TableSchema>, row: &RefusedRow) -> Result<Unit, String> {
+    let parse = |text: Option<&str>, column: &str| -> Result<Cell, String> {
+        let sql = schema.column(column).map_or(crate::schema::SqlType::Other, |c| c.sql_type);
+        text.map_or(Ok(Cell::Null), |t| parse_stored(t, sql))
+    };
+    let key_values: Vec<Option<String>> =
+        serde_json::from_str(&row.key).map_err(|e| format!("the stored key `{}` is unreadable: {e}", row.key))?;
+    let key = schema
+        .primary_key
+        .iter()
+        .zip(&key_values)
+        .map(|(name, value)| parse(value.as_deref(), name))
+        .collect::<Result<crate::row::PrimaryKey, _>>()?;
+    let change = match (row.operation.as_str(), &row.image) {
+        ("delete", _) => Some(Change::Delete(key)),
+        ("upsert", Some(image)) => {
+            let image: std::collections::HashMap<String, Option<String>> =
+                serde_json::from_str(image).map_err(|e| format!("the stored row is unreadable: {e}"))?;
+            let cells = schema
+                .columns
+                .iter()
+                .map(|c| parse(image.get(&c.name).and_then(Option::as_deref), &c.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Change::Upsert(key, cells.into_boxed_slice()))
+        }
+        ("truncate", _) => None,
+        (other, _) => return Err(format!("unknown stored operation `{other}`")),
+    };
+    Ok(Unit { schema: schema.clone(), change })
 }

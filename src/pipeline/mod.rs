@@ -324,6 +324,10 @@ impl<'a> Pipeline<'a> {
         if self.last_touched_write.elapsed() >= TOUCHED_EVERY {
             let touched = self.applier.take_touched();
             facts::record_applied(self.state, touched.iter());
+            match self.state.read_refused() {
+                Ok(refused) => metrics.refused_changes(refused.len()),
+                Err(e) => tracing::debug!(error = %e, "cannot count _ReplicationErrors now"),
+            }
             self.last_touched_write = Instant::now();
         }
         if metrics.cycle_succeeded() {

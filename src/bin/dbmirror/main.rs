@@ -158,6 +158,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the changes the replica refused (kept in `_ReplicationErrors` under
+    /// `ReplicaDatabase.ErrorPolicy: Isolate`). Exits 1 when there are any.
+    Errors {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the refused changes again after fixing their cause; those applied are removed
+    /// from `_ReplicationErrors`. Exits 1 when some are still refused.
+    RetryErrors {
+        /// The instance folder.
+        #[arg(long, default_value = ".")]
+        instance: PathBuf,
+    },
     /// Compare every table's rows with the cloud's ground truth.
     Verify {
         /// The instance folder.
@@ -237,7 +254,8 @@ fn main() -> ExitCode {
         | Command::Provision { instance, .. }
         | Command::Reconnect { instance }
         | Command::UpdateSchema { instance }
-        | Command::ResyncTables { instance, .. } => Some(instance.clone()),
+        | Command::ResyncTables { instance, .. }
+        | Command::RetryErrors { instance } => Some(instance.clone()),
         _ => None,
     };
     let _log_file = match instance {
@@ -331,6 +349,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { instance, json } => {
             report::status(&instance::Instance::load_to_look(&instance)?, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Errors { instance, json } => {
+            let count = report::errors(&instance::Instance::load_to_look(&instance)?, json)?;
+            Ok(if count == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::RetryErrors { instance } => {
+            let still = report::retry_errors(&instance::Instance::load(&instance)?)?;
+            Ok(if still == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Verify { instance } => Ok(if report::verify(&instance::Instance::load_to_look(&instance)?)? {
             ExitCode::SUCCESS

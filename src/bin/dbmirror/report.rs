@@ -90,10 +90,12 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
     let running = InstanceLock::holder(&instance.lock_path()).is_some();
     let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
     let lag = lag_report(&session);
+    let refused = state.read_refused()?.len();
     let info = SessionInfo::from_facts(&session)
         .map(|i| json!({"tenant": i.tenant_context_id, "replication_id": i.replication_id, "cloud_url": i.cloud_url}));
     Ok(json!({"running": running, "session": info, "tables": tables, "offsets": offsets, "cloud": cloud,
-        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag}))
+        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag,
+        "refused_changes": refused}))
 }
 
 /// The cloud's own view of the session (`GET status`), or the reason it is not available:
@@ -157,6 +159,43 @@ fn print_status(report: &serde_json::Value) {
     if let Some(e) = cloud["error"].as_str() {
         println!("cloud: {e}");
     }
+    match report["refused_changes"].as_u64() {
+        Some(0) | None => {}
+        Some(n) => println!(
+            "refused changes: {n} in _ReplicationErrors (`dbmirror errors` lists them; fix the cause, then \
+             `dbmirror retry-errors`)"
+        ),
+    }
+}
+
+/// `errors`: the changes the replica refused, kept in `_ReplicationErrors`.
+pub fn errors(instance: &Instance, as_json: bool) -> Result<usize> {
+    let rows = instance.open_existing()?.read_refused()?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(rows.len());
+    }
+    if rows.is_empty() {
+        println!("no refused changes");
+    }
+    for r in &rows {
+        println!("#{} {} {} key {} at {}\n  {}", r.id, r.table, r.operation, r.key, r.refused_at, r.error);
+    }
+    Ok(rows.len())
+}
+
+/// `retry-errors`: applies the refused changes again; returns how many are still refused.
+pub fn retry_errors(instance: &Instance) -> Result<usize> {
+    let mut replica = instance.open_existing()?;
+    let outcome = dbmirror::pipeline::isolate::retry(replica.as_mut())?;
+    println!("applied {} refused change(s)", outcome.applied);
+    for r in &outcome.forgotten {
+        println!("forgot #{} ({} key {}): superseded, or its table is no longer replicated", r.id, r.table, r.key);
+    }
+    for (r, error) in &outcome.still_refused {
+        println!("still refused #{} ({} key {}): {error}", r.id, r.table, r.key);
+    }
+    Ok(outcome.still_refused.len())
 }
 
 /// The lag the last commit cycle recorded: records behind the cloud's ends per partition and

@@ -338,7 +338,9 @@ impl StateStore for MssqlSink {
     }
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
-        self.with_exec(|exec, sql| table::in_transaction(exec, |exec| crate::state::errors::delete_refused(exec, sql, ids)))
+        self.with_exec(|exec, sql| {
+            table::in_transaction(exec, |exec| crate::state::errors::delete_refused(exec, sql, ids))
+        })
     }
 }
 

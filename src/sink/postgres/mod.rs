@@ -351,7 +351,9 @@ impl StateStore for PgSink {
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let state = &self.state;
-        table::in_transaction(&mut Exec(&mut self.client), |exec| crate::state::errors::delete_refused(exec, state, ids))
+        table::in_transaction(&mut Exec(&mut self.client), |exec| {
+            crate::state::errors::delete_refused(exec, state, ids)
+        })
     }
 }
 
