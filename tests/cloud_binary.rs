@@ -705,3 +705,63 @@ async fn the_status_page_and_the_operation_center_in_a_real_browser() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The owner's controls as a customer meets them, with the binaries: `ErrorPolicy: Isolate`
+/// and a `BatchCommitted` hook in appsettings.json, a trigger that refuses some rows, `sync`
+/// going on anyway, `status` and `errors` naming the refused rows, `retry-errors` after the
+/// fix, and `verify` proving the replica equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_rows_are_isolated_listed_and_retried_with_the_binaries() {
+    let settings = serde_json::json!({
+        "Hooks": {"BatchCommitted": [{"Sql": "CREATE TABLE IF NOT EXISTS commits (n INTEGER); INSERT INTO commits VALUES (1)"}]}
+    });
+    let (dir, server, instance, _) = provisioned("isolate", &["--rows", "40"], settings, "Isolated").await;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(instance.join("appsettings.json")).unwrap()).unwrap();
+    config["ReplicaDatabase"]["ErrorPolicy"] = "Isolate".into();
+    std::fs::write(instance.join("appsettings.json"), config.to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_dbmirror")).args(args).arg("--instance").arg(&instance).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
+    let replica = rusqlite::Connection::open(instance.join("replica.db")).unwrap();
+    replica
+        .execute_batch(
+            "CREATE TRIGGER refuse_u BEFORE UPDATE ON crm7_person WHEN NEW.person_id % 3 = 0 \
+               BEGIN SELECT RAISE(ABORT, 'owner refuses this person'); END;",
+        )
+        .unwrap();
+    cli_action(&server, "changes", &["--count", "600"]);
+    let (code, _, stderr) = run(&["sync", "--until-idle"]);
+    assert_eq!(code, Some(0), "isolated refusals do not stop sync: {stderr}");
+    assert!(
+        stderr.contains("the replica refused a change") && stderr.contains("owner refuses this person"),
+        "{stderr}"
+    );
+    let (code, status, _) = run(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(status.contains("refused changes:") && status.contains("retry-errors"), "{status}");
+    let (code, listed, _) = run(&["errors", "--json"]);
+    assert_eq!(code, Some(1), "errors exits 1 while refusals exist");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert!(!listed.is_empty() && listed.iter().all(|r| r["table"] == "crm7.person"), "{listed:?}");
+    assert_eq!(run(&["verify"]).0, Some(1), "the replica misses the refused rows until the fix");
+    let commits: i64 = replica.query_row("SELECT count(*) FROM commits", [], |r| r.get(0)).unwrap();
+    assert!(commits >= 2, "the hook ran after the commits");
+
+    replica.execute_batch("DROP TRIGGER refuse_u").unwrap();
+    let (code, out, stderr) = run(&["retry-errors"]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(out.contains(&format!("applied {} refused change(s)", listed.len())), "{out}");
+    assert_eq!(run(&["errors"]).0, Some(0));
+    let (code, out, _) = run(&["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -113,6 +113,12 @@ fn every_statement_for_every_table_parses() {
     ] {
         assert_parses(&statement);
     }
+    // `_ReplicationErrors` (ErrorPolicy: Isolate).
+    let errors = sql::state_statements().errors;
+    for statement in [&errors.create, &errors.insert, &errors.select, &errors.delete] {
+        assert_parses(statement);
+    }
+    assert!(errors.create.starts_with("IF OBJECT_ID(N'[dbo].[_ReplicationErrors]', N'U') IS NULL CREATE TABLE"));
     // A key-only table has nothing to update: the MERGE only inserts.
     let relations = published_tables().into_iter().find(|t| t.id.table == "relations").unwrap();
     let keys_only = TableSchema { columns: relations.columns[..3].to_vec(), ..relations };

@@ -239,6 +239,9 @@ impl<S: Sink + StateStore + Send + 'static> SinkWorker<S> {
     }
 
     /// Queues a job, waiting while the queue is full. Returns the job if the worker is gone.
+    // The job comes back only when the worker is gone (rare), so the caller can keep it;
+    // boxing every job to shrink that path would cost an allocation per batch.
+    #[allow(clippy::result_large_err)]
     pub fn submit(&self, job: Job) -> Result<(), Job> {
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|e| e.0),
