@@ -64,6 +64,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `Hooks`: the owner's SQL and commands on replica events (see [`crate::sink::hooks`]).
     pub hooks: crate::sink::hooks::Hooks,
+    /// `WholeSourceTransactions`: cut replica transactions only between source transactions
+    /// (true).
+    pub whole_transactions: bool,
 }
 
 /// `Metrics`: the Prometheus endpoint and health check of a running `sync`.
@@ -215,6 +218,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "Logging",
     "Metrics",
     "Hooks",
+    "WholeSourceTransactions",
 ];
 
 impl Config {
@@ -330,6 +334,7 @@ impl Config {
                 status_page_actions: r.boolean(&["Metrics", "StatusPageActions"], false)?,
             },
             hooks,
+            whole_transactions: r.boolean(&["WholeSourceTransactions"], true)?,
         };
         let warnings = root
             .as_object()
@@ -351,6 +356,7 @@ impl Config {
             database_batch_size: self.database_batch_size,
             hooks: std::sync::Arc::new(self.hooks.clone()),
             isolate_refused: self.replica.isolate_refused,
+            whole_transactions: self.whole_transactions,
             ..SyncOptions::default()
         }
     }

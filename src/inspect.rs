@@ -106,6 +106,15 @@ pub fn run(
 pub fn render(decoded: &Decoded<'_>, out: &mut String) {
     match &decoded.event {
         Event::Tombstone => out.push_str("{\"tombstone\":true}"),
+        Event::TransactionMarker(marker) => {
+            out.push_str(if marker.end { "{\"transaction_end\":" } else { "{\"transaction_begin\":" });
+            write_json_string(out, marker.id);
+            if let Some(count) = marker.event_count {
+                out.push_str(",\"event_count\":");
+                out.push_str(itoa::Buffer::new().format(count));
+            }
+            out.push('}');
+        }
         Event::SchemaChange(changes) => {
             out.push_str("{\"schema_change\":");
             match changes.as_slice() {

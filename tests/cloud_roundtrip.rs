@@ -43,6 +43,7 @@ fn snapshot_stream(
                 with_schema,
                 ts_ms: 1_734_382_927_000,
                 lsn: None,
+                transaction: None,
             };
             body.push_str(&change_record(t, None, Some(row), &meta));
             body.push('\n');
@@ -93,7 +94,9 @@ fn simulated_snapshot_decodes_to_ground_truth_and_replicates_exactly() {
                         sink.apply(&coalescer.take()).unwrap();
                     }
                 }
-                Event::Tombstone => unreachable!("a snapshot has no tombstones"),
+                Event::Tombstone | Event::TransactionMarker(_) => {
+                    unreachable!("a snapshot has no tombstones or transactions")
+                }
             }
         }
         sink.apply(&coalescer.take()).unwrap();

@@ -173,6 +173,37 @@ pub fn commit_lsn(transaction: u64) -> String {
     format!("0000002c:{transaction:08x}:0005")
 }
 
+/// A transaction-metadata `END` record (Debezium's `provide.transaction.metadata`) for
+/// transaction `txn`: how many change events it has, in total and per table. The reference
+/// cloud publishes it in the change topic's partition 0, after the transaction's events.
+pub fn transaction_end_record(
+    topic: &str,
+    offset: i64,
+    txn: u64,
+    tables: &[(String, u64)],
+    (ts_ms, with_schema): (i64, bool),
+) -> String {
+    let id = commit_lsn(txn);
+    let total: u64 = tables.iter().map(|(_, n)| n).sum();
+    let collections: Vec<String> =
+        tables.iter().map(|(t, n)| format!("{{\"data_collection\":\"{t}\",\"event_count\":{n}}}")).collect();
+    let payload = format!(
+        "{{\"status\":\"END\",\"id\":\"{id}\",\"event_count\":{total},\"data_collections\":[{}],\"ts_ms\":{ts_ms}}}",
+        collections.join(",")
+    );
+    let value = if with_schema {
+        format!(
+            "{{\"schema\":{{\"type\":\"struct\",\"optional\":false,\"name\":\"io.debezium.connector.common.TransactionMetadataValue\",\"fields\":[]}},\"payload\":{payload}}}"
+        )
+    } else {
+        payload
+    };
+    let mut out = String::from("{\"topic\":");
+    write_json_string(&mut out, topic);
+    let _ = write!(out, ",\"partition\":0,\"offset\":{offset},\"key\":{{\"id\":\"{id}\"}},\"value\":{value}}}");
+    out
+}
+
 /// A schema-history record (the connector's internal history format) for one table change;
 /// `position.commit_lsn` is the DDL's LSN.
 pub fn history_record(table: &TableSchema, kind: &str, database: &str, commit: u64) -> String {
@@ -240,6 +271,9 @@ pub struct RecordMeta<'a> {
     /// and `commit_lsn` (changes of one transaction share the latter); sequence 0 (snapshot
     /// reads) has no `change_lsn`.
     pub lsn: Option<(u64, u64)>,
+    /// The `transaction` block of a streamed change: (`total_order`, `data_collection_order`)
+    /// within the transaction `lsn` names; `None` writes `null` (snapshot reads).
+    pub transaction: Option<(u64, u64)>,
 }
 
 fn image(table: &TableSchema, row: Option<&[Cell]>, out: &mut String) {
@@ -340,7 +374,7 @@ pub fn change_record(
     image(table, after, &mut out);
     let _ = write!(
         out,
-        ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":{source_ts},\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":{change_lsn},\"commit_lsn\":\"{commit_lsn}\",\"event_serial_no\":{serial}}},\"op\":\"{op}\",\"ts_ms\":{processed_ts},\"transaction\":null}}",
+        ",\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"sqlserver\",\"name\":\"{db}\",\"ts_ms\":{source_ts},\"snapshot\":\"{snap}\",\"db\":\"{db}\",\"sequence\":null,\"schema\":\"{schema}\",\"table\":\"{table_name}\",\"change_lsn\":{change_lsn},\"commit_lsn\":\"{commit_lsn}\",\"event_serial_no\":{serial}}},\"op\":\"{op}\",\"ts_ms\":{processed_ts},\"transaction\":{transaction}}}",
         source_ts = meta.ts_ms,
         // Streamed changes carry their log sequence numbers; snapshot reads only the
         // snapshot's commit position.
@@ -355,6 +389,13 @@ pub fn change_record(
             _ => "null",
         },
         processed_ts = meta.ts_ms + 7,
+        transaction = match (meta.transaction, meta.lsn) {
+            (Some((total, in_table)), Some((_, txn))) => format!(
+                "{{\"id\":\"{}\",\"total_order\":{total},\"data_collection_order\":{in_table}}}",
+                commit_lsn(txn)
+            ),
+            _ => "null".to_owned(),
+        },
         db = meta.database,
         snap = meta.snapshot,
         schema = table.id.schema,

@@ -64,6 +64,10 @@ pub struct Tenant {
     transaction: std::cell::Cell<u64>,
     /// Offset of each table's last published change, per partition (for `ground-truth`).
     last_change: std::cell::RefCell<BTreeMap<TableId, BTreeMap<i32, i64>>>,
+    /// The change events of the open source transaction, by data collection
+    /// (`CRM.crm7.person`), while [`Tenant::change`] runs: their `transaction` blocks count
+    /// them, and its `END` record gives the totals.
+    open_transaction: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 /// Partition of a row: table and key hashed, so every change of one row lands in one
@@ -103,6 +107,7 @@ impl Tenant {
             sequence: std::cell::Cell::new(0),
             transaction: std::cell::Cell::new(0),
             last_change: Default::default(),
+            open_transaction: Default::default(),
         }
     }
 
@@ -216,6 +221,11 @@ impl Tenant {
         let key = key_of(schema, after.or(before).unwrap_or_default());
         let partition = partition_of(&schema.id, &key, self.config.partitions);
         let database = self.database();
+        let transaction = self.open_transaction.borrow_mut().as_mut().filter(|_| snapshot == "false").map(|events| {
+            let collection = format!("{database}.{}", schema.id);
+            events.push(collection.clone());
+            (events.len() as u64, events.iter().filter(|e| **e == collection).count() as u64)
+        });
         let meta = |offset| RecordMeta {
             topic: &topic,
             partition,
@@ -226,6 +236,7 @@ impl Tenant {
             with_schema: self.config.with_schema,
             ts_ms: now_ms,
             lsn,
+            transaction,
         };
         let offset =
             log.append(&topic, partition, now_ms, |offset| change_record(schema, before, after, &meta(offset)))?;
@@ -328,12 +339,47 @@ impl Tenant {
     }
 
     /// Applies `count` random changes to the source and publishes them (`op` c / u / d).
+    /// Every source transaction ends with a transaction-metadata `END` record (see
+    /// [`crate::cloud::encode::transaction_end_record`]).
     pub fn change(&mut self, log: &mut EventLog, now_ms: i64, count: usize, mix: Workload) -> Result<(), LogError> {
+        let result = self.change_in_transactions(log, now_ms, count, mix);
+        let ended = self.end_transaction(log, now_ms);
+        result.and(ended)
+    }
+
+    /// Publishes the open transaction's `END` record, if it has events.
+    fn end_transaction(&self, log: &mut EventLog, now_ms: i64) -> Result<(), LogError> {
+        let Some(events) = self.open_transaction.borrow_mut().take().filter(|e| !e.is_empty()) else {
+            return Ok(());
+        };
+        let mut tables: Vec<(String, u64)> = Vec::new();
+        for event in events {
+            match tables.iter_mut().find(|(t, _)| *t == event) {
+                Some((_, n)) => *n += 1,
+                None => tables.push((event, 1)),
+            }
+        }
+        let (topic, txn, with_schema) = (self.cdc_topic(), self.transaction.get(), self.config.with_schema);
+        log.append(&topic, 0, now_ms, |offset| {
+            crate::cloud::encode::transaction_end_record(&topic, offset, txn, &tables, (now_ms, with_schema))
+        })?;
+        Ok(())
+    }
+
+    fn change_in_transactions(
+        &mut self,
+        log: &mut EventLog,
+        now_ms: i64,
+        count: usize,
+        mix: Workload,
+    ) -> Result<(), LogError> {
         let published: Vec<TableId> = self.schemas().iter().map(|s| s.id.clone()).collect();
         for i in 0..count {
             // Multi-row transactions: about half the changes join the previous one's.
             if i == 0 || self.rng.chance(50) {
+                self.end_transaction(log, now_ms)?;
                 self.transaction.set(self.transaction.get() + 1);
+                *self.open_transaction.borrow_mut() = Some(Vec::new());
             }
             let Some(id) = self.pick_table(&published) else { return Ok(()) };
             let (schema, mut rows) = self.tables.remove(&id).expect("picked from the map");

@@ -93,6 +93,28 @@ fn decode_value<'a>(
     if !payload.is_object() {
         return Err(DecodeErrorKind::field("value", "an object or null", payload.kind()));
     }
+    if let Some(status) = payload.get("status").and_then(Json::as_str) {
+        let end = match status {
+            "BEGIN" => false,
+            "END" => true,
+            other => {
+                return Err(DecodeErrorKind::Invalid {
+                    field: "status",
+                    reason: format!("unknown transaction status `{other}`"),
+                });
+            }
+        };
+        let id = need(payload, "id")?.as_str().ok_or(DecodeErrorKind::field("id", "string", "other"))?;
+        let event_count = match payload.get("event_count").filter(|c| !c.is_null()) {
+            Some(c) => Some(c.as_i64().and_then(|n| u64::try_from(n).ok()).ok_or(DecodeErrorKind::field(
+                "event_count",
+                "a non-negative integer",
+                c.kind(),
+            ))?),
+            None => None,
+        };
+        return Ok(Event::TransactionMarker(crate::decode::TransactionMarker { end, id, event_count }));
+    }
     if payload.get("tableChanges").is_some() {
         let ddl_lsn = payload.get("position").and_then(|p| p.get("commit_lsn")).and_then(Json::as_str);
         let changes = read_table_changes(payload)?;

@@ -145,6 +145,20 @@ pub enum Event<'a> {
     Tombstone,
     /// A schema-history record: the new structure of one or more tables.
     SchemaChange(SchemaChanges),
+    /// A transaction-metadata record (`provide.transaction.metadata`): a source transaction
+    /// began or ended; `END` tells how many change events it has.
+    TransactionMarker(TransactionMarker<'a>),
+}
+
+/// A transaction-metadata record's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionMarker<'a> {
+    /// `BEGIN` (false) or `END` (true).
+    pub end: bool,
+    /// The transaction id, as the change events' `transaction.id` spells it.
+    pub id: &'a str,
+    /// Change events in the transaction (`END` only).
+    pub event_count: Option<u64>,
 }
 
 /// The table changes of one schema-history record, and the LSN of the DDL that made them

@@ -13,6 +13,7 @@ use crate::sink::worker::Job;
 
 use super::cursor::Cursor;
 use super::incarnation::{Incarnations, Table};
+use super::transactions::OpenTransactions;
 
 /// Longest record line accepted; a longer one is a broken stream, not a record.
 const MAX_LINE: usize = 64 << 20;
@@ -58,6 +59,11 @@ pub(super) struct DecodeStage {
     /// Tables dropped or re-created: their older records, still in flight in other
     /// partitions, are skipped (see [`super::incarnation`]).
     pub(super) incarnations: Incarnations,
+    /// Source transactions half in the pending batch (see [`super::transactions`]); `None`
+    /// when batches may be cut anywhere (`WholeSourceTransactions: false`).
+    transactions: Option<OpenTransactions>,
+    /// Records a batch may reach before a giant source transaction is split.
+    split_bound: u64,
 }
 
 impl DecodeStage {
@@ -73,6 +79,33 @@ impl DecodeStage {
             consumed: 0,
             last_read: None,
             incarnations,
+            transactions: Some(OpenTransactions::default()),
+            split_bound: 4 * u64::from(batch_records),
+        }
+    }
+
+    /// Cuts batches anywhere (`false`), not only between source transactions.
+    pub(super) fn whole_transactions(mut self, whole: bool) -> Self {
+        self.transactions = whole.then(OpenTransactions::default);
+        self
+    }
+
+    /// Whether the pending batch may be cut now (see [`super::transactions`]).
+    fn may_cut(&mut self, now: Instant) -> bool {
+        let pending = self.coalescer.pending_records();
+        self.transactions.as_mut().is_none_or(|open| open.may_cut(pending, self.split_bound, now))
+    }
+
+    /// After a fetch: queues the pending batch unless a source transaction is half in it and
+    /// more of it may still come. `idle` (nothing new) lets every open transaction go.
+    pub(super) fn flush_after_fetch(&mut self, idle: bool) {
+        if idle {
+            if let Some(open) = &mut self.transactions {
+                open.let_go();
+            }
+            self.flush();
+        } else if self.pending() && self.may_cut(Instant::now()) {
+            self.flush();
         }
     }
 
@@ -137,10 +170,21 @@ impl DecodeStage {
             self.cursor.consumed(p);
         }
         self.consumed += 1;
+        if let Some(open) = &mut self.transactions {
+            match &decoded.event {
+                Event::Change(c) => {
+                    if let Some(t) = &c.transaction {
+                        open.event(t.id, now);
+                    }
+                }
+                Event::TransactionMarker(m) if m.end => open.end(m.id, m.event_count, now),
+                _ => {}
+            }
+        }
         if last_snapshot {
             self.flush();
             self.jobs.push(Job::MarkSnapshotsReady);
-        } else if self.coalescer.should_flush(now) {
+        } else if self.coalescer.should_flush(now) && self.may_cut(now) {
             self.flush();
         }
     }
@@ -254,5 +298,94 @@ mod tests {
         stage.chunk(&[&tombstone[..], b"\nnot json\n"].concat());
         let error = stage.end_of_body().unwrap_err().to_string();
         assert!(error.contains("after t-cdc/0@4"), "{error}");
+    }
+
+    /// Three source transactions over two partitions, `END` records in partition 0, and a
+    /// `DatabaseBatchSize` of 1: every batch holds whole transactions, wherever their events
+    /// and their `END` fall, unless batches may be cut anywhere.
+    #[cfg(feature = "refserver")]
+    #[test]
+    fn batches_are_cut_only_between_source_transactions() {
+        use crate::cloud::encode::{RecordMeta, change_record, history_record, transaction_end_record};
+        use crate::row::Cell;
+        let table = crate::cloud::crm::published_tables().into_iter().find(|t| t.id.table == "contact").unwrap();
+        let row = |key: i64| -> Vec<Cell> {
+            table.columns.iter().map(|c| if c.name == "contact_id" { Cell::Int(key) } else { Cell::Null }).collect()
+        };
+        let mut offsets = [0i64; 2];
+        let mut line = |partition: i32, key: i64, txn: u64, order: (u64, u64)| {
+            offsets[partition as usize] += 1;
+            let meta = RecordMeta {
+                topic: "t-cdc",
+                partition,
+                offset: offsets[partition as usize],
+                snapshot: "false",
+                op: "c",
+                database: "CRM",
+                with_schema: false,
+                ts_ms: 1_734_382_927_000,
+                lsn: Some((key as u64, txn)),
+                transaction: Some(order),
+            };
+            change_record(&table, None, Some(&row(key)), &meta)
+        };
+        let end = |offset: i64, txn: u64, count: u64| {
+            let tables = [("CRM.crm7.contact".to_owned(), count)];
+            transaction_end_record("t-cdc", offset, txn, &tables, (0, false))
+        };
+        // T1: keys 1 (p0), 2 (p1), 3 (p0); T2: key 4 (p1); T3: keys 5, 6 (p1), END before the
+        // second event is read (it sits later in partition 1).
+        let body = [
+            line(0, 1, 1, (1, 1)),
+            line(0, 3, 1, (3, 3)),
+            end(3, 1, 3),
+            line(1, 2, 1, (2, 2)),
+            line(1, 4, 2, (1, 1)),
+            end(4, 2, 1),
+            line(1, 5, 3, (1, 1)),
+            end(5, 3, 2),
+            line(1, 6, 3, (2, 2)),
+        ]
+        .join("\n");
+        let history = format!(
+            "{{\"topic\":\"t-schemahistory\",\"partition\":0,\"offset\":0,\"key\":null,\"value\":{}}}",
+            history_record(&table, "CREATE", "CRM", 0)
+        );
+        let batches = |whole: bool| -> Vec<Vec<i64>> {
+            let info = SessionInfo {
+                session_id: "s".into(),
+                tenant_context_id: "t".into(),
+                replication_id: "r".into(),
+                cloud_url: "http://x".into(),
+                cdc_partitions: 2,
+            };
+            let cursor = Cursor::resume(&info, &Checkpoint::default());
+            let mut stage = DecodeStage::new(SchemaRegistry::new(), cursor, Incarnations::new(&Session::new()), 1)
+                .whole_transactions(whole);
+            stage.chunk(format!("{history}\n{body}\n").as_bytes());
+            stage.end_of_body().unwrap();
+            stage.flush_after_fetch(true);
+            stage
+                .jobs
+                .iter()
+                .filter_map(|job| match job {
+                    Job::Apply(batch) => {
+                        let mut keys: Vec<i64> = batch
+                            .tables()
+                            .flat_map(|t| t.upserts().map(|(k, _)| k[0].clone()))
+                            .map(|c| match c {
+                                Cell::Int(k) => k,
+                                other => panic!("{other:?}"),
+                            })
+                            .collect();
+                        keys.sort_unstable();
+                        (!keys.is_empty()).then_some(keys)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(batches(true), [vec![1, 2, 3], vec![4], vec![5, 6]]);
+        assert_eq!(batches(false), [vec![1], vec![3], vec![2], vec![4], vec![5], vec![6]]);
     }
 }

@@ -33,6 +33,7 @@ mod incarnation;
 pub mod isolate;
 mod resync;
 mod tokens;
+mod transactions;
 
 pub use decode_stage::RecordError;
 pub use tokens::{refresh_tokens, store_tokens, stored_tokens};
@@ -82,6 +83,9 @@ pub struct SyncOptions {
     /// `_ReplicationErrors` and the rest goes on (see [`isolate`]); otherwise replication
     /// holds at the refused batch.
     pub isolate_refused: bool,
+    /// `WholeSourceTransactions` (default): replica transactions are cut only between source
+    /// transactions (see [`transactions`]), so readers never see half of one.
+    pub whole_transactions: bool,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -113,6 +117,7 @@ impl Default for SyncOptions {
             metrics: Arc::new(Metrics::default()),
             hooks: Arc::default(),
             isolate_refused: false,
+            whole_transactions: true,
         }
     }
 }
@@ -288,7 +293,8 @@ impl<'a> Pipeline<'a> {
             ..(*options.hooks).clone()
         };
         Ok(Pipeline {
-            decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size),
+            decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size)
+                .whole_transactions(options.whole_transactions),
             applier: Applier::start(
                 data,
                 checkpoint.offsets.clone(),
@@ -398,9 +404,7 @@ impl<'a> Pipeline<'a> {
             self.fetch_backoff.reset();
         }
         self.take_operator_resyncs();
-        if idle || self.decode.pending() {
-            self.decode.flush();
-        }
+        self.decode.flush_after_fetch(idle);
         fetched?;
         Ok(idle)
     }
