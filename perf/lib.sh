@@ -13,13 +13,14 @@ start_cloud() {
   CLOUD_FP="$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$dir/cloud.log")"
 }
 
-# provision CLIENT DIR CONNECTION_STRING NAME: an instance folder in DIR for the replica,
-# provisioned into the running cloud as session NAME.
+# provision CLIENT DIR CONNECTION_STRING NAME [SETTINGS_JSON]: an instance folder in DIR for
+# the replica (with SETTINGS_JSON's top-level keys added to appsettings.json), provisioned
+# into the running cloud as session NAME.
 provision() {
-  local client="$1" dir="$2" conn="$3" name="$4" trust=() code=""
+  local client="$1" dir="$2" conn="$3" name="$4" settings="${5:-{\}}" trust=() code=""
   mkdir -p "$dir"
-  python3 -c 'import json,sys; print(json.dumps({"ReplicaDatabase":{"ConnectionString":sys.argv[1]}}))' "$conn" \
-    >"$dir/appsettings.json"
+  python3 -c 'import json,sys; s=json.loads(sys.argv[2]); s["ReplicaDatabase"]={"ConnectionString":sys.argv[1]}; print(json.dumps(s))' \
+    "$conn" "$settings" >"$dir/appsettings.json"
   [ -n "$CLOUD_FP" ] && trust=(--fingerprint "$CLOUD_FP")
   "$client" provision --cloud "$CLOUD_URL" "${trust[@]}" --instance "$dir" >"$dir/provision.log" 2>&1 &
   local pid=$!

@@ -11,6 +11,8 @@
 # Then, in the same run and on the same PostgreSQL, `cargo bench --bench steady`: the pipeline
 # in process beside a row-by-row baseline (the JDBC sink's shape) and the raw set-based limit,
 # one per statement shape (see benches/steady.rs).
+# COMPARE='{"WholeSourceTransactions":false}' runs every target a second time with these
+# appsettings keys, labelled `+compare`, in the same run; BENCH=0 skips the bench.
 # Usage: ROWS=20000 CATCHUP=200000 RATES="1000 5000" SECONDS_PER_RATE=20 perf/steady.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,8 @@ work="$(mktemp -d)"
 chmod 755 "$work"
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${PG_CTL:-}" ] && $PG_CTL stop >/dev/null 2>&1; rm -rf "$work"' EXIT
 
-# Sets PG_URL (and PG_CTL when it started a cluster, so the exit trap stops it).
+# Sets PG_URL (and PG_CTL when it started a cluster, so the exit trap stops it; and
+# PG_COMPARE_URL, a second database for COMPARE — not with DBMIRROR_PG_URL).
 start_postgres() {
   if [ -n "${DBMIRROR_PG_URL:-}" ]; then PG_URL="$DBMIRROR_PG_URL"; return; fi
   local bin port
@@ -39,6 +42,8 @@ start_postgres() {
   "${as[@]}" "$bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
     -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" start >/dev/null
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U mirror replica
+  "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U mirror replica_compare
+  PG_COMPARE_URL="host=127.0.0.1 port=$port user=mirror dbname=replica_compare"
   PG_URL="host=127.0.0.1 port=$port user=mirror dbname=replica"
 }
 
@@ -93,10 +98,10 @@ print(f"{changes[0]} ms | {changes[1]} ms | {changes[2]} ms | {pct(per_batch, 0.
 PY
 }
 
-measure() { # $1 = label, $2 = connection string
+measure() { # $1 = label, $2 = connection string, $3 = extra appsettings keys (JSON)
   local label="$1" conn="$2" dir="$work/$1" start secs
   start_cloud "$dir/cloud" --http --rows "$ROWS"
-  provision "$PERF_BIN/dbmirror" "$dir/instance" "$conn" "steady$label"
+  provision "$PERF_BIN/dbmirror" "$dir/instance" "$conn" "steady${label//[^a-z]/}" "${3:-{\}}"
   "$PERF_BIN/dbmirror" sync --until-idle --instance "$dir/instance" >/dev/null 2>&1
   cloud_action changes --count "$CATCHUP"
   start="$(date +%s.%N)"
@@ -124,8 +129,19 @@ measure() { # $1 = label, $2 = connection string
 
 mkdir -p "$work/sqlite"
 start_postgres
-lines="$(measure sqlite "Data Source=$work/sqlite/replica.db"; measure postgres "$PG_URL")"
-DBMIRROR_PG_URL="$PG_URL" cargo bench --bench steady -- --warm-up-time 1 --measurement-time "${BENCH_SECONDS:-5}" >&2
+lines="$(
+  measure sqlite "Data Source=$work/sqlite/replica.db"
+  measure postgres "$PG_URL"
+  if [ -n "${COMPARE:-}" ]; then
+    measure sqlite+compare "Data Source=$work/sqlite/compare.db" "$COMPARE"
+    if [ -n "${PG_COMPARE_URL:-}" ]; then
+      measure postgres+compare "$PG_COMPARE_URL" "$COMPARE"
+    fi
+  fi
+)"
+if [ "${BENCH:-1}" != 0 ]; then
+  DBMIRROR_PG_URL="$PG_URL" cargo bench --bench steady -- --warm-up-time 1 --measurement-time "${BENCH_SECONDS:-5}" >&2
+fi
 echo "| target | changes caught up | seconds | changes/s |"
 echo "|---|---:|---:|---:|"
 grep "^SAT" <<<"$lines" | cut -c4-
@@ -139,5 +155,7 @@ echo
 echo "| target | changes/s | latency p50 | p99 | max | per batch p50 / p99 | batches |"
 echo "|---|---:|---:|---:|---:|---|---:|"
 grep "^EXACT" <<<"$lines" | cut -c6-
-echo
-python3 perf/criterion_table.py target/criterion steady
+if [ "${BENCH:-1}" != 0 ]; then
+  echo
+  python3 perf/criterion_table.py target/criterion steady
+fi
