@@ -67,6 +67,8 @@ pub struct Config {
     /// `WholeSourceTransactions`: cut replica transactions only between source transactions
     /// (true).
     pub whole_transactions: bool,
+    /// `Columns`: the owner's excluded, hashed and fixed columns (see [`crate::sink::columns`]).
+    pub columns: crate::sink::columns::ColumnRules,
 }
 
 /// `Metrics`: the Prometheus endpoint and health check of a running `sync`.
@@ -219,6 +221,7 @@ const KNOWN_TOP_LEVEL: &[&str] = &[
     "Metrics",
     "Hooks",
     "WholeSourceTransactions",
+    "Columns",
 ];
 
 impl Config {
@@ -335,6 +338,8 @@ impl Config {
             },
             hooks,
             whole_transactions: r.boolean(&["WholeSourceTransactions"], true)?,
+            columns: crate::sink::columns::parse(lookup(&root, &["Columns"]), folder, env)
+                .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?,
         };
         let warnings = root
             .as_object()
@@ -357,6 +362,7 @@ impl Config {
             hooks: std::sync::Arc::new(self.hooks.clone()),
             isolate_refused: self.replica.isolate_refused,
             whole_transactions: self.whole_transactions,
+            columns: std::sync::Arc::new(self.columns.clone()),
             ..SyncOptions::default()
         }
     }

@@ -27,6 +27,9 @@ mod pipeline_memory;
 /// The owner's hooks (SQL and commands on replica events), on SQLite and PostgreSQL.
 mod hooks;
 
+/// The owner's column rules: excluded, hashed and fixed columns.
+mod columns;
+
 /// `ErrorPolicy: Isolate`: refused rows kept in `_ReplicationErrors`, retried after the fix.
 mod dead_letter;
 

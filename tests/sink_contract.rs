@@ -308,7 +308,11 @@ fn every_type_round_trips_exactly_on_every_target() {
 }
 
 fn reopen_with(db: &TestDb, prefix: Option<&str>) -> Box<dyn Replica> {
-    db.open(SinkOptions { table_prefix: prefix.map(str::to_owned), skip_tables: vec!["crm7.ignored".into()] })
+    db.open(SinkOptions {
+        table_prefix: prefix.map(str::to_owned),
+        skip_tables: vec!["crm7.ignored".into()],
+        ..Default::default()
+    })
 }
 
 #[test]

@@ -218,7 +218,7 @@ fn table_prefix_and_connection_strings() {
     assert_eq!(parse_connection_string("sqlite://replica.db").unwrap(), "replica.db");
     assert!(parse_connection_string("Server=x;Database=y").unwrap_err().to_string().contains("Data Source"));
     assert!(parse_connection_string("sqlite://").is_err());
-    let sink = memory_sink(SinkOptions { table_prefix: Some("dbo".into()), skip_tables: vec![] });
+    let sink = memory_sink(SinkOptions { table_prefix: Some("dbo".into()), ..Default::default() });
     assert_eq!(SqliteSink::table_name("dbo", &TableId::new("crm7", "person")), "dbo_person");
     drop(sink);
 }

@@ -185,14 +185,17 @@ impl Batch {
         batch
     }
 
-    /// The batch's progress without its changes: its offsets, records and reset.
-    pub fn progress_only(&self) -> Batch {
+    /// The same progress (offsets, records, reset, superseded refusals) with these changes
+    /// instead (the owner's column rules applied, see `sink::columns`).
+    pub fn with_changes<'u>(&self, units: impl IntoIterator<Item = &'u Unit>) -> Batch {
         Batch {
             offsets: self.offsets.clone(),
             reset_epoch: self.reset_epoch,
             records: self.records,
             source_ms: self.source_ms,
-            ..Batch::default()
+            superseded: self.superseded.clone(),
+            started: self.started,
+            ..Batch::of_units(units)
         }
     }
 

@@ -64,6 +64,8 @@ pub(super) struct DecodeStage {
     transactions: Option<OpenTransactions>,
     /// Records a batch may reach before a giant source transaction is split.
     split_bound: u64,
+    /// The owner's column rules: a change only they hide reshapes nothing.
+    columns: std::sync::Arc<crate::sink::columns::ColumnRules>,
 }
 
 impl DecodeStage {
@@ -81,7 +83,27 @@ impl DecodeStage {
             incarnations,
             transactions: Some(OpenTransactions::default()),
             split_bound: 4 * u64::from(batch_records),
+            columns: Default::default(),
         }
+    }
+
+    /// Judges schema changes as the replica will see them, through the owner's column rules.
+    pub(super) fn column_rules(mut self, columns: std::sync::Arc<crate::sink::columns::ColumnRules>) -> Self {
+        self.columns = columns;
+        self
+    }
+
+    /// Whether `new` is incompatible with `old` in the replica's layout.
+    fn incompatible(&self, old: &crate::schema::TableSchema, new: &crate::schema::TableSchema) -> bool {
+        use crate::sink::columns::Projection;
+        let diff = match self.columns.for_table(&new.id) {
+            Some(rules) => match (Projection::new(old, &rules), Projection::new(new, &rules)) {
+                (Ok(old), Ok(new)) => old.schema.diff(&new.schema),
+                _ => old.diff(new),
+            },
+            None => old.diff(new),
+        };
+        matches!(diff, SchemaDiff::Incompatible)
     }
 
     /// Cuts batches anywhere (`false`), not only between source transactions.
@@ -230,10 +252,8 @@ impl DecodeStage {
             let table = (change.table.id.schema.clone(), change.table.id.table.clone());
             // Reshaped: dropped, or changed so that the replica re-creates it. A CREATE that
             // re-announces an unchanged table (connectors do) reshapes nothing.
-            let incompatible = self
-                .schemas
-                .get(&table.0, &table.1)
-                .is_some_and(|old| matches!(old.diff(&change.table), SchemaDiff::Incompatible));
+            let incompatible =
+                self.schemas.get(&table.0, &table.1).is_some_and(|old| self.incompatible(old, &change.table));
             let recreated = change.kind == SchemaChangeKind::Create && self.incarnations.contains(&table);
             if change.kind == SchemaChangeKind::Drop || incompatible || recreated {
                 self.incarnations.reshaped(table, changes.ddl_lsn.clone());

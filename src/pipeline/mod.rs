@@ -86,6 +86,9 @@ pub struct SyncOptions {
     /// `WholeSourceTransactions` (default): replica transactions are cut only between source
     /// transactions (see [`transactions`]), so readers never see half of one.
     pub whole_transactions: bool,
+    /// The owner's column rules (`Columns`), so a schema change of an excluded column is not
+    /// taken for a re-create (the replica applies them, see [`crate::sink::columns`]).
+    pub columns: Arc<crate::sink::columns::ColumnRules>,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -118,6 +121,7 @@ impl Default for SyncOptions {
             hooks: Arc::default(),
             isolate_refused: false,
             whole_transactions: true,
+            columns: Arc::default(),
         }
     }
 }
@@ -256,6 +260,25 @@ const UNTIL_IDLE_WAIT: Duration = Duration::from_millis(500);
 /// How often the tables' last-change facts are written at most.
 const TOUCHED_EVERY: Duration = Duration::from_secs(5);
 
+/// Tables whose column rules changed since they were created are dropped, created in their
+/// new layout and left `resync_pending`, so the start below asks for their fresh snapshot.
+fn relayout(data: &mut dyn Replica) -> Result<(), PipelineError> {
+    use crate::sink::plan::Intent;
+    for id in data.layout_changed()? {
+        let Some(record) = data.tables().into_iter().find(|r| r.schema.id == id) else { continue };
+        tracing::warn!(
+            table = %id,
+            "the column rules of this table changed since it was created: re-creating it in its new layout and \
+             reloading it from a fresh snapshot (it is empty until then)"
+        );
+        let table = (*record.schema).clone();
+        data.change_schema(&TableChange { kind: SchemaChangeKind::Drop, table: table.clone() }, &Intent::Follow)?;
+        data.change_schema(&TableChange { kind: SchemaChangeKind::Create, table }, &Intent::Follow)?;
+        data.set_table_state(&id, crate::state::TableState::ResyncPending)?;
+    }
+    Ok(())
+}
+
 impl<'a> Pipeline<'a> {
     /// Reads where the replica stands and starts the sink thread.
     fn start(
@@ -268,6 +291,7 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Self, PipelineError> {
         warn_on_clock_skew(&replication);
         let resyncs = resync::Resyncs::new(crate::sink::shadow::reconcile(&mut *data)?);
+        relayout(&mut *data)?;
         let mut schemas = SchemaRegistry::new();
         // A table left `resync_pending` (re-created, its snapshot request lost to a crash or an
         // unreachable cloud) asks again: the request is idempotent in effect.
@@ -294,7 +318,8 @@ impl<'a> Pipeline<'a> {
         };
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size)
-                .whole_transactions(options.whole_transactions),
+                .whole_transactions(options.whole_transactions)
+                .column_rules(options.columns.clone()),
             applier: Applier::start(
                 data,
                 checkpoint.offsets.clone(),

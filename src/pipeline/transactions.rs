@@ -27,6 +27,9 @@ struct Progress {
 #[derive(Debug, Default)]
 pub(super) struct OpenTransactions {
     open: HashMap<String, Progress>,
+    /// When stale transactions are looked for next (at most once a second: the check walks
+    /// every open transaction, and is asked for every record once a batch is due).
+    next_sweep: Option<Instant>,
     /// Batches cut through an open transaction (bound or staleness), for the log.
     pub(super) split: u64,
 }
@@ -64,20 +67,23 @@ impl OpenTransactions {
     /// Whether the batch may be cut now: no transaction is half in it (one open for
     /// [`STALE_AFTER`] is let go), or the batch reached `bound` records.
     pub(super) fn may_cut(&mut self, pending: u64, bound: u64, now: Instant) -> bool {
-        self.open.retain(|_, p| now.duration_since(p.since) < STALE_AFTER);
         if self.open.is_empty() {
             return true;
         }
         if pending < bound {
-            return false;
+            if self.next_sweep.is_none_or(|at| now >= at) {
+                self.next_sweep = Some(now + Duration::from_secs(1));
+                self.open.retain(|_, p| now.duration_since(p.since) < STALE_AFTER);
+            }
+            return self.open.is_empty();
         }
         // A giant transaction: split it, and keep counting its events, so the batches after
         // the split are again cut where it ends.
         self.split += 1;
-        tracing::info!(
+        tracing::debug!(
             open = self.open.len(),
             pending,
-            "a source transaction is larger than the batch bound (4 x DatabaseBatchSize): committing it in parts"
+            "batch bound reached: cutting through open source transactions"
         );
         true
     }

@@ -13,6 +13,7 @@
 //! - [`Sink::apply_schema`] brings one table in line with a schema-history change, in its own
 //!   transaction, before any batch that uses the new schema.
 
+pub mod columns;
 pub mod ddl;
 pub mod hooks;
 pub mod memory;
@@ -89,6 +90,12 @@ pub trait Sink {
     /// The replica's name of a replicated table as its SQL spells it (quoted, qualified),
     /// for hooks' `{table}`; `None` when the replica does not have the table.
     fn target_name(&self, id: &TableId) -> Option<String>;
+
+    /// Tables whose layout in the replica no longer follows the owner's column rules (they
+    /// changed since the table was created): `sync` re-creates and reloads them.
+    fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Reading a replica back, for `verify`, `status` and `validate` (never on the data path).
@@ -131,6 +138,9 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     }
     fn target_name(&self, id: &TableId) -> Option<String> {
         (**self).target_name(id)
+    }
+    fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
+        (**self).layout_changed()
     }
 }
 
@@ -218,11 +228,13 @@ impl TargetKind {
 
 /// Opens the replica a connection string names (`ReplicaDatabase.ConnectionString`).
 pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Replica>, SinkError> {
-    Ok(match TargetKind::detect(connection_string)? {
+    let rules = options.columns.clone();
+    let replica: Box<dyn Replica> = match TargetKind::detect(connection_string)? {
         TargetKind::Sqlite => Box::new(sqlite::SqliteSink::open(connection_string, options)?),
         TargetKind::Postgres => Box::new(postgres::PgSink::open(connection_string, options)?),
         TargetKind::SqlServer => Box::new(mssql::MssqlSink::open(connection_string, options)?),
-    })
+    };
+    Ok(if rules.is_empty() { replica } else { Box::new(columns::Projecting::new(replica, rules)?) })
 }
 
 #[cfg(test)]

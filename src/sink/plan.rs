@@ -19,6 +19,9 @@ pub struct SinkOptions {
     pub table_prefix: Option<String>,
     /// Source tables (`schema.table` or `table`, any case) never created (`ReplicaDatabase.SkipTables`).
     pub skip_tables: Vec<String>,
+    /// The owner's column rules (`Columns`): applied by [`crate::sink::open`]'s
+    /// [`crate::sink::columns::Projecting`].
+    pub columns: std::sync::Arc<crate::sink::columns::ColumnRules>,
 }
 
 impl SinkOptions {

@@ -117,12 +117,24 @@ impl World {
         options: &SyncOptions,
         stop: Arc<AtomicBool>,
     ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
+        self.sync_shaped(db, key, options, &SinkOptions::default(), stop)
+    }
+
+    /// [`World::sync_options`] into a replica shaped by `sink` (prefix, skip list, column rules).
+    pub fn sync_shaped(
+        &self,
+        db: &TestDb,
+        key: &SecretKey,
+        options: &SyncOptions,
+        sink: &SinkOptions,
+        stop: Arc<AtomicBool>,
+    ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
         let mut state = db.open(SinkOptions::default());
         let session = state.read_facts().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, key).unwrap();
         let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens).unwrap();
-        sync(replication, db.open(SinkOptions::default()), state.as_mut(), key, options, stop)
+        sync(replication, db.open(sink.clone()), state.as_mut(), key, options, stop)
     }
 
     pub fn verify(&self, db: &TestDb, phase: &str) {

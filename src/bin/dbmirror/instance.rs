@@ -70,6 +70,7 @@ impl Instance {
         SinkOptions {
             table_prefix: self.config.replica.table_prefix.clone(),
             skip_tables: self.config.replica.skip_tables.clone(),
+            columns: std::sync::Arc::new(self.config.columns.clone()),
         }
     }
 

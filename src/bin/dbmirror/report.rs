@@ -324,6 +324,7 @@ pub fn print_checks(checks: &[dbmirror::verify::TableCheck], running: bool) {
             Verdict::Behind => "behind: changed at the source since the last sync; run `dbmirror sync`",
             Verdict::Failed => "FAILED: the replica cannot hold it (see `dbmirror status`)",
             Verdict::Different => "DIFFERENT",
+            Verdict::Masked => "ok, rows counted (columns excluded or masked by Columns)",
         };
         println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
     }
