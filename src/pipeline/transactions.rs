@@ -6,7 +6,9 @@
 //! `provide.transaction.metadata`); the transaction's `END` record says how many change
 //! events it has. A transaction is complete once that many were read, across every
 //! partition. Until then the batch grows past `DatabaseBatchSize`, up to a bound (four times
-//! it): a bigger source transaction is split, and the split logged. A transaction whose
+//! it), where it is cut anyway: a giant transaction, or a backlog the service delivers
+//! partition by partition (transactions spanning partitions stay open across a fetch). A
+//! transaction whose
 //! events were partly applied before a restart can never be counted complete; it is let go
 //! when the stream is caught up, or after [`STALE_AFTER`].
 
