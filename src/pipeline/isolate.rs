@@ -16,8 +16,9 @@ use crate::coalesce::{Batch, Change, Unit};
 use crate::db::{Retry, SinkError};
 use crate::row::Cell;
 use crate::schema::TableSchema;
+use crate::sink::refused::key_text;
 use crate::sink::{Replica, shadow};
-use crate::state::errors::{Refusal, RefusedRow, key_text};
+use crate::state::errors::{Refusal, RefusedRow};
 
 /// Whether the replica itself refused the write for good (as opposed to a lost connection,
 /// a lock, or a batch that does not fit the table dbmirror created).

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;
+pub mod refused;
 pub mod shadow;
 pub mod sqlite;
 pub mod worker;

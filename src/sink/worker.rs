@@ -155,10 +155,10 @@ fn run<S: Sink + StateStore>(
     };
     // Refusals a batch can make obsolete (see `state::errors`): read once per worker.
     let mut refused = match sink.read_refused() {
-        Ok(rows) => crate::state::errors::RefusedIndex::new(&rows),
+        Ok(rows) => super::refused::RefusedIndex::new(&rows),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read _ReplicationErrors; refusals are not checked against new rows");
-            crate::state::errors::RefusedIndex::default()
+            super::refused::RefusedIndex::default()
         }
     };
     for mut job in jobs.iter() {
