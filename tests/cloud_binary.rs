@@ -668,6 +668,7 @@ async fn the_status_page_and_the_operation_center_in_a_real_browser() {
     assert_eq!(browser.text("#tenant"), "cust1234");
     assert_eq!(browser.text("#running"), "running");
     assert!(browser.text("tr[data-table='crm7.person']").contains("ready"), "{}", browser.text("#tables"));
+    assert_eq!(browser.text("#refused"), "none");
     assert_eq!(browser.console_errors(), Vec::<String>::new(), "the status page logs no errors");
 
     // The Operation Center: sign in with the admin token, see the tenant and the session.

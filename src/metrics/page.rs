@@ -33,6 +33,7 @@ pub const STATUS_PAGE: &str = r##"<!doctype html>
   <dt>Lag</dt><dd id="lag">…</dd>
   <dt>Offsets acknowledged</dt><dd id="cycle">…</dd>
   <dt>Last error</dt><dd id="error">…</dd>
+  <dt>Refused changes</dt><dd id="refused">…</dd>
 </dl>
 <h2>Tables</h2>
 <table><thead><tr><th>table</th><th>state</th><th>rows</th><th>last change</th><th>note</th><th id="actions-head" hidden></th></tr></thead>
@@ -96,6 +97,10 @@ async function refresh() {
     $("cycle").textContent = ago(s.last_commit_cycle_ms);
     $("error").textContent = s.last_error ? s.last_error.message + " (" + ago(s.last_error.at_ms) + ")" : "none";
     $("error").className = s.last_error ? "bad" : "";
+    const refused = s.refused_changes || 0;
+    $("refused").textContent = refused === 0 ? "none"
+      : refused + " in _ReplicationErrors: fix the cause, then run dbmirror retry-errors";
+    $("refused").className = refused === 0 ? "" : "bad";
     $("actions-head").hidden = !s.actions;
     $("tables").replaceChildren(...s.tables.map((t) => tableRow(t, s.actions)));
     $("updated").textContent = "updated " + new Date().toLocaleTimeString() + " · refreshes every 5 s";
