@@ -159,6 +159,38 @@ fn malformed_records_name_their_position_and_problem() {
 }
 
 #[test]
+fn transaction_metadata_begin_change_and_end() {
+    assert_matches_expected("edge/transactions.jsonl", DecodeOptions::default());
+}
+
+/// Transaction-metadata records (Debezium's `provide.transaction.metadata`), bare or with the
+/// JsonConverter schema block, and a broken one named by its position.
+#[test]
+fn transaction_markers_decode_and_a_bad_one_names_its_record() {
+    use dbmirror::decode::{Event, TransactionMarker};
+    let decode = |input: &str| {
+        let mut bytes = input.as_bytes().to_vec();
+        let decoded = Decoder::default().decode(&mut bytes, &SchemaRegistry::new()).unwrap();
+        match decoded.event {
+            Event::TransactionMarker(TransactionMarker { end, id, event_count }) => (end, id.to_owned(), event_count),
+            other => panic!("{other:?}"),
+        }
+    };
+    let end = r#"{"topic":"c-cdc","partition":0,"offset":9,"key":{"id":"tx1"},"value":{"status":"END","id":"tx1","event_count":3,"data_collections":[{"data_collection":"CRM.crm7.person","event_count":3}],"ts_ms":1}}"#;
+    assert_eq!(decode(end), (true, "tx1".to_owned(), Some(3)));
+    let with_schema = r#"{"schema":{"type":"struct","fields":[],"optional":false,"name":"io.debezium.connector.common.TransactionMetadataValue"},"payload":{"status":"BEGIN","id":"tx2","event_count":null,"data_collections":null,"ts_ms":1}}"#;
+    assert_eq!(decode(with_schema), (false, "tx2".to_owned(), None));
+    let e = decode_err(
+        r#"{"topic":"c-cdc","partition":0,"offset":10,"key":null,"value":{"status":"END","id":"tx1","event_count":-1}}"#,
+    );
+    assert_eq!(e.to_string(), "record c-cdc/0@10: `event_count`: a transaction cannot have -1 events");
+    let e = decode_err(
+        r#"{"topic":"c-cdc","partition":0,"offset":11,"key":null,"value":{"status":"COMMITTED","id":"tx1"}}"#,
+    );
+    assert!(e.to_string().starts_with("record c-cdc/0@11:") && e.to_string().contains("COMMITTED"), "{e}");
+}
+
+#[test]
 fn inspect_binary_reports_bad_lines_and_keeps_going() {
     let dir = std::env::temp_dir().join(format!("dbmirror-inspect-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

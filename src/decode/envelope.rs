@@ -106,12 +106,14 @@ fn decode_value<'a>(
         };
         let id = need(payload, "id")?.as_str().ok_or(DecodeErrorKind::field("id", "string", "other"))?;
         let event_count = match payload.get("event_count").filter(|c| !c.is_null()) {
-            Some(c) => Some(c.as_i64().and_then(|n| u64::try_from(n).ok()).ok_or(DecodeErrorKind::field(
-                "event_count",
-                "a non-negative integer",
-                c.kind(),
-            ))?),
             None => None,
+            Some(c) => match c.as_i64() {
+                Some(n) => Some(u64::try_from(n).map_err(|_| DecodeErrorKind::Invalid {
+                    field: "event_count",
+                    reason: format!("a transaction cannot have {n} events"),
+                })?),
+                None => return Err(DecodeErrorKind::field("event_count", "an integer", c.kind())),
+            },
         };
         return Ok(Event::TransactionMarker(crate::decode::TransactionMarker { end, id, event_count }));
     }
