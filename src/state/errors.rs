@@ -15,7 +15,8 @@ use crate::protocol::Offsets;
 /// The table's name.
 pub const ERRORS_TABLE: &str = "_ReplicationErrors";
 
-/// `_ReplicationErrors` statements of one target.
+/// `_ReplicationErrors` statements of one target. Every target creates the table when it
+/// opens the replica, next to `_ReplicationState`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorStatements {
     /// Creates the table if it is missing.
@@ -72,7 +73,6 @@ pub fn write_refused(
     (offsets, reset_epoch): (&Offsets, Option<u64>),
 ) -> Result<(), SinkError> {
     in_transaction(exec, |exec| {
-        exec.execute_batch(&sql.errors.create)?;
         for r in refused {
             let params = [
                 Param::Text(&r.table),
@@ -89,7 +89,6 @@ pub fn write_refused(
 
 /// Every stored refusal, oldest first.
 pub fn read_refused(exec: &mut dyn StateExec, sql: &StateStatements) -> Result<Vec<RefusedRow>, SinkError> {
-    exec.execute_batch(&sql.errors.create)?;
     let columns = [Column::Int, Column::Text, Column::Text, Column::Text, Column::Text, Column::Text, Column::Text];
     let rows = exec.query(&sql.errors.select, &columns)?;
     Ok(rows

@@ -178,6 +178,7 @@ impl MssqlSink {
         let mut sink = Self { runtime, config, client: None, options, tables: HashMap::new(), state };
         sink.tables = sink.with_exec(|exec, state| {
             exec.execute_batch(&state.create_table)?;
+            exec.execute_batch(&state.errors.create)?;
             table::read_tables(exec, state)
         })?;
         Ok(sink)

@@ -85,6 +85,7 @@ impl PgSink {
         let stages = Default::default();
         let mut sink = Self { config, tls, client, options, tables: HashMap::new(), state, stages };
         sink.client.batch_execute(&sink.state.create_table).map_err(err("creating _ReplicationState"))?;
+        sink.client.batch_execute(&sink.state.errors.create).map_err(err("creating _ReplicationErrors"))?;
         sink.tables = table::read_tables(&mut Exec(&mut sink.client), &sink.state)?;
         Ok(sink)
     }

@@ -87,6 +87,7 @@ impl SqliteSink {
         conn.set_prepared_statement_cache_capacity(256);
         let state = sql::state_statements();
         conn.execute_batch(&state.create_table).map_err(err("creating _ReplicationState"))?;
+        conn.execute_batch(&state.errors.create).map_err(err("creating _ReplicationErrors"))?;
         let tables = table::read_tables(&mut Exec(&conn), &state)?;
         Ok(Self { conn, options, tables, state })
     }
