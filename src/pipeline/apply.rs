@@ -229,19 +229,7 @@ impl Applier {
             );
         }
         let Job::Apply(batch) = pending.remove(0) else { unreachable!("checked above") };
-        let tables = batch
-            .tables()
-            .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
-            .collect();
-        let applied = Report::Applied {
-            tables,
-            records: batch.records(),
-            offsets: batch.offsets().clone(),
-            apply: started.elapsed(),
-            source_ms: batch.source_ms(),
-            committed_ms: crate::clock::now_ms(),
-        };
-        self.account(applied);
+        self.account(Report::applied(&batch, crate::sink::worker::live_rows(&batch), started));
         None
     }
 

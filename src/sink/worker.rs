@@ -91,6 +91,31 @@ impl<S> std::fmt::Debug for SinkWorker<S> {
     }
 }
 
+impl Report {
+    /// A committed batch's report: `tables` from [`live_rows`] (taken before the batch ran),
+    /// the rest read from the batch now.
+    pub fn applied(batch: &Batch, tables: Vec<(String, u64, u64)>, started: std::time::Instant) -> Self {
+        Report::Applied {
+            tables,
+            records: batch.records(),
+            offsets: batch.offsets().clone(),
+            apply: started.elapsed(),
+            source_ms: batch.source_ms(),
+            committed_ms: crate::clock::now_ms(),
+        }
+    }
+}
+
+/// Rows a batch writes per live table (`schema.table`, upserts, deletes); a resync's shadow
+/// copies are not counted.
+pub fn live_rows(batch: &Batch) -> Vec<(String, u64, u64)> {
+    batch
+        .tables()
+        .filter(|t| shadow::live_id(&t.schema().id).is_none())
+        .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
+        .collect()
+}
+
 /// Marks the tables still snapshotting ready; returns them.
 fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<Vec<TableId>, SinkError> {
     let mut ready = Vec::new();
@@ -106,16 +131,18 @@ fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<Vec<TableId>, SinkEr
 /// The hook events a job that committed raised (see [`super::hooks`]).
 fn occurrences(job: &Job, report: &Report, loaded: Vec<TableId>) -> Vec<Occurrence> {
     match (job, report) {
-        (Job::Apply(batch), Report::Applied { records, .. }) if *records > 0 => {
-            let wrote = |t: &&crate::coalesce::TableBatch| {
-                t.truncate_first() || t.upserts().next().is_some() || t.deletes().next().is_some()
-            };
-            let written: Vec<_> = batch.tables().filter(wrote).collect();
-            if written.is_empty() {
+        (Job::Apply(batch), Report::Applied { records, tables: counted, .. }) if *records > 0 => {
+            // The live tables the batch wrote to (a truncate counts), with the report's counts.
+            let tables: Vec<TableId> = batch
+                .tables()
+                .filter(|t| shadow::live_id(&t.schema().id).is_none())
+                .filter(|t| t.truncate_first() || !t.is_empty())
+                .map(|t| t.schema().id.clone())
+                .collect();
+            if tables.is_empty() {
                 return Vec::new();
             }
-            let rows = written.iter().map(|t| (t.upserts().count() + t.deletes().count()) as u64).sum();
-            let tables = written.iter().map(|t| t.schema().id.clone()).collect();
+            let rows = counted.iter().map(|(_, upserts, deletes)| upserts + deletes).sum();
             vec![Occurrence { event: HookEvent::BatchCommitted, tables, rows, reason: None }]
         }
         (Job::Schema(change), Report::Schema(_, outcome)) => {
@@ -169,22 +196,11 @@ fn run<S: Sink + StateStore>(
         let mut loaded = Vec::new();
         let result = match &mut job {
             Job::Apply(batch) => {
-                // Counted before the shadow copies are added: rows of the live tables.
-                let tables: Vec<_> = batch
-                    .tables()
-                    .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
-                    .collect();
+                let tables = live_rows(batch);
                 shadow::copy_to_shadows(&sink, batch);
                 batch.set_superseded(refused.take_superseded(batch));
                 let started = std::time::Instant::now();
-                sink.apply(batch).map(|()| Report::Applied {
-                    tables,
-                    records: batch.records(),
-                    offsets: batch.offsets().clone(),
-                    apply: started.elapsed(),
-                    source_ms: batch.source_ms(),
-                    committed_ms: crate::clock::now_ms(),
-                })
+                sink.apply(batch).map(|()| Report::applied(batch, tables, started))
             }
             Job::Schema(change) => sink
                 .apply_schema(change)
