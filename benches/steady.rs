@@ -30,7 +30,8 @@ mod targets;
 
 use std::io::Write as _;
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dbmirror::canonical::canonical;
 use dbmirror::coalesce::FlushPolicy;
 use dbmirror::row::Cell;
@@ -97,6 +98,27 @@ fn streaming<S: Sink + StateStore>(mut sink: S, schema: &TableSchema) -> S {
     sink
 }
 
+/// The target's group, with dbmirror's pipeline measured first, each iteration on a replica
+/// from `fresh`.
+fn group_with_pipeline<'c, S: Sink + StateStore + Send + 'static>(
+    c: &'c mut Criterion,
+    target: &str,
+    work: &Work,
+    mut fresh: impl FnMut() -> S,
+) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(format!("steady/{target}/{LABEL}"));
+    group.throughput(Throughput::Elements(CHANGES));
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new("pipeline_2_threads", CHANGES), |b| {
+        b.iter_batched(
+            &mut fresh,
+            |sink| ingest_common::pipeline_2_threads(sink, &work.body, &work.schemas, policy()),
+            BatchSize::PerIteration,
+        )
+    });
+    group
+}
+
 fn bench(c: &mut Criterion) {
     let work = prepare();
     bench_sqlite(c, &work);
@@ -150,16 +172,7 @@ fn bench_sqlite(c: &mut Criterion, work: &Work) {
         streaming(sink, schema)
     };
 
-    let mut group = c.benchmark_group(format!("steady/sqlite/{LABEL}"));
-    group.throughput(Throughput::Elements(CHANGES));
-    group.sample_size(10);
-    group.bench_function(BenchmarkId::new("pipeline_2_threads", CHANGES), |b| {
-        b.iter_batched(
-            fresh,
-            |sink| ingest_common::pipeline_2_threads(sink, &work.body, &work.schemas, policy()),
-            BatchSize::PerIteration,
-        )
-    });
+    let mut group = group_with_pipeline(c, "sqlite", work, fresh);
     group.bench_function(BenchmarkId::new("row_by_row", CHANGES), |b| {
         b.iter_batched(
             fresh,
@@ -381,16 +394,7 @@ fn bench_postgres(c: &mut Criterion, work: &Work, admin: &str) {
     };
     let rendered = render_pg(work);
 
-    let mut group = c.benchmark_group(format!("steady/postgres/{LABEL}"));
-    group.throughput(Throughput::Elements(CHANGES));
-    group.sample_size(10);
-    group.bench_function(BenchmarkId::new("pipeline_2_threads", CHANGES), |b| {
-        b.iter_batched(
-            fresh,
-            |sink| ingest_common::pipeline_2_threads(sink, &work.body, &work.schemas, policy()),
-            BatchSize::PerIteration,
-        )
-    });
+    let mut group = group_with_pipeline(c, "postgres", work, fresh);
     group.bench_function(BenchmarkId::new("row_by_row", CHANGES), |b| {
         let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
         let casts: Vec<String> = schema
