@@ -106,3 +106,44 @@ fn a_retry_before_the_fix_keeps_the_refusals_and_stop_still_holds() {
         w.verify(&db, "after Stop, the fix and a retry");
     }
 }
+
+/// `sync` running as a service under `Isolate` while the source changes: the owner's trigger
+/// refuses some people, the service never stops, every other table stays current, the health
+/// check names the refusals; after the fix a retry makes the replica equal to the source.
+#[test]
+fn a_running_sync_isolates_refused_rows_and_goes_on() {
+    use std::time::{Duration, Instant};
+    let eventually = |what: &str, mut check: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    for db in local_databases() {
+        let (w, key) = ready(&db, "isolate3");
+        refuse_some_people(&db);
+        let metrics = Arc::new(dbmirror::metrics::Metrics::default());
+        let options =
+            SyncOptions { until_idle: false, isolate_refused: true, metrics: metrics.clone(), ..World::options() };
+        let run = w.while_syncing(&db, &key, &options, |run| {
+            w.changes(300);
+            eventually("refusals", Box::new(|| !db.open(SinkOptions::default()).read_refused().unwrap().is_empty()));
+            w.changes(300);
+            eventually("every other table current", Box::new(|| unequal_tables(&w, &db) == ["crm7.person"]));
+            eventually(
+                "the health check to name the refusals",
+                Box::new(|| {
+                    matches!(metrics.health(Duration::from_secs(300)),
+                        dbmirror::metrics::Health::Unhealthy(why) if why.contains("_ReplicationErrors"))
+                }),
+            );
+            assert!(!run.is_finished(), "{:?}: refusals must not stop the service", db.kind);
+        });
+        run.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
+        accept_all_people(&db);
+        let outcome = dbmirror::pipeline::isolate::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
+        assert!(outcome.still_refused.is_empty(), "{:?}", outcome.still_refused);
+        w.verify(&db, "after the running service isolated, the fix and a retry");
+    }
+}
