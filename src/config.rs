@@ -69,6 +69,8 @@ pub struct Config {
     pub whole_transactions: bool,
     /// `Columns`: the owner's excluded, hashed and fixed columns (see [`crate::sink::columns`]).
     pub columns: crate::sink::columns::ColumnRules,
+    /// `DeleteModes`: hard, soft or history deletes per table (see [`crate::sink::modes`]).
+    pub delete_modes: crate::sink::modes::DeleteModes,
 }
 
 /// `Metrics`: the Prometheus endpoint and health check of a running `sync`.
@@ -210,6 +212,7 @@ fn byte_size(key: &str, raw: &str) -> Result<u64, ConfigError> {
 }
 
 const KNOWN_TOP_LEVEL: &[&str] = &[
+    "DeleteModes",
     "MaxBatchSize",
     "MaxPollTimeSeconds",
     "MaxBytes",
@@ -340,6 +343,8 @@ impl Config {
             whole_transactions: r.boolean(&["WholeSourceTransactions"], true)?,
             columns: crate::sink::columns::parse(lookup(&root, &["Columns"]), folder, env)
                 .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?,
+            delete_modes: crate::sink::modes::parse(lookup(&root, &["DeleteModes"]))
+                .map_err(|(key, reason)| ConfigError::Value { key, reason })?,
         };
         let warnings = root
             .as_object()
@@ -363,6 +368,7 @@ impl Config {
             isolate_refused: self.replica.isolate_refused,
             whole_transactions: self.whole_transactions,
             columns: std::sync::Arc::new(self.columns.clone()),
+            modes: std::sync::Arc::new(self.delete_modes.clone()),
             ..SyncOptions::default()
         }
     }

@@ -16,10 +16,13 @@ use dbmirror::sink::{CanonicalRow, SchemaOutcome, Sink, SinkOptions};
 use dbmirror::state::{SessionValue, TableState};
 use proptest::prelude::*;
 
+use dbmirror::sink::TargetKind;
 use dbmirror::sink::columns::{ColumnRules, Projection};
+use dbmirror::sink::modes::{DeleteMode, DeleteModes};
 
 use crate::support::targets::{TestDb, fresh_databases};
 use crate::support::{GenOp, Model, apply_one, event, gen_op, registry};
+
 
 fn create_all(sink: &mut dyn Replica, schemas: &SchemaRegistry) {
     for name in ["person", "link"] {
@@ -73,23 +76,60 @@ fn replica_rows(sink: &mut dyn Replica) -> [Vec<CanonicalRow>; 2] {
     [read("person"), read("link")]
 }
 
+/// Delete modes for the property test: none, or each table in one of the other two.
+fn some_modes(choice: usize) -> DeleteModes {
+    match choice {
+        0 => DeleteModes::default(),
+        1 => DeleteModes::of(&[("person", DeleteMode::Soft), ("crm7.link", DeleteMode::History)]),
+        _ => DeleteModes::of(&[("person", DeleteMode::History), ("link", DeleteMode::Soft)]),
+    }
+}
+
+/// What the modes keep beside the current state, read from the target's tables: rows
+/// flagged deleted in a soft table, rows in a history table.
+fn kept(db: &TestDb, table: &str, mode: DeleteMode) -> Option<i64> {
+    if db.kind == TargetKind::SqlServer {
+        return None;
+    }
+    Some(match mode {
+        DeleteMode::Hard => return None,
+        DeleteMode::Soft => db.scalar(
+            &format!("SELECT count(*) FROM crm7_{table} WHERE _deleted = 1"),
+            &format!("SELECT count(*) FROM crm7.{table} WHERE _deleted"),
+        ),
+        DeleteMode::History => db.scalar(
+            &format!("SELECT count(*) FROM crm7_{table}_history"),
+            &format!("SELECT count(*) FROM crm7.{table}_history"),
+        ),
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     /// Any history, cut into batches anywhere, each batch applied twice (a replay): every
-    /// target's replica equals the source — through the owner's column rules when `ruled` —
-    /// and the stored offsets are the highest consumed.
+    /// target's replica equals the source — through the owner's column rules when `ruled`,
+    /// in any mix of delete modes — and the stored offsets are the highest consumed. A soft
+    /// table flags exactly the keys a committed batch had and the source no longer has; a
+    /// history table holds each change event once.
     #[test]
     fn every_target_equals_the_source_after_any_history(
         ops in proptest::collection::vec(gen_op(), 0..40),
         cuts in proptest::collection::vec(any::<bool>(), 40),
         ready in any::<bool>(),
         ruled in any::<bool>(),
+        mode_choice in 0usize..3,
     ) {
         let schemas = registry();
         let rules = if ruled { some_rules() } else { ColumnRules::default() };
+        let modes = std::sync::Arc::new(some_modes(mode_choice));
         for db in fresh_databases() {
-            let mut sink = db.open(SinkOptions { columns: std::sync::Arc::new(rules.clone()), ..SinkOptions::default() });
+            let options = SinkOptions {
+                columns: std::sync::Arc::new(rules.clone()),
+                modes: modes.clone(),
+                ..SinkOptions::default()
+            };
+            let mut sink = db.open(options);
             create_all(sink.as_mut(), &schemas);
             // Snapshotting tables take the optimistic bulk path; ready ones always merge.
             if ready {
@@ -98,15 +138,29 @@ proptest! {
                 }
             }
             let mut expected: Model = Default::default();
-            let mut coalescer = Coalescer::new(FlushPolicy::default());
+            let mut committed: [std::collections::HashSet<dbmirror::row::PrimaryKey>; 2] = Default::default();
+            let mut events = [0i64; 2];
+            let mut coalescer = Coalescer::new(FlushPolicy::default()).keep_logs(modes.log_filter());
             for (i, op) in ops.iter().enumerate() {
                 apply_one(&mut expected, op);
+                if let GenOp::Upsert { table, .. } | GenOp::Update { table, .. } | GenOp::Delete { table, .. } = op {
+                    events[*table] += 1;
+                }
                 coalescer.push(&event(op, i as i64), &schemas, Instant::now()).unwrap();
                 if cuts[i] || i + 1 == ops.len() {
                     let batch = coalescer.take();
                     sink.apply(&batch).unwrap();
                     sink.apply(&batch).unwrap();
                     prop_assert_eq!(replica_rows(sink.as_mut()), model_rows(&expected, &schemas, &rules), "{:?}", db.kind);
+                    for (t, name) in ["person", "link"].iter().enumerate() {
+                        committed[t].extend(expected[t].keys().cloned());
+                        let mode = modes.for_table(&TableId::new("crm7", *name));
+                        let gone = committed[t].iter().filter(|k| !expected[t].contains_key(*k)).count() as i64;
+                        let want = match mode { DeleteMode::Soft => gone, _ => events[t] };
+                        if let Some(found) = kept(&db, name, mode) {
+                            prop_assert_eq!(found, want, "{:?} {} {:?}", db.kind, name, mode);
+                        }
+                    }
                 }
             }
             let offsets = sink.offsets().unwrap();

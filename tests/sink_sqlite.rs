@@ -342,6 +342,10 @@ impl Sink for FlakySink {
         self.inner.run_script(sql)
     }
 
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), dbmirror::sink::SinkError> {
+        self.inner.retire_table(id, new_name)
+    }
+
     fn target_name(&self, id: &TableId) -> Option<String> {
         self.inner.target_name(id)
     }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use table_batch::{Change, TableBatch};
+pub use table_batch::{Change, Logged, TableBatch};
 
 use crate::decode::{ChangeEvent, Decoded, Event, Field, Op, ValueError};
 use crate::protocol::OwnedPosition;
@@ -114,6 +114,25 @@ pub struct Unit {
     pub schema: Arc<TableSchema>,
     /// The key's final state; `None` for the table's truncate.
     pub change: Option<Change>,
+    /// The key's change events, in order, when its table keeps a history (see [`Logged`]).
+    pub log: Vec<Logged>,
+}
+
+impl Unit {
+    /// A key's final state (or a truncate) with no history.
+    pub fn new(schema: Arc<TableSchema>, change: Option<Change>) -> Self {
+        Unit { schema, change, log: Vec::new() }
+    }
+}
+
+/// Which tables keep a log of every change (their owner wants a history, see `sink::modes`).
+#[derive(Clone)]
+pub struct LogFilter(pub Arc<dyn Fn(&TableId) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for LogFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogFilter")
+    }
 }
 
 impl Batch {
@@ -162,10 +181,24 @@ impl Batch {
         let mut units = Vec::new();
         for table in self.tables.values() {
             let schema = table.schema();
-            if table.truncate_first() {
-                units.push(Unit { schema: schema.clone(), change: None });
+            let mut logs: std::collections::HashMap<&crate::row::PrimaryKey, Vec<Logged>> = Default::default();
+            for logged in table.log().unwrap_or_default() {
+                logs.entry(&logged.key).or_default().push(logged.clone());
             }
-            units.extend(table.changes().map(|change| Unit { schema: schema.clone(), change: Some(change) }));
+            let first = units.len();
+            for change in table.changes() {
+                let key = match &change {
+                    Change::Upsert(key, _) | Change::Delete(key) => key,
+                };
+                let log = logs.remove(key).unwrap_or_default();
+                units.push(Unit { schema: schema.clone(), change: Some(change), log });
+            }
+            // What is left are changes of keys the truncate then cleared: they happened, so
+            // they go with the truncate (every key change's log is in its key's unit above).
+            let log: Vec<Logged> = logs.into_values().flatten().collect();
+            if table.truncate_first() {
+                units.insert(first, Unit { schema: schema.clone(), change: None, log });
+            }
         }
         units
     }
@@ -176,11 +209,12 @@ impl Batch {
         let mut batch = Batch::default();
         for unit in units {
             let table =
-                batch.tables.entry(unit.schema.id.clone()).or_insert_with(|| TableBatch::new(Arc::clone(&unit.schema)));
+                batch.tables.entry(unit.schema.id.clone()).or_insert_with(|| TableBatch::new(Arc::clone(&unit.schema), false));
             match &unit.change {
                 None => table.truncate(),
                 Some(change) => table.record(change.clone()),
             }
+            unit.log.iter().for_each(|logged| table.log_change(logged.clone()));
         }
         batch
     }
@@ -233,12 +267,20 @@ impl Batch {
 pub struct Coalescer {
     policy: FlushPolicy,
     batch: Batch,
+    /// Tables that keep every change besides the final states (see [`Logged`]).
+    keep_log: Option<LogFilter>,
 }
 
 impl Coalescer {
     /// A coalescer flushing by `policy`.
     pub fn new(policy: FlushPolicy) -> Self {
-        Self { policy, batch: Batch::default() }
+        Self { policy, batch: Batch::default(), keep_log: None }
+    }
+
+    /// Keeps every change of the tables `filter` names, besides their final states.
+    pub fn keep_logs(mut self, filter: Option<LogFilter>) -> Self {
+        self.keep_log = filter;
+        self
     }
 
     /// Adds one record. Tombstones and schema changes only advance the offsets; the caller
@@ -246,14 +288,19 @@ impl Coalescer {
     pub fn push(&mut self, decoded: &Decoded<'_>, schemas: &SchemaRegistry, now: Instant) -> Result<(), CoalesceError> {
         let position = decoded.position.map(|p| p.to_owned());
         if let Event::Change(change) = &decoded.event {
-            self.push_change(change, schemas)
+            self.push_change(change, schemas, position.as_ref())
                 .map_err(|kind| CoalesceError { position: position.clone(), kind: Box::new(kind) })?;
         }
         self.batch.note(position.as_ref(), now);
         Ok(())
     }
 
-    fn push_change(&mut self, change: &ChangeEvent<'_>, schemas: &SchemaRegistry) -> Result<(), CoalesceErrorKind> {
+    fn push_change(
+        &mut self,
+        change: &ChangeEvent<'_>,
+        schemas: &SchemaRegistry,
+        position: Option<&OwnedPosition>,
+    ) -> Result<(), CoalesceErrorKind> {
         let (schema_name, table_name) = (change.source.schema, change.source.table);
         let qualified = || format!("{schema_name}.{table_name}");
         let schema =
@@ -273,9 +320,21 @@ impl Coalescer {
         }
         // Build everything first so a bad event leaves the batch untouched.
         let prepared = prepare(schema, change)?;
-        let table = self.batch.tables.entry(id.clone()).or_insert_with(|| TableBatch::new(Arc::clone(schema)));
+        let keep_log = &self.keep_log;
+        let table = self
+            .batch
+            .tables
+            .entry(id.clone())
+            .or_insert_with(|| TableBatch::new(Arc::clone(schema), keep_log.as_ref().is_some_and(|f| (f.0)(id))));
+        let logged = match table.log() {
+            Some(_) => logged(schema, change, position)?,
+            None => None,
+        };
         let before = table.approx_bytes();
         table.apply(prepared);
+        if let Some(logged) = logged {
+            table.log_change(logged);
+        }
         self.batch.bytes = self.batch.bytes + table.approx_bytes() - before;
         Ok(())
     }
@@ -350,6 +409,32 @@ fn prepare(schema: &TableSchema, change: &ChangeEvent<'_>) -> Result<Prepared, C
         }
     }
     Ok(Prepared::Ops(ops))
+}
+
+/// The change as the history keeps it; `None` for a truncate (no row).
+fn logged(
+    schema: &TableSchema,
+    change: &ChangeEvent<'_>,
+    position: Option<&OwnedPosition>,
+) -> Result<Option<Logged>, CoalesceErrorKind> {
+    let image = match change.op {
+        Op::Truncate => return Ok(None),
+        Op::Delete => change.before.as_deref().or(change.key.as_deref()),
+        _ => change.after.as_deref(),
+    };
+    let row = table_batch::owned_row(schema, image.ok_or_else(|| missing_image(schema, change.op))?)?;
+    let key = table_batch::key_from_row(schema, &row, change.op)?;
+    let text = |t: Option<&str>| t.map(Box::<str>::from);
+    Ok(Some(Logged {
+        op: change.op,
+        key,
+        row,
+        source_ms: change.source.ts_ms,
+        commit_lsn: text(change.source.commit_lsn),
+        change_lsn: text(change.source.change_lsn),
+        serial: change.source.event_serial_no,
+        position: position.map(|p| (p.partition, p.offset)),
+    }))
 }
 
 fn missing_image(schema: &TableSchema, op: Op) -> CoalesceErrorKind {

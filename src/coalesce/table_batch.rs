@@ -17,6 +17,29 @@ pub enum Change {
     Delete(PrimaryKey),
 }
 
+/// One change event of a table as the source made it, kept (besides the key's final state)
+/// for tables whose owner keeps a history of every change (see `sink::modes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The operation.
+    pub op: Op,
+    /// The row's primary key.
+    pub key: PrimaryKey,
+    /// The row after the change; for a delete the row before it (only its key when the event
+    /// carried no before image).
+    pub row: OwnedRow,
+    /// Source commit time (ms since the epoch).
+    pub source_ms: Option<i64>,
+    /// The source transaction's commit LSN.
+    pub commit_lsn: Option<Box<str>>,
+    /// The change's own LSN (none for snapshot reads).
+    pub change_lsn: Option<Box<str>>,
+    /// The connector's serial number of the event within its change LSN.
+    pub serial: Option<i64>,
+    /// Where the record sits in the log (partition, offset).
+    pub position: Option<(i32, i64)>,
+}
+
 /// Pending changes of one table, at most one per primary key.
 ///
 /// Sinks apply `truncate_first`, then every delete, then every upsert. Deletes go first because
@@ -28,11 +51,24 @@ pub struct TableBatch {
     truncate_first: bool,
     changes: HashMap<PrimaryKey, Option<OwnedRow>>,
     bytes: usize,
+    /// Every change in order, for a table with a history; `None` otherwise.
+    log: Option<Vec<Logged>>,
 }
 
 impl TableBatch {
-    pub(super) fn new(schema: Arc<TableSchema>) -> Self {
-        Self { schema, truncate_first: false, changes: HashMap::new(), bytes: 0 }
+    pub(super) fn new(schema: Arc<TableSchema>, keep_log: bool) -> Self {
+        Self { schema, truncate_first: false, changes: HashMap::new(), bytes: 0, log: keep_log.then(Vec::new) }
+    }
+
+    /// Every change event in order, when the table keeps a history (see [`Logged`]).
+    pub fn log(&self) -> Option<&[Logged]> {
+        self.log.as_deref()
+    }
+
+    /// Appends to the log (the table keeps one from now on).
+    pub(super) fn log_change(&mut self, logged: Logged) {
+        self.bytes += row_bytes(&logged.row);
+        self.log.get_or_insert_with(Vec::new).push(logged);
     }
 
     /// The same changes for another table with the same columns (a resync's shadow table).
@@ -82,10 +118,11 @@ impl TableBatch {
         self.bytes
     }
 
+    /// Clears the pending changes; the log keeps what happened before the truncate.
     pub(super) fn truncate(&mut self) {
         self.truncate_first = true;
         self.changes.clear();
-        self.bytes = 0;
+        self.bytes = self.log.iter().flatten().map(|l| row_bytes(&l.row)).sum();
     }
 
     /// Records a key's new final state; the last one wins.

@@ -106,6 +106,12 @@ impl DecodeStage {
         matches!(diff, SchemaDiff::Incompatible)
     }
 
+    /// Keeps every change of the tables with a history (see [`crate::coalesce::Logged`]).
+    pub(super) fn keep_logs(mut self, filter: Option<crate::coalesce::LogFilter>) -> Self {
+        self.coalescer = std::mem::take(&mut self.coalescer).keep_logs(filter);
+        self
+    }
+
     /// Cuts batches anywhere (`false`), not only between source transactions.
     pub(super) fn whole_transactions(mut self, whole: bool) -> Self {
         self.transactions = whole.then(OpenTransactions::default);

@@ -174,5 +174,5 @@ fn unit_of(schema: &std::sync::Arc<TableSchema>, row: &RefusedRow) -> Result<Uni
         ("truncate", _) => None,
         (other, _) => return Err(format!("unknown stored operation `{other}`")),
     };
-    Ok(Unit { schema: schema.clone(), change })
+    Ok(Unit::new(schema.clone(), change))
 }

@@ -89,6 +89,9 @@ pub struct SyncOptions {
     /// The owner's column rules (`Columns`), so a schema change of an excluded column is not
     /// taken for a re-create (the replica applies them, see [`crate::sink::columns`]).
     pub columns: Arc<crate::sink::columns::ColumnRules>,
+    /// The owner's delete modes (`DeleteModes`), so the tables with a history keep every
+    /// change, not only final states (the replica applies them, see [`crate::sink::modes`]).
+    pub modes: Arc<crate::sink::modes::DeleteModes>,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -122,6 +125,7 @@ impl Default for SyncOptions {
             isolate_refused: false,
             whole_transactions: true,
             columns: Arc::default(),
+            modes: Arc::default(),
         }
     }
 }
@@ -319,7 +323,8 @@ impl<'a> Pipeline<'a> {
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size)
                 .whole_transactions(options.whole_transactions)
-                .column_rules(options.columns.clone()),
+                .column_rules(options.columns.clone())
+                .keep_logs(options.modes.log_filter()),
             applier: Applier::start(
                 data,
                 checkpoint.offsets.clone(),

@@ -69,6 +69,25 @@ pub fn swap_in(
     Ok(())
 }
 
+/// Keeps a table under another name and forgets it (see [`super::Sink::retire_table`]):
+/// `rename(record)` is the target's rename, run in one transaction with the record's removal.
+pub fn retire(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    tables: &mut HashMap<TableId, TableRecord>,
+    id: &TableId,
+    rename: impl FnOnce(&TableRecord) -> String,
+) -> Result<(), SinkError> {
+    let record = tables.get(id).ok_or_else(|| super::missing(id))?;
+    let statement = rename(record);
+    in_transaction(exec, |exec| {
+        exec.execute_batch(&statement)?;
+        forget_table(exec, sql, &id.to_string())
+    })?;
+    tables.remove(id);
+    Ok(())
+}
+
 /// The session fact naming why `id` failed (cleared to empty text when it no longer does).
 pub fn failed_fact(id: &TableId) -> String {
     format!("{FAILED_REASON}{id}")

@@ -160,12 +160,28 @@ impl Sink for MemoryReplica {
             let schema = table.schema();
             let key_types: Vec<SqlType> =
                 schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();
+            let soft = soft_columns(schema);
+            let at = batch_time(batch);
             let rows = db.rows.entry(schema.id.clone()).or_default();
-            if table.truncate_first() {
-                rows.clear();
-            }
-            for key in table.deletes() {
-                rows.remove(&canonical_cells(key, key_types.iter().copied()));
+            match soft {
+                Some(soft) => {
+                    if table.truncate_first() {
+                        rows.values_mut().for_each(|row| soft.mark(row, &at));
+                    }
+                    for key in table.deletes() {
+                        if let Some(row) = rows.get_mut(&canonical_cells(key, key_types.iter().copied())) {
+                            soft.mark(row, &at);
+                        }
+                    }
+                }
+                None => {
+                    if table.truncate_first() {
+                        rows.clear();
+                    }
+                    for key in table.deletes() {
+                        rows.remove(&canonical_cells(key, key_types.iter().copied()));
+                    }
+                }
             }
             for (key, row) in table.upserts() {
                 let row = canonical_cells(row, schema.columns.iter().map(|c| c.sql_type));
@@ -184,7 +200,17 @@ impl Sink for MemoryReplica {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         let mut db = self.lock();
         let swap = shadow::Swap::plan(&db.tables, id, |_, _| String::new())?;
-        let rows = db.rows.remove(&shadow::shadow_id(id)).unwrap_or_default();
+        let mut rows = db.rows.remove(&shadow::shadow_id(id)).unwrap_or_default();
+        // A soft table keeps the rows the fresh snapshot no longer has, as deleted.
+        if let Some(soft) = soft_columns(&swap.ready.schema) {
+            let now = batch_time(&Batch::default());
+            for (key, mut row) in db.rows.remove(id).unwrap_or_default() {
+                if !rows.contains_key(&key) {
+                    soft.mark(&mut row, &now);
+                    rows.insert(key, row);
+                }
+            }
+        }
         db.rows.insert(id.clone(), rows);
         swap.done(&mut db.tables);
         Ok(())
@@ -204,6 +230,41 @@ impl Sink for MemoryReplica {
     fn target_name(&self, id: &TableId) -> Option<String> {
         self.lock().tables.contains_key(id).then(|| id.to_string())
     }
+
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        let mut db = self.lock();
+        let rows = db.rows.remove(id).unwrap_or_default();
+        db.rows.insert(TableId::new(id.schema.clone(), new_name), rows);
+        db.tables.remove(id);
+        Ok(())
+    }
+}
+
+/// Where a soft table keeps its flags (see `sink::modes`), in canonical rows.
+#[derive(Debug, Clone, Copy)]
+struct SoftColumns {
+    deleted: usize,
+    at: usize,
+}
+
+impl SoftColumns {
+    /// Flags a live row deleted at `at`; a row already deleted keeps its time.
+    fn mark(self, row: &mut CanonicalRow, at: &Option<String>) {
+        if row[self.deleted].as_deref() != Some("1") {
+            row[self.deleted] = Some("1".into());
+            row[self.at] = at.clone();
+        }
+    }
+}
+
+fn soft_columns(schema: &crate::schema::TableSchema) -> Option<SoftColumns> {
+    let find = |name| schema.columns.iter().position(|c| c.name == name);
+    Some(SoftColumns { deleted: find(super::modes::layout::DELETED)?, at: find(super::modes::layout::DELETED_AT)? })
+}
+
+/// `_deleted_at` of a batch's soft deletes, canonical (see [`super::modes::deleted_at`]).
+fn batch_time(batch: &Batch) -> Option<String> {
+    canonical(&Cell::DateTime(super::modes::deleted_at(batch)), super::modes::layout::TIME_TYPE)
 }
 
 impl StateStore for MemoryReplica {

@@ -17,6 +17,7 @@ pub mod columns;
 pub mod ddl;
 pub mod hooks;
 pub mod memory;
+pub mod modes;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;
@@ -97,6 +98,11 @@ pub trait Sink {
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
         Ok(Vec::new())
     }
+
+    /// Keeps a replicated table under `new_name` (same schema) and forgets it, in one
+    /// transaction: it is never written or dropped again (a history table whose layout can no
+    /// longer follow its source, see [`modes::layout`]).
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError>;
 }
 
 /// Reading a replica back, for `verify`, `status` and `validate` (never on the data path).
@@ -143,6 +149,9 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
         (**self).layout_changed()
     }
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        (**self).retire_table(id, new_name)
+    }
 }
 
 impl<T: ReplicaRead + ?Sized> ReplicaRead for Box<T> {
@@ -157,7 +166,7 @@ impl<T: ReplicaRead + ?Sized> ReplicaRead for Box<T> {
     }
 }
 
-fn missing(id: &TableId) -> SinkError {
+pub(crate) fn missing(id: &TableId) -> SinkError {
     SinkError::Table { table: id.clone(), reason: "not in the replica".into() }
 }
 
@@ -229,12 +238,25 @@ impl TargetKind {
 
 /// Opens the replica a connection string names (`ReplicaDatabase.ConnectionString`).
 pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Replica>, SinkError> {
-    let rules = options.columns.clone();
+    let (rules, modes) = (options.columns.clone(), options.modes.clone());
     let replica: Box<dyn Replica> = match TargetKind::detect(connection_string)? {
         TargetKind::Sqlite => Box::new(sqlite::SqliteSink::open(connection_string, options)?),
         TargetKind::Postgres => Box::new(postgres::PgSink::open(connection_string, options)?),
         TargetKind::SqlServer => Box::new(mssql::MssqlSink::open(connection_string, options)?),
     };
+    Ok(wrap(replica, rules, modes)?)
+}
+
+/// A target seen through the owner's delete modes and column rules (each wrapper only when
+/// it has something to do): the column rules project rows first, the modes then lay the
+/// projected rows out, so a history never holds a column the rules keep out.
+pub fn wrap(
+    replica: Box<dyn Replica>,
+    rules: std::sync::Arc<columns::ColumnRules>,
+    modes: std::sync::Arc<modes::DeleteModes>,
+) -> Result<Box<dyn Replica>, SinkError> {
+    let replica: Box<dyn Replica> =
+        if modes.all_hard() { replica } else { Box::new(modes::Retaining::new(replica, modes)) };
     Ok(if rules.is_empty() { replica } else { Box::new(columns::Projecting::new(replica, rules)?) })
 }
 

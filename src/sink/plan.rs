@@ -22,6 +22,9 @@ pub struct SinkOptions {
     /// The owner's column rules (`Columns`): applied by [`crate::sink::open`]'s
     /// [`crate::sink::columns::Projecting`].
     pub columns: std::sync::Arc<crate::sink::columns::ColumnRules>,
+    /// The owner's delete modes (`DeleteModes`): applied by [`crate::sink::open`]'s
+    /// [`crate::sink::modes::Retaining`].
+    pub modes: std::sync::Arc<crate::sink::modes::DeleteModes>,
 }
 
 impl SinkOptions {

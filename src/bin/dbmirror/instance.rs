@@ -71,6 +71,7 @@ impl Instance {
             table_prefix: self.config.replica.table_prefix.clone(),
             skip_tables: self.config.replica.skip_tables.clone(),
             columns: std::sync::Arc::new(self.config.columns.clone()),
+            modes: std::sync::Arc::new(self.config.delete_modes.clone()),
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{ColumnRules, Projection};
-use crate::coalesce::{Batch, Change, Unit};
+use crate::coalesce::{Batch, Change, Logged, Unit};
 use crate::db::SinkError;
 use crate::schema::{TableChange, TableId, TableSchema};
 use crate::sink::plan::Intent;
@@ -92,7 +92,12 @@ impl Projecting {
             Change::Upsert(key, row) => Change::Upsert(projection.key(rules, key), projection.row(rules, row)),
             Change::Delete(key) => Change::Delete(projection.key(rules, key)),
         });
-        Ok(Unit { schema: projection.schema.clone(), change })
+        let log = unit
+            .log
+            .iter()
+            .map(|l| Logged { key: projection.key(rules, &l.key), row: projection.row(rules, &l.row), ..l.clone() })
+            .collect();
+        Ok(Unit { schema: projection.schema.clone(), change, log })
     }
 }
 
@@ -146,7 +151,13 @@ impl Sink for Projecting {
     }
 
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
-        self.changed_rules()
+        let mut changed = self.changed_rules()?;
+        changed.extend(self.inner.layout_changed()?.into_iter().filter(|id| !changed.contains(id)).collect::<Vec<_>>());
+        Ok(changed)
+    }
+
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        self.inner.retire_table(id, new_name)
     }
 }
 

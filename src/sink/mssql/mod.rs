@@ -114,7 +114,13 @@ async fn exec(client: &mut Conn, statement: &str, context: &str) -> Result<(), S
 }
 
 /// Applies one table's part of a batch inside the batch transaction.
-async fn apply_table(client: &mut Conn, target_schema: &str, table: &TableBatch) -> Result<(), SinkError> {
+/// A soft table (`soft_at`: when its deletes happened) flags rows instead of deleting them.
+async fn apply_table(
+    client: &mut Conn,
+    target_schema: &str,
+    table: &TableBatch,
+    soft_at: Option<&str>,
+) -> Result<(), SinkError> {
     const STAGE: &str = "#dbmirror_stage";
     const KEYS: &str = "#dbmirror_keys";
     let schema = table.schema();
@@ -122,8 +128,9 @@ async fn apply_table(client: &mut Conn, target_schema: &str, table: &TableBatch)
     let target = sql::qualified(target_schema, &id.table);
     let mut empty = false;
     if table.truncate_first() {
-        exec(client, &format!("DELETE FROM {target}"), "clearing a table for its snapshot").await?;
-        empty = true;
+        let clear = soft_at.map_or_else(|| format!("DELETE FROM {target}"), |at| sql::SOFT.flag_all(&target, at));
+        exec(client, &clear, "clearing a table for its snapshot").await?;
+        empty = soft_at.is_none();
     }
     let mut deletes: Vec<_> = table.deletes().collect();
     if !deletes.is_empty() && !empty {
@@ -132,7 +139,11 @@ async fn apply_table(client: &mut Conn, target_schema: &str, table: &TableBatch)
         let key_types: Vec<SqlType> =
             schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();
         bulk_load(client, &sql::quote(KEYS), &key_types, deletes.iter().map(|k| &k[..]), id, false).await?;
-        let statement = format!("{}; DROP TABLE {}", sql::delete_join(schema, target_schema, KEYS), sql::quote(KEYS));
+        let delete = match soft_at {
+            Some(at) => sql::soft_delete_join(schema, target_schema, KEYS, at),
+            None => sql::delete_join(schema, target_schema, KEYS),
+        };
+        let statement = format!("{delete}; DROP TABLE {}", sql::quote(KEYS));
         exec(client, &statement, "deleting rows").await?;
     }
     let mut upserts: Vec<_> = table.upserts().collect();
@@ -256,15 +267,17 @@ impl Sink for MssqlSink {
                 continue;
             }
             check_batch_schema(self.tables.get(id), table.schema())?;
-            work.push((self.tables[id].target_schema.clone(), table));
+            let soft_at = crate::sink::modes::layout::is_soft(table.schema())
+                .then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
+            work.push((self.tables[id].target_schema.clone(), table, soft_at));
         }
         let upsert_offset = self.state.upsert_offset.clone();
         let delete_refused = self.state.errors.delete.clone();
         let (rt, client) = self.conn()?;
         let result = rt.block_on(async {
             client.begin_transaction().await.map_err(err("starting batch transaction"))?;
-            for (target_schema, table) in &work {
-                apply_table(client, target_schema, table).await?;
+            for (target_schema, table, soft_at) in &work {
+                apply_table(client, target_schema, table, soft_at.as_deref()).await?;
             }
             for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
                 client
@@ -290,6 +303,15 @@ impl Sink for MssqlSink {
             ddl::swap_in(exec, state, &mut tables, id, |live, shadow| {
                 sql::replace_from_shadow(&live.schema, &live.target_schema, &shadow.schema, &shadow.target_schema)
             })
+        });
+        self.tables = tables;
+        done
+    }
+
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        let mut tables = std::mem::take(&mut self.tables);
+        let done = self.with_exec(|exec, state| {
+            ddl::retire(exec, state, &mut tables, id, |record| sql::rename_table(&record.target_schema, &id.table, new_name))
         });
         self.tables = tables;
         done

@@ -164,6 +164,37 @@ pub fn delete_join(table: &TableSchema, target_schema: &str, keys: &str) -> Stri
     )
 }
 
+/// How soft tables' statements are spelled in T-SQL (see `sink::modes::soft`).
+pub const SOFT: crate::sink::modes::soft::Dialect = crate::sink::modes::soft::Dialect {
+    quote,
+    yes: "1",
+    no: "0",
+    now: "CAST(SYSUTCDATETIME() AS datetime2(3))",
+    time: datetime2,
+};
+
+fn datetime2(literal: &str) -> String {
+    format!("CAST({literal} AS datetime2(3))")
+}
+
+/// Flags the live rows whose keys were bulk-loaded into `keys` deleted at `at`.
+pub fn soft_delete_join(table: &TableSchema, target_schema: &str, keys: &str, at: &str) -> String {
+    format!(
+        "UPDATE t SET {} FROM {} AS t INNER JOIN {} AS d ON {} WHERE {}",
+        SOFT.flag(at),
+        qualified(target_schema, &table.id.table),
+        quote(keys),
+        key_join(table, "t", "d"),
+        SOFT.live("t")
+    )
+}
+
+/// Renames a table within its schema (a retired history table, see `sink::modes::layout`).
+pub fn rename_table(target_schema: &str, table: &str, new_name: &str) -> String {
+    let old = qualified(target_schema, table).replace('\'', "''");
+    format!("EXEC sp_rename N'{old}', N'{}'", new_name.replace('\'', "''"))
+}
+
 /// One set-based upsert of every staged row. `UPDLOCK, HOLDLOCK` keeps a concurrent writer
 /// from inserting the same key between the match and the insert, without the S-to-X
 /// conversion deadlocks `HOLDLOCK` alone causes.
@@ -312,13 +343,14 @@ pub fn upsert_session() -> String {
 
 /// The `resync-tables` swap (see `sink::shadow`): the live table's rows replaced by the
 /// shadow's, and the shadow dropped; run inside the swap's transaction.
+/// A soft table keeps the rows the fresh snapshot no longer has, flagged deleted.
 pub fn replace_from_shadow(live: &TableSchema, live_schema: &str, shadow: &TableSchema, shadow_schema: &str) -> String {
     let columns: Vec<String> = live.columns.iter().map(|c| quote(&c.name)).collect();
-    crate::sink::shadow::copy_back_sql(
-        &qualified(live_schema, &live.id.table),
-        &qualified(shadow_schema, &shadow.id.table),
-        &columns,
-    )
+    let (live_name, shadow_name) = (qualified(live_schema, &live.id.table), qualified(shadow_schema, &shadow.id.table));
+    match crate::sink::modes::layout::is_soft(live) {
+        true => SOFT.swap(&live_name, &shadow_name, live),
+        false => crate::sink::shadow::copy_back_sql(&live_name, &shadow_name, &columns),
+    }
 }
 
 /// Counts a table's rows (`status`).

@@ -26,6 +26,7 @@ use ::postgres::types::ToSql;
 use self::encode::{PgKind, pg_type};
 pub use self::sql::quote;
 use super::ddl;
+use super::modes::layout::is_soft;
 use super::plan::{Intent, SchemaPlan, SinkOptions, check_batch_schema, writes_to};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
 use crate::canonical::{canonical, parse_stored};
@@ -192,6 +193,7 @@ fn apply_table(
     table: &TableBatch,
     snapshotting: bool,
     stages: &mut Stages<'_>,
+    soft_at: Option<&str>,
 ) -> Result<(), SinkError> {
     let schema = table.schema();
     let id = &schema.id;
@@ -199,8 +201,10 @@ fn apply_table(
     let (key_stage, row_stage) = sql::stage_names(&target, schema);
     let mut empty = false;
     if table.truncate_first() {
-        tx.batch_execute(&sql::truncate(&target)).map_err(err(format!("clearing {target}")))?;
-        empty = true;
+        // A soft table flags its rows instead (see `sink::modes`): it is not empty after.
+        let clear = soft_at.map_or_else(|| sql::truncate(&target), |at| sql::SOFT.flag_all(&target, at));
+        tx.batch_execute(&clear).map_err(err(format!("clearing {target}")))?;
+        empty = soft_at.is_none();
     }
     let mut deletes: Vec<_> = table.deletes().collect();
     if !deletes.is_empty() && !empty {
@@ -208,8 +212,11 @@ fn apply_table(
         stages.ensure(tx, &key_stage, || sql::create_key_stage(&key_stage, &target, schema))?;
         let types = kinds(schema, schema.primary_key.iter());
         copy_rows(tx, &sql::copy_keys(&key_stage), &types, deletes.iter().map(|k| &k[..]), id)?;
-        tx.batch_execute(&sql::delete_staged_keys(&target, schema, &key_stage))
-            .map_err(err(format!("deleting from {target}")))?;
+        let delete = match soft_at {
+            Some(at) => sql::soft_delete_staged_keys(&target, schema, &key_stage, at),
+            None => sql::delete_staged_keys(&target, schema, &key_stage),
+        };
+        tx.batch_execute(&delete).map_err(err(format!("deleting from {target}")))?;
     }
     let mut upserts: Vec<_> = table.upserts().collect();
     if upserts.is_empty() {
@@ -276,7 +283,8 @@ impl Sink for PgSink {
             check_batch_schema(self.tables.get(id), table.schema())?;
             let record = &self.tables[id];
             let snapshotting = matches!(record.state, TableState::Snapshotting | TableState::ResyncPending);
-            apply_table(&mut tx, &record.target_schema, table, snapshotting, &mut stages)?;
+            let soft_at = is_soft(table.schema()).then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
+            apply_table(&mut tx, &record.target_schema, table, snapshotting, &mut stages, soft_at.as_deref())?;
         }
         table::write_offsets(&mut Exec(&mut tx), &self.state, batch.offsets(), batch.reset_epoch())?;
         crate::state::errors::delete_refused(&mut Exec(&mut tx), &self.state, batch.superseded())?;
@@ -305,11 +313,19 @@ impl Sink for PgSink {
         self.ensure_connected()?;
         ddl::swap_in(&mut Exec(&mut self.client), &self.state, &mut self.tables, id, |live, shadow| {
             let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
-            shadow::copy_back_sql(
-                &qualified(&live.target_schema, &id.table),
-                &qualified(&shadow.target_schema, &shadow.schema.id.table),
-                &columns,
-            )
+            let (live_name, shadow_name) =
+                (qualified(&live.target_schema, &id.table), qualified(&shadow.target_schema, &shadow.schema.id.table));
+            match is_soft(&live.schema) {
+                true => sql::SOFT.swap(&live_name, &shadow_name, &live.schema),
+                false => shadow::copy_back_sql(&live_name, &shadow_name, &columns),
+            }
+        })
+    }
+
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        self.ensure_connected()?;
+        ddl::retire(&mut Exec(&mut self.client), &self.state, &mut self.tables, id, |record| {
+            sql::rename_table(&record.target_schema, &id.table, new_name)
         })
     }
 }

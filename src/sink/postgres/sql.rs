@@ -102,6 +102,30 @@ pub fn delete_staged_keys(target: &str, schema: &TableSchema, stage: &str) -> St
     format!("DELETE FROM {target} AS t USING {stage} AS s WHERE {}", join.join(" AND "))
 }
 
+/// How soft tables' statements are spelled in PostgreSQL (see `sink::modes::soft`).
+pub const SOFT: crate::sink::modes::soft::Dialect = crate::sink::modes::soft::Dialect {
+    quote,
+    yes: "TRUE",
+    no: "FALSE",
+    now: "(now() AT TIME ZONE 'UTC')::timestamp(3)",
+    time: timestamp,
+};
+
+fn timestamp(literal: &str) -> String {
+    format!("{literal}::timestamp(3)")
+}
+
+/// Flags the live rows whose keys are in the stage `stage` deleted at `at`, in one join.
+pub fn soft_delete_staged_keys(target: &str, schema: &TableSchema, stage: &str, at: &str) -> String {
+    let join: Vec<String> = keys(schema).iter().map(|k| format!("t.{k} = s.{k}")).collect();
+    format!("UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {} AND {}", SOFT.flag(at), join.join(" AND "), SOFT.live("t"))
+}
+
+/// Renames a table within its schema (a retired history table, see `sink::modes::layout`).
+pub fn rename_table(target_schema: &str, table: &str, new_name: &str) -> String {
+    format!("ALTER TABLE {} RENAME TO {}", qualified(target_schema, table), quote(new_name))
+}
+
 /// Binary COPY of whole rows into `target` (a replica table or a rows stage).
 pub fn copy_into(target: &str, schema: &TableSchema) -> String {
     format!("COPY {target} ({}) FROM STDIN (FORMAT binary)", columns(schema))

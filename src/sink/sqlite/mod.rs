@@ -16,6 +16,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
 use super::ddl;
+use super::modes::layout::is_soft;
 pub use super::plan::SinkOptions;
 use super::plan::{Intent, SchemaPlan, check_batch_schema, writes_to};
 use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
@@ -127,11 +128,21 @@ impl Sink for SqliteSink {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         ddl::swap_in(&mut Exec(&self.conn), &self.state, &mut self.tables, id, |live, shadow| {
             let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
-            shadow::copy_back_sql(
-                &quote(&Self::table_name(&live.target_schema, id)),
-                &quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
-                &columns,
-            )
+            let (live_name, shadow_name) = (
+                quote(&Self::table_name(&live.target_schema, id)),
+                quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
+            );
+            match is_soft(&live.schema) {
+                true => sql::SOFT.swap(&live_name, &shadow_name, &live.schema),
+                false => shadow::copy_back_sql(&live_name, &shadow_name, &columns),
+            }
+        })
+    }
+
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        let prefix = |r: &TableRecord| Self::table_name(&r.target_schema, &TableId::new("", new_name));
+        ddl::retire(&mut Exec(&self.conn), &self.state, &mut self.tables, id, |record| {
+            sql::rename_table(&Self::table_name(&record.target_schema, id), &prefix(record))
         })
     }
 
@@ -155,14 +166,20 @@ impl Sink for SqliteSink {
             }
             check_batch_schema(self.tables.get(id), schema)?;
             let target = quote(&Self::table_name(&self.tables[id].target_schema, id));
+            // A soft table flags rows instead of deleting them (see `sink::modes`).
+            let soft_at = is_soft(schema).then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
             if table.truncate_first() {
-                tx.execute(&format!("DELETE FROM {target}"), []).map_err(err(format!("clearing {target}")))?;
+                let clear = soft_at.as_ref().map_or_else(|| format!("DELETE FROM {target}"), |at| sql::SOFT.flag_all(&target, at));
+                tx.execute(&clear, []).map_err(err(format!("clearing {target}")))?;
             }
             let key_types: Vec<SqlType> =
                 schema.primary_key.iter().map(|k| schema.column(k).map_or(SqlType::Other, |c| c.sql_type)).collect();
-            let mut delete = tx
-                .prepare_cached(&sql::delete_row(&target, schema))
-                .map_err(err(format!("preparing delete on {target}")))?;
+            let delete_sql = match &soft_at {
+                Some(at) => sql::soft_delete_row(&target, schema, at),
+                None => sql::delete_row(&target, schema),
+            };
+            let mut delete =
+                tx.prepare_cached(&delete_sql).map_err(err(format!("preparing delete on {target}")))?;
             // Keys in order: rows reach the B-tree sequentially, not scattered.
             let mut deletes: Vec<_> = table.deletes().collect();
             deletes.sort_unstable();

@@ -76,6 +76,32 @@ pub fn delete_row(target: &str, schema: &TableSchema) -> String {
     format!("DELETE FROM {target} WHERE {}", predicate.join(" AND "))
 }
 
+/// How soft tables' statements are spelled in SQLite (see `sink::modes::soft`); times are
+/// stored as the text every `datetime2(3)` value is stored as.
+pub const SOFT: crate::sink::modes::soft::Dialect = crate::sink::modes::soft::Dialect {
+    quote,
+    yes: "1",
+    no: "0",
+    now: "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+    time: as_is,
+};
+
+fn as_is(literal: &str) -> String {
+    literal.to_owned()
+}
+
+/// Flags one live row of a soft table deleted at `at` (`?1`, `?2`, … in key order).
+pub fn soft_delete_row(target: &str, schema: &TableSchema, at: &str) -> String {
+    let predicate: Vec<String> =
+        schema.primary_key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
+    format!("UPDATE {target} SET {} WHERE {} AND {}", SOFT.flag(at), predicate.join(" AND "), SOFT.live(""))
+}
+
+/// Renames a table (a retired history table, see `sink::modes::layout`).
+pub fn rename_table(target: &str, new_name: &str) -> String {
+    format!("ALTER TABLE {} RENAME TO {}", quote(target), quote(new_name))
+}
+
 fn column_list(schema: &TableSchema) -> (String, String) {
     let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();

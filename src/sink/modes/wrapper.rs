@@ -1,0 +1,254 @@
+//! [`Retaining`]: a replica written through the owner's delete modes.
+//!
+//! Below it, the target holds soft tables in their soft layout (and soft-deletes natively:
+//! it recognises a soft table by its `_deleted` column) and history tables as ordinary
+//! tables keyed by change. Above it, everything sees the source's layout and no history
+//! tables, exactly as without modes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::layout;
+use super::{DeleteMode, DeleteModes};
+use crate::coalesce::{Batch, Change, Unit};
+use crate::db::SinkError;
+use crate::schema::{SchemaChangeKind, TableChange, TableId, TableSchema};
+use crate::sink::plan::Intent;
+use crate::sink::{CanonicalRow, Replica, ReplicaRead, SchemaOutcome, Sink, shadow};
+use crate::state::errors::{Refusal, RefusedRow};
+use crate::state::{Offsets, Session, SessionValue, StateStore, TableRecord, TableState};
+
+/// A replica written through delete modes (see the module docs).
+pub struct Retaining {
+    inner: Box<dyn Replica>,
+    modes: Arc<DeleteModes>,
+}
+
+impl std::fmt::Debug for Retaining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retaining").field("modes", &self.modes).finish_non_exhaustive()
+    }
+}
+
+impl Retaining {
+    /// `inner` through `modes`.
+    pub fn new(inner: Box<dyn Replica>, modes: Arc<DeleteModes>) -> Self {
+        Retaining { inner, modes }
+    }
+
+    fn inner_record(&self, id: &TableId) -> Option<TableRecord> {
+        self.inner.tables().into_iter().find(|r| &r.schema.id == id)
+    }
+
+    /// Creates, grows or (retiring the old one) re-creates `source`'s history table.
+    fn follow_history(&mut self, source: &TableSchema) -> Result<(), SinkError> {
+        let id = layout::history_id(&source.id);
+        let existing = self.inner_record(&id).filter(|r| layout::is_history(&r.schema));
+        let (history, retire) = layout::history_layout(source, existing.as_ref().map(|r| &*r.schema));
+        if retire {
+            let stamp = chrono_stamp();
+            let name = format!("{}_{stamp}", id.table);
+            tracing::warn!(table = %source.id, kept_as = %name, "a column's type changed: the history table is kept under a new name and a new one started");
+            self.inner.retire_table(&id, &name)?;
+        }
+        let kind = if existing.is_some() && !retire { SchemaChangeKind::Alter } else { SchemaChangeKind::Create };
+        self.inner.change_schema(&TableChange { kind, table: history }, &Intent::Follow)?;
+        if self.inner_record(&id).is_some_and(|r| r.state != TableState::Ready) {
+            self.inner.set_table_state(&id, TableState::Ready)?;
+        }
+        Ok(())
+    }
+
+    /// The units of `batch` as the target lays them out: soft rows with their flags, history
+    /// rows added. History tables missing (the mode was switched on) are created first.
+    fn lay_out(&mut self, batch: &Batch) -> Result<Vec<Unit>, SinkError> {
+        let mut layouts: HashMap<TableId, (Arc<TableSchema>, Vec<Option<usize>>)> = HashMap::new();
+        let mut out = Vec::new();
+        for unit in batch.units() {
+            let id = &unit.schema.id;
+            match self.modes.for_table(id) {
+                DeleteMode::Hard => out.push(Unit::new(unit.schema.clone(), unit.change)),
+                DeleteMode::Soft => {
+                    let (schema, slots) = match layouts.get(id) {
+                        Some(found) => found.clone(),
+                        None => {
+                            let record = self.inner_record(id).ok_or_else(|| crate::sink::missing(id))?;
+                            let found = (record.schema.clone(), layout::slots(&record.schema.columns, &unit.schema));
+                            layouts.insert(id.clone(), found.clone());
+                            found
+                        }
+                    };
+                    let change = unit.change.map(|change| match change {
+                        Change::Upsert(key, row) => Change::Upsert(key, layout::soft_row(&schema, &slots, &row)),
+                        delete => delete,
+                    });
+                    out.push(Unit::new(schema, change));
+                }
+                // A resync's shadow gets a copy of its live table's changes: their history is
+                // the live table's.
+                DeleteMode::History if shadow::live_id(id).is_some() => {
+                    out.push(Unit::new(unit.schema.clone(), unit.change));
+                }
+                DeleteMode::History => {
+                    let history_id = layout::history_id(id);
+                    if !unit.log.is_empty() && !layouts.contains_key(&history_id) {
+                        if !self.inner_record(&history_id).is_some_and(|r| layout::is_history(&r.schema)) {
+                            self.follow_history(&unit.schema)?;
+                        }
+                        let record = self.inner_record(&history_id).ok_or_else(|| crate::sink::missing(&history_id))?;
+                        let slots = layout::slots(&record.schema.columns, &unit.schema);
+                        layouts.insert(history_id.clone(), (record.schema.clone(), slots));
+                    }
+                    for logged in &unit.log {
+                        let (schema, slots) = &layouts[&history_id];
+                        let (key, row) = layout::history_row(schema, slots, logged);
+                        out.push(Unit::new(schema.clone(), Some(Change::Upsert(key, row))));
+                    }
+                    out.push(Unit::new(unit.schema.clone(), unit.change));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A soft table's column positions of `_deleted` and `_deleted_at` in the target.
+    fn soft_columns(&self, id: &TableId) -> Option<(usize, usize)> {
+        let record = self.inner_record(id)?;
+        let find = |name| record.schema.columns.iter().position(|c| c.name == name);
+        Some((find(layout::DELETED)?, find(layout::DELETED_AT)?))
+    }
+}
+
+/// `yyyymmddThhmmss` in UTC, for a retired history table's name.
+fn chrono_stamp() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut text = String::new();
+    if let Ok(time) = crate::value::DateTime::from_epoch_units(ms, 1_000_000) {
+        time.write_fixed(&mut text, 0);
+    }
+    text.replace(['-', ':'], "").replace(' ', "T")
+}
+
+impl Sink for Retaining {
+    fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
+        let id = &change.table.id;
+        let mode = self.modes.for_table(id);
+        if mode != DeleteMode::Soft {
+            let outcome = self.inner.change_schema(change, intent)?;
+            let follows = matches!(outcome, SchemaOutcome::Created | SchemaOutcome::Altered { .. } | SchemaOutcome::Recreated);
+            if mode == DeleteMode::History && follows && shadow::live_id(id).is_none() {
+                self.follow_history(&change.table)?;
+            }
+            return Ok(outcome);
+        }
+        let existing = self.inner_record(id);
+        let table = layout::soft_layout(&change.table, existing.as_ref().map(|r| &*r.schema))
+            .map_err(|reason| SinkError::Table { table: id.clone(), reason })?;
+        self.inner.change_schema(&TableChange { kind: change.kind, table }, intent)
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        if batch.tables().all(|t| self.modes.for_table(&t.schema().id) == DeleteMode::Hard) {
+            return self.inner.apply(batch);
+        }
+        let units = self.lay_out(batch)?;
+        self.inner.apply(&batch.with_changes(&units))
+    }
+
+    fn tables(&self) -> Vec<TableRecord> {
+        self.inner
+            .tables()
+            .into_iter()
+            .filter(|r| !layout::is_history(&r.schema))
+            .map(|mut record| {
+                if layout::is_soft(&record.schema) {
+                    record.schema = Arc::new(layout::strip_soft(&record.schema));
+                }
+                record
+            })
+            .collect()
+    }
+
+    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
+        self.inner.replace_from_shadow(id)
+    }
+
+    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        self.inner.run_script(sql)
+    }
+
+    fn target_name(&self, id: &TableId) -> Option<String> {
+        self.inner.target_name(id)
+    }
+
+    fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
+        let mut changed = self.inner.layout_changed()?;
+        for record in self.inner.tables() {
+            let id = &record.schema.id;
+            let soft_now = self.modes.for_table(id) == DeleteMode::Soft;
+            let live = shadow::live_id(id).is_none() && !layout::is_history(&record.schema);
+            if live && soft_now != layout::is_soft(&record.schema) && !changed.contains(id) {
+                changed.push(id.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
+        self.inner.retire_table(id, new_name)
+    }
+}
+
+impl StateStore for Retaining {
+    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
+        self.inner.offset_rows()
+    }
+
+    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
+        self.inner.set_table_state(id, state)
+    }
+
+    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
+        self.inner.write_facts(facts)
+    }
+
+    fn read_facts(&mut self) -> Result<Session, SinkError> {
+        self.inner.read_facts()
+    }
+
+    fn write_refused(&mut self, refused: &[Refusal], progress: (&Offsets, Option<u64>)) -> Result<(), SinkError> {
+        self.inner.write_refused(refused, progress)
+    }
+
+    fn read_refused(&mut self) -> Result<Vec<RefusedRow>, SinkError> {
+        self.inner.read_refused()
+    }
+
+    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
+        self.inner.delete_refused(ids)
+    }
+}
+
+impl ReplicaRead for Retaining {
+    /// A soft table's rows as the source has them: deleted rows left out, flags dropped.
+    fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
+        let rows = self.inner.read_rows(id)?;
+        let Some((deleted, at)) = self.soft_columns(id) else { return Ok(rows) };
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.get(deleted).and_then(Option::as_deref) != Some("1"))
+            .map(|row| row.into_iter().enumerate().filter(|(i, _)| *i != deleted && *i != at).map(|(_, c)| c).collect())
+            .collect())
+    }
+
+    fn count_rows(&mut self, id: &TableId) -> Result<u64, SinkError> {
+        match self.soft_columns(id) {
+            Some(_) => Ok(self.read_rows(id)?.len() as u64),
+            None => self.inner.count_rows(id),
+        }
+    }
+
+    fn check_writable(&mut self) -> Result<(), SinkError> {
+        self.inner.check_writable()
+    }
+}
