@@ -23,7 +23,6 @@ use dbmirror::sink::modes::{DeleteMode, DeleteModes};
 use crate::support::targets::{TestDb, fresh_databases};
 use crate::support::{GenOp, Model, apply_one, event, gen_op, registry};
 
-
 fn create_all(sink: &mut dyn Replica, schemas: &SchemaRegistry) {
     for name in ["person", "link"] {
         let table = (**schemas.get("crm7", name).unwrap()).clone();

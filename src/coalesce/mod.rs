@@ -208,8 +208,10 @@ impl Batch {
     pub fn of_units<'u>(units: impl IntoIterator<Item = &'u Unit>) -> Batch {
         let mut batch = Batch::default();
         for unit in units {
-            let table =
-                batch.tables.entry(unit.schema.id.clone()).or_insert_with(|| TableBatch::new(Arc::clone(&unit.schema), false));
+            let table = batch
+                .tables
+                .entry(unit.schema.id.clone())
+                .or_insert_with(|| TableBatch::new(Arc::clone(&unit.schema), false));
             match &unit.change {
                 None => table.truncate(),
                 Some(change) => table.record(change.clone()),

@@ -272,7 +272,7 @@ fn relayout(data: &mut dyn Replica) -> Result<(), PipelineError> {
         let Some(record) = data.tables().into_iter().find(|r| r.schema.id == id) else { continue };
         tracing::warn!(
             table = %id,
-            "the column rules of this table changed since it was created: re-creating it in its new layout and \
+            "the column rules or delete mode of this table changed since it was created: re-creating it in its new layout and \
              reloading it from a fresh snapshot (it is empty until then)"
         );
         let table = (*record.schema).clone();

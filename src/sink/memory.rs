@@ -205,9 +205,9 @@ impl Sink for MemoryReplica {
         if let Some(soft) = soft_columns(&swap.ready.schema) {
             let now = batch_time(&Batch::default());
             for (key, mut row) in db.rows.remove(id).unwrap_or_default() {
-                if !rows.contains_key(&key) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = rows.entry(key) {
                     soft.mark(&mut row, &now);
-                    rows.insert(key, row);
+                    slot.insert(row);
                 }
             }
         }

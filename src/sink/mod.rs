@@ -244,7 +244,7 @@ pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Rep
         TargetKind::Postgres => Box::new(postgres::PgSink::open(connection_string, options)?),
         TargetKind::SqlServer => Box::new(mssql::MssqlSink::open(connection_string, options)?),
     };
-    Ok(wrap(replica, rules, modes)?)
+    wrap(replica, rules, modes)
 }
 
 /// A target seen through the owner's delete modes and column rules (each wrapper only when

@@ -64,6 +64,23 @@ impl TestDb {
         }
     }
 
+    /// One text value read back, spelled per target.
+    pub fn text(&self, sqlite: &str, postgres: &str) -> String {
+        match self.kind {
+            TargetKind::Sqlite => SqliteSink::open(&self.connection_string, SinkOptions::default())
+                .unwrap()
+                .connection()
+                .query_row(sqlite, [], |row| row.get(0))
+                .unwrap_or_else(|e| panic!("{sqlite}: {e}")),
+            TargetKind::Postgres => postgres::Client::connect(&self.connection_string, postgres::NoTls)
+                .unwrap()
+                .query_one(postgres, &[])
+                .unwrap_or_else(|e| panic!("{postgres}: {e}"))
+                .get::<_, String>(0),
+            TargetKind::SqlServer => panic!("text is not spelled for SQL Server"),
+        }
+    }
+
     /// Picks one of three spellings of the same statement.
     pub fn exec_per_target(&self, sqlite: &str, postgres: &str, mssql: &str) {
         self.exec(match self.kind {

@@ -10,7 +10,7 @@
 //! plus the row's key, so writing a change twice (a batch replayed after a crash) leaves one
 //! row. It only grows: a column the source drops stays (NULL from then on), one it adds is
 //! appended. A column whose type changes cannot be kept in place: the old history table is
-//! renamed `<table>_history_<UTC time>` (kept, never written again) and a new one started.
+//! renamed `<table>_history_<yyyymmdd_hhmmss>` (UTC) (kept, never written again) and a new one started.
 
 use crate::coalesce::Logged;
 use crate::row::{Cell, OwnedRow, PrimaryKey};
@@ -54,7 +54,9 @@ pub fn strip_soft(schema: &TableSchema) -> TableSchema {
 /// source only added columns. Fails when the source itself has a column of those names.
 pub fn soft_layout(source: &TableSchema, existing: Option<&TableSchema>) -> Result<TableSchema, String> {
     if source.column(DELETED).is_some() || source.column(DELETED_AT).is_some() {
-        return Err(format!("has a column named {DELETED} or {DELETED_AT}, which soft deletes need: use Hard or History"));
+        return Err(format!(
+            "has a column named {DELETED} or {DELETED_AT}, which soft deletes need: use Hard or History"
+        ));
     }
     if let Some(existing) = existing.filter(|e| is_soft(e)) {
         match strip_soft(existing).diff(source) {
@@ -132,9 +134,10 @@ pub fn history_layout(source: &TableSchema, existing: Option<&TableSchema>) -> (
     };
     let Some(existing) = existing else { return (fresh(), false) };
     let key_kept = existing.primary_key[HISTORY_META.len() - 2..] == source.primary_key[..];
-    let types_kept = source.columns.iter().all(|c| {
-        existing.column(&c.name).is_none_or(|e| e.sql_type == c.sql_type && e.type_name == c.type_name)
-    });
+    let types_kept = source
+        .columns
+        .iter()
+        .all(|c| existing.column(&c.name).is_none_or(|e| e.sql_type == c.sql_type && e.type_name == c.type_name));
     if !key_kept || !types_kept {
         return (fresh(), true);
     }
@@ -169,7 +172,11 @@ pub fn history_row(layout: &TableSchema, slots: &[Option<usize>], logged: &Logge
     let row: OwnedRow = meta
         .iter()
         .cloned()
-        .chain(slots[HISTORY_META.len()..].iter().map(|slot| slot.and_then(|i| logged.row.get(i).cloned()).unwrap_or(Cell::Null)))
+        .chain(
+            slots[HISTORY_META.len()..]
+                .iter()
+                .map(|slot| slot.and_then(|i| logged.row.get(i).cloned()).unwrap_or(Cell::Null)),
+        )
         .collect();
     let key_cells = layout.primary_key.iter().map(|k| {
         let i = layout.columns.iter().position(|c| &c.name == k).unwrap_or(0);
@@ -195,8 +202,12 @@ mod tests {
     fn soft_tables_grow_after_their_flags_and_history_tables_only_grow() {
         let v1 = table(&[("id", SqlType::Int), ("name", SqlType::NVarChar(Some(50)))]);
         let soft = soft_layout(&v1, None).unwrap();
-        assert_eq!(soft.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["id", "name", DELETED, DELETED_AT]);
-        let v2 = table(&[("id", SqlType::Int), ("name", SqlType::NVarChar(Some(50))), ("email", SqlType::NVarChar(None))]);
+        assert_eq!(
+            soft.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["id", "name", DELETED, DELETED_AT]
+        );
+        let v2 =
+            table(&[("id", SqlType::Int), ("name", SqlType::NVarChar(Some(50))), ("email", SqlType::NVarChar(None))]);
         let grown = soft_layout(&v2, Some(&soft)).unwrap();
         assert!(matches!(soft.diff(&grown), SchemaDiff::AddColumns(ref a) if a[0].name == "email"));
         assert_eq!(strip_soft(&grown).columns.len(), 3);

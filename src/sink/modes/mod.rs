@@ -111,9 +111,9 @@ impl DeleteModes {
 /// Reads the `DeleteModes` section (absent: every table `Hard`); an error names the key.
 pub fn parse(section: Option<&Value>) -> Result<DeleteModes, (String, String)> {
     let Some(section) = section else { return Ok(DeleteModes::default()) };
-    let object = section
-        .as_object()
-        .ok_or_else(|| ("DeleteModes".to_owned(), "expected { \"*\": \"Hard\", \"crm7.person\": \"Soft\" }".to_owned()))?;
+    let object = section.as_object().ok_or_else(|| {
+        ("DeleteModes".to_owned(), "expected { \"*\": \"Hard\", \"crm7.person\": \"Soft\" }".to_owned())
+    })?;
     let mut pairs = Vec::new();
     for (table, value) in object {
         let key = format!("DeleteModes.{table}");

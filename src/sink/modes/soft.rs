@@ -50,8 +50,7 @@ impl Dialect {
         let q = self.quote;
         let columns: Vec<String> = schema.columns.iter().map(|c| q(&c.name)).collect();
         let columns = columns.join(", ");
-        let same_key: Vec<String> =
-            schema.primary_key.iter().map(|k| format!("s.{0} = {live}.{0}", q(k))).collect();
+        let same_key: Vec<String> = schema.primary_key.iter().map(|k| format!("s.{0} = {live}.{0}", q(k))).collect();
         let in_shadow = format!("EXISTS (SELECT 1 FROM {shadow} s WHERE {})", same_key.join(" AND "));
         format!(
             "UPDATE {live} SET {flag} WHERE {still} AND NOT {in_shadow}; \

@@ -46,7 +46,7 @@ impl Retaining {
         let existing = self.inner_record(&id).filter(|r| layout::is_history(&r.schema));
         let (history, retire) = layout::history_layout(source, existing.as_ref().map(|r| &*r.schema));
         if retire {
-            let stamp = chrono_stamp();
+            let stamp = utc_stamp();
             let name = format!("{}_{stamp}", id.table);
             tracing::warn!(table = %source.id, kept_as = %name, "a column's type changed: the history table is kept under a new name and a new one started");
             self.inner.retire_table(&id, &name)?;
@@ -119,14 +119,15 @@ impl Retaining {
     }
 }
 
-/// `yyyymmddThhmmss` in UTC, for a retired history table's name.
-fn chrono_stamp() -> String {
+/// `yyyymmdd_hhmmss` in UTC, for a retired history table's name.
+fn utc_stamp() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut text = String::new();
     if let Ok(time) = crate::value::DateTime::from_epoch_units(ms, 1_000_000) {
         time.write_fixed(&mut text, 0);
     }
-    text.replace(['-', ':'], "").replace(' ', "T")
+    let stamp = text.replace(['-', ':'], "").replace(' ', "_");
+    stamp.split('.').next().unwrap_or_default().to_owned()
 }
 
 impl Sink for Retaining {
@@ -135,7 +136,8 @@ impl Sink for Retaining {
         let mode = self.modes.for_table(id);
         if mode != DeleteMode::Soft {
             let outcome = self.inner.change_schema(change, intent)?;
-            let follows = matches!(outcome, SchemaOutcome::Created | SchemaOutcome::Altered { .. } | SchemaOutcome::Recreated);
+            let follows =
+                matches!(outcome, SchemaOutcome::Created | SchemaOutcome::Altered { .. } | SchemaOutcome::Recreated);
             if mode == DeleteMode::History && follows && shadow::live_id(id).is_none() {
                 self.follow_history(&change.table)?;
             }

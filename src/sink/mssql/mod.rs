@@ -311,7 +311,9 @@ impl Sink for MssqlSink {
     fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
         let mut tables = std::mem::take(&mut self.tables);
         let done = self.with_exec(|exec, state| {
-            ddl::retire(exec, state, &mut tables, id, |record| sql::rename_table(&record.target_schema, &id.table, new_name))
+            ddl::retire(exec, state, &mut tables, id, |record| {
+                sql::rename_table(&record.target_schema, &id.table, new_name)
+            })
         });
         self.tables = tables;
         done

@@ -118,7 +118,12 @@ fn timestamp(literal: &str) -> String {
 /// Flags the live rows whose keys are in the stage `stage` deleted at `at`, in one join.
 pub fn soft_delete_staged_keys(target: &str, schema: &TableSchema, stage: &str, at: &str) -> String {
     let join: Vec<String> = keys(schema).iter().map(|k| format!("t.{k} = s.{k}")).collect();
-    format!("UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {} AND {}", SOFT.flag(at), join.join(" AND "), SOFT.live("t"))
+    format!(
+        "UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {} AND {}",
+        SOFT.flag(at),
+        join.join(" AND "),
+        SOFT.live("t")
+    )
 }
 
 /// Renames a table within its schema (a retired history table, see `sink::modes::layout`).

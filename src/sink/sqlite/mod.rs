@@ -169,7 +169,9 @@ impl Sink for SqliteSink {
             // A soft table flags rows instead of deleting them (see `sink::modes`).
             let soft_at = is_soft(schema).then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
             if table.truncate_first() {
-                let clear = soft_at.as_ref().map_or_else(|| format!("DELETE FROM {target}"), |at| sql::SOFT.flag_all(&target, at));
+                let clear = soft_at
+                    .as_ref()
+                    .map_or_else(|| format!("DELETE FROM {target}"), |at| sql::SOFT.flag_all(&target, at));
                 tx.execute(&clear, []).map_err(err(format!("clearing {target}")))?;
             }
             let key_types: Vec<SqlType> =
@@ -178,8 +180,7 @@ impl Sink for SqliteSink {
                 Some(at) => sql::soft_delete_row(&target, schema, at),
                 None => sql::delete_row(&target, schema),
             };
-            let mut delete =
-                tx.prepare_cached(&delete_sql).map_err(err(format!("preparing delete on {target}")))?;
+            let mut delete = tx.prepare_cached(&delete_sql).map_err(err(format!("preparing delete on {target}")))?;
             // Keys in order: rows reach the B-tree sequentially, not scattered.
             let mut deletes: Vec<_> = table.deletes().collect();
             deletes.sort_unstable();
