@@ -173,3 +173,58 @@ fn identifiers_and_literals_are_quoted() {
     assert_parses(&sql::merge(&odd, "my schema", "#s"));
     assert_eq!(sql::ensure_schema("o'k"), "IF SCHEMA_ID(N'o''k') IS NULL EXEC(N'CREATE SCHEMA [o''k]')");
 }
+
+#[test]
+fn delete_mode_statements_are_golden_and_parse() {
+    use dbmirror::sink::modes::layout;
+    let t = person();
+    let soft = layout::soft_layout(&t, None).unwrap();
+    let ddl = sql::create_table(&soft, "crm7").unwrap();
+    assert!(ddl.contains("[_deleted] bit NOT NULL, [_deleted_at] datetime2(3) NULL, PRIMARY KEY"), "{ddl}");
+    assert_parses(&ddl);
+    let at = sql::SOFT.at(&dbmirror::value::DateTime::from_epoch_units(1_764_417_600_123, 1_000_000).unwrap());
+    assert_eq!(at, "CAST('2025-11-29 12:00:00.123' AS datetime2(3))");
+    let delete = sql::soft_delete_join(&soft, "crm7", "#del_person", &at);
+    assert_eq!(
+        delete,
+        "UPDATE t SET [_deleted] = 1, [_deleted_at] = CAST('2025-11-29 12:00:00.123' AS datetime2(3)) \
+         FROM [crm7].[person] AS t INNER JOIN [#del_person] AS d ON t.[person_id] = d.[person_id] WHERE t.[_deleted] = 0"
+    );
+    assert_parses(&delete);
+    let flag_all = sql::SOFT.flag_all("[crm7].[person]", &at);
+    assert_eq!(
+        flag_all,
+        "UPDATE [crm7].[person] SET [_deleted] = 1, [_deleted_at] = CAST('2025-11-29 12:00:00.123' AS datetime2(3)) \
+         WHERE [_deleted] = 0"
+    );
+    assert_parses(&flag_all);
+    let shadow = TableSchema { id: dbmirror::sink::shadow::shadow_id(&soft.id), ..soft.clone() };
+    let swap = sql::replace_from_shadow(&soft, "crm7", &shadow, "crm7");
+    assert!(
+        swap.starts_with(
+            "UPDATE [crm7].[person] SET [_deleted] = 1, [_deleted_at] = CAST(SYSUTCDATETIME() AS datetime2(3)) \
+             WHERE [_deleted] = 0 AND NOT EXISTS (SELECT 1 FROM [crm7].[person__resync] s \
+             WHERE s.[person_id] = [crm7].[person].[person_id]); DELETE FROM [crm7].[person] WHERE EXISTS"
+        ),
+        "{swap}"
+    );
+    for statement in swap.split("; ") {
+        assert_parses(statement);
+    }
+    let (history, _) = layout::history_layout(&t, None);
+    let ddl = sql::create_table(&history, "crm7").unwrap();
+    assert!(
+        ddl.starts_with(
+            "CREATE TABLE [crm7].[person_history] ([_op] char(1) NOT NULL, [_source_ts] datetime2(3) NULL, \
+             [_commit_lsn] varchar(64) NOT NULL, [_change_lsn] varchar(64) NOT NULL, [_seq] bigint NOT NULL, \
+             [person_id] int NOT NULL, [contact_id] int NULL,"
+        ),
+        "{ddl}"
+    );
+    assert!(ddl.ends_with("PRIMARY KEY CLUSTERED ([_commit_lsn], [_change_lsn], [_seq], [person_id]))"), "{ddl}");
+    assert_parses(&ddl);
+    assert_parses(&sql::merge(&history, "crm7", "#stage_history"));
+    let rename = sql::rename_table("crm7", "person_history", "person_history_20261129_193830");
+    assert_eq!(rename, "EXEC sp_rename N'[crm7].[person_history]', N'person_history_20261129_193830'");
+    assert_parses(&rename);
+}

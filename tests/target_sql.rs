@@ -89,3 +89,41 @@ fn table_statements_parse_for_every_simulated_table() {
         }
     }
 }
+
+/// Soft tables' statements on the embedded and PostgreSQL targets: golden, and parsed.
+#[test]
+fn soft_delete_statements_are_golden_and_parse() {
+    use dbmirror::sink::modes::layout;
+    let person = published_tables().into_iter().find(|t| t.id.table == "person").unwrap();
+    let soft = layout::soft_layout(&person, None).unwrap();
+    let at_time = dbmirror::value::DateTime::from_epoch_units(1_764_417_600_123, 1_000_000).unwrap();
+
+    let at = sqlite::sql::SOFT.at(&at_time);
+    let delete = sqlite::sql::soft_delete_row("\"crm7_person\"", &soft, &at);
+    assert_eq!(
+        delete,
+        "UPDATE \"crm7_person\" SET \"_deleted\" = 1, \"_deleted_at\" = '2025-11-29 12:00:00.123' \
+         WHERE \"person_id\" = ?1 AND \"_deleted\" = 0"
+    );
+    assert_parses(&SQLiteDialect {}, &delete);
+    let shadow = "\"crm7_person__resync\"";
+    for statement in sqlite::sql::SOFT.swap("\"crm7_person\"", shadow, &soft).split("; ") {
+        assert_parses(&SQLiteDialect {}, statement);
+    }
+    assert_parses(&SQLiteDialect {}, &sqlite::sql::rename_table("crm7_person_history", "crm7_person_history_1"));
+
+    let at = postgres::sql::SOFT.at(&at_time);
+    let delete = postgres::sql::soft_delete_staged_keys("\"crm7\".\"person\"", &soft, "dbmirror_k_1", &at);
+    assert_eq!(
+        delete,
+        "UPDATE \"crm7\".\"person\" AS t SET \"_deleted\" = TRUE, \
+         \"_deleted_at\" = '2025-11-29 12:00:00.123'::timestamp(3) FROM dbmirror_k_1 AS s \
+         WHERE t.\"person_id\" = s.\"person_id\" AND t.\"_deleted\" = FALSE"
+    );
+    assert_parses(&PostgreSqlDialect {}, &delete);
+    let swap = postgres::sql::SOFT.swap("\"crm7\".\"person\"", "\"crm7\".\"person__resync\"", &soft);
+    for statement in swap.split("; ") {
+        assert_parses(&PostgreSqlDialect {}, statement);
+    }
+    assert_parses(&PostgreSqlDialect {}, &postgres::sql::SOFT.flag_all("\"crm7\".\"person\"", &at));
+}
