@@ -39,6 +39,7 @@ pub mod db;
 pub mod decode;
 pub mod inspect;
 pub mod metrics;
+pub mod partner;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

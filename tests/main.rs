@@ -24,6 +24,9 @@ mod client_e2e;
 /// The pipeline against an in-memory replica: lifecycle, faults, retries and resets, fast.
 mod pipeline_memory;
 
+/// Partner mode: many tenants, each in its own database, through the partner API.
+mod partner;
+
 /// The owner's delete modes: soft deletes and history tables through replays, resyncs, re-creates.
 mod delete_modes;
 

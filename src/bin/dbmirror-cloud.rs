@@ -53,8 +53,12 @@ struct ActionArgs {
     #[arg(long, default_value = "cust1234")]
     tenant: String,
     /// sessions | workload | changes | new-table | add-column | incompatible-change | incompatible-alter |
-    /// drop-table | resync | restore | suspend | resume | purge | revoke-session | reset-offsets | min-client-version
+    /// drop-table | resync | restore | suspend | resume | purge | revoke-session | reset-offsets | min-client-version |
+    /// approve | withdraw (the tenant approves a partner's app, or withdraws its approval)
     action: String,
+    /// The partner, for `approve` and `withdraw`.
+    #[arg(long)]
+    partner: Option<String>,
     /// `schema.table` for table actions.
     #[arg(long)]
     table: Option<String>,
@@ -107,7 +111,7 @@ async fn action(args: ActionArgs) -> Result<()> {
             format!("/admin/{}/actions/{other}", args.tenant),
             serde_json::json!({
                 "table": args.table, "column": args.column, "count": args.count, "columns": args.columns,
-                "session_id": args.session_id,
+                "session_id": args.session_id, "partner": args.partner,
             }),
         ),
     };
@@ -186,6 +190,10 @@ struct ServeArgs {
     /// Tenant context ids to simulate (repeatable).
     #[arg(long = "tenant", default_value = "cust1234")]
     tenants: Vec<String>,
+    /// Many tenants at once: `t0001` … `tNNNN` besides the `--tenant`s (a partner's
+    /// customers; use a small `--rows`).
+    #[arg(long, default_value_t = 0)]
+    many_tenants: usize,
     /// Rows per table in each tenant's initial snapshot.
     #[arg(long, default_value_t = 1000)]
     rows: u64,
@@ -210,7 +218,7 @@ struct ServeArgs {
     /// Token for the operations endpoints (`/admin/…`); a random one is printed if not given.
     #[arg(long)]
     admin_token: Option<String>,
-    /// A partner: `id:secret:ctx1,ctx2` (repeatable).
+    /// A partner: `id:secret:ctx1,ctx2` (repeatable); `*` for every tenant.
     #[arg(long = "partner")]
     partners: Vec<String>,
     /// The oldest client version accepted; without it, the value last set (by this flag or
@@ -257,7 +265,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(version) = &args.min_client_version {
         state.set_min_client_version(version);
     }
-    for ctx in &args.tenants {
+    let mut tenants = args.tenants.clone();
+    tenants.extend(many_tenants(args.many_tenants));
+    for ctx in &tenants {
         let config = TenantConfig {
             context: ctx.clone(),
             seed: args.seed,
@@ -274,12 +284,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let (Some(id), Some(secret), Some(tenants)) = (parts.next(), parts.next(), parts.next()) else {
             anyhow::bail!("--partner must be id:secret:ctx1,ctx2");
         };
-        state.add_partner(id, secret, tenants.split(',').map(str::to_owned).collect());
+        let approving =
+            if tenants == "*" { state.tenant_ids() } else { tenants.split(',').map(str::to_owned).collect() };
+        state.add_partner(id, secret, approving);
     }
     let admin_token = args.admin_token.clone().unwrap_or_else(dbmirror::cloud::auth::opaque_token);
     let cloud = Cloud::new(state, admin_token.clone());
     println!("dbmirror-cloud listening on {scheme}://{addr}");
-    println!("tenants: {}", args.tenants.join(", "));
+    match tenants.len() {
+        n if n > 10 => println!("tenants: {} … {} ({n})", tenants[0], tenants[n - 1]),
+        _ => println!("tenants: {}", tenants.join(", ")),
+    }
     if args.admin_token.is_none() {
         println!("admin token (operations endpoints): {admin_token}");
     }
@@ -309,6 +324,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
+}
+
+/// `t0001` … : the names of `--many-tenants`.
+fn many_tenants(count: usize) -> impl Iterator<Item = String> {
+    (1..=count).map(|i| format!("t{i:04}"))
 }
 
 fn hex(bytes: &[u8]) -> String {

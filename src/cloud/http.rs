@@ -255,12 +255,6 @@ struct RefreshToken {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
-struct NewSession {
-    tenant: String,
-    session_name: String,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Action {
@@ -270,6 +264,7 @@ struct Action {
     columns: Option<usize>,
     version: Option<String>,
     session_id: Option<String>,
+    partner: Option<String>,
 }
 
 async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64), ApiError> {
@@ -352,7 +347,7 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
             let (id, secret) = basic(&req).ok_or_else(|| {
                 ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
             })?;
-            let body: NewSession = read_json(req).await?;
+            let body: crate::protocol::PartnerSessionRequest = read_json(req).await?;
             ok(cloud.with(|s| s.partner_session(&id, &secret, &body.tenant, &body.session_name, now_ms()))?)
         }
         (method, ["api", "v1", "replication", ctx, rest @ ..]) => {
@@ -488,6 +483,11 @@ fn other_action(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> 
         "purge" => {
             let dropped = s.log.enforce_retention(now)?;
             Ok(json!({"purged_records": dropped}))
+        }
+        "approve" | "withdraw" => {
+            let partner =
+                a.partner.ok_or_else(|| ApiError::new(400, ErrorCode::BadRequest, "`partner` is required"))?;
+            s.set_approval(&partner, ctx, action == "approve")
         }
         "revoke-session" => {
             let id =

@@ -13,7 +13,8 @@ use crate::state::{Session, SessionValue, prefixed_facts};
 
 const LAST_APPLIED: &str = "last_applied:";
 const LAST_CYCLE: &str = "last_commit_cycle_ms";
-const LAST_ERROR: &str = "last_error";
+/// The last error `sync` met (time and message), for `status`.
+pub const LAST_ERROR: &str = "last_error";
 const LAG_RECORDS: &str = "lag_records";
 const NEWEST_SOURCE: &str = "newest_source_ms";
 

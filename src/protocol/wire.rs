@@ -339,3 +339,19 @@ mod tests {
         assert!(!format!("{tokens:?}{:?}", TokenRequest { refresh_token: "r-secret".into() }).contains("secret"));
     }
 }
+
+/// `GET /api/v1/partner/tenants`: the tenants that approved the partner's application.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerTenants {
+    /// Tenant context ids.
+    pub tenants: Vec<String>,
+}
+
+/// `POST /api/v1/partner/sessions`: a session for one approving tenant, without a browser.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerSessionRequest {
+    /// The tenant's context id.
+    pub tenant: String,
+    /// The session name (its Replication ID, lower-cased).
+    pub session_name: String,
+}

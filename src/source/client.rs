@@ -132,6 +132,41 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+pub enum Credentials<'a> {
+    /// A session's access token (the Replication Service).
+    Bearer(&'a str),
+    /// A partner's id and secret (the partner API).
+    Basic {
+        /// The partner id.
+        user: &'a str,
+        /// The partner secret.
+        secret: &'a str,
+    },
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::Bearer(_) => "Bearer(…)",
+            Credentials::Basic { .. } => "Basic(…)",
+        })
+    }
+}
+
+impl Credentials<'_> {
+    fn header(&self) -> String {
+        use base64::Engine as _;
+        match self {
+            Credentials::Bearer(token) => format!("Bearer {token}"),
+            Credentials::Basic { user, secret } => {
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
+            }
+        }
+    }
+}
+
 impl HttpClient {
     /// A client for `base`; `https://…` is verified by `trust`, or by the operating system's
     /// roots when `trust` is `None` (`http://…` is for tests and demos).
@@ -169,8 +204,19 @@ impl HttpClient {
         bearer: Option<&str>,
         body: Option<&Json>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
+        self.send_as(method, path, bearer.map(Credentials::Bearer), body).await
+    }
+
+    /// [`HttpClient::send`] with any [`Credentials`] (the partner API's Basic ones).
+    pub async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        credentials: Option<Credentials<'_>>,
+        body: Option<&Json>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
         let url = format!("{}{path}", self.base);
-        let response = self.exchange(method, path, bearer, body).await?;
+        let response = self.exchange_as(method, path, credentials, body).await?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);
@@ -203,10 +249,21 @@ impl HttpClient {
         bearer: Option<&str>,
         body: Option<&Json>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
+        self.exchange_as(method, path, bearer.map(Credentials::Bearer), body).await
+    }
+
+    /// [`HttpClient::exchange`] with any [`Credentials`].
+    pub async fn exchange_as(
+        &self,
+        method: Method,
+        path: &str,
+        credentials: Option<Credentials<'_>>,
+        body: Option<&Json>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SourceError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder().method(method).uri(&url).header("x-client-version", env!("CARGO_PKG_VERSION"));
-        if let Some(token) = bearer {
-            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(credentials) = credentials {
+            req = req.header(AUTHORIZATION, credentials.header());
         }
         let payload = match body {
             Some(json) => {
@@ -233,6 +290,19 @@ impl HttpClient {
             .transpose()
             .map_err(|e| SourceError::BadReply { url: url.clone(), reason: format!("unencodable request: {e}") })?;
         let bytes = read_all(self.send(method, path, bearer, body.as_ref()).await?, &url).await?;
+        serde_json::from_slice(&bytes).map_err(|e| SourceError::BadReply { url, reason: e.to_string() })
+    }
+
+    /// Like [`HttpClient::send_as`], reading the whole answer as `T`.
+    pub async fn typed_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        credentials: Credentials<'_>,
+        body: Option<&Json>,
+    ) -> Result<T, SourceError> {
+        let url = format!("{}{path}", self.base);
+        let bytes = read_all(self.send_as(method, path, Some(credentials), body).await?, &url).await?;
         serde_json::from_slice(&bytes).map_err(|e| SourceError::BadReply { url, reason: e.to_string() })
     }
 

@@ -8,5 +8,6 @@
 
 pub mod client;
 pub mod dispatcher;
+pub mod partner;
 pub mod replication;
 pub mod tls;

@@ -96,6 +96,8 @@ pub struct Partner {
     secret: [u8; 32],
     /// Tenant context ids.
     pub tenants: Vec<String>,
+    /// Sessions the partner created (ended when their tenant withdraws its approval).
+    pub sessions: Vec<String>,
 }
 
 /// Everything the cloud knows.
@@ -201,7 +203,32 @@ impl State {
 
     /// Registers a partner with its secret and the tenants that approved its app.
     pub fn add_partner(&mut self, id: &str, secret: &str, tenants: Vec<String>) {
-        self.partners.insert(id.to_owned(), Partner { secret: token_hash(secret), tenants });
+        self.partners.insert(id.to_owned(), Partner { secret: token_hash(secret), tenants, sessions: Vec::new() });
+    }
+
+    /// A tenant approves the partner's application (`approve`) or withdraws its approval:
+    /// the partner's sessions of that tenant are then revoked, as the Dispatcher ends a
+    /// withdrawn app's access.
+    pub fn set_approval(&mut self, partner: &str, ctx: &str, approved: bool) -> Result<Json, ApiError> {
+        self.tenant(ctx)?;
+        let p = self
+            .partners
+            .get_mut(partner)
+            .ok_or_else(|| ApiError::new(404, ErrorCode::NotFound, format!("no partner `{partner}`")))?;
+        p.tenants.retain(|t| t != ctx);
+        let mut revoked = Vec::new();
+        if approved {
+            p.tenants.push(ctx.to_owned());
+        } else {
+            let ids = p.sessions.clone();
+            for id in ids {
+                if let Some(s) = self.sessions.get_mut(&id).filter(|s| s.ctx == ctx && !s.revoked) {
+                    s.revoked = true;
+                    revoked.push(id);
+                }
+            }
+        }
+        Ok(json!({ "partner": partner, "tenant": ctx, "approved": approved, "revoked_sessions": revoked }))
     }
 
     /// The tenant context ids.

@@ -211,6 +211,9 @@ impl State {
             ));
         }
         let id = self.create_session(ctx, name)?;
+        if let Some(p) = self.partners.get_mut(partner) {
+            p.sessions.push(id.clone());
+        }
         let tokens = self.issue(&id, now_ms);
         Ok(Grant { session: Some(self.session_info(&id)), tokens })
     }

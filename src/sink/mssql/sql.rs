@@ -353,6 +353,21 @@ pub fn replace_from_shadow(live: &TableSchema, live_schema: &str, shadow: &Table
     }
 }
 
+/// Creates a tenant's database when it does not exist (partner mode).
+pub fn create_database(name: &str) -> String {
+    format!("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", name.replace('\'', "''"), quote(name))
+}
+
+/// Takes an exclusive session lock on `resource` without waiting, or fails (partner mode:
+/// one process at a time mirrors a tenant); released when the connection ends.
+pub fn claim(resource: &str) -> String {
+    format!(
+        "DECLARE @r int; EXEC @r = sp_getapplock @Resource = N'{}', @LockMode = 'Exclusive', \
+         @LockOwner = 'Session', @LockTimeout = 0; IF @r < 0 THROW 51000, 'held by another process', 1;",
+        resource.replace('\'', "''")
+    )
+}
+
 /// Counts a table's rows (`status`).
 pub fn count_rows(table: &TableSchema, target_schema: &str) -> String {
     format!("SELECT COUNT_BIG(*) FROM {}", qualified(target_schema, &table.id.table))

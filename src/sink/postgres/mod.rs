@@ -12,6 +12,7 @@
 //! on their own thread (see [`crate::sink::worker`]), so a blocking client is the simple fit.
 
 pub mod encode;
+pub mod server;
 pub mod sql;
 pub mod tls;
 
@@ -59,7 +60,7 @@ impl std::fmt::Debug for PgSink {
     }
 }
 
-fn err(context: impl Into<String>) -> impl FnOnce(::postgres::Error) -> SinkError {
+pub(crate) fn err(context: impl Into<String>) -> impl FnOnce(::postgres::Error) -> SinkError {
     let context = context.into();
     move |source| {
         // The driver's message for a TLS or I/O failure ("error performing TLS handshake")
@@ -91,7 +92,7 @@ impl PgSink {
         Ok(sink)
     }
 
-    fn connect(
+    pub(crate) fn connect(
         config: &::postgres::Config,
         tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
     ) -> Result<Client, SinkError> {

@@ -1,0 +1,407 @@
+//! The partner's scheduler: the tenant list, the worker pool and one tenant's pass.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::PartnerConfig;
+use super::claim::try_claim;
+use super::databases::Databases;
+use super::passes;
+use crate::clock::now_ms;
+use crate::db::SinkError;
+use crate::pipeline::{PipelineError, SyncOptions, facts, store_tokens, stored_tokens, sync};
+use crate::policy::Action;
+use crate::protocol::ErrorCode;
+use crate::secrets::SecretKey;
+use crate::sink::{Replica, SinkOptions};
+use crate::source::client::{HttpClient, SourceError};
+use crate::source::partner::PartnerApi;
+use crate::source::replication::{Replication, SessionInfo, TokenPair};
+use crate::state::SessionValue;
+
+/// Why partner mode stopped: only what a person must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PartnerError {
+    /// The partner's server, or its naming, is unusable.
+    #[error("the partner's server: {0}")]
+    Server(#[from] SinkError),
+    /// The Dispatcher refused the partner (wrong id or secret), or cannot be reached at all.
+    #[error("the partner API: {0}")]
+    Api(Box<SourceError>),
+}
+
+impl From<SourceError> for PartnerError {
+    fn from(e: SourceError) -> Self {
+        PartnerError::Api(Box::new(e))
+    }
+}
+
+/// How a pass ended, and so when the tenant's next one is due.
+#[derive(Debug)]
+enum Outcome {
+    /// Caught up: again after `IdleSeconds`.
+    Idle,
+    /// The slice ended with more to do: again as soon as the others had their turn.
+    Busy,
+    /// Another process holds the tenant: look again after `PollSeconds`.
+    HeldElsewhere,
+    /// A condition that passes (the cloud down, a suspension): again after this.
+    Retry(Duration),
+    /// Failed; retried with backoff, the others go on.
+    Failed,
+    /// No longer approved: recorded in its database, not mirrored any more.
+    Withdrawn,
+    /// The session ended (revoked, or the tenant withdrew): a new one with the next pass.
+    Revoked,
+}
+
+/// One tenant in the schedule.
+#[derive(Debug)]
+struct Slot {
+    due: Instant,
+    running: bool,
+    approved: bool,
+    noted_withdrawn: bool,
+    failures: u32,
+    ensured: bool,
+    new_session: bool,
+}
+
+impl Slot {
+    fn new(now: Instant) -> Self {
+        Slot {
+            due: now,
+            running: false,
+            approved: true,
+            noted_withdrawn: false,
+            failures: 0,
+            ensured: false,
+            new_session: false,
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.approved || !self.noted_withdrawn
+    }
+}
+
+#[derive(Debug, Default)]
+struct Schedule {
+    slots: BTreeMap<String, Slot>,
+    /// Set when the partner itself is refused: everything stops.
+    fatal: Option<String>,
+}
+
+impl Schedule {
+    /// The tenant waiting longest whose pass is due, if any.
+    fn next(&mut self, now: Instant) -> Option<(String, bool, bool, bool)> {
+        let (ctx, slot) = self
+            .slots
+            .iter_mut()
+            .filter(|(_, s)| !s.running && s.wanted() && s.due <= now)
+            .min_by_key(|(_, s)| s.due)?;
+        slot.running = true;
+        Some((ctx.clone(), slot.approved, slot.ensured, slot.new_session))
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.slots.values().filter(|s| !s.running && s.wanted()).map(|s| s.due).min()
+    }
+
+    /// Takes in the partner API's list: new tenants are due now, missing ones withdrawn.
+    fn update(&mut self, approving: &[String], now: Instant) {
+        for ctx in approving {
+            let slot = self.slots.entry(ctx.clone()).or_insert_with(|| {
+                tracing::info!(tenant = %ctx, "a tenant approves the app: mirroring it");
+                Slot::new(now)
+            });
+            if !slot.approved {
+                tracing::info!(tenant = %ctx, "the tenant approves the app again: mirroring it");
+                *slot = Slot { ensured: slot.ensured, new_session: true, ..Slot::new(now) };
+            }
+        }
+        for (ctx, slot) in self.slots.iter_mut().filter(|(ctx, s)| s.approved && !approving.contains(ctx)) {
+            tracing::warn!(tenant = %ctx, "the tenant withdrew its approval: no longer mirrored; its database is kept");
+            slot.approved = false;
+            slot.due = now;
+        }
+    }
+}
+
+/// A partner instance (see the module docs).
+pub struct Partner {
+    config: PartnerConfig,
+    databases: Databases,
+    api: PartnerApi,
+    key: SecretKey,
+    options: SyncOptions,
+    sink: SinkOptions,
+    host: String,
+}
+
+impl std::fmt::Debug for Partner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partner").field("config", &self.config).field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+fn host_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}/{}", std::process::id())
+}
+
+impl Partner {
+    /// A partner instance: `options` and `sink` shape every tenant's `sync` and replica (the
+    /// owner's controls apply to every tenant), `key` seals every tenant's tokens.
+    pub fn new(
+        config: PartnerConfig,
+        key: SecretKey,
+        options: SyncOptions,
+        sink: SinkOptions,
+    ) -> Result<Self, PartnerError> {
+        let databases = Databases::new(&config.server, &config.database_name)?;
+        let http = HttpClient::new(&config.cloud_url, config.trust.as_ref())?;
+        let api = PartnerApi::new(http, &config.id, config.secret.expose())?;
+        Ok(Partner { config, databases, api, key, options, sink, host: host_name() })
+    }
+
+    /// This process's name in the tenants' pass records (`host/pid`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The tenants' databases.
+    pub fn databases(&self) -> &Databases {
+        &self.databases
+    }
+
+    /// Mirrors every approving tenant until `stop` is set; returns early only when the
+    /// partner itself is refused (wrong credentials), which a person must fix.
+    pub fn run(&self, stop: Arc<AtomicBool>) -> Result<(), PartnerError> {
+        let shared = (Mutex::new(Schedule::default()), Condvar::new());
+        let fatal = std::thread::scope(|scope| {
+            for worker in 0..self.config.workers.max(1) {
+                let (shared, stop) = (&shared, stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("partner-{worker}"))
+                    .spawn_scoped(scope, move || self.work(shared, &stop))
+                    .expect("spawning a worker thread");
+            }
+            let fatal = self.list_tenants(&shared, &stop);
+            stop.store(true, Ordering::Relaxed);
+            shared.1.notify_all();
+            fatal
+        });
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the tenant list every `PollSeconds` until stopped; a refusal of the partner
+    /// itself ends the run.
+    fn list_tenants(&self, (schedule, wake): &(Mutex<Schedule>, Condvar), stop: &AtomicBool) -> Option<PartnerError> {
+        let mut backoff = crate::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        while !stop.load(Ordering::Relaxed) {
+            let wait = match self.api.tenants() {
+                Ok(tenants) => {
+                    lock(schedule).update(&tenants, Instant::now());
+                    wake.notify_all();
+                    backoff.reset();
+                    self.config.poll
+                }
+                Err(e) if matches!(e.code(), Some(ErrorCode::InvalidClient)) => {
+                    tracing::error!(error = %e, "the Dispatcher refuses the partner: check Partner.Id and Partner.Secret");
+                    lock(schedule).fatal = Some(e.to_string());
+                    return Some(PartnerError::Api(Box::new(e)));
+                }
+                Err(e) => {
+                    let wait = backoff.delay(e.retry_after());
+                    tracing::warn!(error = %e, "cannot read the partner's tenants; the known ones go on, the list is read again in {wait:?}");
+                    wait
+                }
+            };
+            sleep_unless_stopped(wait, stop);
+        }
+        None
+    }
+
+    /// A worker: runs the due passes until stopped.
+    fn work(&self, (schedule, wake): &(Mutex<Schedule>, Condvar), stop: &Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut guard = lock(schedule);
+            let Some((ctx, approved, ensured, new_session)) = guard.next(now) else {
+                let until =
+                    guard.earliest().map_or(Duration::from_millis(500), |due| due.saturating_duration_since(now));
+                let _ = wake.wait_timeout(guard, until.min(Duration::from_millis(500)));
+                continue;
+            };
+            drop(guard);
+            let span = tracing::info_span!("tenant", tenant = %ctx);
+            let outcome = span.in_scope(|| self.pass(&ctx, approved, ensured, new_session, stop));
+            let mut guard = lock(schedule);
+            if let Some(slot) = guard.slots.get_mut(&ctx) {
+                slot.running = false;
+                slot.ensured |= !matches!(outcome, Outcome::HeldElsewhere | Outcome::Failed);
+                slot.new_session = matches!(outcome, Outcome::Revoked);
+                slot.failures = if matches!(outcome, Outcome::Failed) { slot.failures + 1 } else { 0 };
+                let delay = match &outcome {
+                    Outcome::Idle => self.config.idle,
+                    Outcome::Busy => Duration::ZERO,
+                    Outcome::HeldElsewhere => self.config.poll.min(Duration::from_secs(5)),
+                    Outcome::Retry(after) => *after,
+                    Outcome::Revoked => Duration::from_secs(1),
+                    Outcome::Failed => Duration::from_secs(5 << slot.failures.min(6)).min(Duration::from_secs(300)),
+                    Outcome::Withdrawn => {
+                        slot.noted_withdrawn = true;
+                        Duration::ZERO
+                    }
+                };
+                slot.due = Instant::now() + delay;
+            }
+            drop(guard);
+            wake.notify_all();
+        }
+    }
+
+    /// One tenant's turn: claim, database, session, `sync` for at most a slice.
+    fn pass(&self, ctx: &str, approved: bool, ensured: bool, new_session: bool, stop: &Arc<AtomicBool>) -> Outcome {
+        let claim = match try_claim(&self.databases, ctx) {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return Outcome::HeldElsewhere,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim the tenant");
+                return Outcome::Failed;
+            }
+        };
+        let result = self.claimed_pass(ctx, approved, ensured, new_session, stop);
+        drop(claim);
+        match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(error = %e, "the tenant's pass failed; retried with backoff");
+                Outcome::Failed
+            }
+        }
+    }
+
+    fn claimed_pass(
+        &self,
+        ctx: &str,
+        approved: bool,
+        ensured: bool,
+        new_session: bool,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Outcome, PartnerError> {
+        if !ensured && self.databases.ensure(ctx)? {
+            tracing::info!(database = %self.databases.name(ctx)?, "created the tenant's database");
+        }
+        let connection = self.databases.connection_string(ctx)?;
+        let mut state = crate::sink::open(&connection, self.sink.clone())?;
+        if !approved {
+            passes::withdrawn(state.as_mut())?;
+            return Ok(Outcome::Withdrawn);
+        }
+        let session = state.read_facts()?;
+        let info = match SessionInfo::from_facts(&session).filter(|_| !new_session) {
+            Some(info) => info,
+            None => self.new_session(ctx, state.as_mut())?,
+        };
+        let tokens =
+            stored_tokens(&state.read_facts()?, &self.key).map_err(|e| SinkError::ConnectionString(e.to_string()))?;
+        passes::start(state.as_mut(), &self.host, now_ms())?;
+        let http = HttpClient::new(&info.cloud_url, self.config.trust.as_ref())?;
+        let replication = Replication::new(http, info, tokens)?;
+        let options = SyncOptions {
+            until_idle: true,
+            run_for: Some(self.config.slice),
+            max_poll: Duration::from_millis(100),
+            auto_resync: self.config.auto_resync,
+            metrics: Arc::new(crate::metrics::Metrics::new(ctx)),
+            ..self.options.clone()
+        };
+        let started = Instant::now();
+        let data = crate::sink::open(&connection, self.sink.clone())?;
+        let result = sync(replication, data, state.as_mut(), &self.key, &options, stop.clone());
+        passes::end(state.as_mut(), &self.host, now_ms())?;
+        Ok(match result {
+            Ok(summary) => {
+                if summary.records > 0 {
+                    tracing::debug!(records = summary.records, "pass applied changes");
+                }
+                if started.elapsed() >= self.config.slice { Outcome::Busy } else { Outcome::Idle }
+            }
+            Err(e) => self.judge(ctx, e, state.as_mut()),
+        })
+    }
+
+    /// What a failed pass means for the tenant (and only for it).
+    fn judge(&self, ctx: &str, e: PipelineError, state: &mut dyn Replica) -> Outcome {
+        let revoked = matches!(&e, PipelineError::Source(s) if matches!(s.code(), Some(ErrorCode::SessionRevoked | ErrorCode::TokenReused | ErrorCode::SessionNotFound)));
+        if revoked {
+            tracing::warn!(tenant = ctx, error = %e, "the tenant's session ended; a new one is made if the tenant still approves");
+            return Outcome::Revoked;
+        }
+        facts::record_error(state, &e.to_string());
+        match e.action() {
+            Action::Retry { after, waiting_for } => {
+                tracing::warn!(error = %e, "waiting for {waiting_for}; the tenant's next pass tries again");
+                Outcome::Retry(after.unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(300)))
+            }
+            _ => {
+                tracing::error!(error = %e, "the tenant's replication failed; retried with backoff while the others go on");
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// A session for `ctx` through the partner API, stored in its database like `provision`
+    /// stores one (facts, trust, sealed tokens).
+    fn new_session(&self, ctx: &str, state: &mut dyn Replica) -> Result<SessionInfo, PartnerError> {
+        let grant = match self.api.create_session(ctx, &self.config.session_name) {
+            Err(e) if matches!(e.code(), Some(ErrorCode::SessionExists)) => {
+                // A live session of that name exists (its database was lost or replaced):
+                // this replica gets its own.
+                let suffix: [u8; 3] = crate::secrets::random_bytes();
+                let name: String = format!(
+                    "{}-{}",
+                    self.config.session_name,
+                    suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                );
+                self.api.create_session(ctx, &name)?
+            }
+            other => other?,
+        };
+        let reply = grant.session.as_ref().ok_or_else(|| SourceError::BadReply {
+            url: self.api.base().to_owned(),
+            reason: "the partner session has no session".into(),
+        })?;
+        let info = SessionInfo::from_reply(reply, self.api.base());
+        let mut facts = info.to_facts();
+        if let Some(crate::source::tls::Trust::Fingerprint(fp)) = &self.config.trust {
+            facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())));
+        }
+        state.write_facts(&facts)?;
+        store_tokens(state, &self.key, &TokenPair::issued(grant.tokens, now_ms()))?;
+        tracing::info!(replication_id = %info.replication_id, "created the tenant's session");
+        Ok(info)
+    }
+}
+
+fn lock(schedule: &Mutex<Schedule>) -> MutexGuard<'_, Schedule> {
+    schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())));
+    }
+}

@@ -1,0 +1,58 @@
+//! Server-level work for partner mode (see `crate::partner`): creating a tenant's database,
+//! and the session advisory lock that makes one process at a time mirror a tenant.
+
+use ::postgres::Client;
+
+use super::{PgSink, err};
+use crate::db::SinkError;
+
+/// A connection to the server (the database the connection string names), without a replica.
+pub fn connect(server: &str) -> Result<Client, SinkError> {
+    let super::tls::Target { config, tls } = super::tls::parse(server)?;
+    PgSink::connect(&config, tls.as_ref())
+}
+
+/// Creates database `name` when missing; returns whether it did. Two processes creating it at
+/// once are fine: the loser sees it exist.
+pub fn create_database(server: &str, name: &str) -> Result<bool, SinkError> {
+    let mut client = connect(server)?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .map_err(err(format!("looking for database {name}")))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    match client.batch_execute(&format!("CREATE DATABASE {}", super::sql::quote(name))) {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&::postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(e) => Err(err(format!("creating database {name}"))(e)),
+    }
+}
+
+/// A session advisory lock: held while this value lives (its own connection), released by
+/// the server the moment that connection ends — a process that dies, however, loses it at
+/// once; a host that vanishes from the network within about 25 s (TCP keepalives).
+pub struct Claim(#[allow(dead_code)] Client);
+
+/// The advisory lock key of `name`: a stable 64-bit hash (FNV-1a).
+pub fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "dbmirror-partner:".bytes().chain(name.bytes()) {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Takes the lock of `name` if no other session holds it.
+pub fn try_claim(server: &str, name: &str) -> Result<Option<Claim>, SinkError> {
+    let mut client = connect(server)?;
+    client
+        .batch_execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
+        .map_err(err("setting keepalives"))?;
+    let held: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+        .map_err(err(format!("claiming {name}")))?
+        .get(0);
+    Ok(held.then_some(Claim(client)))
+}
