@@ -71,6 +71,8 @@ pub struct Config {
     pub columns: crate::sink::columns::ColumnRules,
     /// `DeleteModes`: hard, soft or history deletes per table (see [`crate::sink::modes`]).
     pub delete_modes: crate::sink::modes::DeleteModes,
+    /// `Partner`: mirror every tenant approving the partner's app (see [`crate::partner`]).
+    pub partner: Option<crate::partner::PartnerConfig>,
 }
 
 /// `Metrics`: the Prometheus endpoint and health check of a running `sync`.
@@ -124,6 +126,64 @@ fn lookup<'v>(root: &'v Value, path: &[&str]) -> Option<&'v Value> {
     path.iter().try_fold(root, |node, part| {
         node.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(part)).map(|(_, v)| v)
     })
+}
+
+/// A secret setting's value: `env:NAME` (an environment variable), `file:PATH` (a file,
+/// relative to the instance folder, its content trimmed) or the value itself (then it sits
+/// in the file: the other two are better). The error says what is missing, never the value.
+pub fn secret_value(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, String> {
+    if let Some(name) = raw.strip_prefix("env:") {
+        env(name).map(String::into_bytes).ok_or_else(|| format!("the environment variable {name} is not set"))
+    } else if let Some(file) = raw.strip_prefix("file:") {
+        let path = folder.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(text.trim().as_bytes().to_vec())
+    } else {
+        Ok(raw.as_bytes().to_vec())
+    }
+}
+
+/// The `Partner` section (see [`crate::partner`]); `None` without one.
+fn partner_section(r: &Reader<'_>, folder: &Path) -> Result<Option<crate::partner::PartnerConfig>, ConfigError> {
+    use crate::partner::{PartnerConfig, Secret};
+    if lookup(r.root, &["Partner"]).is_none() {
+        return Ok(None);
+    }
+    let required = |key: &str, what: &str| {
+        r.text(&["Partner", key])?.ok_or_else(|| bad(&format!("Partner.{key}"), format!("required: {what}")))
+    };
+    let id = required("Id", "the partner id the Dispatcher gave you")?;
+    let raw_secret = required("Secret", "the partner secret: env:NAME or file:PATH")?;
+    let secret = secret_value(&raw_secret, folder, r.env).map_err(|reason| bad("Partner.Secret", reason))?;
+    let secret = String::from_utf8(secret).map_err(|_| bad("Partner.Secret", "the secret is not text"))?;
+    let cloud = required("Cloud", "the Dispatcher's URL, e.g. https://dispatcher.example")?;
+    let server = required(
+        "ServerConnectionString",
+        "the server every tenant's database is created on (or `Data Source=<folder>` for SQLite files)",
+    )?;
+    let mut config = PartnerConfig::new(&id, Secret::new(secret), &cloud, &server);
+    if let Some(pattern) = r.text(&["Partner", "DatabaseName"])? {
+        if !pattern.contains(crate::partner::databases::CONTEXT_ID) {
+            return Err(bad("Partner.DatabaseName", "must contain {contextId}, e.g. Mirror_{contextId}"));
+        }
+        config.database_name = pattern;
+    }
+    if let Some(name) = r.text(&["Partner", "SessionName"])? {
+        config.session_name = name;
+    }
+    config.trust = match (r.text(&["Partner", "Fingerprint"])?, r.text(&["Partner", "CaFile"])?) {
+        (Some(fp), _) => Some(crate::source::tls::Trust::Fingerprint(
+            crate::source::tls::parse_fingerprint(&fp).map_err(|e| bad("Partner.Fingerprint", e.to_string()))?,
+        )),
+        (None, Some(ca)) => Some(crate::source::tls::Trust::CaFile(folder.join(ca))),
+        (None, None) => None,
+    };
+    config.workers = r.integer(&["Partner", "Workers"], 4, 1, 256)? as usize;
+    config.poll = Duration::from_secs(r.integer(&["Partner", "PollSeconds"], 30, 1, 3600)?);
+    config.idle = Duration::from_secs(r.integer(&["Partner", "IdleSeconds"], 2, 1, 3600)?);
+    config.slice = Duration::from_secs(r.integer(&["Partner", "SliceSeconds"], 10, 1, 600)?);
+    config.auto_resync = r.boolean(&["Partner", "AutoResync"], true)?;
+    Ok(Some(config))
 }
 
 /// An environment override for `path`, if set.
@@ -212,6 +272,7 @@ fn byte_size(key: &str, raw: &str) -> Result<u64, ConfigError> {
 }
 
 const KNOWN_TOP_LEVEL: &[&str] = &[
+    "Partner",
     "DeleteModes",
     "MaxBatchSize",
     "MaxPollTimeSeconds",
@@ -255,9 +316,19 @@ impl Config {
         let r = Reader { root: &root, env };
         let seconds =
             |key: &str, default: u64, min: u64, max: u64| r.integer(&[key], default, min, max).map(Duration::from_secs);
-        let connection_string = r.text(&["ReplicaDatabase", "ConnectionString"])?.ok_or_else(|| {
-            bad("ReplicaDatabase.ConnectionString", "required: the replica database, e.g. `Data Source=replica.db`")
-        })?;
+        let folder = Path::new(origin).parent().unwrap_or(Path::new("."));
+        let partner = partner_section(&r, folder)?;
+        // A partner instance's replicas are its tenants' databases on the partner's server.
+        let connection_string = match (r.text(&["ReplicaDatabase", "ConnectionString"])?, &partner) {
+            (Some(conn), _) => conn,
+            (None, Some(p)) => p.server.clone(),
+            (None, None) => {
+                return Err(bad(
+                    "ReplicaDatabase.ConnectionString",
+                    "required: the replica database, e.g. `Data Source=replica.db`",
+                ));
+            }
+        };
         let skip_tables = match env_override(env, &["ReplicaDatabase", "SkipTables"]) {
             Some(list) => list.split([',', ';']).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             None => match lookup(&root, &["ReplicaDatabase", "SkipTables"]) {
@@ -295,7 +366,6 @@ impl Config {
                 format!("unknown level `{log_level}` (Trace, Debug, Information, Warning, Error, Critical, None)"),
             ));
         }
-        let folder = Path::new(origin).parent().unwrap_or(Path::new("."));
         let hooks = crate::sink::hooks::parse(lookup(&root, &["Hooks"]), folder)
             .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?;
         let config = Config {
@@ -345,6 +415,7 @@ impl Config {
                 .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?,
             delete_modes: crate::sink::modes::parse(lookup(&root, &["DeleteModes"]))
                 .map_err(|(key, reason)| ConfigError::Value { key, reason })?,
+            partner,
         };
         let warnings = root
             .as_object()

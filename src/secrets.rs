@@ -98,6 +98,7 @@ mod at_rest {
 }
 
 /// The instance's sealing key.
+#[derive(Clone)]
 pub struct SecretKey {
     cipher: Aes256Gcm,
 }

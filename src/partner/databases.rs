@@ -101,6 +101,39 @@ impl Databases {
     }
 }
 
+impl Databases {
+    /// The tenants whose databases exist on the server (found by the name pattern), sorted.
+    pub fn existing(&self) -> Result<Vec<String>, SinkError> {
+        let (prefix, suffix) = self.pattern.split_once(CONTEXT_ID).unwrap_or((&self.pattern, ""));
+        let names: Vec<String> = match self.kind {
+            TargetKind::Sqlite => {
+                let folder = self.folder().unwrap_or_default();
+                match std::fs::read_dir(&folder) {
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".db").map(str::to_owned))
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(source) => {
+                        return Err(SinkError::Io { context: format!("listing {}", folder.display()), source });
+                    }
+                }
+            }
+            TargetKind::Postgres => crate::sink::postgres::server::databases(&self.server)?,
+            TargetKind::SqlServer => {
+                return Err(bad("listing the tenants' databases is not built for SQL Server: use `--tenant <ctx>`"));
+            }
+        };
+        let mut tenants: Vec<String> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix))
+            .filter(|ctx| self.name(ctx).is_ok())
+            .map(str::to_owned)
+            .collect();
+        tenants.sort();
+        Ok(tenants)
+    }
+}
+
 /// A PostgreSQL connection string naming database `name`: a URL's path, or a key-value
 /// string's `dbname` (replaced or added).
 pub fn with_postgres_database(server: &str, name: &str) -> String {

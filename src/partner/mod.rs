@@ -48,7 +48,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// The `Partner` section of `appsettings.json`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartnerConfig {
     /// The partner id (`Partner.Id`).
     pub id: String,

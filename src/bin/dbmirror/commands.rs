@@ -18,7 +18,7 @@ use dbmirror::state::{SessionValue, StateStore};
 use crate::instance::{Instance, InstanceLock};
 
 /// Stops on Ctrl-C or SIGTERM.
-fn stop_on_signals() -> Arc<AtomicBool> {
+pub(crate) fn stop_on_signals() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {

@@ -53,6 +53,28 @@ impl Instance {
         Ok(Instance { dir: dir.to_owned(), config, key })
     }
 
+    /// The instance a command works on: with `tenant`, that tenant's database of a partner
+    /// instance (any single-tenant command then works on it); without, this one — which must
+    /// not be a partner instance, whose tenants each need naming.
+    pub fn select(self, tenant: Option<&str>) -> Result<Self> {
+        match (tenant, &self.config.partner) {
+            (Some(ctx), _) => self.for_tenant(ctx),
+            (None, Some(_)) => bail!("this is a partner instance: name the tenant with `--tenant <context id>`"),
+            (None, None) => Ok(self),
+        }
+    }
+
+    /// A partner instance seen as tenant `ctx`'s single-tenant instance: same folder, key and
+    /// settings, that tenant's database as the replica.
+    pub fn for_tenant(&self, ctx: &str) -> Result<Self> {
+        let partner = self.config.partner.as_ref().context("`--tenant` is for partner instances (a `Partner` section)")?;
+        let databases = dbmirror::partner::databases::Databases::new(&partner.server, &partner.database_name)?;
+        let mut config = self.config.clone();
+        config.replica.connection_string = databases.connection_string(ctx)?;
+        config.partner = None;
+        Ok(Instance { dir: self.dir.clone(), config, key: self.key.clone() })
+    }
+
     /// The replica, unless it is a SQLite file that does not exist yet (opening would create
     /// it): then an error that says what to do.
     pub(crate) fn open_existing(&self) -> Result<Box<dyn Replica>> {

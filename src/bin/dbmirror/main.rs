@@ -17,6 +17,7 @@ mod demo;
 #[path = "demo_off.rs"]
 mod demo;
 mod instance;
+mod partner;
 mod owner_page;
 mod progress;
 mod report;
@@ -120,6 +121,9 @@ enum Command {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
         /// Stop once caught up (for scripts and tests).
         #[arg(long)]
         until_idle: bool,
@@ -142,18 +146,27 @@ enum Command {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
     },
     /// Show the session: tenant, Replication ID, token expiry, URLs, client version.
     Info {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
     },
     /// Tables, rows, state, offsets and lag.
     Status {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -164,6 +177,9 @@ enum Command {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -174,12 +190,18 @@ enum Command {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
     },
     /// Compare every table's rows with the cloud's ground truth.
     Verify {
         /// The instance folder.
         #[arg(long, default_value = ".")]
         instance: PathBuf,
+        /// On a partner instance: the tenant (context id) whose database to use.
+        #[arg(long, value_name = "CONTEXT_ID")]
+        tenant: Option<String>,
     },
     /// Start an in-process reference cloud with a simulated tenant, provision, mirror it into a
     /// local replica while it changes, then verify the replica equals the source.
@@ -255,7 +277,7 @@ fn main() -> ExitCode {
         | Command::Reconnect { instance }
         | Command::UpdateSchema { instance }
         | Command::ResyncTables { instance, .. }
-        | Command::RetryErrors { instance } => Some(instance.clone()),
+        | Command::RetryErrors { instance, .. } => Some(instance.clone()),
         _ => None,
     };
     let _log_file = match instance {
@@ -330,35 +352,47 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             #[allow(unreachable_code)]
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { instance, until_idle, auto_resync, metrics_listen } => {
-            let mut instance = instance::Instance::load(&instance)?;
+        Command::Sync { instance, until_idle, auto_resync, metrics_listen, tenant } => {
+            let instance = instance::Instance::load(&instance)?;
+            if tenant.is_none() && instance.config.partner.is_some() {
+                partner::run(&instance, until_idle, commands::stop_on_signals())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut instance = instance.select(tenant.as_deref())?;
             if metrics_listen.is_some() {
                 instance.config.metrics.listen = metrics_listen;
             }
             commands::run_sync(&instance, until_idle, auto_resync)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ResyncTables { tables, instance } => {
-            commands::resync_tables(&instance::Instance::load(&instance)?, &tables)?;
+        Command::ResyncTables { tables, instance, tenant } => {
+            commands::resync_tables(&instance::Instance::load(&instance)?.select(tenant.as_deref())?, &tables)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Info { instance } => {
-            report::info(&instance::Instance::load_to_look(&instance)?)?;
+        Command::Info { instance, tenant } => {
+            report::info(&instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { instance, json } => {
-            report::status(&instance::Instance::load_to_look(&instance)?, json)?;
+        Command::Status { instance, json, tenant } => {
+            let instance = instance::Instance::load_to_look(&instance)?;
+            if tenant.is_none() && instance.config.partner.is_some() {
+                partner::status(&instance, json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            report::status(&instance.select(tenant.as_deref())?, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Errors { instance, json } => {
-            let count = report::errors(&instance::Instance::load_to_look(&instance)?, json)?;
+        Command::Errors { instance, json, tenant } => {
+            let count = report::errors(&instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?, json)?;
             Ok(if count == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::RetryErrors { instance } => {
-            let still = report::retry_errors(&instance::Instance::load(&instance)?)?;
+        Command::RetryErrors { instance, tenant } => {
+            let still = report::retry_errors(&instance::Instance::load(&instance)?.select(tenant.as_deref())?)?;
             Ok(if still == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Verify { instance } => Ok(if report::verify(&instance::Instance::load_to_look(&instance)?)? {
+        Command::Verify { instance, tenant } => Ok(if report::verify(
+            &instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?,
+        )? {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -67,15 +67,7 @@ fn table_rules(key: &str, value: &Value) -> Result<TableRules, ColumnsConfigErro
 
 fn hash_key(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<HashKey, ColumnsConfigError> {
     const KEY: &str = "Columns.HashKey";
-    let bytes = if let Some(name) = raw.strip_prefix("env:") {
-        env(name).ok_or_else(|| bad(KEY, format!("the environment variable {name} is not set")))?.into_bytes()
-    } else if let Some(file) = raw.strip_prefix("file:") {
-        let path = folder.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| bad(KEY, format!("{}: {e}", path.display())))?;
-        text.trim().as_bytes().to_vec()
-    } else {
-        raw.as_bytes().to_vec()
-    };
+    let bytes = crate::config::secret_value(raw, folder, env).map_err(|reason| bad(KEY, reason))?;
     HashKey::new(bytes).ok_or_else(|| bad(KEY, "the key must be at least 16 bytes"))
 }
 

@@ -30,6 +30,15 @@ pub fn create_database(server: &str, name: &str) -> Result<bool, SinkError> {
     }
 }
 
+/// The server's databases (templates left out).
+pub fn databases(server: &str) -> Result<Vec<String>, SinkError> {
+    let mut client = connect(server)?;
+    let rows = client
+        .query("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname", &[])
+        .map_err(err("listing databases"))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
 /// A session advisory lock: held while this value lives (its own connection), released by
 /// the server the moment that connection ends — a process that dies, however, loses it at
 /// once; a host that vanishes from the network within about 25 s (TCP keepalives).

@@ -1,0 +1,73 @@
+//! A partner instance (a `Partner` section in `appsettings.json`): `sync` mirrors every
+//! approving tenant (see `dbmirror::partner`), `status` shows one line per tenant, and
+//! `--tenant <ctx>` turns any single-tenant command on that tenant's database.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context as _, Result, bail};
+use dbmirror::partner::databases::Databases;
+use dbmirror::partner::{Partner, passes};
+
+use crate::instance::{Instance, InstanceLock};
+
+/// Runs the partner instance until `stop` is set.
+pub fn run(instance: &Instance, until_idle: bool, stop: Arc<AtomicBool>) -> Result<()> {
+    if until_idle {
+        bail!("a partner instance mirrors its tenants until stopped: `sync --until-idle` is for one tenant (`--tenant`)");
+    }
+    let config = instance.config.partner.clone().context("not a partner instance")?;
+    let _guard = InstanceLock::take(&instance.lock_path())?;
+    let partner = Partner::new(config, instance.key.clone(), instance.config.sync_options(), instance.options())?;
+    tracing::info!(host = partner.host(), "partner instance: mirroring every tenant that approves the app");
+    partner.run(stop)?;
+    Ok(())
+}
+
+fn databases(instance: &Instance) -> Result<Databases> {
+    let config = instance.config.partner.as_ref().context("not a partner instance")?;
+    Ok(Databases::new(&config.server, &config.database_name)?)
+}
+
+/// `status` of a partner instance: one line per tenant with a database on the server.
+pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
+    let databases = databases(instance)?;
+    let mut lines = Vec::new();
+    for ctx in databases.existing()? {
+        let tenant = instance.for_tenant(&ctx)?;
+        let line = match crate::report::status_report(&tenant, false) {
+            Ok(report) => {
+                let session = tenant.open_existing()?.read_facts()?;
+                let (state, host) = passes::summary(&session);
+                let tables = report["tables"].as_array().map_or(0, Vec::len);
+                let rows: u64 = report["tables"].as_array().into_iter().flatten().filter_map(|t| t["rows"].as_u64()).sum();
+                serde_json::json!({"tenant": ctx, "database": databases.name(&ctx)?, "state": state, "host": host,
+                    "tables": tables, "rows": rows, "lag": report["lag"], "last_error": report["last_error"]})
+            }
+            Err(e) => serde_json::json!({"tenant": ctx, "error": crate::instance::describe(&e)}),
+        };
+        lines.push(line);
+    }
+    if as_json {
+        println!("{:#}", serde_json::Value::Array(lines));
+        return Ok(());
+    }
+    println!("{:<14} {:<10} {:>6} {:>9} {:>8}  {:<24} last error", "tenant", "state", "tables", "rows", "lag", "host");
+    for l in &lines {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        let lag = l["lag"]["records"].as_u64().map_or("-".to_owned(), |n| n.to_string());
+        let error = l["last_error"]["message"].as_str().or(l["error"].as_str()).unwrap_or("");
+        println!(
+            "{:<14} {:<10} {:>6} {:>9} {:>8}  {:<24} {}",
+            text(&l["tenant"]),
+            text(&l["state"]),
+            l["tables"].as_u64().unwrap_or(0),
+            l["rows"].as_u64().unwrap_or(0),
+            lag,
+            text(&l["host"]),
+            error.lines().next().unwrap_or("")
+        );
+    }
+    println!("{} tenant(s); `status --tenant <ctx>` shows one in full", lines.len());
+    Ok(())
+}
