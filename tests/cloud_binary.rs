@@ -795,3 +795,106 @@ async fn refused_rows_are_isolated_listed_and_retried_with_the_binaries() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Partner mode as a partner meets it, with the binaries: one cloud with 31 tenants approving
+/// the partner's app, three `dbmirror sync` processes of one partner instance (three folders,
+/// one key, one server — a folder of SQLite files here), one of them SIGKILLed mid-run while
+/// the tenants keep changing. Every tenant converges (`verify --tenant`), every process took a
+/// share, `status` lists every tenant, and no tenant was ever held by two processes at once:
+/// each tenant's recorded passes follow one another, the killed process's unfinished pass
+/// ending when it was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_partner_processes_share_the_tenants_and_survive_a_kill() {
+    let dir = std::env::temp_dir().join(format!("dbmirror-partner-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("cloud")).unwrap();
+    let server = start_with(
+        &dir.join("cloud"),
+        &["--rows", "3", "--many-tenants", "30", "--changes-per-sec", "5", "--partner", "acme:partner-pw:*"],
+    );
+    let mirrors = dir.join("mirrors");
+    let settings = serde_json::json!({
+        "Partner": {
+            "Id": "acme", "Secret": "env:ACME_SECRET", "Cloud": server.url, "Fingerprint": server.fingerprint,
+            "ServerConnectionString": format!("Data Source={}", mirrors.display()),
+            "Workers": 3, "PollSeconds": 1, "IdleSeconds": 1, "SliceSeconds": 2
+        },
+        "MaxPollTimeSeconds": 1
+    });
+    let folders: Vec<_> = (0..3).map(|i| named_instance_folder(&dir, &format!("host{i}"), settings.clone())).collect();
+    dbmirror::secrets::SecretKey::load_or_create(&folders[0].join("dbmirror.key")).unwrap();
+    for f in &folders[1..] {
+        std::fs::copy(folders[0].join("dbmirror.key"), f.join("dbmirror.key")).unwrap();
+    }
+    let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
+    let spawn = |folder: &Path| {
+        Command::new(dbmirror)
+            .args(["sync", "--instance"])
+            .arg(folder)
+            .env("ACME_SECRET", "partner-pw")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut services: Vec<_> = folders.iter().map(|f| spawn(f)).collect();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    // Taken before the kill: a pass of another process that starts earlier than this while
+    // the killed one's pass is open would be an overlap.
+    let killed_ms = dbmirror::clock::now_ms();
+    services[1].kill().unwrap(); // SIGKILL: its claims end with its connections and locks
+    services[1].wait().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let trust = Trust::Fingerprint(parse_fingerprint(&server.fingerprint).unwrap());
+    let ops = HttpClient::new(&server.url, Some(&trust)).unwrap();
+    ops.json(Method::POST, "/admin/workload", Some("adm"), Some(&serde_json::json!({"changes_per_sec": 0})))
+        .await
+        .unwrap();
+    let mut tenants: Vec<String> = (1..=30).map(|i| format!("t{i:04}")).collect();
+    tenants.push("cust1234".into());
+    let verify = |ctx: &str| {
+        Command::new(dbmirror)
+            .args(["verify", "--tenant", ctx, "--instance"])
+            .arg(&folders[0])
+            .env("ACME_SECRET", "partner-pw")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut pending = tenants.clone();
+    while !pending.is_empty() {
+        pending = tokio::task::block_in_place(|| pending.iter().filter(|ctx| !verify(ctx)).cloned().collect());
+        assert!(std::time::Instant::now() < deadline, "not converged: {pending:?}");
+    }
+    let status = Command::new(dbmirror)
+        .args(["status", "--instance"])
+        .arg(&folders[0])
+        .env("ACME_SECRET", "partner-pw")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("31 tenant(s)") && status.contains("t0017") && status.contains("mirroring"), "{status}");
+    for (i, s) in services.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
+        let _ = Command::new("kill").arg(s.id().to_string()).status();
+        assert!(s.wait().unwrap().success(), "process {i} stops cleanly on SIGTERM");
+    }
+
+    let killed_host = |host: &str| host.ends_with(&format!("/{}", services[1].id()));
+    let mut hosts = std::collections::BTreeSet::new();
+    for ctx in &tenants {
+        let conn = format!("Data Source={}", mirrors.join(format!("Mirror_{ctx}.db")).display());
+        let mut replica = dbmirror::sink::open(&conn, dbmirror::sink::SinkOptions::default()).unwrap();
+        let passes = dbmirror::partner::passes::read(&replica.read_facts().unwrap());
+        assert!(!passes.is_empty(), "{ctx}");
+        for pair in passes.windows(2) {
+            let end = pair[0].end_ms.or_else(|| killed_host(&pair[0].host).then_some(killed_ms));
+            assert!(end.is_some_and(|end| end <= pair[1].start_ms), "{ctx}: passes overlap: {pair:?}");
+        }
+        hosts.extend(passes.iter().map(|p| p.host.clone()));
+    }
+    assert_eq!(hosts.len(), 3, "every process took a share: {hosts:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,7 +48,8 @@ pub fn try_claim(databases: &Databases, ctx: &str) -> Result<Option<Claim>, Sink
             }
         }
         TargetKind::Postgres => {
-            Ok(crate::sink::postgres::server::try_claim(databases.server(), &name)?.map(|c| Claim::Postgres(Box::new(c))))
+            Ok(crate::sink::postgres::server::try_claim(databases.server(), &name)?
+                .map(|c| Claim::Postgres(Box::new(c))))
         }
         TargetKind::SqlServer => {
             let mut server = crate::sink::mssql::MssqlSink::open(databases.server(), Default::default())?;

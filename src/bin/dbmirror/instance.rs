@@ -67,7 +67,8 @@ impl Instance {
     /// A partner instance seen as tenant `ctx`'s single-tenant instance: same folder, key and
     /// settings, that tenant's database as the replica.
     pub fn for_tenant(&self, ctx: &str) -> Result<Self> {
-        let partner = self.config.partner.as_ref().context("`--tenant` is for partner instances (a `Partner` section)")?;
+        let partner =
+            self.config.partner.as_ref().context("`--tenant` is for partner instances (a `Partner` section)")?;
         let databases = dbmirror::partner::databases::Databases::new(&partner.server, &partner.database_name)?;
         let mut config = self.config.clone();
         config.replica.connection_string = databases.connection_string(ctx)?;

@@ -17,8 +17,8 @@ mod demo;
 #[path = "demo_off.rs"]
 mod demo;
 mod instance;
-mod partner;
 mod owner_page;
+mod partner;
 mod progress;
 mod report;
 mod service;
@@ -390,13 +390,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let still = report::retry_errors(&instance::Instance::load(&instance)?.select(tenant.as_deref())?)?;
             Ok(if still == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Verify { instance, tenant } => Ok(if report::verify(
-            &instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?,
-        )? {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        }),
+        Command::Verify { instance, tenant } => {
+            Ok(if report::verify(&instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Inspect { file, time_precision_mode, decimal_handling_mode, binary_handling_mode } => {
             let options = DecodeOptions {
                 time_precision: match time_precision_mode {

@@ -14,7 +14,9 @@ use crate::instance::{Instance, InstanceLock};
 /// Runs the partner instance until `stop` is set.
 pub fn run(instance: &Instance, until_idle: bool, stop: Arc<AtomicBool>) -> Result<()> {
     if until_idle {
-        bail!("a partner instance mirrors its tenants until stopped: `sync --until-idle` is for one tenant (`--tenant`)");
+        bail!(
+            "a partner instance mirrors its tenants until stopped: `sync --until-idle` is for one tenant (`--tenant`)"
+        );
     }
     let config = instance.config.partner.clone().context("not a partner instance")?;
     let _guard = InstanceLock::take(&instance.lock_path())?;
@@ -40,7 +42,8 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
                 let session = tenant.open_existing()?.read_facts()?;
                 let (state, host) = passes::summary(&session);
                 let tables = report["tables"].as_array().map_or(0, Vec::len);
-                let rows: u64 = report["tables"].as_array().into_iter().flatten().filter_map(|t| t["rows"].as_u64()).sum();
+                let rows: u64 =
+                    report["tables"].as_array().into_iter().flatten().filter_map(|t| t["rows"].as_u64()).sum();
                 serde_json::json!({"tenant": ctx, "database": databases.name(&ctx)?, "state": state, "host": host,
                     "tables": tables, "rows": rows, "lag": report["lag"], "last_error": report["last_error"]})
             }
