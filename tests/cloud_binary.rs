@@ -837,7 +837,8 @@ async fn three_partner_processes_share_the_tenants_and_survive_a_kill() {
             .spawn()
             .unwrap()
     };
-    let mut services: Vec<_> = folders.iter().map(|f| spawn(f)).collect();
+    let mut services = Services(folders.iter().map(|f| spawn(f)).collect());
+    let services = &mut services.0;
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     // Taken before the kill: a pass of another process that starts earlier than this while
     // the killed one's pass is open would be an overlap.
@@ -897,4 +898,16 @@ async fn three_partner_processes_share_the_tenants_and_survive_a_kill() {
     assert_eq!(hosts.len(), 3, "every process took a share: {hosts:?}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Child processes killed when the test ends, however it ends (a failed assertion included).
+struct Services(Vec<std::process::Child>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -24,6 +24,9 @@ mod client_e2e;
 /// The pipeline against an in-memory replica: lifecycle, faults, retries and resets, fast.
 mod pipeline_memory;
 
+/// Adopting a legacy mirror (tables filled, no `_ReplicationState`).
+mod adoption;
+
 /// Partner mode: many tenants, each in its own database, through the partner API.
 mod partner;
 

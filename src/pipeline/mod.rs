@@ -384,7 +384,8 @@ impl<'a> Pipeline<'a> {
         self.applier.settle(self.state, &self.stop)?;
         self.snapshots_to_request.extend(self.applier.take_recreated());
         self.request_snapshots()?;
-        Ok(self.resyncs.is_empty() && self.snapshots_to_request.is_empty())
+        let requested = !self.options.history_only && self.resyncs.pending(self.state)?;
+        Ok(self.resyncs.is_empty() && self.snapshots_to_request.is_empty() && !requested)
     }
 
     /// Whether everything the cloud had when the run started has been read (`--until-idle`).

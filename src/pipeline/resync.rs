@@ -66,6 +66,17 @@ impl Resyncs {
         self.running.len()
     }
 
+    /// Whether requests are stored that no resync acted on yet (a table adopted, or asked for,
+    /// during the run); the next [`Resyncs::poll`] then looks at once.
+    pub(super) fn pending(&mut self, state: &mut (dyn StateStore + Send)) -> Result<bool, PipelineError> {
+        let facts = state.read_facts()?;
+        let pending = self.fresh(&facts).next().is_some();
+        if pending {
+            self.checked = None;
+        }
+        Ok(pending)
+    }
+
     /// Starts the resyncs requested since the last check: the cloud appends a snapshot of the
     /// tables and says where it ends; the returned jobs create the shadows and must be queued
     /// before any record fetched after this call. Failures are logged and retried later.

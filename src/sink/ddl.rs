@@ -24,8 +24,13 @@ pub fn apply_schema(
     ddl: impl FnOnce(&mut dyn StateExec, &SchemaPlan) -> Result<(), SinkError>,
 ) -> Result<SchemaOutcome, SinkError> {
     let new = &change.table;
+    let plan = plan(options, tables.get(&new.id), change, intent)?;
+    if let SchemaPlan::Create(target_schema) = &plan
+        && let Some(outcome) = adopt(exec, sql, tables, new, target_schema)?
+    {
+        return Ok(outcome);
+    }
     let existing = tables.get(&new.id);
-    let plan = plan(options, existing, change, intent)?;
     let (outcome, record) = result(&plan, new);
     if matches!(plan, SchemaPlan::Skip | SchemaPlan::Unchanged) {
         return Ok(outcome);
@@ -48,6 +53,46 @@ pub fn apply_schema(
     })?;
     remember(tables, &new.id, record);
     Ok(outcome)
+}
+
+/// A table about to be created that already exists with the source's columns (a legacy
+/// mirror's, or one left when `_ReplicationState` was lost) is adopted instead of dropped:
+/// recorded [`TableState::Adopting`] with a resync request, in one transaction, so readers
+/// keep its rows — and the owner's indexes, views and grants stay — until a fresh snapshot is
+/// swapped in. One whose columns differ is re-created as usual.
+fn adopt(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    tables: &mut HashMap<TableId, TableRecord>,
+    new: &crate::schema::TableSchema,
+    target_schema: &str,
+) -> Result<Option<SchemaOutcome>, SinkError> {
+    if super::shadow::live_id(&new.id).is_some() {
+        return Ok(None);
+    }
+    let found = crate::state::table::physical_columns(exec, sql, target_schema, &new.id.table)?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let same = found.len() == new.columns.len() && new.columns.iter().all(|c| found.iter().any(|f| f == &c.name));
+    if !same {
+        tracing::warn!(table = %new.id, "a table of this name exists with other columns: it is replaced");
+        return Ok(None);
+    }
+    let record = TableRecord {
+        target_schema: target_schema.to_owned(),
+        schema: std::sync::Arc::new(new.clone()),
+        state: TableState::Adopting,
+    };
+    let request = super::shadow::request_fact(&new.id);
+    let stamp = SessionValue::Text(crate::clock::now_ms().to_string());
+    in_transaction(exec, |exec| {
+        write_table(exec, sql, &record)?;
+        put_facts(exec, sql, &[(&request, stamp)])
+    })?;
+    tracing::info!(table = %new.id, "an existing table is adopted: its rows stay until a fresh snapshot replaces them");
+    remember(tables, &new.id, Some(record));
+    Ok(Some(SchemaOutcome::Adopted))
 }
 
 /// Ends a resync: `statements(live, shadow)` (the target's copy-back, usually through

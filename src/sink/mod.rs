@@ -56,6 +56,9 @@ pub enum SchemaOutcome {
     Skipped,
     /// The replica cannot hold the table: it is left out (see [`crate::state::TableState::Failed`]).
     Failed,
+    /// A table of the same name and columns was already there (a legacy mirror's): it is
+    /// kept for readers and reloaded through a shadow (see [`crate::state::TableState::Adopting`]).
+    Adopted,
 }
 
 /// The data path of a replica: schema changes, batches and the resync swap.

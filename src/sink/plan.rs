@@ -148,9 +148,10 @@ pub fn result(plan: &SchemaPlan, new: &TableSchema) -> (SchemaOutcome, Option<Ta
 }
 
 /// Whether a batch's rows of `id` are written: not for skipped tables, nor for failed ones
-/// (their records are consumed unapplied, see [`TableState::Failed`]).
+/// (their records are consumed unapplied, see [`TableState::Failed`]), nor for a legacy table
+/// being adopted (its shadow gets them, see [`TableState::Adopting`]).
 pub fn writes_to(options: &SinkOptions, record: Option<&TableRecord>, id: &TableId) -> bool {
-    !options.skips(id) && !record.is_some_and(|r| r.state == TableState::Failed)
+    !options.skips(id) && !record.is_some_and(|r| matches!(r.state, TableState::Failed | TableState::Adopting))
 }
 
 /// Checks that a batch's rows were decoded with the schema the replica table has.

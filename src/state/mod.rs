@@ -34,6 +34,10 @@ pub enum TableState {
     /// The reason is the session fact [`FAILED_REASON`]`<table>`. A later schema change of
     /// the table, or `resync-tables`, tries it again.
     Failed,
+    /// A table a legacy mirror left behind: it exists in the replica but `_ReplicationState`
+    /// did not know it. Readers keep its rows while a fresh snapshot loads into its shadow,
+    /// which is then swapped in (see `sink::shadow`); batches leave it alone meanwhile.
+    Adopting,
 }
 
 /// Session fact holding why a table is [`TableState::Failed`] (`table_failed:crm7.wide`).
@@ -47,6 +51,7 @@ impl TableState {
             TableState::Ready => "ready",
             TableState::ResyncPending => "resync_pending",
             TableState::Failed => "failed",
+            TableState::Adopting => "adopting",
         }
     }
 
@@ -57,6 +62,7 @@ impl TableState {
             "ready" => Some(TableState::Ready),
             "resync_pending" => Some(TableState::ResyncPending),
             "failed" => Some(TableState::Failed),
+            "adopting" => Some(TableState::Adopting),
             _ => None,
         }
     }
@@ -130,7 +136,13 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in [TableState::Snapshotting, TableState::Ready, TableState::ResyncPending, TableState::Failed] {
+        for s in [
+            TableState::Snapshotting,
+            TableState::Ready,
+            TableState::ResyncPending,
+            TableState::Failed,
+            TableState::Adopting,
+        ] {
             assert_eq!(TableState::parse(s.as_str()), Some(s));
         }
     }

@@ -52,6 +52,30 @@ pub struct StateStatements {
     pub set_table_state: String,
     /// `_ReplicationErrors` (see [`super::errors`]).
     pub errors: super::errors::ErrorStatements,
+    /// Selects the column names of a replica table, none when it does not exist: a template
+    /// with `{schema}` and `{table}` (the target schema and the source table's name, filled in
+    /// as quoted literals by [`physical_columns`]).
+    pub columns_of: String,
+}
+
+/// The column names of the replica table `table` under `target_schema` as the database has
+/// them; empty when there is no such table.
+pub fn physical_columns(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    target_schema: &str,
+    table: &str,
+) -> Result<Vec<String>, SinkError> {
+    let literal = |s: &str| s.replace('\'', "''");
+    let query = sql.columns_of.replace("{schema}", &literal(target_schema)).replace("{table}", &literal(table));
+    Ok(exec
+        .query(&query, &[Column::Text])?
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(Cell::Text(name)) => Some(name),
+            _ => None,
+        })
+        .collect())
 }
 
 /// A statement parameter.

@@ -299,6 +299,9 @@ pub fn state_statements() -> StateStatements {
             ),
             delete: format!("DELETE FROM [dbo].{errors} WHERE [id] = @P1"),
         },
+        columns_of: "SELECT [COLUMN_NAME] FROM INFORMATION_SCHEMA.COLUMNS WHERE [TABLE_SCHEMA] = N'{schema}' \
+                     AND [TABLE_NAME] = N'{table}' ORDER BY [ORDINAL_POSITION]"
+            .into(),
         create_table: create_state_table(),
         select_offsets: format!("SELECT [name], [int_value] FROM [dbo].{state} WHERE [scope] = N'offset'"),
         upsert_offset: upsert_offset(),

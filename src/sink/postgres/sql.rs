@@ -179,6 +179,9 @@ pub fn state_statements() -> StateStatements {
             ),
             delete: format!("DELETE FROM {errors} WHERE id = $1"),
         },
+        columns_of: "SELECT column_name::text FROM information_schema.columns WHERE table_schema = '{schema}' \
+                     AND table_name = '{table}' ORDER BY ordinal_position"
+            .into(),
         create_table: format!(
             "CREATE TABLE IF NOT EXISTS {state} (
                 scope text NOT NULL CHECK (scope IN ('session', 'offset', 'table')),

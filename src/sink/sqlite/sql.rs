@@ -154,6 +154,7 @@ pub fn state_statements() -> StateStatements {
             ),
             delete: format!("DELETE FROM {errors} WHERE id = ?1"),
         },
+        columns_of: "SELECT name FROM pragma_table_info('{schema}_{table}')".into(),
         create_table: format!(
             "CREATE TABLE IF NOT EXISTS {state} (
                 scope TEXT NOT NULL CHECK (scope IN ('session', 'offset', 'table')),
