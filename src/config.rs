@@ -128,21 +128,6 @@ fn lookup<'v>(root: &'v Value, path: &[&str]) -> Option<&'v Value> {
     })
 }
 
-/// A secret setting's value: `env:NAME` (an environment variable), `file:PATH` (a file,
-/// relative to the instance folder, its content trimmed) or the value itself (then it sits
-/// in the file: the other two are better). The error says what is missing, never the value.
-pub fn secret_value(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, String> {
-    if let Some(name) = raw.strip_prefix("env:") {
-        env(name).map(String::into_bytes).ok_or_else(|| format!("the environment variable {name} is not set"))
-    } else if let Some(file) = raw.strip_prefix("file:") {
-        let path = folder.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(text.trim().as_bytes().to_vec())
-    } else {
-        Ok(raw.as_bytes().to_vec())
-    }
-}
-
 /// The `Partner` section (see [`crate::partner`]); `None` without one.
 fn partner_section(r: &Reader<'_>, folder: &Path) -> Result<Option<crate::partner::PartnerConfig>, ConfigError> {
     use crate::partner::{PartnerConfig, Secret};
@@ -154,7 +139,8 @@ fn partner_section(r: &Reader<'_>, folder: &Path) -> Result<Option<crate::partne
     };
     let id = required("Id", "the partner id the Dispatcher gave you")?;
     let raw_secret = required("Secret", "the partner secret: env:NAME or file:PATH")?;
-    let secret = secret_value(&raw_secret, folder, r.env).map_err(|reason| bad("Partner.Secret", reason))?;
+    let secret =
+        crate::secrets::setting_value(&raw_secret, folder, r.env).map_err(|reason| bad("Partner.Secret", reason))?;
     let secret = String::from_utf8(secret).map_err(|_| bad("Partner.Secret", "the secret is not text"))?;
     let cloud = required("Cloud", "the Dispatcher's URL, e.g. https://dispatcher.example")?;
     let server = required(

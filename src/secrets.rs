@@ -97,6 +97,21 @@ mod at_rest {
     }
 }
 
+/// A secret setting's value: `env:NAME` (an environment variable), `file:PATH` (a file,
+/// relative to the instance folder, its content trimmed) or the value itself (then it sits
+/// in the file: the other two are better). The error says what is missing, never the value.
+pub fn setting_value(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, String> {
+    if let Some(name) = raw.strip_prefix("env:") {
+        env(name).map(String::into_bytes).ok_or_else(|| format!("the environment variable {name} is not set"))
+    } else if let Some(file) = raw.strip_prefix("file:") {
+        let path = folder.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(text.trim().as_bytes().to_vec())
+    } else {
+        Ok(raw.as_bytes().to_vec())
+    }
+}
+
 /// The instance's sealing key.
 #[derive(Clone)]
 pub struct SecretKey {

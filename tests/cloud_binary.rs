@@ -805,18 +805,31 @@ async fn refused_rows_are_isolated_listed_and_retried_with_the_binaries() {
 /// ending when it was killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_partner_processes_share_the_tenants_and_survive_a_kill() {
-    let dir = std::env::temp_dir().join(format!("dbmirror-partner-bin-{}", std::process::id()));
+    let mut servers = vec![("sqlite", None)];
+    if let Some(admin) = tokio::task::block_in_place(crate::support::targets::postgres_admin) {
+        servers.push(("postgres", Some(format!("{admin} dbname=postgres"))));
+    }
+    for (label, server) in servers {
+        three_partner_processes(label, server).await;
+    }
+}
+
+/// The partner's server: a folder of SQLite files (`None`), or a PostgreSQL server.
+async fn three_partner_processes(label: &str, server_conn: Option<String>) {
+    let dir = std::env::temp_dir().join(format!("dbmirror-partner-bin-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("cloud")).unwrap();
     let server = start_with(
         &dir.join("cloud"),
         &["--rows", "3", "--many-tenants", "30", "--changes-per-sec", "5", "--partner", "acme:partner-pw:*"],
     );
-    let mirrors = dir.join("mirrors");
+    let server_conn = server_conn.unwrap_or_else(|| format!("Data Source={}", dir.join("mirrors").display()));
+    let pattern = format!("b{}_{{contextId}}", std::process::id());
+    let databases = dbmirror::partner::databases::Databases::new(&server_conn, &pattern).unwrap();
     let settings = serde_json::json!({
         "Partner": {
             "Id": "acme", "Secret": "env:ACME_SECRET", "Cloud": server.url, "Fingerprint": server.fingerprint,
-            "ServerConnectionString": format!("Data Source={}", mirrors.display()),
+            "ServerConnectionString": server_conn, "DatabaseName": pattern,
             "Workers": 3, "PollSeconds": 1, "IdleSeconds": 1, "SliceSeconds": 2
         },
         "MaxPollTimeSeconds": 1
@@ -867,7 +880,7 @@ async fn three_partner_processes_share_the_tenants_and_survive_a_kill() {
     let mut pending = tenants.clone();
     while !pending.is_empty() {
         pending = tokio::task::block_in_place(|| pending.iter().filter(|ctx| !verify(ctx)).cloned().collect());
-        assert!(std::time::Instant::now() < deadline, "not converged: {pending:?}");
+        assert!(std::time::Instant::now() < deadline, "{label}: not converged: {pending:?}");
     }
     let status = Command::new(dbmirror)
         .args(["status", "--instance"])
@@ -884,18 +897,21 @@ async fn three_partner_processes_share_the_tenants_and_survive_a_kill() {
 
     let killed_host = |host: &str| host.ends_with(&format!("/{}", services[1].id()));
     let mut hosts = std::collections::BTreeSet::new();
-    for ctx in &tenants {
-        let conn = format!("Data Source={}", mirrors.join(format!("Mirror_{ctx}.db")).display());
-        let mut replica = dbmirror::sink::open(&conn, dbmirror::sink::SinkOptions::default()).unwrap();
-        let passes = dbmirror::partner::passes::read(&replica.read_facts().unwrap());
-        assert!(!passes.is_empty(), "{ctx}");
-        for pair in passes.windows(2) {
-            let end = pair[0].end_ms.or_else(|| killed_host(&pair[0].host).then_some(killed_ms));
-            assert!(end.is_some_and(|end| end <= pair[1].start_ms), "{ctx}: passes overlap: {pair:?}");
+    let check = || {
+        for ctx in &tenants {
+            let conn = databases.connection_string(ctx).unwrap();
+            let mut replica = dbmirror::sink::open(&conn, dbmirror::sink::SinkOptions::default()).unwrap();
+            let passes = dbmirror::partner::passes::read(&replica.read_facts().unwrap());
+            assert!(!passes.is_empty(), "{label} {ctx}");
+            for pair in passes.windows(2) {
+                let end = pair[0].end_ms.or_else(|| killed_host(&pair[0].host).then_some(killed_ms));
+                assert!(end.is_some_and(|end| end <= pair[1].start_ms), "{label} {ctx}: passes overlap: {pair:?}");
+            }
+            hosts.extend(passes.iter().map(|p| p.host.clone()));
         }
-        hosts.extend(passes.iter().map(|p| p.host.clone()));
-    }
-    assert_eq!(hosts.len(), 3, "every process took a share: {hosts:?}");
+    };
+    tokio::task::block_in_place(check);
+    assert_eq!(hosts.len(), 3, "{label}: every process took a share: {hosts:?}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

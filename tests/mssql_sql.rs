@@ -228,3 +228,22 @@ fn delete_mode_statements_are_golden_and_parse() {
     assert_eq!(rename, "EXEC sp_rename N'[crm7].[person_history]', N'person_history_20261129_193830'");
     assert_parses(&rename);
 }
+
+#[test]
+fn partner_and_adoption_statements_are_golden_and_parse() {
+    let create = sql::create_database("Mirror_cust1234");
+    assert_eq!(create, "IF DB_ID(N'Mirror_cust1234') IS NULL CREATE DATABASE [Mirror_cust1234]");
+    assert_parses(&create);
+    let claim = sql::claim("dbmirror-partner:Mirror_cust1234");
+    assert!(claim.contains("sp_getapplock @Resource = N'dbmirror-partner:Mirror_cust1234'"), "{claim}");
+    assert!(claim.contains("@LockOwner = 'Session', @LockTimeout = 0"), "{claim}");
+    assert_parses(&claim);
+    assert_parses(&sql::check_create_database());
+    let columns = sql::state_statements().columns_of.replace("{schema}", "crm7").replace("{table}", "person");
+    assert_eq!(
+        columns,
+        "SELECT [COLUMN_NAME] FROM INFORMATION_SCHEMA.COLUMNS WHERE [TABLE_SCHEMA] = N'crm7' AND [TABLE_NAME] = N'person' \
+         ORDER BY [ORDINAL_POSITION]"
+    );
+    assert_parses(&columns);
+}

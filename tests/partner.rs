@@ -194,3 +194,38 @@ fn every_approving_tenant_is_mirrored_alone_in_its_own_database() {
         }
     }
 }
+
+/// A process killed between creating a tenant's session and storing its tokens left the
+/// session without them (before they were stored in one transaction): the next pass must not
+/// stay stuck on it, but make the tenant a new session and converge.
+#[test]
+fn a_tenant_whose_session_lost_its_tokens_gets_a_new_one() {
+    let (kind, server, _) = servers("lost").remove(0);
+    let w = clouds(3);
+    let mut config = PartnerConfig::new(PARTNER.0, Secret::new(PARTNER.1.into()), &w.url, &server);
+    config.poll = Duration::from_millis(300);
+    config.idle = Duration::from_millis(200);
+    let partner = Partner::new(config, SecretKey::ephemeral(), SyncOptions::default(), SinkOptions::default()).unwrap();
+    let databases = partner.databases().clone();
+    let ctx = &w.tenants[0];
+    databases.ensure(ctx).unwrap();
+    let api = dbmirror::source::partner::PartnerApi::new(
+        dbmirror::source::client::HttpClient::new(&w.url, None).unwrap(),
+        PARTNER.0,
+        PARTNER.1,
+    )
+    .unwrap();
+    let grant = api.create_session(ctx, "orphan").unwrap();
+    let info = dbmirror::source::replication::SessionInfo::from_reply(grant.session.as_ref().unwrap(), &w.url);
+    let mut replica = dbmirror::sink::open(&databases.connection_string(ctx).unwrap(), SinkOptions::default()).unwrap();
+    replica.write_facts(&info.to_facts()).unwrap();
+    drop(replica);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| partner.run(stop.clone()));
+        w.wait_equal(&databases, &w.tenants[..2], &format!("{kind:?}: a session without tokens is replaced"));
+        stop.store(true, Ordering::Relaxed);
+        run.join().unwrap().unwrap();
+    });
+}

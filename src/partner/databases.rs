@@ -81,6 +81,34 @@ impl Databases {
         })
     }
 
+    /// Checks that the login may create the tenants' databases (`validate`), changing
+    /// nothing; says what it checked.
+    pub fn check_rights(&self) -> Result<String, SinkError> {
+        match self.kind {
+            TargetKind::Sqlite => {
+                let folder = self.folder().ok_or_else(|| bad("Partner.ServerConnectionString: no SQLite folder"))?;
+                let io = |source| SinkError::Io { context: format!("writing in {}", folder.display()), source };
+                std::fs::create_dir_all(&folder).map_err(io)?;
+                let probe = folder.join(".dbmirror-probe");
+                std::fs::write(&probe, b"probe").map_err(io)?;
+                std::fs::remove_file(&probe).map_err(io)?;
+                Ok(format!("may create tenants' files in {}", folder.display()))
+            }
+            TargetKind::Postgres => {
+                if crate::sink::postgres::server::may_create_databases(&self.server)? {
+                    Ok("the login may create databases".into())
+                } else {
+                    Err(bad("the login may not create databases: grant it CREATEDB (ALTER ROLE … CREATEDB)"))
+                }
+            }
+            TargetKind::SqlServer => {
+                let mut server = crate::sink::mssql::MssqlSink::open(&self.server, Default::default())?;
+                server.execute_batch(&crate::sink::mssql::sql::check_create_database())?;
+                Ok("the login may create databases (CREATE ANY DATABASE)".into())
+            }
+        }
+    }
+
     /// Creates a tenant's database when it does not exist; returns whether it did that.
     pub fn ensure(&self, ctx: &str) -> Result<bool, SinkError> {
         let name = self.name(ctx)?;

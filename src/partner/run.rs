@@ -11,7 +11,7 @@ use super::databases::Databases;
 use super::passes;
 use crate::clock::now_ms;
 use crate::db::SinkError;
-use crate::pipeline::{PipelineError, SyncOptions, facts, store_tokens, stored_tokens, sync};
+use crate::pipeline::{PipelineError, SyncOptions, facts, stored_tokens, sync, token_facts};
 use crate::policy::Action;
 use crate::protocol::ErrorCode;
 use crate::secrets::SecretKey;
@@ -310,12 +310,14 @@ impl Partner {
             return Ok(Outcome::Withdrawn);
         }
         let session = state.read_facts()?;
-        let info = match SessionInfo::from_facts(&session).filter(|_| !new_session) {
-            Some(info) => info,
+        // A session whose tokens cannot be opened is of no use: a new one replaces it.
+        let stored = SessionInfo::from_facts(&session)
+            .filter(|_| !new_session)
+            .and_then(|info| Some((info, stored_tokens(&session, &self.key).ok()?)));
+        let (info, tokens) = match stored {
+            Some(stored) => stored,
             None => self.new_session(ctx, state.as_mut())?,
         };
-        let tokens =
-            stored_tokens(&state.read_facts()?, &self.key).map_err(|e| SinkError::ConnectionString(e.to_string()))?;
         passes::start(state.as_mut(), &self.host, now_ms())?;
         let http = HttpClient::new(&info.cloud_url, self.config.trust.as_ref())?;
         let replication = Replication::new(http, info, tokens)?;
@@ -363,8 +365,8 @@ impl Partner {
     }
 
     /// A session for `ctx` through the partner API, stored in its database like `provision`
-    /// stores one (facts, trust, sealed tokens).
-    fn new_session(&self, ctx: &str, state: &mut dyn Replica) -> Result<SessionInfo, PartnerError> {
+    /// stores one (facts, trust, sealed tokens), all in one transaction.
+    fn new_session(&self, ctx: &str, state: &mut dyn Replica) -> Result<(SessionInfo, TokenPair), PartnerError> {
         let grant = match self.api.create_session(ctx, &self.config.session_name) {
             Err(e) if matches!(e.code(), Some(ErrorCode::SessionExists)) => {
                 // A live session of that name exists (its database was lost or replaced):
@@ -388,10 +390,12 @@ impl Partner {
         if let Some(crate::source::tls::Trust::Fingerprint(fp)) = &self.config.trust {
             facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())));
         }
+        // One transaction: a crash never leaves a session without its tokens.
+        let tokens = TokenPair::issued(grant.tokens, now_ms());
+        facts.extend(token_facts(&self.key, &tokens));
         state.write_facts(&facts)?;
-        store_tokens(state, &self.key, &TokenPair::issued(grant.tokens, now_ms()))?;
         tracing::info!(replication_id = %info.replication_id, "created the tenant's session");
-        Ok(info)
+        Ok((info, tokens))
     }
 }
 

@@ -36,7 +36,7 @@ mod tokens;
 mod transactions;
 
 pub use decode_stage::RecordError;
-pub use tokens::{refresh_tokens, store_tokens, stored_tokens};
+pub use tokens::{refresh_tokens, store_tokens, stored_tokens, token_facts};
 
 use apply::Applier;
 use cursor::{Cursor, FetchLimits};

@@ -15,11 +15,17 @@ use super::PipelineError;
 
 /// Stores tokens (sealed) in the replica's `_ReplicationState`, in one transaction.
 pub fn store_tokens(state: &mut (dyn StateStore + Send), key: &SecretKey, tokens: &TokenPair) -> Result<(), SinkError> {
-    state.write_facts(&[
+    state.write_facts(&token_facts(key, tokens))
+}
+
+/// The facts [`store_tokens`] writes, for a caller that stores them with others in one
+/// transaction (a new session and its first tokens).
+pub fn token_facts(key: &SecretKey, tokens: &TokenPair) -> [(&'static str, SessionValue); 3] {
+    [
         ("access_token", SessionValue::Sealed(key.seal("access_token", &tokens.access))),
         ("refresh_token", SessionValue::Sealed(key.seal("refresh_token", &tokens.refresh))),
         ("access_expires_at_ms", SessionValue::Text(tokens.expires_at_ms.to_string())),
-    ])
+    ]
 }
 
 /// Opens the sealed tokens stored by [`store_tokens`]; tokens stored in clear are refused.

@@ -31,6 +31,27 @@ fn databases(instance: &Instance) -> Result<Databases> {
     Ok(Databases::new(&config.server, &config.database_name)?)
 }
 
+/// `validate` of a partner instance: the server and the login's right to create databases,
+/// and the partner's credentials (the tenants approving now).
+pub fn validate(instance: &Instance, check: &mut dyn FnMut(&str, Result<String>)) {
+    let config = match instance.config.partner.as_ref() {
+        Some(c) => c,
+        None => return,
+    };
+    match databases(instance) {
+        Ok(dbs) => check("partner server", dbs.check_rights().map_err(Into::into)),
+        Err(e) => check("partner server", Err(e)),
+    }
+    check("partner API", approving(config).map(|n| format!("{n} tenant(s) approve the app")));
+}
+
+/// How many tenants approve the app now, asking the partner API with the configured credentials.
+fn approving(config: &dbmirror::partner::PartnerConfig) -> Result<usize> {
+    let http = dbmirror::source::client::HttpClient::new(&config.cloud_url, config.trust.as_ref())?;
+    let api = dbmirror::source::partner::PartnerApi::new(http, &config.id, config.secret.expose())?;
+    Ok(api.tenants()?.len())
+}
+
 /// `status` of a partner instance: one line per tenant with a database on the server.
 pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let databases = databases(instance)?;

@@ -262,6 +262,10 @@ pub fn validate(dir: &Path) -> Result<bool> {
             redact_connection_string(&instance.config.replica.connection_string)
         )),
     );
+    if instance.config.partner.is_some() {
+        crate::partner::validate(&instance, &mut check);
+        return Ok(ok);
+    }
     let mut state = match instance.open_existing() {
         Ok(s) => s,
         Err(e) => {

@@ -77,8 +77,9 @@ pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
         // The system's roots are the default: nothing to store.
         Some(Trust::SystemRoots) | None => {}
     }
+    // One transaction: an interrupted provision never leaves a session without its tokens.
+    facts.extend(dbmirror::pipeline::token_facts(&instance.key, &tokens));
     state.write_facts(&facts)?;
-    store_tokens(state.as_mut(), &instance.key, &tokens)?;
     println!("Provisioning completed successfully!");
     println!("Tenant ID:      {}", info.tenant_context_id);
     println!("Replication ID: {}", info.replication_id);

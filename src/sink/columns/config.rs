@@ -67,7 +67,7 @@ fn table_rules(key: &str, value: &Value) -> Result<TableRules, ColumnsConfigErro
 
 fn hash_key(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<HashKey, ColumnsConfigError> {
     const KEY: &str = "Columns.HashKey";
-    let bytes = crate::config::secret_value(raw, folder, env).map_err(|reason| bad(KEY, reason))?;
+    let bytes = crate::secrets::setting_value(raw, folder, env).map_err(|reason| bad(KEY, reason))?;
     HashKey::new(bytes).ok_or_else(|| bad(KEY, "the key must be at least 16 bytes"))
 }
 

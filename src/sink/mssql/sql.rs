@@ -361,6 +361,13 @@ pub fn create_database(name: &str) -> String {
     format!("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", name.replace('\'', "''"), quote(name))
 }
 
+/// Fails unless the login may create databases (partner mode's `validate`).
+pub fn check_create_database() -> String {
+    "IF HAS_PERMS_BY_NAME(NULL, NULL, 'CREATE ANY DATABASE') = 0 \
+     THROW 51001, 'the login may not create databases: grant it CREATE ANY DATABASE', 1;"
+        .into()
+}
+
 /// Takes an exclusive session lock on `resource` without waiting, or fails (partner mode:
 /// one process at a time mirrors a tenant); released when the connection ends.
 pub fn claim(resource: &str) -> String {

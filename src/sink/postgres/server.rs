@@ -30,6 +30,15 @@ pub fn create_database(server: &str, name: &str) -> Result<bool, SinkError> {
     }
 }
 
+/// Whether the login may create databases (`CREATEDB`, or a superuser).
+pub fn may_create_databases(server: &str) -> Result<bool, SinkError> {
+    let mut client = connect(server)?;
+    let row = client
+        .query_one("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .map_err(err("reading the login's rights"))?;
+    Ok(row.get(0))
+}
+
 /// The server's databases (templates left out).
 pub fn databases(server: &str) -> Result<Vec<String>, SinkError> {
     let mut client = connect(server)?;
