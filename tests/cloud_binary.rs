@@ -890,6 +890,14 @@ async fn three_partner_processes(label: &str, server_conn: Option<String>) {
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(status.contains("31 tenant(s)") && status.contains("t0017") && status.contains("mirroring"), "{status}");
+    let validate = Command::new(dbmirror)
+        .args(["validate", "--instance"])
+        .arg(&folders[0])
+        .env("ACME_SECRET", "partner-pw")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&validate.stdout).into_owned();
+    assert!(validate.status.success() && report.contains("31 tenant(s) approve the app"), "{label}: {report}");
     for (i, s) in services.iter_mut().enumerate().filter(|(i, _)| *i != 1) {
         let _ = Command::new("kill").arg(s.id().to_string()).status();
         assert!(s.wait().unwrap().success(), "process {i} stops cleanly on SIGTERM");
