@@ -179,6 +179,69 @@ pub fn probe_sql(table: &str) -> String {
     format!("CREATE TABLE {table} (x int PRIMARY KEY); INSERT INTO {table} (x) VALUES (1); DROP TABLE {table}")
 }
 
+/// Implements `StateStore` for one of the owner's wrappers (`Projecting`, `Retaining`) by
+/// handing every call to its `inner` replica: they change the data path, never the
+/// bookkeeping.
+macro_rules! state_store_via_inner {
+    ($wrapper:ty) => {
+        impl $crate::state::StateStore for $wrapper {
+            fn offset_rows(&mut self) -> Result<$crate::state::Offsets, $crate::db::SinkError> {
+                self.inner.offset_rows()
+            }
+            fn set_table_state(
+                &mut self,
+                id: &$crate::schema::TableId,
+                state: $crate::state::TableState,
+            ) -> Result<(), $crate::db::SinkError> {
+                self.inner.set_table_state(id, state)
+            }
+            fn write_facts(
+                &mut self,
+                facts: &[(&str, $crate::state::SessionValue)],
+            ) -> Result<(), $crate::db::SinkError> {
+                self.inner.write_facts(facts)
+            }
+            fn read_facts(&mut self) -> Result<$crate::state::Session, $crate::db::SinkError> {
+                self.inner.read_facts()
+            }
+            fn write_refused(
+                &mut self,
+                refused: &[$crate::state::errors::Refusal],
+                progress: (&$crate::state::Offsets, Option<u64>),
+            ) -> Result<(), $crate::db::SinkError> {
+                self.inner.write_refused(refused, progress)
+            }
+            fn read_refused(&mut self) -> Result<Vec<$crate::state::errors::RefusedRow>, $crate::db::SinkError> {
+                self.inner.read_refused()
+            }
+            fn delete_refused(&mut self, ids: &[i64]) -> Result<(), $crate::db::SinkError> {
+                self.inner.delete_refused(ids)
+            }
+        }
+    };
+}
+pub(crate) use state_store_via_inner;
+
+/// Inside `impl Sink for` one of the owner's wrappers: the methods it hands to its `inner`
+/// replica unchanged (the swap, the owner's SQL, names, retiring a table).
+macro_rules! sink_via_inner {
+    () => {
+        fn replace_from_shadow(&mut self, id: &$crate::schema::TableId) -> Result<(), $crate::db::SinkError> {
+            self.inner.replace_from_shadow(id)
+        }
+        fn run_script(&mut self, sql: &str) -> Result<(), $crate::db::SinkError> {
+            self.inner.run_script(sql)
+        }
+        fn target_name(&self, id: &$crate::schema::TableId) -> Option<String> {
+            self.inner.target_name(id)
+        }
+        fn retire_table(&mut self, id: &$crate::schema::TableId, new_name: &str) -> Result<(), $crate::db::SinkError> {
+            self.inner.retire_table(id, new_name)
+        }
+    };
+}
+pub(crate) use sink_via_inner;
+
 /// Which target a connection string names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {

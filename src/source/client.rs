@@ -284,13 +284,11 @@ impl HttpClient {
         bearer: Option<&str>,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, SourceError> {
-        let url = format!("{}{path}", self.base);
-        let body = body
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| SourceError::BadReply { url: url.clone(), reason: format!("unencodable request: {e}") })?;
-        let bytes = read_all(self.send(method, path, bearer, body.as_ref()).await?, &url).await?;
-        serde_json::from_slice(&bytes).map_err(|e| SourceError::BadReply { url, reason: e.to_string() })
+        let body = body.map(serde_json::to_value).transpose().map_err(|e| SourceError::BadReply {
+            url: format!("{}{path}", self.base),
+            reason: format!("unencodable request: {e}"),
+        })?;
+        self.typed_with(method, path, bearer.map(Credentials::Bearer), body.as_ref()).await
     }
 
     /// Like [`HttpClient::send_as`], reading the whole answer as `T`.
@@ -301,8 +299,18 @@ impl HttpClient {
         credentials: Credentials<'_>,
         body: Option<&Json>,
     ) -> Result<T, SourceError> {
+        self.typed_with(method, path, Some(credentials), body).await
+    }
+
+    async fn typed_with<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        credentials: Option<Credentials<'_>>,
+        body: Option<&Json>,
+    ) -> Result<T, SourceError> {
         let url = format!("{}{path}", self.base);
-        let bytes = read_all(self.send_as(method, path, Some(credentials), body).await?, &url).await?;
+        let bytes = read_all(self.send_as(method, path, credentials, body).await?, &url).await?;
         serde_json::from_slice(&bytes).map_err(|e| SourceError::BadReply { url, reason: e.to_string() })
     }
 

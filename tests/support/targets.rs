@@ -49,23 +49,18 @@ impl TestDb {
 
     /// One integer read back (tests check what hooks built), spelled per target.
     pub fn scalar(&self, sqlite: &str, postgres: &str) -> i64 {
-        match self.kind {
-            TargetKind::Sqlite => SqliteSink::open(&self.connection_string, SinkOptions::default())
-                .unwrap()
-                .connection()
-                .query_row(sqlite, [], |row| row.get(0))
-                .unwrap_or_else(|e| panic!("{sqlite}: {e}")),
-            TargetKind::Postgres => postgres::Client::connect(&self.connection_string, postgres::NoTls)
-                .unwrap()
-                .query_one(postgres, &[])
-                .unwrap_or_else(|e| panic!("{postgres}: {e}"))
-                .get::<_, i64>(0),
-            TargetKind::SqlServer => panic!("scalar is not spelled for SQL Server"),
-        }
+        self.one(sqlite, postgres)
     }
 
     /// One text value read back, spelled per target.
     pub fn text(&self, sqlite: &str, postgres: &str) -> String {
+        self.one(sqlite, postgres)
+    }
+
+    fn one<T>(&self, sqlite: &str, postgres: &str) -> T
+    where
+        T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>,
+    {
         match self.kind {
             TargetKind::Sqlite => SqliteSink::open(&self.connection_string, SinkOptions::default())
                 .unwrap()
@@ -76,8 +71,8 @@ impl TestDb {
                 .unwrap()
                 .query_one(postgres, &[])
                 .unwrap_or_else(|e| panic!("{postgres}: {e}"))
-                .get::<_, String>(0),
-            TargetKind::SqlServer => panic!("text is not spelled for SQL Server"),
+                .get::<_, T>(0),
+            TargetKind::SqlServer => panic!("reading back is not spelled for SQL Server"),
         }
     }
 

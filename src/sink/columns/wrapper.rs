@@ -16,8 +16,7 @@ use crate::db::SinkError;
 use crate::schema::{TableChange, TableId, TableSchema};
 use crate::sink::plan::Intent;
 use crate::sink::{CanonicalRow, Replica, ReplicaRead, SchemaOutcome, Sink};
-use crate::state::errors::{Refusal, RefusedRow};
-use crate::state::{Offsets, Session, SessionValue, StateStore, TableRecord, TableState};
+use crate::state::{SessionValue, StateStore, TableRecord};
 
 /// The session fact holding a ruled table's source layout (`source_schema:crm7.person`).
 pub const SOURCE_SCHEMA: &str = "source_schema:";
@@ -138,58 +137,16 @@ impl Sink for Projecting {
             .collect()
     }
 
-    fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
-        self.inner.replace_from_shadow(id)
-    }
-
-    fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
-        self.inner.run_script(sql)
-    }
-
-    fn target_name(&self, id: &TableId) -> Option<String> {
-        self.inner.target_name(id)
-    }
-
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
         let mut changed = self.changed_rules()?;
         changed.extend(self.inner.layout_changed()?.into_iter().filter(|id| !changed.contains(id)).collect::<Vec<_>>());
         Ok(changed)
     }
 
-    fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
-        self.inner.retire_table(id, new_name)
-    }
+    crate::sink::sink_via_inner!();
 }
 
-impl StateStore for Projecting {
-    fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
-        self.inner.offset_rows()
-    }
-
-    fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
-        self.inner.set_table_state(id, state)
-    }
-
-    fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
-        self.inner.write_facts(facts)
-    }
-
-    fn read_facts(&mut self) -> Result<Session, SinkError> {
-        self.inner.read_facts()
-    }
-
-    fn write_refused(&mut self, refused: &[Refusal], progress: (&Offsets, Option<u64>)) -> Result<(), SinkError> {
-        self.inner.write_refused(refused, progress)
-    }
-
-    fn read_refused(&mut self) -> Result<Vec<RefusedRow>, SinkError> {
-        self.inner.read_refused()
-    }
-
-    fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
-        self.inner.delete_refused(ids)
-    }
-}
+crate::sink::state_store_via_inner!(Projecting);
 
 impl ReplicaRead for Projecting {
     fn read_rows(&mut self, id: &TableId) -> Result<Vec<CanonicalRow>, SinkError> {
