@@ -369,12 +369,15 @@ pub fn check_create_database() -> String {
 }
 
 /// Takes an exclusive session lock on `resource` without waiting, or fails (partner mode:
-/// one process at a time mirrors a tenant); released when the connection ends.
+/// one process at a time mirrors a tenant); released when the connection ends. Whether it
+/// was granted is read back with `APPLOCK_MODE`, so the batch fails unless this session
+/// holds the lock.
 pub fn claim(resource: &str) -> String {
+    let resource = resource.replace('\'', "''");
     format!(
-        "DECLARE @r int; EXEC @r = sp_getapplock @Resource = N'{}', @LockMode = 'Exclusive', \
-         @LockOwner = 'Session', @LockTimeout = 0; IF @r < 0 THROW 51000, 'held by another process', 1;",
-        resource.replace('\'', "''")
+        "EXEC sp_getapplock @Resource = N'{resource}', @LockMode = 'Exclusive', @LockOwner = 'Session', \
+         @LockTimeout = 0; IF APPLOCK_MODE('public', N'{resource}', 'Session') <> 'Exclusive' \
+         THROW 51000, 'held by another process', 1;"
     )
 }
 
