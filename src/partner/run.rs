@@ -19,7 +19,6 @@ use crate::sink::{Replica, SinkOptions};
 use crate::source::client::{HttpClient, SourceError};
 use crate::source::partner::PartnerApi;
 use crate::source::replication::{Replication, SessionInfo, TokenPair};
-use crate::state::SessionValue;
 
 /// Why partner mode stopped: only what a person must fix.
 #[derive(Debug, thiserror::Error)]
@@ -387,9 +386,7 @@ impl Partner {
         })?;
         let info = SessionInfo::from_reply(reply, self.api.base());
         let mut facts = info.to_facts();
-        if let Some(crate::source::tls::Trust::Fingerprint(fp)) = &self.config.trust {
-            facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())));
-        }
+        facts.extend(self.config.trust.as_ref().and_then(crate::source::tls::Trust::fact));
         // One transaction: a crash never leaves a session without its tokens.
         let tokens = TokenPair::issued(grant.tokens, now_ms());
         facts.extend(token_facts(&self.key, &tokens));

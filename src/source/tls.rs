@@ -26,6 +26,22 @@ pub enum Trust {
     CaFile(std::path::PathBuf),
 }
 
+impl Trust {
+    /// The session fact that records this trust beside a session (`trust_fingerprint` or
+    /// `trust_ca_file`), so every later command reaches the cloud the same way; none for the
+    /// system's roots, the default.
+    pub fn fact(&self) -> Option<(&'static str, crate::state::SessionValue)> {
+        use crate::state::SessionValue::Text;
+        match self {
+            Trust::Fingerprint(fp) => {
+                Some(("trust_fingerprint", Text(fp.iter().map(|b| format!("{b:02X}")).collect())))
+            }
+            Trust::CaFile(ca) => Some(("trust_ca_file", Text(ca.display().to_string()))),
+            Trust::SystemRoots => None,
+        }
+    }
+}
+
 /// Why a trust setting is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {

@@ -13,7 +13,6 @@ use dbmirror::source::client::HttpClient;
 use dbmirror::source::dispatcher::{Dispatcher, GrantState};
 use dbmirror::source::replication::{SessionInfo, TokenPair};
 use dbmirror::source::tls::{Trust, parse_fingerprint};
-use dbmirror::state::SessionValue;
 
 use crate::instance::{Instance, trust_of};
 
@@ -69,14 +68,7 @@ pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
         );
     }
     let mut facts = info.to_facts();
-    match &trust {
-        Some(Trust::Fingerprint(fp)) => {
-            facts.push(("trust_fingerprint", SessionValue::Text(fp.iter().map(|b| format!("{b:02X}")).collect())))
-        }
-        Some(Trust::CaFile(ca)) => facts.push(("trust_ca_file", SessionValue::Text(ca.display().to_string()))),
-        // The system's roots are the default: nothing to store.
-        Some(Trust::SystemRoots) | None => {}
-    }
+    facts.extend(trust.as_ref().and_then(Trust::fact));
     // One transaction: an interrupted provision never leaves a session without its tokens.
     facts.extend(dbmirror::pipeline::token_facts(&instance.key, &tokens));
     state.write_facts(&facts)?;
