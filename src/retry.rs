@@ -6,6 +6,18 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Sleeps for `period`, waking early (within 100 ms) if `stop` is set.
+pub fn sleep(period: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + period;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// Backoff state for one kind of failure; [`Backoff::reset`] after a success.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -33,14 +45,7 @@ impl Backoff {
     /// Sleeps for [`Backoff::delay`], waking early if `stop` is set; returns the delay.
     pub fn wait(&mut self, hint: Option<Duration>, stop: &AtomicBool) -> Duration {
         let delay = self.delay(hint);
-        let until = Instant::now() + delay;
-        while !stop.load(Ordering::Relaxed) {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
+        sleep(delay, stop);
         delay
     }
 

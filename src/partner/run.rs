@@ -89,8 +89,6 @@ impl Slot {
 #[derive(Debug, Default)]
 struct Schedule {
     slots: BTreeMap<String, Slot>,
-    /// Set when the partner itself is refused: everything stops.
-    fatal: Option<String>,
 }
 
 impl Schedule {
@@ -217,7 +215,6 @@ impl Partner {
                 }
                 Err(e) if matches!(e.code(), Some(ErrorCode::InvalidClient)) => {
                     tracing::error!(error = %e, "the Dispatcher refuses the partner: check Partner.Id and Partner.Secret");
-                    lock(schedule).fatal = Some(e.to_string());
                     return Some(PartnerError::Api(Box::new(e)));
                 }
                 Err(e) => {
@@ -226,7 +223,7 @@ impl Partner {
                     wait
                 }
             };
-            sleep_unless_stopped(wait, stop);
+            crate::retry::sleep(wait, stop);
         }
         None
     }
@@ -398,11 +395,4 @@ impl Partner {
 
 fn lock(schedule: &Mutex<Schedule>) -> MutexGuard<'_, Schedule> {
     schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + wait;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())));
-    }
 }

@@ -31,7 +31,7 @@ use crate::schema::TableId;
 /// (deletes are flagged at most one batch's span later than they happened), or now for a
 /// batch without source times (a resync's swap, a truncate without events).
 pub fn deleted_at(batch: &crate::coalesce::Batch) -> crate::value::DateTime {
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = crate::clock::now_ms;
     let ms = batch.source_ms().map_or_else(now, |(_, newest)| newest);
     crate::value::DateTime::from_epoch_units(ms, 1_000_000)
         .or_else(|_| crate::value::DateTime::from_epoch_units(now(), 1_000_000))

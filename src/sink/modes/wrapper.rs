@@ -120,9 +120,8 @@ impl Retaining {
 
 /// `yyyymmdd_hhmmss` in UTC, for a retired history table's name.
 fn utc_stamp() -> String {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut text = String::new();
-    if let Ok(time) = crate::value::DateTime::from_epoch_units(ms, 1_000_000) {
+    if let Ok(time) = crate::value::DateTime::from_epoch_units(crate::clock::now_ms(), 1_000_000) {
         time.write_fixed(&mut text, 0);
     }
     let stamp = text.replace(['-', ':'], "").replace(' ', "_");
