@@ -258,8 +258,7 @@ impl SoftColumns {
 }
 
 fn soft_columns(schema: &crate::schema::TableSchema) -> Option<SoftColumns> {
-    let find = |name| schema.columns.iter().position(|c| c.name == name);
-    Some(SoftColumns { deleted: find(super::modes::layout::DELETED)?, at: find(super::modes::layout::DELETED_AT)? })
+    super::modes::layout::soft_positions(schema).map(|(deleted, at)| SoftColumns { deleted, at })
 }
 
 /// `_deleted_at` of a batch's soft deletes, canonical (see [`super::modes::deleted_at`]).

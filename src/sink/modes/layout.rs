@@ -44,6 +44,12 @@ pub fn is_soft(schema: &TableSchema) -> bool {
     schema.column(DELETED).is_some()
 }
 
+/// Where a soft table's `_deleted` and `_deleted_at` are among its columns.
+pub fn soft_positions(schema: &TableSchema) -> Option<(usize, usize)> {
+    let find = |name| schema.columns.iter().position(|c| c.name == name);
+    Some((find(DELETED)?, find(DELETED_AT)?))
+}
+
 /// The source's view of a soft table: without the soft-delete columns.
 pub fn strip_soft(schema: &TableSchema) -> TableSchema {
     let columns = schema.columns.iter().filter(|c| c.name != DELETED && c.name != DELETED_AT).cloned().collect();

@@ -1,9 +1,10 @@
 //! The statements of soft tables that every target shares, for its quoting and literals:
-//! flagging every live row (a truncate), and the resync swap that keeps rows the fresh
-//! snapshot no longer has (flagged deleted) instead of dropping them.
+//! flagging every live row (a truncate), and the resync swap, which for a soft table keeps
+//! the rows the fresh snapshot no longer has (flagged deleted) instead of dropping them.
 
-use super::layout::{DELETED, DELETED_AT};
+use super::layout::{DELETED, DELETED_AT, is_soft};
 use crate::schema::TableSchema;
+use crate::sink::shadow::copy_back_sql;
 
 /// A target's spelling of what soft statements need.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,12 @@ impl Dialect {
         format!("{alias}{dot}{} = {}", (self.quote)(DELETED), self.no)
     }
 
+    /// The `_deleted_at` literal of `batch`'s soft deletes in a table laid out by `schema`;
+    /// `None` when the table is not soft (its deletes delete).
+    pub fn delete_time(&self, schema: &TableSchema, batch: &crate::coalesce::Batch) -> Option<String> {
+        is_soft(schema).then(|| self.at(&super::deleted_at(batch)))
+    }
+
     /// A source time as a literal of the time type.
     pub fn at(&self, time: &crate::value::DateTime) -> String {
         let mut text = String::new();
@@ -44,11 +51,16 @@ impl Dialect {
         format!("UPDATE {target} SET {} WHERE {}", self.flag(at), self.live(""))
     }
 
-    /// The resync swap of a soft table (`live`, `shadow` quoted): live rows the shadow lacks
-    /// are flagged deleted now, the shadow's rows replace the rest, the shadow is dropped.
+    /// The resync swap of a table laid out by `schema` (`live`, `shadow` quoted). A soft
+    /// table's live rows the shadow lacks are flagged deleted now, the shadow's rows replace
+    /// the rest; any other table's rows are all replaced ([`copy_back_sql`]). The shadow is
+    /// dropped.
     pub fn swap(&self, live: &str, shadow: &str, schema: &TableSchema) -> String {
         let q = self.quote;
         let columns: Vec<String> = schema.columns.iter().map(|c| q(&c.name)).collect();
+        if !is_soft(schema) {
+            return copy_back_sql(live, shadow, &columns);
+        }
         let columns = columns.join(", ");
         let same_key: Vec<String> = schema.primary_key.iter().map(|k| format!("s.{0} = {live}.{0}", q(k))).collect();
         let in_shadow = format!("EXISTS (SELECT 1 FROM {shadow} s WHERE {})", same_key.join(" AND "));

@@ -112,9 +112,7 @@ impl Retaining {
 
     /// A soft table's column positions of `_deleted` and `_deleted_at` in the target.
     fn soft_columns(&self, id: &TableId) -> Option<(usize, usize)> {
-        let record = self.inner_record(id)?;
-        let find = |name| record.schema.columns.iter().position(|c| c.name == name);
-        Some((find(layout::DELETED)?, find(layout::DELETED_AT)?))
+        layout::soft_positions(&self.inner_record(id)?.schema)
     }
 }
 

@@ -267,8 +267,7 @@ impl Sink for MssqlSink {
                 continue;
             }
             check_batch_schema(self.tables.get(id), table.schema())?;
-            let soft_at = crate::sink::modes::layout::is_soft(table.schema())
-                .then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
+            let soft_at = sql::SOFT.delete_time(table.schema(), batch);
             work.push((self.tables[id].target_schema.clone(), table, soft_at));
         }
         let upsert_offset = self.state.upsert_offset.clone();

@@ -348,12 +348,7 @@ pub fn upsert_session() -> String {
 /// shadow's, and the shadow dropped; run inside the swap's transaction.
 /// A soft table keeps the rows the fresh snapshot no longer has, flagged deleted.
 pub fn replace_from_shadow(live: &TableSchema, live_schema: &str, shadow: &TableSchema, shadow_schema: &str) -> String {
-    let columns: Vec<String> = live.columns.iter().map(|c| quote(&c.name)).collect();
-    let (live_name, shadow_name) = (qualified(live_schema, &live.id.table), qualified(shadow_schema, &shadow.id.table));
-    match crate::sink::modes::layout::is_soft(live) {
-        true => SOFT.swap(&live_name, &shadow_name, live),
-        false => crate::sink::shadow::copy_back_sql(&live_name, &shadow_name, &columns),
-    }
+    SOFT.swap(&qualified(live_schema, &live.id.table), &qualified(shadow_schema, &shadow.id.table), live)
 }
 
 /// Creates a tenant's database when it does not exist (partner mode).

@@ -27,9 +27,8 @@ use ::postgres::types::ToSql;
 use self::encode::{PgKind, pg_type};
 pub use self::sql::quote;
 use super::ddl;
-use super::modes::layout::is_soft;
 use super::plan::{Intent, SchemaPlan, SinkOptions, check_batch_schema, writes_to};
-use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError};
 use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::{Batch, TableBatch};
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
@@ -284,7 +283,7 @@ impl Sink for PgSink {
             check_batch_schema(self.tables.get(id), table.schema())?;
             let record = &self.tables[id];
             let snapshotting = matches!(record.state, TableState::Snapshotting | TableState::ResyncPending);
-            let soft_at = is_soft(table.schema()).then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
+            let soft_at = sql::SOFT.delete_time(table.schema(), batch);
             apply_table(&mut tx, &record.target_schema, table, snapshotting, &mut stages, soft_at.as_deref())?;
         }
         table::write_offsets(&mut Exec(&mut tx), &self.state, batch.offsets(), batch.reset_epoch())?;
@@ -313,13 +312,11 @@ impl Sink for PgSink {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         self.ensure_connected()?;
         ddl::swap_in(&mut Exec(&mut self.client), &self.state, &mut self.tables, id, |live, shadow| {
-            let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
-            let (live_name, shadow_name) =
-                (qualified(&live.target_schema, &id.table), qualified(&shadow.target_schema, &shadow.schema.id.table));
-            match is_soft(&live.schema) {
-                true => sql::SOFT.swap(&live_name, &shadow_name, &live.schema),
-                false => shadow::copy_back_sql(&live_name, &shadow_name, &columns),
-            }
+            sql::SOFT.swap(
+                &qualified(&live.target_schema, &id.table),
+                &qualified(&shadow.target_schema, &shadow.schema.id.table),
+                &live.schema,
+            )
         })
     }
 

@@ -16,10 +16,9 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
 use super::ddl;
-use super::modes::layout::is_soft;
 pub use super::plan::SinkOptions;
 use super::plan::{Intent, SchemaPlan, check_batch_schema, writes_to};
-use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError, shadow};
+use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError};
 use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::Batch;
 use crate::row::Cell;
@@ -127,15 +126,11 @@ impl Sink for SqliteSink {
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         ddl::swap_in(&mut Exec(&self.conn), &self.state, &mut self.tables, id, |live, shadow| {
-            let columns: Vec<String> = live.schema.columns.iter().map(|c| quote(&c.name)).collect();
-            let (live_name, shadow_name) = (
-                quote(&Self::table_name(&live.target_schema, id)),
-                quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
-            );
-            match is_soft(&live.schema) {
-                true => sql::SOFT.swap(&live_name, &shadow_name, &live.schema),
-                false => shadow::copy_back_sql(&live_name, &shadow_name, &columns),
-            }
+            sql::SOFT.swap(
+                &quote(&Self::table_name(&live.target_schema, id)),
+                &quote(&Self::table_name(&shadow.target_schema, &shadow.schema.id)),
+                &live.schema,
+            )
         })
     }
 
@@ -167,7 +162,7 @@ impl Sink for SqliteSink {
             check_batch_schema(self.tables.get(id), schema)?;
             let target = quote(&Self::table_name(&self.tables[id].target_schema, id));
             // A soft table flags rows instead of deleting them (see `sink::modes`).
-            let soft_at = is_soft(schema).then(|| sql::SOFT.at(&crate::sink::modes::deleted_at(batch)));
+            let soft_at = sql::SOFT.delete_time(schema, batch);
             if table.truncate_first() {
                 let clear = soft_at
                     .as_ref()

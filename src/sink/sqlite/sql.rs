@@ -69,11 +69,16 @@ pub fn drop_table(target: &str) -> String {
     format!("DROP TABLE IF EXISTS {}", quote(target))
 }
 
-/// Deletes one row by its primary key (`?1`, `?2`, … in key order).
-pub fn delete_row(target: &str, schema: &TableSchema) -> String {
+/// `"k1" = ?1 AND "k2" = ?2 …`: one row by its primary key, parameters in key order.
+fn key_predicate(schema: &TableSchema) -> String {
     let predicate: Vec<String> =
         schema.primary_key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
-    format!("DELETE FROM {target} WHERE {}", predicate.join(" AND "))
+    predicate.join(" AND ")
+}
+
+/// Deletes one row by its primary key (`?1`, `?2`, … in key order).
+pub fn delete_row(target: &str, schema: &TableSchema) -> String {
+    format!("DELETE FROM {target} WHERE {}", key_predicate(schema))
 }
 
 /// How soft tables' statements are spelled in SQLite (see `sink::modes::soft`); times are
@@ -92,9 +97,7 @@ fn as_is(literal: &str) -> String {
 
 /// Flags one live row of a soft table deleted at `at` (`?1`, `?2`, … in key order).
 pub fn soft_delete_row(target: &str, schema: &TableSchema, at: &str) -> String {
-    let predicate: Vec<String> =
-        schema.primary_key.iter().enumerate().map(|(i, k)| format!("{} = ?{}", quote(k), i + 1)).collect();
-    format!("UPDATE {target} SET {} WHERE {} AND {}", SOFT.flag(at), predicate.join(" AND "), SOFT.live(""))
+    format!("UPDATE {target} SET {} WHERE {} AND {}", SOFT.flag(at), key_predicate(schema), SOFT.live(""))
 }
 
 /// Renames a table (a retired history table, see `sink::modes::layout`).
