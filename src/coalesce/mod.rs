@@ -329,7 +329,7 @@ impl Coalescer {
             .entry(id.clone())
             .or_insert_with(|| TableBatch::new(Arc::clone(schema), keep_log.as_ref().is_some_and(|f| (f.0)(id))));
         let logged = match table.log() {
-            Some(_) => logged(schema, change, position)?,
+            Some(_) => logged(schema, change, &prepared, position)?,
             None => None,
         };
         let before = table.approx_bytes();
@@ -413,19 +413,27 @@ fn prepare(schema: &TableSchema, change: &ChangeEvent<'_>) -> Result<Prepared, C
     Ok(Prepared::Ops(ops))
 }
 
-/// The change as the history keeps it; `None` for a truncate (no row).
+/// The change as the history keeps it; `None` for a truncate (no row). An insert's or an
+/// update's row is the one [`prepare`] already laid out; only a delete's image is laid out
+/// here (its final state is just a key).
 fn logged(
     schema: &TableSchema,
     change: &ChangeEvent<'_>,
+    prepared: &Prepared,
     position: Option<&OwnedPosition>,
 ) -> Result<Option<Logged>, CoalesceErrorKind> {
-    let image = match change.op {
-        Op::Truncate => return Ok(None),
-        Op::Delete => change.before.as_deref().or(change.key.as_deref()),
-        _ => change.after.as_deref(),
+    let (key, row) = match (change.op, prepared) {
+        (Op::Truncate, _) | (_, Prepared::Truncate) => return Ok(None),
+        (Op::Delete, _) => {
+            let image = change.before.as_deref().or(change.key.as_deref());
+            let row = table_batch::owned_row(schema, image.ok_or_else(|| missing_image(schema, change.op))?)?;
+            (table_batch::key_from_row(schema, &row, change.op)?, row)
+        }
+        (_, Prepared::Ops(ops)) => match ops.last() {
+            Some(Change::Upsert(key, row)) => (key.clone(), row.clone()),
+            _ => return Err(missing_image(schema, change.op)),
+        },
     };
-    let row = table_batch::owned_row(schema, image.ok_or_else(|| missing_image(schema, change.op))?)?;
-    let key = table_batch::key_from_row(schema, &row, change.op)?;
     let text = |t: Option<&str>| t.map(Box::<str>::from);
     Ok(Some(Logged {
         op: change.op,
