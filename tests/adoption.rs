@@ -3,9 +3,6 @@
 //! taken over. Every table is reloaded through a shadow and swapped in, a reader never sees
 //! an empty table, the owner's view and index survive, and streaming goes on.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use dbmirror::sink::{SinkOptions, TargetKind};
 use dbmirror::state::TableState;
 
@@ -46,20 +43,7 @@ fn a_legacy_mirror_is_adopted_table_by_table_without_an_empty_moment() {
         // `_ReplicationState`).
         store_session(db.open(SinkOptions::default()).as_mut(), &key, w.grant("adopted"));
 
-        let reading = Arc::new(AtomicBool::new(true));
-        let reader = {
-            let (db, reading) = (db.clone(), reading.clone());
-            std::thread::spawn(move || {
-                let mut fewest = i64::MAX;
-                while reading.load(Ordering::Relaxed) {
-                    fewest = fewest.min(person_rows(&db));
-                }
-                fewest
-            })
-        };
-        w.sync_until_idle(&db, &key);
-        reading.store(false, Ordering::Relaxed);
-        let fewest = reader.join().unwrap();
+        let fewest = crate::support::fewest_while(|| person_rows(&db), || drop(w.sync_until_idle(&db, &key)));
         assert!(fewest > 0, "{:?}: a reader saw the person table empty", db.kind);
 
         w.verify(&db, "adopted");

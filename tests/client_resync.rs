@@ -67,22 +67,14 @@ fn a_drifted_table_is_reloaded_through_a_shadow_and_never_seen_empty() {
         assert!(checks.iter().any(|c| c.table == "crm7.person" && !c.equal), "{:?}: the drift is visible", db.kind);
 
         // A reader counts the table's rows the whole time.
-        let reading = Arc::new(AtomicBool::new(true));
-        let reader = {
-            let (db, reading) = (db.clone(), reading.clone());
-            std::thread::spawn(move || {
-                let mut fewest = usize::MAX;
-                while reading.load(Ordering::Relaxed) {
-                    fewest = fewest.min(person_rows(&db));
-                }
-                fewest
-            })
-        };
-        request(&db, &[&person]);
-        w.changes(300);
-        w.sync_until_idle(&db, &key);
-        reading.store(false, Ordering::Relaxed);
-        let fewest = reader.join().unwrap();
+        let fewest = crate::support::fewest_while(
+            || person_rows(&db),
+            || {
+                request(&db, &[&person]);
+                w.changes(300);
+                w.sync_until_idle(&db, &key);
+            },
+        );
         assert!(fewest > 0, "{:?}: readers saw an empty table", db.kind);
         w.verify(&db, "after resync-tables");
         assert_settled(&db);

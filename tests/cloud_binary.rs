@@ -866,36 +866,26 @@ async fn three_partner_processes(label: &str, server_conn: Option<String>) {
         .unwrap();
     let mut tenants: Vec<String> = (1..=30).map(|i| format!("t{i:04}")).collect();
     tenants.push("cust1234".into());
-    let verify = |ctx: &str| {
+    // A command on the partner instance, as its operator runs it.
+    let cli = |args: &[&str]| {
         Command::new(dbmirror)
-            .args(["verify", "--tenant", ctx, "--instance"])
+            .args(args)
+            .arg("--instance")
             .arg(&folders[0])
             .env("ACME_SECRET", "partner-pw")
             .output()
             .unwrap()
-            .status
-            .success()
     };
+    let verify = |ctx: &str| cli(&["verify", "--tenant", ctx]).status.success();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     let mut pending = tenants.clone();
     while !pending.is_empty() {
         pending = tokio::task::block_in_place(|| pending.iter().filter(|ctx| !verify(ctx)).cloned().collect());
         assert!(std::time::Instant::now() < deadline, "{label}: not converged: {pending:?}");
     }
-    let status = Command::new(dbmirror)
-        .args(["status", "--instance"])
-        .arg(&folders[0])
-        .env("ACME_SECRET", "partner-pw")
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let status = String::from_utf8_lossy(&cli(&["status"]).stdout).into_owned();
     assert!(status.contains("31 tenant(s)") && status.contains("t0017") && status.contains("mirroring"), "{status}");
-    let validate = Command::new(dbmirror)
-        .args(["validate", "--instance"])
-        .arg(&folders[0])
-        .env("ACME_SECRET", "partner-pw")
-        .output()
-        .unwrap();
+    let validate = cli(&["validate"]);
     let report = String::from_utf8_lossy(&validate.stdout).into_owned();
     assert!(validate.status.success() && report.contains("31 tenant(s) approve the app"), "{label}: {report}");
     for (i, s) in services.iter_mut().enumerate().filter(|(i, _)| *i != 1) {

@@ -22,6 +22,24 @@ use proptest::prelude::*;
 pub const TEXTS: [&str; 4] = ["a", "Åsa", "O'Brien", ""];
 
 /// Table 0: `crm7.person(id int PK, v int, s nvarchar)`; table 1: `crm7.link(a int, b int, v int; PK (a, b))`.
+/// Runs `work` while another thread reads `count` over and over; returns the smallest count
+/// it saw (tests that readers never see a table empty).
+pub fn fewest_while<T: Ord + Send>(count: impl Fn() -> T + Sync, work: impl FnOnce()) -> T {
+    let reading = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut fewest = count();
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                fewest = fewest.min(count());
+            }
+            fewest
+        });
+        work();
+        reading.store(false, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("the reader does not panic")
+    })
+}
+
 pub fn registry() -> SchemaRegistry {
     let col = |name: &str, position, sql_type| ColumnSchema {
         name: name.into(),
