@@ -157,13 +157,10 @@ fn partner_section(r: &Reader<'_>, folder: &Path) -> Result<Option<crate::partne
     if let Some(name) = r.text(&["Partner", "SessionName"])? {
         config.session_name = name;
     }
-    config.trust = match (r.text(&["Partner", "Fingerprint"])?, r.text(&["Partner", "CaFile"])?) {
-        (Some(fp), _) => Some(crate::source::tls::Trust::Fingerprint(
-            crate::source::tls::parse_fingerprint(&fp).map_err(|e| bad("Partner.Fingerprint", e.to_string()))?,
-        )),
-        (None, Some(ca)) => Some(crate::source::tls::Trust::CaFile(folder.join(ca))),
-        (None, None) => None,
-    };
+    let ca_file = r.text(&["Partner", "CaFile"])?.map(|ca| folder.join(ca));
+    config.trust =
+        crate::source::tls::Trust::from_settings(r.text(&["Partner", "Fingerprint"])?.as_deref(), ca_file.as_deref())
+            .map_err(|e| bad("Partner.Fingerprint", e.to_string()))?;
     config.workers = r.integer(&["Partner", "Workers"], 4, 1, 256)? as usize;
     config.poll = Duration::from_secs(r.integer(&["Partner", "PollSeconds"], 30, 1, 3600)?);
     config.idle = Duration::from_secs(r.integer(&["Partner", "IdleSeconds"], 2, 1, 3600)?);

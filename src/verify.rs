@@ -16,7 +16,7 @@ use crate::canonical::checksum;
 use crate::protocol::{GroundTruth, Offsets, TableTruth};
 use crate::schema::TableId;
 use crate::sink::columns::Projection;
-use crate::sink::{Replica, SinkError, SinkOptions, shadow};
+use crate::sink::{Replica, SinkError, SinkOptions};
 use crate::state::TableState;
 
 /// What `verify` concluded about one table.
@@ -89,7 +89,7 @@ fn read_replica(
     let applied = replica.offsets()?;
     let (mut tables, mut masked) = (BTreeMap::new(), BTreeSet::new());
     // A shadow table (a resync in progress) is not a source table.
-    for record in replica.tables().into_iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
+    for record in replica.tables().into_iter().filter(|r| !r.schema.id.is_shadow()) {
         let name = record.schema.id.to_string();
         if only.is_some_and(|only| !only.contains(&name)) {
             continue;

@@ -428,7 +428,7 @@ fn resync_tables_after_an_outage_past_retention_reloads_and_leaves_no_shadow() {
             .open(SinkOptions::default())
             .tables()
             .iter()
-            .filter(|t| dbmirror::sink::shadow::live_id(&t.schema.id).is_some())
+            .filter(|t| t.schema.id.is_shadow())
             .map(|t| t.schema.id.to_string())
             .collect();
         assert!(shadows.is_empty(), "{:?}: {shadows:?}", db.kind);

@@ -26,7 +26,7 @@ fn request(db: &TestDb, tables: &[&TableId]) {
 /// No shadow table and no resync fact is left behind.
 fn assert_settled(db: &TestDb) {
     let mut sink = db.open(SinkOptions::default());
-    assert!(sink.tables().iter().all(|r| shadow::live_id(&r.schema.id).is_none()), "{:?}: a shadow is left", db.kind);
+    assert!(sink.tables().iter().all(|r| !r.schema.id.is_shadow()), "{:?}: a shadow is left", db.kind);
     let session = sink.read_facts().unwrap();
     assert!(shadow::requested(&session).is_empty() && shadow::running(&session).is_empty(), "{:?}", db.kind);
 }
@@ -100,7 +100,7 @@ fn a_resync_stopped_midway_resumes_and_completes() {
             let (db, stop) = (db.clone(), stop.clone());
             std::thread::spawn(move || {
                 // Stop (as Ctrl-C would) once the shadow exists: the snapshot is still trickling in.
-                let shadow = shadow::shadow_id(&TableId::new("crm7", "person"));
+                let shadow = TableId::new("crm7", "person").shadow();
                 for _ in 0..2000 {
                     if db.open(SinkOptions::default()).tables().iter().any(|r| r.schema.id == shadow) {
                         stop.store(true, Ordering::Relaxed);
@@ -155,7 +155,7 @@ fn a_crash_between_resync_steps_is_reconciled_on_restart() {
         drift(&db);
         let mut sink = db.open(SinkOptions::default());
         let live = sink.tables().into_iter().find(|r| r.schema.id == person).unwrap();
-        let orphan = dbmirror::schema::TableSchema { id: shadow::shadow_id(&person), ..(*live.schema).clone() };
+        let orphan = dbmirror::schema::TableSchema { id: person.shadow(), ..(*live.schema).clone() };
         let create = dbmirror::schema::TableChange { kind: dbmirror::schema::SchemaChangeKind::Create, table: orphan };
         sink.apply_schema(&create).unwrap();
         sink.write_facts(&[("resync:crm7.contact", SessionValue::Text("e2e1-cdc/0=1".into()))]).unwrap();

@@ -93,7 +93,7 @@ fn every_statement_for_every_table_parses() {
     assert_parses(&sql::create_state_table());
     assert_parses(&sql::write_check());
     let t = person();
-    let shadow = TableSchema { id: dbmirror::sink::shadow::shadow_id(&t.id), ..t.clone() };
+    let shadow = TableSchema { id: t.id.shadow(), ..t.clone() };
     let swap = sql::replace_from_shadow(&t, "crm7", &shadow, "crm7");
     assert_eq!(
         swap,
@@ -198,7 +198,7 @@ fn delete_mode_statements_are_golden_and_parse() {
          WHERE [_deleted] = 0"
     );
     assert_parses(&flag_all);
-    let shadow = TableSchema { id: dbmirror::sink::shadow::shadow_id(&soft.id), ..soft.clone() };
+    let shadow = TableSchema { id: soft.id.shadow(), ..soft.clone() };
     let swap = sql::replace_from_shadow(&soft, "crm7", &shadow, "crm7");
     assert!(
         swap.starts_with(

@@ -94,7 +94,7 @@ fn snapshot_streaming_faults_and_resets_converge_in_memory() {
     let epoch = replica.clone().checkpoint().unwrap().reset_epoch;
     assert_eq!(epoch, 1, "the handled reset is stored with the data");
     assert_eq!(until_idle(&w, &replica, &key).records, 0, "a restart repeats nothing");
-    assert!(replica.tables().iter().all(|t| dbmirror::sink::shadow::live_id(&t.schema.id).is_none()));
+    assert!(replica.tables().iter().all(|t| !t.schema.id.is_shadow()));
 }
 
 #[test]

@@ -87,12 +87,8 @@ struct ActionArgs {
 
 async fn action(args: ActionArgs) -> Result<()> {
     use dbmirror::source::client::HttpClient;
-    use dbmirror::source::tls::{Trust, parse_fingerprint};
-    let trust = match (&args.fingerprint, &args.ca_file) {
-        (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-        (None, Some(ca)) => Some(Trust::CaFile(ca.clone())),
-        (None, None) => None,
-    };
+    use dbmirror::source::tls::Trust;
+    let trust = Trust::from_settings(args.fingerprint.as_deref(), args.ca_file.as_deref())?;
     let client = HttpClient::new(&args.url, trust.as_ref())?;
     let token = Some(args.admin_token.as_str());
     if args.action == "sessions" {

@@ -23,7 +23,7 @@ use crate::protocol::Offsets;
 use crate::retry::Backoff;
 use crate::schema::{SchemaChangeKind, TableChange};
 use crate::sink::worker::{Job, Report, SinkWorker};
-use crate::sink::{Replica, SchemaOutcome, SinkError, shadow};
+use crate::sink::{Replica, SchemaOutcome, SinkError};
 use crate::state::{StateStore, TableState};
 
 use super::{PipelineError, SyncSummary, facts};
@@ -71,7 +71,7 @@ impl Applier {
         // A run stopped between a commit and its `BatchCommitted` hooks is caught up now.
         let startup = hooks.wants(HookEvent::BatchCommitted).then(|| {
             let tables = sink.tables().into_iter().map(|r| r.schema.id.clone());
-            let tables = tables.filter(|id| crate::sink::shadow::live_id(id).is_none()).collect();
+            let tables = tables.filter(|id| !id.is_shadow()).collect();
             Job::Hooks(vec![Occurrence { event: HookEvent::BatchCommitted, tables, rows: 0, reason: Some("startup") }])
         });
         let worker = SinkWorker::spawn_with_hooks(sink, QUEUE_DEPTH, hooks.clone());
@@ -314,9 +314,7 @@ fn set_table_aside(
         return false;
     }
     let change = match pending.first() {
-        Some(Job::Schema(change))
-            if change.kind != SchemaChangeKind::Drop && shadow::live_id(&change.table.id).is_none() =>
-        {
+        Some(Job::Schema(change)) if change.kind != SchemaChangeKind::Drop && !change.table.id.is_shadow() => {
             change.clone()
         }
         Some(Job::StartResync { table, .. }) => match sink.tables().into_iter().find(|r| &r.schema.id == table) {

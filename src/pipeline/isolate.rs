@@ -16,8 +16,8 @@ use crate::coalesce::{Batch, Change, Unit};
 use crate::db::{Retry, SinkError};
 use crate::row::Cell;
 use crate::schema::TableSchema;
+use crate::sink::Replica;
 use crate::sink::refused::key_text;
-use crate::sink::{Replica, shadow};
 use crate::state::errors::{Refusal, RefusedRow};
 
 /// Whether the replica itself refused the write for good (as opposed to a lost connection,
@@ -71,7 +71,7 @@ fn image_text(schema: &TableSchema, row: &[Cell]) -> String {
 fn refusal(unit: &Unit, error: &SinkError) -> Refusal {
     let schema = &unit.schema;
     // A resync's shadow copy is recorded under its live table.
-    let table = shadow::live_id(&schema.id).unwrap_or_else(|| schema.id.clone()).to_string();
+    let table = schema.id.live_or_self().to_string();
     let error = error.to_string();
     match &unit.change {
         Some(Change::Upsert(key, row)) => Refusal {

@@ -300,7 +300,7 @@ impl<'a> Pipeline<'a> {
         // A table left `resync_pending` (re-created, its snapshot request lost to a crash or an
         // unreachable cloud) asks again: the request is idempotent in effect.
         let (mut snapshots_to_request, mut failed) = (Vec::new(), std::collections::BTreeSet::new());
-        for record in data.tables().into_iter().filter(|r| crate::sink::shadow::live_id(&r.schema.id).is_none()) {
+        for record in data.tables().into_iter().filter(|r| !r.schema.id.is_shadow()) {
             let id = &record.schema.id;
             match record.state {
                 crate::state::TableState::ResyncPending if !resyncs.is_running(id) => {

@@ -33,6 +33,97 @@ impl TableId {
         let (schema, table) = text.split_once('.')?;
         Some(Self::new(schema, table))
     }
+
+    /// The table a resync loads in the background (`<table>__resync`, see
+    /// `sink::shadow`): named here, beside the id, because the owner's rules, the state and
+    /// the data path all need to tell a shadow from its live table.
+    pub fn shadow(&self) -> TableId {
+        TableId::new(self.schema.clone(), format!("{}{SHADOW_SUFFIX}", self.table))
+    }
+
+    /// The live table this id is the shadow of; `None` for a live table.
+    pub fn live(&self) -> Option<TableId> {
+        self.table.strip_suffix(SHADOW_SUFFIX).map(|t| TableId::new(self.schema.clone(), t))
+    }
+
+    /// Whether this is a resync's shadow table.
+    pub fn is_shadow(&self) -> bool {
+        self.table.ends_with(SHADOW_SUFFIX)
+    }
+
+    /// The live table this id stands for: itself, or the table it is the shadow of. A
+    /// shadow follows its live table's rules.
+    pub fn live_or_self(&self) -> TableId {
+        self.live().unwrap_or_else(|| self.clone())
+    }
+}
+
+/// The suffix of resync shadow tables' names.
+pub const SHADOW_SUFFIX: &str = "__resync";
+
+/// A table as the owner names it in `appsettings.json` or on the command line:
+/// `schema.table`, a bare `table` (in any schema) or `*` (every table), in any case. The one
+/// place that decides whether a configured name means a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern(String);
+
+/// How closely a [`TablePattern`] names a table: a rule for `schema.table` wins over one for
+/// `table`, which wins over `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Closeness {
+    /// `*`.
+    Any,
+    /// The bare table name.
+    Name,
+    /// `schema.table`.
+    Qualified,
+}
+
+impl TablePattern {
+    /// A pattern as written (trimmed).
+    pub fn new(text: &str) -> Self {
+        TablePattern(text.trim().to_owned())
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is `*`.
+    pub fn is_any(&self) -> bool {
+        self.0 == "*"
+    }
+
+    /// How closely this pattern names `id`; `None` when it does not.
+    pub fn closeness(&self, id: &TableId) -> Option<Closeness> {
+        if self.is_any() {
+            Some(Closeness::Any)
+        } else if self.0.contains('.') {
+            let (schema, table) = self.0.split_once('.').unwrap_or_default();
+            (schema.eq_ignore_ascii_case(&id.schema) && table.eq_ignore_ascii_case(&id.table))
+                .then_some(Closeness::Qualified)
+        } else {
+            self.0.eq_ignore_ascii_case(&id.table).then_some(Closeness::Name)
+        }
+    }
+
+    /// Whether this pattern names `id`.
+    pub fn matches(&self, id: &TableId) -> bool {
+        self.closeness(id).is_some()
+    }
+}
+
+impl From<&str> for TablePattern {
+    fn from(text: &str) -> Self {
+        TablePattern::new(text)
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl fmt::Display for TableId {
@@ -569,5 +660,20 @@ mod tests {
         reg.apply(&TableChange { kind: SchemaChangeKind::Drop, table });
         assert!(reg.get("crm7", "person").is_none());
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn a_pattern_names_a_table_qualified_by_name_or_all() {
+        let person = TableId::new("crm7", "Person");
+        let closeness = |p: &str| TablePattern::new(p).closeness(&person);
+        assert_eq!(closeness("CRM7.person"), Some(Closeness::Qualified));
+        assert_eq!(closeness("person"), Some(Closeness::Name));
+        assert_eq!(closeness(" * "), Some(Closeness::Any));
+        assert_eq!(closeness("dbo.person"), None);
+        assert_eq!(closeness("persons"), None);
+        assert!(Closeness::Qualified > Closeness::Name && Closeness::Name > Closeness::Any);
+        assert_eq!(person.shadow().live(), Some(person.clone()));
+        assert!(person.shadow().is_shadow() && !person.is_shadow());
+        assert_eq!(person.shadow().live_or_self(), person);
     }
 }

@@ -67,7 +67,7 @@ fn adopt(
     new: &crate::schema::TableSchema,
     target_schema: &str,
 ) -> Result<Option<SchemaOutcome>, SinkError> {
-    if super::shadow::live_id(&new.id).is_some() {
+    if new.id.is_shadow() {
         return Ok(None);
     }
     let found = crate::state::table::physical_columns(exec, sql, target_schema, &new.id.table)?;

@@ -200,7 +200,7 @@ impl Sink for MemoryReplica {
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         let mut db = self.lock();
         let swap = shadow::Swap::plan(&db.tables, id, |_, _| String::new())?;
-        let mut rows = db.rows.remove(&shadow::shadow_id(id)).unwrap_or_default();
+        let mut rows = db.rows.remove(&id.shadow()).unwrap_or_default();
         // A soft table keeps the rows the fresh snapshot no longer has, as deleted.
         if let Some(soft) = soft_columns(&swap.ready.schema) {
             let now = batch_time(&Batch::default());

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{SchemaOutcome, SinkError};
-use crate::schema::{ColumnSchema, SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema, is_blocked};
+use crate::schema::{
+    ColumnSchema, SchemaChangeKind, SchemaDiff, TableChange, TableId, TablePattern, TableSchema, is_blocked,
+};
 use crate::state::{TableRecord, TableState};
 
 /// Choices that shape the replica.
@@ -17,8 +19,8 @@ pub struct SinkOptions {
     /// Replaces the source schema (`ReplicaDatabase.TablePrefix`): the SQL Server and
     /// PostgreSQL schema the tables are created in, or the SQLite table-name prefix.
     pub table_prefix: Option<String>,
-    /// Source tables (`schema.table` or `table`, any case) never created (`ReplicaDatabase.SkipTables`).
-    pub skip_tables: Vec<String>,
+    /// Source tables never created (`ReplicaDatabase.SkipTables`).
+    pub skip_tables: Vec<TablePattern>,
     /// The owner's column rules (`Columns`): applied by [`crate::sink::open`]'s
     /// [`crate::sink::columns::Projecting`].
     pub columns: std::sync::Arc<crate::sink::columns::ColumnRules>,
@@ -30,10 +32,7 @@ pub struct SinkOptions {
 impl SinkOptions {
     /// Blocked tables and the user's skip list are never replicated.
     pub fn skips(&self, id: &TableId) -> bool {
-        is_blocked(&id.table)
-            || self.skip_tables.iter().any(|s| {
-                s.eq_ignore_ascii_case(&id.table) || s.eq_ignore_ascii_case(&format!("{}.{}", id.schema, id.table))
-            })
+        is_blocked(&id.table) || self.skip_tables.iter().any(|s| s.matches(id))
     }
 
     /// The schema (or prefix) a new table is created under.

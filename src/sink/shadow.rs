@@ -26,26 +26,14 @@ use crate::coalesce::Batch;
 use crate::schema::{SchemaChangeKind, SchemaDiff, TableChange, TableId, TableSchema};
 use crate::state::{Offsets, Session, SessionValue, TableState, prefixed_facts};
 
-/// The suffix of shadow tables' names.
-pub const SUFFIX: &str = "__resync";
 /// Session fact naming a requested resync (`resync_request:crm7.person`); written by
 /// `resync-tables`, cleared when the resync starts.
 pub const REQUEST: &str = "resync_request:";
 /// Session fact of a running resync (`resync:crm7.person`) holding its `until` positions.
 pub const RUNNING: &str = "resync:";
 
-/// The shadow of a table.
-pub fn shadow_id(id: &TableId) -> TableId {
-    TableId::new(id.schema.clone(), format!("{}{SUFFIX}", id.table))
-}
-
-/// The live table a shadow belongs to, if `id` is a shadow.
-pub fn live_id(id: &TableId) -> Option<TableId> {
-    id.table.strip_suffix(SUFFIX).map(|t| TableId::new(id.schema.clone(), t))
-}
-
 fn shadow_schema(live: &TableSchema) -> Arc<TableSchema> {
-    Arc::new(TableSchema { id: shadow_id(&live.id), ..live.clone() })
+    Arc::new(TableSchema { id: live.id.shadow(), ..live.clone() })
 }
 
 /// The statements of the swap, for names and columns quoted by the target: the live table's
@@ -80,7 +68,7 @@ impl Swap {
         let missing =
             |what: &str| SinkError::Table { table: id.clone(), reason: format!("{what} is not in the replica") };
         let live = tables.get(id).ok_or_else(|| missing("the table"))?;
-        let shadow = tables.get(&shadow_id(id)).ok_or_else(|| missing("its shadow"))?;
+        let shadow = tables.get(&id.shadow()).ok_or_else(|| missing("its shadow"))?;
         Ok(Swap {
             sql: statements(live, shadow),
             ready: TableRecord { state: TableState::Ready, ..live.clone() },
@@ -91,7 +79,7 @@ impl Swap {
     /// After the commit: the sink's cache forgets the shadow and keeps the ready record.
     pub fn done(self, tables: &mut Tables) {
         let id = self.ready.schema.id.clone();
-        tables.remove(&shadow_id(&id));
+        tables.remove(&id.shadow());
         tables.insert(id, self.ready);
     }
 }
@@ -149,11 +137,11 @@ fn record<S: Sink + StateStore + ?Sized>(sink: &S, id: &TableId) -> Option<Table
 }
 
 fn has_shadow<S: Sink + StateStore + ?Sized>(sink: &S, id: &TableId) -> bool {
-    record(sink, &shadow_id(id)).is_some()
+    record(sink, &id.shadow()).is_some()
 }
 
 fn drop_shadow<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Result<(), SinkError> {
-    let Some(record) = record(sink, &shadow_id(id)) else { return Ok(()) };
+    let Some(record) = record(sink, &id.shadow()) else { return Ok(()) };
     sink.apply_schema(&TableChange { kind: SchemaChangeKind::Drop, table: (*record.schema).clone() })?;
     Ok(())
 }
@@ -195,7 +183,7 @@ pub fn copy_to_shadows<S: Sink + StateStore + ?Sized>(sink: &S, batch: &mut Batc
     let tables = sink.tables();
     let shadows: Vec<_> = tables
         .iter()
-        .filter_map(|r| live_id(&r.schema.id).map(|live| (live, r.schema.clone())))
+        .filter_map(|r| r.schema.id.live().map(|live| (live, r.schema.clone())))
         .filter(|(live, _)| batch.tables().any(|t| &t.schema().id == live))
         .collect();
     for (live, schema) in shadows {
@@ -208,10 +196,10 @@ pub fn copy_to_shadows<S: Sink + StateStore + ?Sized>(sink: &S, batch: &mut Batc
 /// own snapshot), dropping the shadow.
 pub fn follow_schema<S: Sink + StateStore + ?Sized>(sink: &mut S, change: &TableChange) -> Result<(), SinkError> {
     let id = &change.table.id;
-    if live_id(id).is_some() {
+    if id.is_shadow() {
         return Ok(());
     }
-    let Some(shadow) = record(sink, &shadow_id(id)) else { return Ok(()) };
+    let Some(shadow) = record(sink, &id.shadow()) else { return Ok(()) };
     match record(sink, id) {
         Some(live)
             if live.state != TableState::ResyncPending
@@ -243,7 +231,7 @@ pub fn cancel<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Resu
 pub fn reconcile<S: Sink + StateStore + ?Sized>(sink: &mut S) -> Result<Vec<(TableId, Offsets)>, SinkError> {
     let session = sink.read_facts()?;
     let running = running(&session);
-    let shadows: Vec<TableId> = sink.tables().iter().filter_map(|r| live_id(&r.schema.id)).collect();
+    let shadows: Vec<TableId> = sink.tables().iter().filter_map(|r| r.schema.id.live()).collect();
     for live in &shadows {
         if !running.iter().any(|(id, _)| id == live) {
             drop_shadow(sink, live)?;
@@ -267,8 +255,8 @@ mod tests {
     #[test]
     fn ids_and_positions_round_trip() {
         let id = TableId::new("crm7", "person");
-        assert_eq!(live_id(&shadow_id(&id)), Some(id.clone()));
-        assert_eq!(live_id(&id), None);
+        assert_eq!(id.shadow().live(), Some(id.clone()));
+        assert_eq!(id.live(), None);
         let until: Offsets = [(("t-cdc".to_owned(), 0), 12), (("t-cdc".to_owned(), 3), 0)].into_iter().collect();
         assert_eq!(parse_until(&encode_until(&until)), Some(until));
         assert_eq!(parse_until("t-cdc/x=1"), None);

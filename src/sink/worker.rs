@@ -111,7 +111,7 @@ impl Report {
 pub fn live_rows(batch: &Batch) -> Vec<(String, u64, u64)> {
     batch
         .tables()
-        .filter(|t| shadow::live_id(&t.schema().id).is_none())
+        .filter(|t| !t.schema().id.is_shadow())
         .map(|t| (t.schema().id.to_string(), t.upserts().count() as u64, t.deletes().count() as u64))
         .collect()
 }
@@ -135,7 +135,7 @@ fn occurrences(job: &Job, report: &Report, loaded: Vec<TableId>) -> Vec<Occurren
             // The live tables the batch wrote to (a truncate counts), with the report's counts.
             let tables: Vec<TableId> = batch
                 .tables()
-                .filter(|t| shadow::live_id(&t.schema().id).is_none())
+                .filter(|t| !t.schema().id.is_shadow())
                 .filter(|t| t.truncate_first() || !t.is_empty())
                 .map(|t| t.schema().id.clone())
                 .collect();

@@ -27,6 +27,25 @@ pub enum Trust {
 }
 
 impl Trust {
+    /// The trust a setting pair asks for: a pinned fingerprint wins over a CA file; neither is
+    /// `None` (the caller's default). The one place a fingerprint's text becomes a `Trust`.
+    pub fn from_settings(fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<Option<Trust>, TrustError> {
+        Ok(match (fingerprint, ca_file) {
+            (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
+            (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
+            (None, None) => None,
+        })
+    }
+
+    /// The trust a stored session records (the facts [`Trust::fact`] writes).
+    pub fn from_facts(session: &crate::state::Session) -> Result<Option<Trust>, TrustError> {
+        let text = |name: &str| match session.get(name) {
+            Some(crate::state::SessionValue::Text(t)) => Some(t.as_str()),
+            _ => None,
+        };
+        Self::from_settings(text("trust_fingerprint"), text("trust_ca_file").map(Path::new))
+    }
+
     /// The session fact that records this trust beside a session (`trust_fingerprint` or
     /// `trust_ca_file`), so every later command reaches the cloud the same way; none for the
     /// system's roots, the default.

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use dbmirror::clock::now_ms;
 use dbmirror::pipeline::{SyncOptions, SyncSummary, facts, sync};
 use dbmirror::policy::{Action, PURGED_ADVICE};
-use dbmirror::schema::TableId;
+use dbmirror::schema::{TableId, TablePattern};
 use dbmirror::sink::{Sink, shadow};
 use dbmirror::source::replication::SessionInfo;
 use dbmirror::state::{SessionValue, StateStore};
@@ -192,12 +192,11 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
 /// where a running `sync` picks them up; refuses a name the replica does not replicate.
 pub fn request_resyncs(state: &mut dyn dbmirror::sink::Replica, names: &[String]) -> Result<Vec<TableId>> {
     let known: Vec<TableId> =
-        state.tables().into_iter().map(|r| r.schema.id.clone()).filter(|id| shadow::live_id(id).is_none()).collect();
+        state.tables().into_iter().map(|r| r.schema.id.clone()).filter(|id| !id.is_shadow()).collect();
     let mut ids = Vec::new();
     for name in names {
-        let found = known.iter().find(|id| {
-            name.eq_ignore_ascii_case(&id.to_string()) || (!name.contains('.') && name.eq_ignore_ascii_case(&id.table))
-        });
+        let pattern = TablePattern::new(name);
+        let found = known.iter().find(|id| !pattern.is_any() && pattern.matches(id));
         match found {
             Some(id) if ids.contains(id) => {}
             Some(id) => ids.push(id.clone()),

@@ -13,8 +13,8 @@ use dbmirror::secrets::SecretKey;
 use dbmirror::sink::{Replica, SinkOptions};
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::replication::{Replication, SessionInfo};
-use dbmirror::source::tls::{Trust, parse_fingerprint};
-use dbmirror::state::{SessionValue, StateStore};
+use dbmirror::source::tls::Trust;
+use dbmirror::state::StateStore;
 
 /// Where the sealing key is: a systemd credential (`LoadCredential=dbmirror.key:…` or
 /// `LoadCredentialEncrypted=`, handed over in `$CREDENTIALS_DIRECTORY`) when the service has
@@ -92,7 +92,7 @@ impl Instance {
     pub(crate) fn options(&self) -> SinkOptions {
         SinkOptions {
             table_prefix: self.config.replica.table_prefix.clone(),
-            skip_tables: self.config.replica.skip_tables.clone(),
+            skip_tables: self.config.replica.skip_tables.iter().map(|s| s.as_str().into()).collect(),
             columns: std::sync::Arc::new(self.config.columns.clone()),
             modes: std::sync::Arc::new(self.config.delete_modes.clone()),
         }
@@ -118,7 +118,7 @@ impl Instance {
         let session = state.read_facts()?;
         let info = SessionInfo::from_facts(&session)
             .context("the replica holds no session: run `dbmirror provision` first")?;
-        let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
+        let http = HttpClient::new(&info.cloud_url, Trust::from_facts(&session)?.as_ref())?;
         Ok(Replication::new(http, info, stored_tokens(&session, &self.key)?)?)
     }
 }
@@ -175,15 +175,6 @@ pub fn service_name(instance: &Instance) -> Result<(String, SessionInfo)> {
     let info = SessionInfo::from_facts(&state.read_facts()?)
         .context("the replica holds no session: run `dbmirror provision` first")?;
     Ok((format!("dbmirror-{}", info.replication_id), info))
-}
-
-/// How the stored session trusts the cloud: a pinned fingerprint or a CA file.
-pub(crate) fn trust_of(session: &dbmirror::state::Session) -> Result<Option<Trust>> {
-    Ok(match (session.get("trust_fingerprint"), session.get("trust_ca_file")) {
-        (Some(SessionValue::Text(fp)), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-        (_, Some(SessionValue::Text(ca))) => Some(Trust::CaFile(ca.into())),
-        _ => None,
-    })
 }
 
 /// An error and its causes, each once (some errors already include their cause).

@@ -34,7 +34,7 @@ pub fn bar_states(summary: &SyncSummary, estimates: &BTreeMap<String, u64>) -> B
     summary
         .rows_total
         .iter()
-        .filter(|(table, _)| !table.ends_with(dbmirror::sink::shadow::SUFFIX))
+        .filter(|(table, _)| !table.ends_with(dbmirror::schema::SHADOW_SUFFIX))
         .map(|(table, rows)| {
             let of = estimates.get(table).copied().filter(|n| *n > 0);
             (table.clone(), BarState { rows: of.map_or(*rows, |n| (*rows).min(n)), of })

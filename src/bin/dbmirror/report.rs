@@ -65,7 +65,7 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
     let session = state.read_facts()?;
     let (requested, running) = (shadow::requested(&session), shadow::running(&session));
     let last_applied = facts::last_applied(&session);
-    for r in records.iter().filter(|r| shadow::live_id(&r.schema.id).is_none()) {
+    for r in records.iter().filter(|r| !r.schema.id.is_shadow()) {
         let id = &r.schema.id;
         let failed = r.state == TableState::Failed;
         // A failed table is not in the replica: nothing to count.
@@ -76,9 +76,9 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
             let reason = prefixed_facts(&session, FAILED_REASON).find(|(t, _)| *t == id.to_string()).map(|(_, r)| r);
             entry["failed_reason"] = json!(reason.unwrap_or("(not recorded; see the log)"));
         }
-        if records.iter().any(|s| s.schema.id == shadow::shadow_id(id)) && running.iter().any(|(t, _)| t == id) {
+        if records.iter().any(|s| s.schema.id == id.shadow()) && running.iter().any(|(t, _)| t == id) {
             entry["state"] = json!("resyncing");
-            entry["resync_rows_loaded"] = json!(state.count_rows(&shadow::shadow_id(id))?);
+            entry["resync_rows_loaded"] = json!(state.count_rows(&id.shadow())?);
         } else if requested.contains(id) {
             entry["state"] = json!("resync_requested");
         }

@@ -12,9 +12,9 @@ use dbmirror::protocol::Grant;
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::dispatcher::{Dispatcher, GrantState};
 use dbmirror::source::replication::{SessionInfo, TokenPair};
-use dbmirror::source::tls::{Trust, parse_fingerprint};
+use dbmirror::source::tls::Trust;
 
-use crate::instance::{Instance, trust_of};
+use crate::instance::Instance;
 
 /// Where to provision and how: the cloud, how it is trusted, and whether a session the
 /// replica already holds may be replaced.
@@ -44,11 +44,7 @@ pub fn provision(instance: &Instance, args: &ProvisionArgs<'_>) -> Result<()> {
             existing.replication_id
         );
     }
-    let trust = match (fingerprint, ca_file) {
-        (Some(fp), _) => Some(Trust::Fingerprint(parse_fingerprint(fp)?)),
-        (None, Some(ca)) => Some(Trust::CaFile(ca.to_owned())),
-        (None, None) => None,
-    };
+    let trust = Trust::from_settings(fingerprint, ca_file)?;
     if held.is_some() {
         end_held_session(instance, state.as_mut());
     }
@@ -147,7 +143,7 @@ pub fn reconnect(instance: &Instance) -> Result<()> {
     let mut state = instance.open()?;
     let session = state.read_facts()?;
     let info = SessionInfo::from_facts(&session).context("the replica holds no session: run `dbmirror provision`")?;
-    let http = HttpClient::new(&info.cloud_url, trust_of(&session)?.as_ref())?;
+    let http = HttpClient::new(&info.cloud_url, Trust::from_facts(&session)?.as_ref())?;
     let grant = device_grant(http, Some(&info.session_id))?;
     store_tokens(state.as_mut(), &instance.key, &TokenPair::issued(grant.tokens, now_ms()))?;
     println!("Reconnected: session {} of tenant {} has new tokens.", info.replication_id, info.tenant_context_id);

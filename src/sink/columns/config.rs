@@ -90,7 +90,7 @@ pub fn parse(
             raw_key = Some(value.as_str().ok_or_else(|| bad("Columns.HashKey", "expected text"))?);
             continue;
         }
-        rules.tables.push((name.clone(), table_rules(&format!("Columns.{name}"), value)?));
+        rules.tables.push((name.as_str().into(), table_rules(&format!("Columns.{name}"), value)?));
     }
     let hashing = rules.tables.iter().any(|(_, r)| r.values().any(|t| *t == Treatment::Hash));
     match (raw_key, hashing) {

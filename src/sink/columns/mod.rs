@@ -21,7 +21,7 @@ pub use config::{ColumnsConfigError, parse};
 pub use project::Projection;
 pub use wrapper::{Projecting, SOURCE_SCHEMA};
 
-use crate::schema::TableId;
+use crate::schema::{TableId, TablePattern};
 
 /// What a rule does to one column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +57,8 @@ impl HashKey {
 /// Every table's column rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnRules {
-    /// By table (`schema.table`, or `table`, any case); `*` for every table.
-    pub tables: Vec<(String, TableRules)>,
+    /// By table; `*` for every table.
+    pub tables: Vec<(TablePattern, TableRules)>,
     /// The key of `Hash` rules.
     pub key: Option<HashKey>,
 }
@@ -72,14 +72,10 @@ impl ColumnRules {
     /// The rules for `id` (`*`'s and its own; its own win), or `None` when it has none.
     /// A resync's shadow table follows its live table's rules.
     pub fn for_table(&self, id: &TableId) -> Option<TableRules> {
-        let live = crate::sink::shadow::live_id(id).unwrap_or_else(|| id.clone());
-        let (full, short) = (live.to_string(), &live.table);
+        let live = id.live_or_self();
         let mut rules = TableRules::new();
-        let every = self.tables.iter().filter(|(name, _)| name == "*");
-        let own = self
-            .tables
-            .iter()
-            .filter(|(name, _)| name != "*" && (name.eq_ignore_ascii_case(&full) || name.eq_ignore_ascii_case(short)));
+        let every = self.tables.iter().filter(|(p, _)| p.is_any());
+        let own = self.tables.iter().filter(|(p, _)| !p.is_any() && p.matches(&live));
         for (_, table_rules) in every.chain(own) {
             rules.extend(table_rules.iter().map(|(c, t)| (c.clone(), t.clone())));
         }
@@ -123,7 +119,7 @@ mod tests {
         let person = r.for_table(&TableId::new("crm7", "person")).unwrap();
         assert_eq!(person["password"], Treatment::Fixed("***".into()));
         assert_eq!(person["birthdate"], Treatment::Exclude);
-        let shadow = r.for_table(&crate::sink::shadow::shadow_id(&TableId::new("crm7", "person"))).unwrap();
+        let shadow = r.for_table(&TableId::new("crm7", "person").shadow()).unwrap();
         assert_eq!(shadow, person, "a shadow follows its live table");
         let contact = r.for_table(&TableId::new("crm7", "contact")).unwrap();
         assert_eq!(contact.len(), 1);

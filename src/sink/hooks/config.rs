@@ -99,7 +99,7 @@ fn hook(
     };
     Ok(Hook {
         event,
-        tables: strings(&format!("{key}.Tables"), field(object, "Tables"))?,
+        tables: strings(&format!("{key}.Tables"), field(object, "Tables"))?.iter().map(|t| t.as_str().into()).collect(),
         sql,
         command,
         timeout: Duration::from_secs(timeout),

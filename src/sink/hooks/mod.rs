@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use config::parse;
 
-use crate::schema::TableId;
+use crate::schema::{TableId, TablePattern};
 
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,8 +73,8 @@ pub enum OnFailure {
 pub struct Hook {
     /// When it runs.
     pub event: HookEvent,
-    /// Source tables (`schema.table` or `table`) it runs for; empty: every table.
-    pub tables: Vec<String>,
+    /// Source tables it runs for; empty: every table.
+    pub tables: Vec<TablePattern>,
     /// SQL run in the replica. `{table}` is replaced by the replica's quoted name of the
     /// event's table, `{source_table}` by `schema.table`, `{event}` and `{tenant}` likewise.
     pub sql: Option<String>,
@@ -89,10 +89,7 @@ pub struct Hook {
 impl Hook {
     /// Whether the hook runs for an event on `tables` (a batch may touch several).
     fn applies_to<'t>(&self, mut tables: impl Iterator<Item = &'t TableId>) -> bool {
-        self.tables.is_empty()
-            || tables.any(|id| {
-                self.tables.iter().any(|t| t.eq_ignore_ascii_case(&id.to_string()) || t.eq_ignore_ascii_case(&id.table))
-            })
+        self.tables.is_empty() || tables.any(|id| self.tables.iter().any(|t| t.matches(id)))
     }
 }
 

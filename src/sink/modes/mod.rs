@@ -25,7 +25,7 @@ use serde_json::Value;
 
 pub use wrapper::Retaining;
 
-use crate::schema::TableId;
+use crate::schema::{TableId, TablePattern};
 
 /// The `_deleted_at` of a batch's soft deletes: the source commit time of its newest change
 /// (deletes are flagged at most one batch's span later than they happened), or now for a
@@ -64,45 +64,34 @@ impl DeleteMode {
 /// The modes of every table: by `schema.table`, then `table`, then `*` (any case).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteModes {
-    default: DeleteMode,
-    tables: Vec<(String, DeleteMode)>,
+    tables: Vec<(TablePattern, DeleteMode)>,
 }
 
 impl DeleteModes {
     /// A table's mode; a resync's shadow table has its live table's.
     pub fn for_table(&self, id: &TableId) -> DeleteMode {
-        let live = crate::sink::shadow::live_id(id);
-        let id = live.as_ref().unwrap_or(id);
-        let qualified = format!("{}.{}", id.schema, id.table);
-        let find = |name: &str| self.tables.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, m)| *m);
-        find(&qualified).or_else(|| find(&id.table)).unwrap_or(self.default)
+        let id = id.live_or_self();
+        let closest = self.tables.iter().filter_map(|(p, m)| Some((p.closeness(&id)?, *m))).max_by_key(|(c, _)| *c);
+        closest.map_or(DeleteMode::Hard, |(_, m)| m)
     }
 
     /// True when every table is `Hard`: nothing to wrap.
     pub fn all_hard(&self) -> bool {
-        self.default == DeleteMode::Hard && self.tables.iter().all(|(_, m)| *m == DeleteMode::Hard)
+        self.tables.iter().all(|(_, m)| *m == DeleteMode::Hard)
     }
 
     /// Modes from `(table, mode)` pairs, `*` being the default (tests and benches).
     pub fn of(pairs: &[(&str, DeleteMode)]) -> Self {
-        let mut modes = DeleteModes::default();
-        for (name, mode) in pairs {
-            if *name == "*" {
-                modes.default = *mode;
-            } else {
-                modes.tables.push(((*name).to_owned(), *mode));
-            }
-        }
-        modes
+        DeleteModes { tables: pairs.iter().map(|(name, mode)| (TablePattern::new(name), *mode)).collect() }
     }
 
     /// The filter of tables whose changes the coalescer keeps for a history.
     pub fn log_filter(self: &std::sync::Arc<Self>) -> Option<crate::coalesce::LogFilter> {
         let modes = self.clone();
-        let any = self.default == DeleteMode::History || self.tables.iter().any(|(_, m)| *m == DeleteMode::History);
+        let any = self.tables.iter().any(|(_, m)| *m == DeleteMode::History);
         any.then(|| {
             crate::coalesce::LogFilter(std::sync::Arc::new(move |id: &TableId| {
-                crate::sink::shadow::live_id(id).is_none() && modes.for_table(id) == DeleteMode::History
+                !id.is_shadow() && modes.for_table(id) == DeleteMode::History
             }))
         })
     }

@@ -14,7 +14,7 @@ use crate::coalesce::{Batch, Change, Unit};
 use crate::db::SinkError;
 use crate::schema::{SchemaChangeKind, TableChange, TableId, TableSchema};
 use crate::sink::plan::Intent;
-use crate::sink::{CanonicalRow, Replica, ReplicaRead, SchemaOutcome, Sink, shadow};
+use crate::sink::{CanonicalRow, Replica, ReplicaRead, SchemaOutcome, Sink};
 use crate::state::{StateStore, TableRecord, TableState};
 
 /// A replica written through delete modes (see the module docs).
@@ -85,7 +85,7 @@ impl Retaining {
                 }
                 // A resync's shadow gets a copy of its live table's changes: their history is
                 // the live table's.
-                DeleteMode::History if shadow::live_id(id).is_some() => {
+                DeleteMode::History if id.is_shadow() => {
                     out.push(Unit::new(unit.schema.clone(), unit.change));
                 }
                 DeleteMode::History => {
@@ -134,7 +134,7 @@ impl Sink for Retaining {
             let outcome = self.inner.change_schema(change, intent)?;
             let follows =
                 matches!(outcome, SchemaOutcome::Created | SchemaOutcome::Altered { .. } | SchemaOutcome::Recreated);
-            if mode == DeleteMode::History && follows && shadow::live_id(id).is_none() {
+            if mode == DeleteMode::History && follows && !id.is_shadow() {
                 self.follow_history(&change.table)?;
             }
             return Ok(outcome);
@@ -172,7 +172,7 @@ impl Sink for Retaining {
         for record in self.inner.tables() {
             let id = &record.schema.id;
             let soft_now = self.modes.for_table(id) == DeleteMode::Soft;
-            let live = shadow::live_id(id).is_none() && !layout::is_history(&record.schema);
+            let live = !id.is_shadow() && !layout::is_history(&record.schema);
             if live && soft_now != layout::is_soft(&record.schema) && !changed.contains(id) {
                 changed.push(id.clone());
             }
