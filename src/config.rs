@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::settings::ConfigError;
+use crate::settings::{Reader, bad, env_override, kind, lookup};
+
 /// The replica database settings (`ReplicaDatabase`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ReplicaConfig {
@@ -62,15 +65,12 @@ pub struct Config {
     pub log_level: String,
     /// `Metrics`.
     pub metrics: MetricsConfig,
-    /// `Hooks`: the owner's SQL and commands on replica events (see [`crate::sink::hooks`]).
-    pub hooks: crate::sink::hooks::Hooks,
     /// `WholeSourceTransactions`: cut replica transactions only between source transactions
     /// (true).
     pub whole_transactions: bool,
-    /// `Columns`: the owner's excluded, hashed and fixed columns (see [`crate::sink::columns`]).
-    pub columns: crate::sink::columns::ColumnRules,
-    /// `DeleteModes`: hard, soft or history deletes per table (see [`crate::sink::modes`]).
-    pub delete_modes: crate::sink::modes::DeleteModes,
+    /// `Hooks`, `Columns` and `DeleteModes`: the owner's rules (see [`crate::owner`]), parsed
+    /// once and shared.
+    pub owner: std::sync::Arc<crate::owner::OwnerRules>,
     /// `Partner`: mirror every tenant approving the partner's app (see [`crate::partner`]).
     pub partner: Option<crate::partner::PartnerConfig>,
 }
@@ -86,153 +86,6 @@ pub struct MetricsConfig {
     pub health_window: Duration,
     /// `Metrics.StatusPageActions`: the status page offers a Resync button per table (off).
     pub status_page_actions: bool,
-}
-
-/// A configuration problem, naming the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// The file is not JSON.
-    #[error("{path} is not valid JSON: {reason}")]
-    Syntax {
-        /// The file.
-        path: String,
-        /// The parser's message (line and column).
-        reason: String,
-    },
-    /// A key has an unusable value.
-    #[error("{key}: {reason}")]
-    Value {
-        /// The key path, e.g. `ReplicaDatabase.ConnectionString`.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Value { key: key.to_owned(), reason: reason.into() }
-}
-
-/// Looks up a key path case-insensitively.
-fn lookup<'v>(root: &'v Value, path: &[&str]) -> Option<&'v Value> {
-    path.iter().try_fold(root, |node, part| {
-        node.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(part)).map(|(_, v)| v)
-    })
-}
-
-/// The `Partner` section (see [`crate::partner`]); `None` without one.
-fn partner_section(r: &Reader<'_>, folder: &Path) -> Result<Option<crate::partner::PartnerConfig>, ConfigError> {
-    use crate::partner::{PartnerConfig, Secret};
-    if lookup(r.root, &["Partner"]).is_none() {
-        return Ok(None);
-    }
-    let required = |key: &str, what: &str| {
-        r.text(&["Partner", key])?.ok_or_else(|| bad(&format!("Partner.{key}"), format!("required: {what}")))
-    };
-    let id = required("Id", "the partner id the Dispatcher gave you")?;
-    let raw_secret = required("Secret", "the partner secret: env:NAME or file:PATH")?;
-    let secret =
-        crate::secrets::setting_value(&raw_secret, folder, r.env).map_err(|reason| bad("Partner.Secret", reason))?;
-    let secret = String::from_utf8(secret).map_err(|_| bad("Partner.Secret", "the secret is not text"))?;
-    let cloud = required("Cloud", "the Dispatcher's URL, e.g. https://dispatcher.example")?;
-    let server = required(
-        "ServerConnectionString",
-        "the server every tenant's database is created on (or `Data Source=<folder>` for SQLite files)",
-    )?;
-    let mut config = PartnerConfig::new(&id, Secret::new(secret), &cloud, &server);
-    if let Some(pattern) = r.text(&["Partner", "DatabaseName"])? {
-        if !pattern.contains(crate::partner::databases::CONTEXT_ID) {
-            return Err(bad("Partner.DatabaseName", "must contain {contextId}, e.g. Mirror_{contextId}"));
-        }
-        config.database_name = pattern;
-    }
-    if let Some(name) = r.text(&["Partner", "SessionName"])? {
-        config.session_name = name;
-    }
-    let ca_file = r.text(&["Partner", "CaFile"])?.map(|ca| folder.join(ca));
-    config.trust =
-        crate::source::tls::Trust::from_settings(r.text(&["Partner", "Fingerprint"])?.as_deref(), ca_file.as_deref())
-            .map_err(|e| bad("Partner.Fingerprint", e.to_string()))?;
-    config.workers = r.integer(&["Partner", "Workers"], 4, 1, 256)? as usize;
-    config.poll = Duration::from_secs(r.integer(&["Partner", "PollSeconds"], 30, 1, 3600)?);
-    config.idle = Duration::from_secs(r.integer(&["Partner", "IdleSeconds"], 2, 1, 3600)?);
-    config.slice = Duration::from_secs(r.integer(&["Partner", "SliceSeconds"], 10, 1, 600)?);
-    config.auto_resync = r.boolean(&["Partner", "AutoResync"], true)?;
-    Ok(Some(config))
-}
-
-/// An environment override for `path`, if set.
-fn env_override(env: &dyn Fn(&str) -> Option<String>, path: &[&str]) -> Option<String> {
-    env(&format!("DBMIRROR_{}", path.join("__")))
-}
-
-struct Reader<'a> {
-    root: &'a Value,
-    env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Reader<'_> {
-    /// The raw setting: environment first, then the file. JSON strings and numbers both count.
-    fn raw(&self, path: &[&str]) -> Option<Result<String, ConfigError>> {
-        if let Some(v) = env_override(self.env, path) {
-            return Some(Ok(v));
-        }
-        let key = path.join(".");
-        match lookup(self.root, path)? {
-            Value::Null => None,
-            Value::String(s) => Some(Ok(s.clone())),
-            Value::Number(n) => Some(Ok(n.to_string())),
-            Value::Bool(b) => Some(Ok(b.to_string())),
-            other => Some(Err(bad(&key, format!("expected a value, found {}", kind(other))))),
-        }
-    }
-
-    fn integer(&self, path: &[&str], default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let key = path.join(".");
-        let Some(raw) = self.raw(path) else { return Ok(default) };
-        let raw = raw?;
-        let value: u64 = raw
-            .trim()
-            .parse()
-            .map_err(|_| bad(&key, format!("expected a whole number from {min} to {max}, found `{raw}`")))?;
-        if !(min..=max).contains(&value) {
-            return Err(bad(&key, format!("must be from {min} to {max}, found {value}")));
-        }
-        Ok(value)
-    }
-
-    fn boolean(&self, path: &[&str], default: bool) -> Result<bool, ConfigError> {
-        let Some(raw) = self.raw(path) else { return Ok(default) };
-        let raw = raw?;
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(bad(&path.join("."), format!("expected true or false, found `{raw}`"))),
-        }
-    }
-
-    fn text(&self, path: &[&str]) -> Result<Option<String>, ConfigError> {
-        self.raw(path).transpose().map(|v| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()))
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Parses `16 MB`, `512KB`, `1GB` or a plain number of bytes.
@@ -300,7 +153,7 @@ impl Config {
         let seconds =
             |key: &str, default: u64, min: u64, max: u64| r.integer(&[key], default, min, max).map(Duration::from_secs);
         let folder = Path::new(origin).parent().unwrap_or(Path::new("."));
-        let partner = partner_section(&r, folder)?;
+        let partner = crate::partner::config::parse(&r, folder)?;
         // A partner instance's replicas are its tenants' databases on the partner's server.
         let connection_string = match (r.text(&["ReplicaDatabase", "ConnectionString"])?, &partner) {
             (Some(conn), _) => conn,
@@ -349,7 +202,7 @@ impl Config {
                 format!("unknown level `{log_level}` (Trace, Debug, Information, Warning, Error, Critical, None)"),
             ));
         }
-        let hooks = crate::sink::hooks::parse(lookup(&root, &["Hooks"]), folder)
+        let owner = crate::owner::OwnerRules::parse(|name| lookup(&root, &[name]).cloned(), folder, env)
             .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?;
         let config = Config {
             max_batch_size: r.integer(&["MaxBatchSize"], u64::from(DEFAULT_MAX_EVENTS), 1, 1_000_000)? as u32,
@@ -392,12 +245,8 @@ impl Config {
                     .map(Duration::from_secs)?,
                 status_page_actions: r.boolean(&["Metrics", "StatusPageActions"], false)?,
             },
-            hooks,
+            owner: std::sync::Arc::new(owner),
             whole_transactions: r.boolean(&["WholeSourceTransactions"], true)?,
-            columns: crate::sink::columns::parse(lookup(&root, &["Columns"]), folder, env)
-                .map_err(|e| ConfigError::Value { key: e.key, reason: e.reason })?,
-            delete_modes: crate::sink::modes::parse(lookup(&root, &["DeleteModes"]))
-                .map_err(|(key, reason)| ConfigError::Value { key, reason })?,
             partner,
         };
         let warnings = root
@@ -418,11 +267,9 @@ impl Config {
             max_poll: self.max_poll_time,
             commit_interval: self.commit_interval,
             database_batch_size: self.database_batch_size,
-            hooks: std::sync::Arc::new(self.hooks.clone()),
             isolate_refused: self.replica.isolate_refused,
             whole_transactions: self.whole_transactions,
-            columns: std::sync::Arc::new(self.columns.clone()),
-            modes: std::sync::Arc::new(self.delete_modes.clone()),
+            owner: self.owner.clone(),
             ..SyncOptions::default()
         }
     }

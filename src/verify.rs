@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::canonical::checksum;
+use crate::owner::columns::Projection;
 use crate::protocol::{GroundTruth, Offsets, TableTruth};
 use crate::schema::TableId;
-use crate::sink::columns::Projection;
 use crate::sink::{Replica, SinkError, SinkOptions};
 use crate::state::TableState;
 
@@ -76,7 +76,7 @@ enum Local {
 struct ReplicaSide {
     applied: Offsets,
     tables: BTreeMap<String, Local>,
-    /// Tables whose columns the owner's rules exclude or mask (see `sink::columns`).
+    /// Tables whose columns the owner's rules exclude or mask (see `owner::columns`).
     masked: BTreeSet<String>,
 }
 
@@ -102,7 +102,7 @@ fn read_replica(
             Local::Rows(count, format!("{sum:016x}"))
         };
         let projection =
-            options.columns.for_table(&record.schema.id).map(|rules| Projection::new(&record.schema, &rules));
+            options.owner.columns.for_table(&record.schema.id).map(|rules| Projection::new(&record.schema, &rules));
         if projection.is_some_and(|p| p.is_ok_and(|p| !p.is_identity())) {
             masked.insert(name.clone());
         }

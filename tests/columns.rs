@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use dbmirror::clock::now_ms;
 use dbmirror::cloud::journal::TenantOp;
-use dbmirror::sink::columns::{self, ColumnRules};
+use dbmirror::owner::OwnerRules;
+use dbmirror::owner::columns::{self, ColumnRules};
 use dbmirror::sink::{SinkOptions, TargetKind};
 use dbmirror::verify::Verdict;
 
@@ -20,24 +21,25 @@ fn local_databases() -> Vec<TestDb> {
     fresh_databases().into_iter().filter(|db| db.kind != TargetKind::SqlServer).collect()
 }
 
-fn rules(json: serde_json::Value) -> Arc<ColumnRules> {
+fn rules(json: serde_json::Value) -> Arc<OwnerRules> {
     let env = |_: &str| None;
-    Arc::new(columns::parse(Some(&json), std::path::Path::new("."), &env).unwrap())
+    let columns: ColumnRules = columns::parse(Some(&json), std::path::Path::new("."), &env).unwrap();
+    Arc::new(OwnerRules { columns, ..OwnerRules::default() })
 }
 
-fn shaped(columns: &Arc<ColumnRules>) -> SinkOptions {
-    SinkOptions { columns: columns.clone(), ..SinkOptions::default() }
+fn shaped(owner: &Arc<OwnerRules>) -> SinkOptions {
+    SinkOptions { owner: owner.clone(), ..SinkOptions::default() }
 }
 
-fn sync(w: &World, db: &TestDb, key: &dbmirror::secrets::SecretKey, columns: &Arc<ColumnRules>) {
-    let options = dbmirror::pipeline::SyncOptions { columns: columns.clone(), ..World::options() };
+fn sync(w: &World, db: &TestDb, key: &dbmirror::secrets::SecretKey, columns: &Arc<OwnerRules>) {
+    let options = dbmirror::pipeline::SyncOptions { owner: columns.clone(), ..World::options() };
     w.sync_shaped(db, key, &options, &shaped(columns), Arc::new(AtomicBool::new(false)))
         .unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
 }
 
 /// `verify` through the rules: ruled tables must have the source's row count, the others be
 /// equal.
-fn verify(w: &World, db: &TestDb, columns: &Arc<ColumnRules>, phase: &str) -> Vec<(String, Verdict)> {
+fn verify(w: &World, db: &TestDb, columns: &Arc<OwnerRules>, phase: &str) -> Vec<(String, Verdict)> {
     let mut replica = db.open(shaped(columns));
     let truth = || w.cloud.with(|s| s.ground_truth("e2e1")).map_err(|e| format!("{e:?}"));
     let checks =

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use dbmirror::clock::now_ms;
 use dbmirror::cloud::journal::TenantOp;
+use dbmirror::owner::OwnerRules;
+use dbmirror::owner::modes::{DeleteMode, DeleteModes};
 use dbmirror::schema::TableId;
-use dbmirror::sink::modes::{DeleteMode, DeleteModes};
 use dbmirror::sink::{SinkOptions, TargetKind, shadow};
 use dbmirror::state::SessionValue;
 
@@ -21,16 +22,17 @@ fn local_databases() -> Vec<TestDb> {
     fresh_databases().into_iter().filter(|db| db.kind != TargetKind::SqlServer).collect()
 }
 
-fn modes() -> Arc<DeleteModes> {
-    Arc::new(DeleteModes::of(&[("crm7.person", DeleteMode::Soft), ("contact", DeleteMode::History)]))
+fn modes() -> Arc<OwnerRules> {
+    let modes = DeleteModes::of(&[("crm7.person", DeleteMode::Soft), ("contact", DeleteMode::History)]);
+    Arc::new(OwnerRules { modes, ..OwnerRules::default() })
 }
 
 fn shaped() -> SinkOptions {
-    SinkOptions { modes: modes(), ..SinkOptions::default() }
+    SinkOptions { owner: modes(), ..SinkOptions::default() }
 }
 
 fn sync(w: &World, db: &TestDb, key: &dbmirror::secrets::SecretKey) {
-    let options = dbmirror::pipeline::SyncOptions { modes: modes(), ..World::options() };
+    let options = dbmirror::pipeline::SyncOptions { owner: modes(), ..World::options() };
     w.sync_shaped(db, key, &options, &shaped(), Arc::new(AtomicBool::new(false)))
         .unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
 }

@@ -10,9 +10,10 @@ use std::sync::atomic::AtomicBool;
 
 use dbmirror::clock::now_ms;
 use dbmirror::cloud::journal::TenantOp;
+use dbmirror::owner::OwnerRules;
+use dbmirror::owner::hooks::{self, Hooks};
 use dbmirror::pipeline::SyncOptions;
 use dbmirror::sink::TargetKind;
-use dbmirror::sink::hooks::{self, Hooks};
 
 use crate::support::targets::{TestDb, fresh_databases};
 use crate::support::world::{World, key, world};
@@ -21,17 +22,18 @@ fn local_databases() -> Vec<TestDb> {
     fresh_databases().into_iter().filter(|db| db.kind != TargetKind::SqlServer).collect()
 }
 
-fn hooks_from(json: serde_json::Value) -> Arc<Hooks> {
-    Arc::new(hooks::parse(Some(&json), Path::new(".")).unwrap())
+fn hooks_from(json: serde_json::Value) -> Arc<OwnerRules> {
+    let hooks: Hooks = hooks::parse(Some(&json), Path::new(".")).unwrap();
+    Arc::new(OwnerRules { hooks, ..OwnerRules::default() })
 }
 
 fn sync_with(
     w: &World,
     db: &TestDb,
     key: &dbmirror::secrets::SecretKey,
-    hooks: &Arc<Hooks>,
+    hooks: &Arc<OwnerRules>,
 ) -> crate::support::world::SyncResult {
-    let options = SyncOptions { hooks: hooks.clone(), ..World::options() };
+    let options = SyncOptions { owner: hooks.clone(), ..World::options() };
     w.sync_options(db, key, &options, Arc::new(AtomicBool::new(false)))
 }
 
@@ -184,7 +186,7 @@ fn a_running_sync_holds_for_a_stop_hook_until_it_passes() {
         let hooks = hooks_from(serde_json::json!({
             "BatchCommitted": [{ "Sql": "INSERT INTO hook_log VALUES (1)", "OnFailure": "Stop" }]
         }));
-        let options = SyncOptions { until_idle: false, hooks, ..World::options() };
+        let options = SyncOptions { until_idle: false, owner: hooks, ..World::options() };
         let run = w.while_syncing(&db, &key, &options, |run| {
             w.changes(200);
             std::thread::sleep(std::time::Duration::from_secs(3));

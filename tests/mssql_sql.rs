@@ -176,7 +176,7 @@ fn identifiers_and_literals_are_quoted() {
 
 #[test]
 fn delete_mode_statements_are_golden_and_parse() {
-    use dbmirror::sink::modes::layout;
+    use dbmirror::owner::modes::layout;
     let t = person();
     let soft = layout::soft_layout(&t, None).unwrap();
     let ddl = sql::create_table(&soft, "crm7").unwrap();

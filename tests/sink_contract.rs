@@ -16,9 +16,9 @@ use dbmirror::sink::{CanonicalRow, SchemaOutcome, Sink, SinkOptions};
 use dbmirror::state::{SessionValue, TableState};
 use proptest::prelude::*;
 
+use dbmirror::owner::columns::{ColumnRules, Projection};
+use dbmirror::owner::modes::{DeleteMode, DeleteModes};
 use dbmirror::sink::TargetKind;
-use dbmirror::sink::columns::{ColumnRules, Projection};
-use dbmirror::sink::modes::{DeleteMode, DeleteModes};
 
 use crate::support::targets::{TestDb, fresh_databases};
 use crate::support::{GenOp, Model, apply_one, event, gen_op, registry};
@@ -67,7 +67,7 @@ fn some_rules() -> ColumnRules {
         "crm7.person": { "Hash": ["id"], "Exclude": ["v"], "Fixed": { "s": "~" } },
         "link": { "Hash": ["b"] }
     });
-    dbmirror::sink::columns::parse(Some(&json), std::path::Path::new("."), &|_| None).unwrap()
+    dbmirror::owner::columns::parse(Some(&json), std::path::Path::new("."), &|_| None).unwrap()
 }
 
 fn replica_rows(sink: &mut dyn Replica) -> [Vec<CanonicalRow>; 2] {
@@ -121,11 +121,15 @@ proptest! {
     ) {
         let schemas = registry();
         let rules = if ruled { some_rules() } else { ColumnRules::default() };
-        let modes = std::sync::Arc::new(some_modes(mode_choice));
+        let modes = some_modes(mode_choice);
+        let owner = std::sync::Arc::new(dbmirror::owner::OwnerRules {
+            columns: rules.clone(),
+            modes: modes.clone(),
+            ..Default::default()
+        });
         for db in fresh_databases() {
             let options = SinkOptions {
-                columns: std::sync::Arc::new(rules.clone()),
-                modes: modes.clone(),
+                owner: owner.clone(),
                 ..SinkOptions::default()
             };
             let mut sink = db.open(options);

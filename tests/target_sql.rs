@@ -93,7 +93,7 @@ fn table_statements_parse_for_every_simulated_table() {
 /// Soft tables' statements on the embedded and PostgreSQL targets: golden, and parsed.
 #[test]
 fn soft_delete_statements_are_golden_and_parse() {
-    use dbmirror::sink::modes::layout;
+    use dbmirror::owner::modes::layout;
     let person = published_tables().into_iter().find(|t| t.id.table == "person").unwrap();
     let soft = layout::soft_layout(&person, None).unwrap();
     let at_time = dbmirror::value::DateTime::from_epoch_units(1_764_417_600_123, 1_000_000).unwrap();

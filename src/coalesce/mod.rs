@@ -125,7 +125,7 @@ impl Unit {
     }
 }
 
-/// Which tables keep a log of every change (their owner wants a history, see `sink::modes`).
+/// Which tables keep a log of every change (their owner wants a history, see `owner::modes`).
 #[derive(Clone)]
 pub struct LogFilter(pub Arc<dyn Fn(&TableId) -> bool + Send + Sync>);
 
@@ -222,7 +222,7 @@ impl Batch {
     }
 
     /// The same progress (offsets, records, reset, superseded refusals) with these changes
-    /// instead (the owner's column rules applied, see `sink::columns`).
+    /// instead (the owner's column rules applied, see `owner::columns`).
     pub fn with_changes<'u>(&self, units: impl IntoIterator<Item = &'u Unit>) -> Batch {
         Batch {
             offsets: self.offsets.clone(),

@@ -18,7 +18,7 @@ pub enum Change {
 }
 
 /// One change event of a table as the source made it, kept (besides the key's final state)
-/// for tables whose owner keeps a history of every change (see `sink::modes`).
+/// for tables whose owner keeps a history of every change (see `owner::modes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
     /// The operation.

@@ -52,7 +52,7 @@ pub(super) struct Applier {
     failed: std::collections::BTreeSet<crate::schema::TableId>,
     metrics: Arc<Metrics>,
     /// The owner's hooks, for every worker this applier starts.
-    hooks: Arc<crate::sink::hooks::Hooks>,
+    hooks: Arc<crate::sink::hooks::HookRunner>,
     /// `ErrorPolicy: Isolate`: a refused batch is bisected and its refused changes stored
     /// (see [`super::isolate`]) instead of holding replication.
     isolate: bool,
@@ -65,9 +65,9 @@ impl Applier {
         sink: Box<dyn Replica>,
         applied: Offsets,
         failed: std::collections::BTreeSet<crate::schema::TableId>,
-        (wait_on_refusal, metrics, hooks, isolate): (bool, Arc<Metrics>, Arc<crate::sink::hooks::Hooks>, bool),
+        (wait_on_refusal, metrics, hooks, isolate): (bool, Arc<Metrics>, Arc<crate::sink::hooks::HookRunner>, bool),
     ) -> Self {
-        use crate::sink::hooks::{HookEvent, Occurrence};
+        use crate::owner::hooks::{HookEvent, Occurrence};
         // A run stopped between a commit and its `BatchCommitted` hooks is caught up now.
         let startup = hooks.wants(HookEvent::BatchCommitted).then(|| {
             let tables = sink.tables().into_iter().map(|r| r.schema.id.clone());

@@ -65,7 +65,7 @@ pub(super) struct DecodeStage {
     /// Records a batch may reach before a giant source transaction is split.
     split_bound: u64,
     /// The owner's column rules: a change only they hide reshapes nothing.
-    columns: std::sync::Arc<crate::sink::columns::ColumnRules>,
+    owner: std::sync::Arc<crate::owner::OwnerRules>,
 }
 
 impl DecodeStage {
@@ -83,20 +83,20 @@ impl DecodeStage {
             incarnations,
             transactions: Some(OpenTransactions::default()),
             split_bound: 4 * u64::from(batch_records),
-            columns: Default::default(),
+            owner: Default::default(),
         }
     }
 
     /// Judges schema changes as the replica will see them, through the owner's column rules.
-    pub(super) fn column_rules(mut self, columns: std::sync::Arc<crate::sink::columns::ColumnRules>) -> Self {
-        self.columns = columns;
+    pub(super) fn column_rules(mut self, owner: std::sync::Arc<crate::owner::OwnerRules>) -> Self {
+        self.owner = owner;
         self
     }
 
     /// Whether `new` is incompatible with `old` in the replica's layout.
     fn incompatible(&self, old: &crate::schema::TableSchema, new: &crate::schema::TableSchema) -> bool {
-        use crate::sink::columns::Projection;
-        let diff = match self.columns.for_table(&new.id) {
+        use crate::owner::columns::Projection;
+        let diff = match self.owner.columns.for_table(&new.id) {
             Some(rules) => match (Projection::new(old, &rules), Projection::new(new, &rules)) {
                 (Ok(old), Ok(new)) => old.schema.diff(&new.schema),
                 _ => old.diff(new),

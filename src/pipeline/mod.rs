@@ -77,8 +77,6 @@ pub struct SyncOptions {
     pub progress: Option<ProgressHook>,
     /// Where the run's metrics go (served by [`crate::metrics::serve`] when asked for).
     pub metrics: Arc<Metrics>,
-    /// The owner's hooks (`Hooks`; the tenant is filled in from the session).
-    pub hooks: Arc<crate::sink::hooks::Hooks>,
     /// `ReplicaDatabase.ErrorPolicy` is `Isolate`: changes the replica refuses for good go to
     /// `_ReplicationErrors` and the rest goes on (see [`isolate`]); otherwise replication
     /// holds at the refused batch.
@@ -86,12 +84,11 @@ pub struct SyncOptions {
     /// `WholeSourceTransactions` (default): replica transactions are cut only between source
     /// transactions (see [`transactions`]), so readers never see half of one.
     pub whole_transactions: bool,
-    /// The owner's column rules (`Columns`), so a schema change of an excluded column is not
-    /// taken for a re-create (the replica applies them, see [`crate::sink::columns`]).
-    pub columns: Arc<crate::sink::columns::ColumnRules>,
-    /// The owner's delete modes (`DeleteModes`), so the tables with a history keep every
-    /// change, not only final states (the replica applies them, see [`crate::sink::modes`]).
-    pub modes: Arc<crate::sink::modes::DeleteModes>,
+    /// The owner's rules, shared with the replica that applies them: hooks run on the sink
+    /// thread for this session's tenant; the column rules keep a schema change of an excluded
+    /// column from being taken for a re-create; the delete modes make the tables with a
+    /// history keep every change, not only final states.
+    pub owner: Arc<crate::owner::OwnerRules>,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -121,11 +118,9 @@ impl Default for SyncOptions {
             history_only: false,
             progress: None,
             metrics: Arc::new(Metrics::default()),
-            hooks: Arc::default(),
             isolate_refused: false,
             whole_transactions: true,
-            columns: Arc::default(),
-            modes: Arc::default(),
+            owner: Arc::default(),
         }
     }
 }
@@ -316,15 +311,12 @@ impl<'a> Pipeline<'a> {
         let checkpoint = state.checkpoint()?;
         let cursor = Cursor::resume(&replication.info, &checkpoint);
         let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
-        let hooks = crate::sink::hooks::Hooks {
-            tenant: replication.info.tenant_context_id.clone(),
-            ..(*options.hooks).clone()
-        };
+        let hooks = crate::sink::hooks::HookRunner::new(options.owner.clone(), &replication.info.tenant_context_id);
         Ok(Pipeline {
             decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size)
                 .whole_transactions(options.whole_transactions)
-                .column_rules(options.columns.clone())
-                .keep_logs(options.modes.log_filter()),
+                .column_rules(options.owner.clone())
+                .keep_logs(options.owner.modes.log_filter()),
             applier: Applier::start(
                 data,
                 checkpoint.offsets.clone(),

@@ -240,7 +240,7 @@ impl Sink for MemoryReplica {
     }
 }
 
-/// Where a soft table keeps its flags (see `sink::modes`), in canonical rows.
+/// Where a soft table keeps its flags (see `owner::modes`), in canonical rows.
 #[derive(Debug, Clone, Copy)]
 struct SoftColumns {
     deleted: usize,
@@ -258,12 +258,12 @@ impl SoftColumns {
 }
 
 fn soft_columns(schema: &crate::schema::TableSchema) -> Option<SoftColumns> {
-    super::modes::layout::soft_positions(schema).map(|(deleted, at)| SoftColumns { deleted, at })
+    crate::owner::modes::layout::soft_positions(schema).map(|(deleted, at)| SoftColumns { deleted, at })
 }
 
-/// `_deleted_at` of a batch's soft deletes, canonical (see [`super::modes::deleted_at`]).
+/// `_deleted_at` of a batch's soft deletes, canonical (see [`crate::owner::modes::deleted_at`]).
 fn batch_time(batch: &Batch) -> Option<String> {
-    canonical(&Cell::DateTime(super::modes::deleted_at(batch)), super::modes::layout::TIME_TYPE)
+    canonical(&Cell::DateTime(crate::owner::modes::deleted_at(batch)), crate::owner::modes::layout::TIME_TYPE)
 }
 
 impl StateStore for MemoryReplica {

@@ -13,16 +13,17 @@
 //! - [`Sink::apply_schema`] brings one table in line with a schema-history change, in its own
 //!   transaction, before any batch that uses the new schema.
 
-pub mod columns;
 pub mod ddl;
 pub mod hooks;
 pub mod memory;
-pub mod modes;
 pub mod mssql;
 pub mod plan;
 pub mod postgres;
+pub mod projecting;
 pub mod refused;
+pub mod retaining;
 pub mod shadow;
+pub mod soft;
 pub mod sqlite;
 pub mod worker;
 
@@ -88,7 +89,7 @@ pub trait Sink {
     /// the shadow is dropped and forgotten, and the table is `ready` (see [`shadow`]).
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError>;
 
-    /// Runs an owner's SQL (a hook, see [`hooks`]) in the replica: in a transaction of its
+    /// Runs an owner's SQL (a hook, see [`crate::owner::hooks`]) in the replica: in a transaction of its
     /// own where the target allows a script in one.
     fn run_script(&mut self, sql: &str) -> Result<(), SinkError>;
 
@@ -104,7 +105,7 @@ pub trait Sink {
 
     /// Keeps a replicated table under `new_name` (same schema) and forgets it, in one
     /// transaction: it is never written or dropped again (a history table whose layout can no
-    /// longer follow its source, see [`modes::layout`]).
+    /// longer follow its source, see [`crate::owner::modes::layout`]).
     fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError>;
 }
 
@@ -304,26 +305,26 @@ impl TargetKind {
 
 /// Opens the replica a connection string names (`ReplicaDatabase.ConnectionString`).
 pub fn open(connection_string: &str, options: SinkOptions) -> Result<Box<dyn Replica>, SinkError> {
-    let (rules, modes) = (options.columns.clone(), options.modes.clone());
+    let owner = options.owner.clone();
     let replica: Box<dyn Replica> = match TargetKind::detect(connection_string)? {
         TargetKind::Sqlite => Box::new(sqlite::SqliteSink::open(connection_string, options)?),
         TargetKind::Postgres => Box::new(postgres::PgSink::open(connection_string, options)?),
         TargetKind::SqlServer => Box::new(mssql::MssqlSink::open(connection_string, options)?),
     };
-    wrap(replica, rules, modes)
+    wrap(replica, owner)
 }
 
 /// A target seen through the owner's delete modes and column rules (each wrapper only when
-/// it has something to do): the column rules project rows first, the modes then lay the
-/// projected rows out, so a history never holds a column the rules keep out.
+/// it has something to do, so with no rules a batch reaches the target untouched): the column
+/// rules project rows first, the modes then lay the projected rows out, so a history never
+/// holds a column the rules keep out.
 pub fn wrap(
     replica: Box<dyn Replica>,
-    rules: std::sync::Arc<columns::ColumnRules>,
-    modes: std::sync::Arc<modes::DeleteModes>,
+    owner: std::sync::Arc<crate::owner::OwnerRules>,
 ) -> Result<Box<dyn Replica>, SinkError> {
     let replica: Box<dyn Replica> =
-        if modes.all_hard() { replica } else { Box::new(modes::Retaining::new(replica, modes)) };
-    Ok(if rules.is_empty() { replica } else { Box::new(columns::Projecting::new(replica, rules)?) })
+        if owner.modes.all_hard() { replica } else { Box::new(retaining::Retaining::new(replica, owner.clone())) };
+    Ok(if owner.columns.is_empty() { replica } else { Box::new(projecting::Projecting::new(replica, owner)?) })
 }
 
 #[cfg(test)]

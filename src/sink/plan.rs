@@ -21,12 +21,10 @@ pub struct SinkOptions {
     pub table_prefix: Option<String>,
     /// Source tables never created (`ReplicaDatabase.SkipTables`).
     pub skip_tables: Vec<TablePattern>,
-    /// The owner's column rules (`Columns`): applied by [`crate::sink::open`]'s
-    /// [`crate::sink::columns::Projecting`].
-    pub columns: std::sync::Arc<crate::sink::columns::ColumnRules>,
-    /// The owner's delete modes (`DeleteModes`): applied by [`crate::sink::open`]'s
-    /// [`crate::sink::modes::Retaining`].
-    pub modes: std::sync::Arc<crate::sink::modes::DeleteModes>,
+    /// The owner's rules: the column rules and delete modes are applied by
+    /// [`crate::sink::open`]'s wrappers ([`crate::sink::projecting::Projecting`],
+    /// [`crate::sink::retaining::Retaining`]).
+    pub owner: Arc<crate::owner::OwnerRules>,
 }
 
 impl SinkOptions {

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
-use super::hooks::{HookEvent, Hooks, Occurrence, run_hooks};
+use super::hooks::{HookRunner, run_hooks};
 use super::shadow;
 use super::{SchemaOutcome, Sink, SinkError};
 use crate::coalesce::Batch;
+use crate::owner::hooks::{HookEvent, Occurrence};
 use crate::schema::{TableChange, TableId};
 use crate::state::Offsets;
 
@@ -128,7 +129,7 @@ fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<Vec<TableId>, SinkEr
     Ok(ready)
 }
 
-/// The hook events a job that committed raised (see [`super::hooks`]).
+/// The hook events a job that committed raised (see [`crate::owner::hooks`]).
 fn occurrences(job: &Job, report: &Report, loaded: Vec<TableId>) -> Vec<Occurrence> {
     match (job, report) {
         (Job::Apply(batch), Report::Applied { records, tables: counted, .. }) if *records > 0 => {
@@ -169,7 +170,7 @@ fn run<S: Sink + StateStore>(
     mut sink: S,
     jobs: Receiver<Job>,
     reports: Sender<Report>,
-    hooks: Arc<Hooks>,
+    hooks: Arc<HookRunner>,
 ) -> (S, Vec<Job>) {
     let mut unapplied = Vec::new();
     let nothing = || Report::Applied {
@@ -244,7 +245,7 @@ impl<S: Sink + StateStore + Send + 'static> SinkWorker<S> {
     }
 
     /// Starts the thread, running the owner's `hooks` after the jobs that raise their events.
-    pub fn spawn_with_hooks(sink: S, depth: usize, hooks: Arc<Hooks>) -> Self {
+    pub fn spawn_with_hooks(sink: S, depth: usize, hooks: Arc<HookRunner>) -> Self {
         let (jobs, job_rx) = sync_channel(depth);
         let (report_tx, reports) = channel();
         let thread = std::thread::Builder::new()

@@ -93,8 +93,7 @@ impl Instance {
         SinkOptions {
             table_prefix: self.config.replica.table_prefix.clone(),
             skip_tables: self.config.replica.skip_tables.iter().map(|s| s.as_str().into()).collect(),
-            columns: std::sync::Arc::new(self.config.columns.clone()),
-            modes: std::sync::Arc::new(self.config.delete_modes.clone()),
+            owner: self.config.owner.clone(),
         }
     }
 

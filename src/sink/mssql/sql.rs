@@ -164,8 +164,8 @@ pub fn delete_join(table: &TableSchema, target_schema: &str, keys: &str) -> Stri
     )
 }
 
-/// How soft tables' statements are spelled in T-SQL (see `sink::modes::soft`).
-pub const SOFT: crate::sink::modes::soft::Dialect = crate::sink::modes::soft::Dialect {
+/// How soft tables' statements are spelled in T-SQL (see `sink::soft`).
+pub const SOFT: crate::sink::soft::Dialect = crate::sink::soft::Dialect {
     quote,
     yes: "1",
     no: "0",
@@ -189,7 +189,7 @@ pub fn soft_delete_join(table: &TableSchema, target_schema: &str, keys: &str, at
     )
 }
 
-/// Renames a table within its schema (a retired history table, see `sink::modes::layout`).
+/// Renames a table within its schema (a retired history table, see `owner::modes::layout`).
 pub fn rename_table(target_schema: &str, table: &str, new_name: &str) -> String {
     let old = qualified(target_schema, table).replace('\'', "''");
     format!("EXEC sp_rename N'{old}', N'{}'", new_name.replace('\'', "''"))

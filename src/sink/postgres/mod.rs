@@ -201,7 +201,7 @@ fn apply_table(
     let (key_stage, row_stage) = sql::stage_names(&target, schema);
     let mut empty = false;
     if table.truncate_first() {
-        // A soft table flags its rows instead (see `sink::modes`): it is not empty after.
+        // A soft table flags its rows instead (see `owner::modes`): it is not empty after.
         let clear = soft_at.map_or_else(|| sql::truncate(&target), |at| sql::SOFT.flag_all(&target, at));
         tx.batch_execute(&clear).map_err(err(format!("clearing {target}")))?;
         empty = soft_at.is_none();

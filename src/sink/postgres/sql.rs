@@ -18,7 +18,7 @@ pub fn qualified(schema: &str, table: &str) -> String {
 /// Creates a replica table under `target_schema` (creating the schema, dropping a leftover).
 /// Drops cascade: PostgreSQL refuses to drop a table an owner's view depends on, which would
 /// hold every re-create and source drop until a person intervened; the owner's views go with
-/// the table and a `TableCreated` hook puts them back (see `sink::hooks`).
+/// the table and a `TableCreated` hook puts them back (see `owner::hooks`).
 pub fn create_table(target_schema: &str, table: &TableSchema) -> String {
     let target = qualified(target_schema, &table.id.table);
     let columns: Vec<String> = table
@@ -102,8 +102,8 @@ pub fn delete_staged_keys(target: &str, schema: &TableSchema, stage: &str) -> St
     format!("DELETE FROM {target} AS t USING {stage} AS s WHERE {}", join.join(" AND "))
 }
 
-/// How soft tables' statements are spelled in PostgreSQL (see `sink::modes::soft`).
-pub const SOFT: crate::sink::modes::soft::Dialect = crate::sink::modes::soft::Dialect {
+/// How soft tables' statements are spelled in PostgreSQL (see `sink::soft`).
+pub const SOFT: crate::sink::soft::Dialect = crate::sink::soft::Dialect {
     quote,
     yes: "TRUE",
     no: "FALSE",
@@ -126,7 +126,7 @@ pub fn soft_delete_staged_keys(target: &str, schema: &TableSchema, stage: &str, 
     )
 }
 
-/// Renames a table within its schema (a retired history table, see `sink::modes::layout`).
+/// Renames a table within its schema (a retired history table, see `owner::modes::layout`).
 pub fn rename_table(target_schema: &str, table: &str, new_name: &str) -> String {
     format!("ALTER TABLE {} RENAME TO {}", qualified(target_schema, table), quote(new_name))
 }

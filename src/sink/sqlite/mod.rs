@@ -161,7 +161,7 @@ impl Sink for SqliteSink {
             }
             check_batch_schema(self.tables.get(id), schema)?;
             let target = quote(&Self::table_name(&self.tables[id].target_schema, id));
-            // A soft table flags rows instead of deleting them (see `sink::modes`).
+            // A soft table flags rows instead of deleting them (see `owner::modes`).
             let soft_at = sql::SOFT.delete_time(schema, batch);
             if table.truncate_first() {
                 let clear = soft_at

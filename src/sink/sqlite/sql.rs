@@ -81,15 +81,10 @@ pub fn delete_row(target: &str, schema: &TableSchema) -> String {
     format!("DELETE FROM {target} WHERE {}", key_predicate(schema))
 }
 
-/// How soft tables' statements are spelled in SQLite (see `sink::modes::soft`); times are
+/// How soft tables' statements are spelled in SQLite (see `sink::soft`); times are
 /// stored as the text every `datetime2(3)` value is stored as.
-pub const SOFT: crate::sink::modes::soft::Dialect = crate::sink::modes::soft::Dialect {
-    quote,
-    yes: "1",
-    no: "0",
-    now: "strftime('%Y-%m-%d %H:%M:%f', 'now')",
-    time: as_is,
-};
+pub const SOFT: crate::sink::soft::Dialect =
+    crate::sink::soft::Dialect { quote, yes: "1", no: "0", now: "strftime('%Y-%m-%d %H:%M:%f', 'now')", time: as_is };
 
 fn as_is(literal: &str) -> String {
     literal.to_owned()
@@ -100,7 +95,7 @@ pub fn soft_delete_row(target: &str, schema: &TableSchema, at: &str) -> String {
     format!("UPDATE {target} SET {} WHERE {} AND {}", SOFT.flag(at), key_predicate(schema), SOFT.live(""))
 }
 
-/// Renames a table (a retired history table, see `sink::modes::layout`).
+/// Renames a table (a retired history table, see `owner::modes::layout`).
 pub fn rename_table(target: &str, new_name: &str) -> String {
     format!("ALTER TABLE {} RENAME TO {}", quote(target), quote(new_name))
 }

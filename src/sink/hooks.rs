@@ -1,18 +1,48 @@
-//! Running hooks for an event: the SQL in the replica, then the command on the host.
+//! Running the owner's hooks (see [`crate::owner::hooks`]) for an event: the SQL in the
+//! replica, then the command on the host. Raised on the sink thread right after the work they
+//! follow has committed, on the same connection.
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Hook, Hooks, Occurrence, OnFailure};
+use std::sync::Arc;
+
 use crate::db::SinkError;
+use crate::owner::OwnerRules;
+use crate::owner::hooks::{Hook, HookEvent, Occurrence, OnFailure};
 use crate::sink::Sink;
+
+/// The owner's hooks as one run of `sync` raises them: the shared rules, and the tenant they
+/// run for (`DBMIRROR_TENANT`, `{tenant}`), known once the session is.
+#[derive(Debug, Clone, Default)]
+pub struct HookRunner {
+    rules: Arc<OwnerRules>,
+    tenant: String,
+}
+
+impl HookRunner {
+    /// The hooks of `rules`, for `tenant`.
+    pub fn new(rules: Arc<OwnerRules>, tenant: &str) -> Self {
+        HookRunner { rules, tenant: tenant.to_owned() }
+    }
+
+    /// Whether any hook listens to `event`.
+    pub fn wants(&self, event: HookEvent) -> bool {
+        self.rules.hooks.wants(event)
+    }
+
+    /// Whether no hook is configured.
+    pub fn is_empty(&self) -> bool {
+        self.rules.hooks.is_empty()
+    }
+}
 
 /// Most output of a failed command kept for the log.
 const OUTPUT_LIMIT: usize = 4096;
 
 /// One hook for one occurrence: what it is told.
-pub(super) struct Invocation<'a> {
+struct Invocation<'a> {
     hook: &'a Hook,
     occurrence: &'a Occurrence,
     tenant: &'a str,
@@ -76,10 +106,10 @@ impl Invocation<'_> {
 /// Runs every hook configured for each occurrence, in order. A failure is logged with its
 /// output; the first failure of an `OnFailure: Stop` hook is returned (after the occurrence's
 /// other hooks ran), so the caller holds replication until it passes.
-pub fn run_hooks(hooks: &Hooks, sink: &mut dyn Sink, occurrences: &[Occurrence]) -> Result<(), SinkError> {
+pub fn run_hooks(hooks: &HookRunner, sink: &mut dyn Sink, occurrences: &[Occurrence]) -> Result<(), SinkError> {
     let mut stop = None;
     for occurrence in occurrences {
-        for hook in hooks.hooks.iter().filter(|h| h.event == occurrence.event) {
+        for hook in hooks.rules.hooks.hooks.iter().filter(|h| h.event == occurrence.event) {
             if !hook.applies_to(occurrence.tables.iter()) {
                 continue;
             }
@@ -171,5 +201,77 @@ fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout
             "`{program}` exited with {s}; its output: {}",
             if output.is_empty() { "(none)" } else { &output }
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner::hooks::parse;
+    use crate::schema::{ColumnSchema, SchemaChangeKind, SqlType, TableChange, TableId, TableSchema};
+    use crate::sink::memory::MemoryReplica;
+    use crate::sink::worker::{Job, Report, SinkWorker};
+
+    fn create(table: &str) -> Job {
+        let column = |name: &str| ColumnSchema {
+            name: name.into(),
+            sql_type: SqlType::Int,
+            type_name: "int".into(),
+            position: 0,
+            nullable: false,
+            identity: false,
+            default_expression: None,
+        };
+        let table = TableSchema {
+            id: TableId::new("crm7", table),
+            columns: vec![column("id")],
+            primary_key: vec!["id".into()],
+        };
+        Job::Schema(TableChange { kind: SchemaChangeKind::Create, table })
+    }
+
+    fn hooks(sql: &str, on_failure: &str) -> Arc<HookRunner> {
+        let section =
+            serde_json::json!({ "OnFailure": on_failure, "TableCreated": [{ "Tables": ["t1"], "Sql": sql }] });
+        let hooks = parse(Some(&section), std::path::Path::new(".")).unwrap();
+        Arc::new(HookRunner::new(Arc::new(OwnerRules { hooks, ..OwnerRules::default() }), "cust1"))
+    }
+
+    /// Runs the jobs on a worker; returns the replica, the reports and the unapplied jobs.
+    fn run(hooks: Arc<HookRunner>, jobs: Vec<Job>) -> (MemoryReplica, Vec<Report>, Vec<Job>) {
+        let replica = MemoryReplica::default();
+        let worker = SinkWorker::spawn_with_hooks(replica.clone(), 4, hooks);
+        jobs.into_iter().for_each(|job| worker.submit(job).unwrap());
+        let (_, reports, unapplied) = worker.finish();
+        (replica, reports, unapplied)
+    }
+
+    #[test]
+    fn a_hook_runs_after_its_event_for_its_tables_only_with_placeholders_filled() {
+        let (replica, reports, unapplied) = run(
+            hooks("CREATE INDEX ix ON {table} (id); -- {event} {source_table} {tenant}", "Log"),
+            vec![create("t1"), create("t2")],
+        );
+        assert!(unapplied.is_empty());
+        assert!(reports.iter().all(|r| !matches!(r, Report::Failed(_))), "{reports:?}");
+        assert_eq!(replica.scripts(), ["CREATE INDEX ix ON crm7.t1 (id); -- TableCreated crm7.t1 cust1"]);
+    }
+
+    #[test]
+    fn a_failing_stop_hook_keeps_its_job_committed_and_is_retried_alone() {
+        let (replica, reports, unapplied) = run(hooks("FAIL", "Stop"), vec![create("t1"), create("t2")]);
+        // The table was created (its report came first), then the hook failed ...
+        assert!(matches!(&reports[0], Report::Schema(_, crate::sink::SchemaOutcome::Created)), "{reports:?}");
+        assert!(matches!(&reports[1], Report::Failed(crate::db::SinkError::Hook { .. })), "{reports:?}");
+        assert!(replica.tables().iter().any(|r| r.schema.id.table == "t1"));
+        // ... and what is left to do is the hook, then the job queued after it, in order.
+        assert!(
+            matches!(&unapplied[..], [Job::Hooks(due), Job::Schema(next)]
+            if due[0].event == HookEvent::TableCreated && next.table.id.table == "t2"),
+            "{unapplied:?}"
+        );
+        // Logged only: nothing is held.
+        let (_, reports, unapplied) = run(hooks("FAIL", "Log"), vec![create("t1"), create("t2")]);
+        assert!(unapplied.is_empty() && reports.iter().all(|r| !matches!(r, Report::Failed(_))));
     }
 }

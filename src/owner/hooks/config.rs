@@ -19,24 +19,17 @@ use serde_json::Value;
 
 use super::{Hook, HookEvent, Hooks, OnFailure};
 
-/// A problem in the section, naming the key (`Hooks.TableCreated[0].Sql`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookConfigError {
-    /// The key path.
-    pub key: String,
-    /// What is wrong.
-    pub reason: String,
-}
+use crate::owner::SectionError;
 
-fn bad(key: &str, reason: impl Into<String>) -> HookConfigError {
-    HookConfigError { key: key.to_owned(), reason: reason.into() }
+fn bad(key: &str, reason: impl Into<String>) -> SectionError {
+    SectionError::new(key, reason)
 }
 
 fn field<'v>(object: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
     object.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
-fn on_failure(key: &str, value: Option<&Value>, default: OnFailure) -> Result<OnFailure, HookConfigError> {
+fn on_failure(key: &str, value: Option<&Value>, default: OnFailure) -> Result<OnFailure, SectionError> {
     match value {
         None | Some(Value::Null) => Ok(default),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("log") => Ok(OnFailure::Log),
@@ -45,7 +38,7 @@ fn on_failure(key: &str, value: Option<&Value>, default: OnFailure) -> Result<On
     }
 }
 
-fn strings(key: &str, value: Option<&Value>) -> Result<Vec<String>, HookConfigError> {
+fn strings(key: &str, value: Option<&Value>) -> Result<Vec<String>, SectionError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -58,13 +51,7 @@ fn strings(key: &str, value: Option<&Value>) -> Result<Vec<String>, HookConfigEr
 
 const HOOK_KEYS: &[&str] = &["Tables", "Sql", "SqlFile", "Command", "TimeoutSeconds", "OnFailure"];
 
-fn hook(
-    key: &str,
-    event: HookEvent,
-    value: &Value,
-    default: OnFailure,
-    folder: &Path,
-) -> Result<Hook, HookConfigError> {
+fn hook(key: &str, event: HookEvent, value: &Value, default: OnFailure, folder: &Path) -> Result<Hook, SectionError> {
     let object = value.as_object().ok_or_else(|| bad(key, "expected an object with `Sql`, `SqlFile` or `Command`"))?;
     if let Some((unknown, _)) = object.iter().find(|(k, _)| !HOOK_KEYS.iter().any(|h| h.eq_ignore_ascii_case(k))) {
         return Err(bad(&format!("{key}.{unknown}"), format!("unknown key (use {})", HOOK_KEYS.join(", "))));
@@ -108,7 +95,7 @@ fn hook(
 }
 
 /// Reads the `Hooks` section (`None`: no hooks); `folder` is where `SqlFile`s are found.
-pub fn parse(section: Option<&Value>, folder: &Path) -> Result<Hooks, HookConfigError> {
+pub fn parse(section: Option<&Value>, folder: &Path) -> Result<Hooks, SectionError> {
     let object = match section {
         None | Some(Value::Null) => return Ok(Hooks::default()),
         Some(Value::Object(object)) => object,
@@ -139,14 +126,14 @@ pub fn parse(section: Option<&Value>, folder: &Path) -> Result<Hooks, HookConfig
             Some(other) => return Err(bad(&key, format!("expected a list of hooks, found {other}"))),
         }
     }
-    Ok(Hooks { hooks, tenant: String::new() })
+    Ok(Hooks { hooks })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse_text(text: &str) -> Result<Hooks, HookConfigError> {
+    fn parse_text(text: &str) -> Result<Hooks, SectionError> {
         parse(Some(&serde_json::from_str(text).unwrap()), Path::new("."))
     }
 

@@ -18,20 +18,13 @@ use serde_json::Value;
 
 use super::{ColumnRules, HashKey, TableRules, Treatment};
 
-/// A problem in the section, naming the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnsConfigError {
-    /// The key path (`Columns.crm7.person.Exclude`).
-    pub key: String,
-    /// What is wrong.
-    pub reason: String,
+use crate::owner::SectionError;
+
+fn bad(key: &str, reason: impl Into<String>) -> SectionError {
+    SectionError::new(key, reason)
 }
 
-fn bad(key: &str, reason: impl Into<String>) -> ColumnsConfigError {
-    ColumnsConfigError { key: key.to_owned(), reason: reason.into() }
-}
-
-fn names(key: &str, value: &Value) -> Result<Vec<String>, ColumnsConfigError> {
+fn names(key: &str, value: &Value) -> Result<Vec<String>, SectionError> {
     value
         .as_array()
         .ok_or_else(|| bad(key, "expected a list of column names"))?
@@ -40,7 +33,7 @@ fn names(key: &str, value: &Value) -> Result<Vec<String>, ColumnsConfigError> {
         .collect()
 }
 
-fn table_rules(key: &str, value: &Value) -> Result<TableRules, ColumnsConfigError> {
+fn table_rules(key: &str, value: &Value) -> Result<TableRules, SectionError> {
     let object = value.as_object().ok_or_else(|| bad(key, "expected an object with Exclude, Hash or Fixed"))?;
     let mut rules = TableRules::new();
     for (name, value) in object {
@@ -65,7 +58,7 @@ fn table_rules(key: &str, value: &Value) -> Result<TableRules, ColumnsConfigErro
     Ok(rules)
 }
 
-fn hash_key(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<HashKey, ColumnsConfigError> {
+fn hash_key(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<HashKey, SectionError> {
     const KEY: &str = "Columns.HashKey";
     let bytes = crate::secrets::setting_value(raw, folder, env).map_err(|reason| bad(KEY, reason))?;
     HashKey::new(bytes).ok_or_else(|| bad(KEY, "the key must be at least 16 bytes"))
@@ -77,7 +70,7 @@ pub fn parse(
     section: Option<&Value>,
     folder: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ColumnRules, ColumnsConfigError> {
+) -> Result<ColumnRules, SectionError> {
     let object = match section {
         None | Some(Value::Null) => return Ok(ColumnRules::default()),
         Some(Value::Object(object)) => object,
@@ -105,7 +98,7 @@ pub fn parse(
 mod tests {
     use super::*;
 
-    fn parse_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ColumnRules, ColumnsConfigError> {
+    fn parse_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ColumnRules, SectionError> {
         parse(Some(&serde_json::from_str(text).unwrap()), Path::new("."), env)
     }
 

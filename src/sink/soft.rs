@@ -2,7 +2,7 @@
 //! flagging every live row (a truncate), and the resync swap, which for a soft table keeps
 //! the rows the fresh snapshot no longer has (flagged deleted) instead of dropping them.
 
-use super::layout::{DELETED, DELETED_AT, is_soft};
+use crate::owner::modes::layout::{DELETED, DELETED_AT, is_soft};
 use crate::schema::TableSchema;
 use crate::sink::shadow::copy_back_sql;
 
@@ -36,7 +36,7 @@ impl Dialect {
     /// The `_deleted_at` literal of `batch`'s soft deletes in a table laid out by `schema`;
     /// `None` when the table is not soft (its deletes delete).
     pub fn delete_time(&self, schema: &TableSchema, batch: &crate::coalesce::Batch) -> Option<String> {
-        is_soft(schema).then(|| self.at(&super::deleted_at(batch)))
+        is_soft(schema).then(|| self.at(&crate::owner::modes::deleted_at(batch)))
     }
 
     /// A source time as a literal of the time type.

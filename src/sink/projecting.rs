@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{ColumnRules, Projection};
 use crate::coalesce::{Batch, Change, Logged, Unit};
 use crate::db::SinkError;
+use crate::owner::OwnerRules;
+use crate::owner::columns::Projection;
 use crate::schema::{TableChange, TableId, TableSchema};
 use crate::sink::plan::Intent;
 use crate::sink::{CanonicalRow, Replica, ReplicaRead, SchemaOutcome, Sink};
@@ -24,7 +25,7 @@ pub const SOURCE_SCHEMA: &str = "source_schema:";
 /// A replica written through column rules (see the module docs).
 pub struct Projecting {
     inner: Box<dyn Replica>,
-    rules: Arc<ColumnRules>,
+    owner: Arc<OwnerRules>,
     /// Source layouts of the ruled tables.
     sources: HashMap<TableId, Arc<TableSchema>>,
     /// Projections by table (`None`: the rules touch none of its columns), with the
@@ -39,8 +40,8 @@ impl std::fmt::Debug for Projecting {
 }
 
 impl Projecting {
-    /// `inner` through `rules`; reads the source layouts stored in its facts.
-    pub fn new(mut inner: Box<dyn Replica>, rules: Arc<ColumnRules>) -> Result<Self, SinkError> {
+    /// `inner` through the owner's column rules; reads the source layouts stored in its facts.
+    pub fn new(mut inner: Box<dyn Replica>, owner: Arc<OwnerRules>) -> Result<Self, SinkError> {
         let mut sources = HashMap::new();
         for (name, value) in inner.read_facts()? {
             if let (Some(table), SessionValue::Text(definition)) = (name.strip_prefix(SOURCE_SCHEMA), value) {
@@ -48,12 +49,12 @@ impl Projecting {
                 sources.insert(schema.id.clone(), Arc::new(schema));
             }
         }
-        Ok(Projecting { inner, rules, sources, cache: HashMap::new() })
+        Ok(Projecting { inner, owner, sources, cache: HashMap::new() })
     }
 
     /// The projection of `source` under its table's rules; `None` when they change nothing.
     fn projection(&mut self, source: &TableSchema) -> Result<Option<Arc<Projection>>, SinkError> {
-        let Some(rules) = self.rules.for_table(&source.id) else { return Ok(None) };
+        let Some(rules) = self.owner.columns.for_table(&source.id) else { return Ok(None) };
         let fingerprint = source.fingerprint();
         if let Some((built_for, projection)) = self.cache.get(&source.id)
             && *built_for == fingerprint
@@ -86,7 +87,7 @@ impl Projecting {
 
     fn project_unit(&mut self, unit: &Unit) -> Result<Unit, SinkError> {
         let Some(projection) = self.projection(&unit.schema)? else { return Ok(unit.clone()) };
-        let rules = &self.rules;
+        let rules = &self.owner.columns;
         let change = unit.change.as_ref().map(|change| match change {
             Change::Upsert(key, row) => Change::Upsert(projection.key(rules, key), projection.row(rules, row)),
             Change::Delete(key) => Change::Delete(projection.key(rules, key)),

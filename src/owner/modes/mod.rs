@@ -13,18 +13,15 @@
 //! ```
 //!
 //! Targets hold soft tables natively (a soft delete is an `UPDATE`, the resync swap keeps rows
-//! the fresh snapshot no longer has as deleted, see `shadow::swap_sql`); everything else is
-//! [`Retaining`], a wrapper that lays out soft rows and writes history rows into the same
+//! the fresh snapshot no longer has as deleted, see `sink::soft::Dialect::swap`); everything
+//! else is `sink::retaining::Retaining`, a wrapper that lays out soft rows and writes history rows into the same
 //! batch, so the history commits in the transaction of the data it describes.
 
 pub mod layout;
-pub mod soft;
-mod wrapper;
 
 use serde_json::Value;
 
-pub use wrapper::Retaining;
-
+use crate::owner::SectionError;
 use crate::schema::{TableId, TablePattern};
 
 /// The `_deleted_at` of a batch's soft deletes: the source commit time of its newest change
@@ -86,7 +83,7 @@ impl DeleteModes {
     }
 
     /// The filter of tables whose changes the coalescer keeps for a history.
-    pub fn log_filter(self: &std::sync::Arc<Self>) -> Option<crate::coalesce::LogFilter> {
+    pub fn log_filter(&self) -> Option<crate::coalesce::LogFilter> {
         let modes = self.clone();
         let any = self.tables.iter().any(|(_, m)| *m == DeleteMode::History);
         any.then(|| {
@@ -98,18 +95,17 @@ impl DeleteModes {
 }
 
 /// Reads the `DeleteModes` section (absent: every table `Hard`); an error names the key.
-pub fn parse(section: Option<&Value>) -> Result<DeleteModes, (String, String)> {
+pub fn parse(section: Option<&Value>) -> Result<DeleteModes, SectionError> {
     let Some(section) = section else { return Ok(DeleteModes::default()) };
-    let object = section.as_object().ok_or_else(|| {
-        ("DeleteModes".to_owned(), "expected { \"*\": \"Hard\", \"crm7.person\": \"Soft\" }".to_owned())
-    })?;
+    let object = section
+        .as_object()
+        .ok_or_else(|| SectionError::new("DeleteModes", "expected { \"*\": \"Hard\", \"crm7.person\": \"Soft\" }"))?;
     let mut pairs = Vec::new();
     for (table, value) in object {
         let key = format!("DeleteModes.{table}");
-        let mode = value
-            .as_str()
-            .and_then(DeleteMode::parse)
-            .ok_or_else(|| (key, format!("expected \"Hard\", \"Soft\" or \"History\", found {value}")))?;
+        let mode = value.as_str().and_then(DeleteMode::parse).ok_or_else(|| {
+            SectionError::new(&key, format!("expected \"Hard\", \"Soft\" or \"History\", found {value}"))
+        })?;
         pairs.push((table.as_str(), mode));
     }
     Ok(DeleteModes::of(&pairs))
@@ -129,8 +125,8 @@ mod tests {
         assert_eq!(modes.for_table(&TableId::new("crm7", "contact")), DeleteMode::Soft);
         assert!(!modes.all_hard());
         assert!(parse(None).unwrap().all_hard());
-        let (key, reason) = parse(Some(&serde_json::json!({ "crm7.person": "archive" }))).unwrap_err();
-        assert_eq!(key, "DeleteModes.crm7.person");
-        assert!(reason.contains("\"archive\""), "{reason}");
+        let error = parse(Some(&serde_json::json!({ "crm7.person": "archive" }))).unwrap_err();
+        assert_eq!(error.key, "DeleteModes.crm7.person");
+        assert!(error.reason.contains("\"archive\""), "{error}");
     }
 }

@@ -2,7 +2,8 @@
 //! something happens to the replica, so owners can keep what they build on it (indexes,
 //! views, summary tables, exports) in step without polling.
 //!
-//! Events, raised on the sink thread right after the work they follow has committed:
+//! Events, raised on the sink thread right after the work they follow has committed (see
+//! `sink::hooks`, which runs them):
 //!
 //! - `TableCreated`: a table was created, or dropped and re-created after an incompatible
 //!   change (its rows arrive with its snapshot; the owner's indexes and views on the old
@@ -15,13 +16,12 @@
 //!
 //! Each hook runs its SQL (in its own transaction on SQLite and PostgreSQL; on SQL Server as
 //! written) and then its command, with a cleared environment that names the event (see
-//! [`Invocation::environment`]): the process's own variables, which may hold the
+//! `sink::hooks`): the process's own variables, which may hold the
 //! replica's connection string, are not passed on. A failing hook is logged with its output;
 //! with `OnFailure: Stop` replication waits (and retries the hook with backoff) until it
 //! passes, without losing or repeating the data it followed.
 
 mod config;
-mod run;
 
 use std::time::Duration;
 
@@ -88,18 +88,17 @@ pub struct Hook {
 
 impl Hook {
     /// Whether the hook runs for an event on `tables` (a batch may touch several).
-    fn applies_to<'t>(&self, mut tables: impl Iterator<Item = &'t TableId>) -> bool {
+    pub fn applies_to<'t>(&self, mut tables: impl Iterator<Item = &'t TableId>) -> bool {
         self.tables.is_empty() || tables.any(|id| self.tables.iter().any(|t| t.matches(id)))
     }
 }
 
-/// The owner's hooks (`Hooks` in `appsettings.json`), and the tenant they run for.
+/// The owner's hooks (`Hooks` in `appsettings.json`); the tenant they run for is added by
+/// `sink::hooks::HookRunner` when the session is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hooks {
     /// Every hook, in the order configured.
     pub hooks: Vec<Hook>,
-    /// The tenant (`DBMIRROR_TENANT`, `{tenant}`), known once the session is.
-    pub tenant: String,
 }
 
 /// One occurrence of an event: what happened, to which tables, with how many rows.
@@ -132,80 +131,5 @@ impl Hooks {
     /// Whether no hook is configured.
     pub fn is_empty(&self) -> bool {
         self.hooks.is_empty()
-    }
-}
-
-pub use run::run_hooks;
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::schema::{ColumnSchema, SchemaChangeKind, SqlType, TableChange, TableSchema};
-    use crate::sink::Sink as _;
-    use crate::sink::memory::MemoryReplica;
-    use crate::sink::worker::{Job, Report, SinkWorker};
-
-    fn create(table: &str) -> Job {
-        let column = |name: &str| ColumnSchema {
-            name: name.into(),
-            sql_type: SqlType::Int,
-            type_name: "int".into(),
-            position: 0,
-            nullable: false,
-            identity: false,
-            default_expression: None,
-        };
-        let table = TableSchema {
-            id: TableId::new("crm7", table),
-            columns: vec![column("id")],
-            primary_key: vec!["id".into()],
-        };
-        Job::Schema(TableChange { kind: SchemaChangeKind::Create, table })
-    }
-
-    fn hooks(sql: &str, on_failure: &str) -> Arc<Hooks> {
-        let section =
-            serde_json::json!({ "OnFailure": on_failure, "TableCreated": [{ "Tables": ["t1"], "Sql": sql }] });
-        Arc::new(Hooks { tenant: "cust1".into(), ..parse(Some(&section), std::path::Path::new(".")).unwrap() })
-    }
-
-    /// Runs the jobs on a worker; returns the replica, the reports and the unapplied jobs.
-    fn run(hooks: Arc<Hooks>, jobs: Vec<Job>) -> (MemoryReplica, Vec<Report>, Vec<Job>) {
-        let replica = MemoryReplica::default();
-        let worker = SinkWorker::spawn_with_hooks(replica.clone(), 4, hooks);
-        jobs.into_iter().for_each(|job| worker.submit(job).unwrap());
-        let (_, reports, unapplied) = worker.finish();
-        (replica, reports, unapplied)
-    }
-
-    #[test]
-    fn a_hook_runs_after_its_event_for_its_tables_only_with_placeholders_filled() {
-        let (replica, reports, unapplied) = run(
-            hooks("CREATE INDEX ix ON {table} (id); -- {event} {source_table} {tenant}", "Log"),
-            vec![create("t1"), create("t2")],
-        );
-        assert!(unapplied.is_empty());
-        assert!(reports.iter().all(|r| !matches!(r, Report::Failed(_))), "{reports:?}");
-        assert_eq!(replica.scripts(), ["CREATE INDEX ix ON crm7.t1 (id); -- TableCreated crm7.t1 cust1"]);
-    }
-
-    #[test]
-    fn a_failing_stop_hook_keeps_its_job_committed_and_is_retried_alone() {
-        let (replica, reports, unapplied) = run(hooks("FAIL", "Stop"), vec![create("t1"), create("t2")]);
-        // The table was created (its report came first), then the hook failed ...
-        assert!(matches!(&reports[0], Report::Schema(_, crate::sink::SchemaOutcome::Created)), "{reports:?}");
-        assert!(matches!(&reports[1], Report::Failed(crate::db::SinkError::Hook { .. })), "{reports:?}");
-        assert!(replica.tables().iter().any(|r| r.schema.id.table == "t1"));
-        // ... and what is left to do is the hook, then the job queued after it, in order.
-        assert!(
-            matches!(&unapplied[..], [Job::Hooks(due), Job::Schema(next)]
-            if due[0].event == HookEvent::TableCreated && next.table.id.table == "t2"),
-            "{unapplied:?}"
-        );
-        // Logged only: nothing is held.
-        let (_, reports, unapplied) = run(hooks("FAIL", "Log"), vec![create("t1"), create("t2")]);
-        assert!(unapplied.is_empty() && reports.iter().all(|r| !matches!(r, Report::Failed(_))));
     }
 }

@@ -4,22 +4,20 @@
 //! a table's own rules add to them. A hashed key column is hashed the same way in every table,
 //! so joins on it still work; NULL stays NULL.
 //!
-//! The rules are applied where rows enter the replica ([`Projecting`]), so the pipeline,
+//! The rules are applied where rows enter the replica (`sink::projecting::Projecting`), so the pipeline,
 //! coalescing and `_ReplicationErrors` keep seeing the source's columns, and a schema change
 //! of an excluded column changes nothing in the replica.
 
 mod config;
 mod project;
-mod wrapper;
 
 use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use config::{ColumnsConfigError, parse};
+pub use config::parse;
 pub use project::Projection;
-pub use wrapper::{Projecting, SOURCE_SCHEMA};
 
 use crate::schema::{TableId, TablePattern};
 
@@ -83,7 +81,7 @@ impl ColumnRules {
     }
 
     /// The keyed hash of a value's canonical text.
-    fn hash(&self, text: &str) -> String {
+    pub(crate) fn hash(&self, text: &str) -> String {
         let key = self.key.as_ref().map_or(&[][..], |k| &k.0[..]);
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(text.as_bytes());

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::layout;
-use super::{DeleteMode, DeleteModes};
 use crate::coalesce::{Batch, Change, Unit};
 use crate::db::SinkError;
+use crate::owner::OwnerRules;
+use crate::owner::modes::{DeleteMode, layout};
 use crate::schema::{SchemaChangeKind, TableChange, TableId, TableSchema};
 use crate::sink::plan::Intent;
 use crate::sink::{CanonicalRow, Replica, ReplicaRead, SchemaOutcome, Sink};
@@ -20,19 +20,19 @@ use crate::state::{StateStore, TableRecord, TableState};
 /// A replica written through delete modes (see the module docs).
 pub struct Retaining {
     inner: Box<dyn Replica>,
-    modes: Arc<DeleteModes>,
+    owner: Arc<OwnerRules>,
 }
 
 impl std::fmt::Debug for Retaining {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retaining").field("modes", &self.modes).finish_non_exhaustive()
+        f.debug_struct("Retaining").field("modes", &self.owner.modes).finish_non_exhaustive()
     }
 }
 
 impl Retaining {
-    /// `inner` through `modes`.
-    pub fn new(inner: Box<dyn Replica>, modes: Arc<DeleteModes>) -> Self {
-        Retaining { inner, modes }
+    /// `inner` through the owner's delete modes.
+    pub fn new(inner: Box<dyn Replica>, owner: Arc<OwnerRules>) -> Self {
+        Retaining { inner, owner }
     }
 
     fn inner_record(&self, id: &TableId) -> Option<TableRecord> {
@@ -65,7 +65,7 @@ impl Retaining {
         let mut out = Vec::new();
         for unit in batch.units() {
             let id = &unit.schema.id;
-            match self.modes.for_table(id) {
+            match self.owner.modes.for_table(id) {
                 DeleteMode::Hard => out.push(Unit::new(unit.schema.clone(), unit.change)),
                 DeleteMode::Soft => {
                     let (schema, slots) = match layouts.get(id) {
@@ -129,7 +129,7 @@ fn utc_stamp() -> String {
 impl Sink for Retaining {
     fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
         let id = &change.table.id;
-        let mode = self.modes.for_table(id);
+        let mode = self.owner.modes.for_table(id);
         if mode != DeleteMode::Soft {
             let outcome = self.inner.change_schema(change, intent)?;
             let follows =
@@ -146,7 +146,7 @@ impl Sink for Retaining {
     }
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        if batch.tables().all(|t| self.modes.for_table(&t.schema().id) == DeleteMode::Hard) {
+        if batch.tables().all(|t| self.owner.modes.for_table(&t.schema().id) == DeleteMode::Hard) {
             return self.inner.apply(batch);
         }
         let units = self.lay_out(batch)?;
@@ -171,7 +171,7 @@ impl Sink for Retaining {
         let mut changed = self.inner.layout_changed()?;
         for record in self.inner.tables() {
             let id = &record.schema.id;
-            let soft_now = self.modes.for_table(id) == DeleteMode::Soft;
+            let soft_now = self.owner.modes.for_table(id) == DeleteMode::Soft;
             let live = !id.is_shadow() && !layout::is_history(&record.schema);
             if live && soft_now != layout::is_soft(&record.schema) && !changed.contains(id) {
                 changed.push(id.clone());
