@@ -89,7 +89,7 @@ fn read_replica(
     let applied = replica.offsets()?;
     let (mut tables, mut masked) = (BTreeMap::new(), BTreeSet::new());
     // A shadow table (a resync in progress) is not a source table.
-    for record in replica.tables().into_iter().filter(|r| !r.schema.id.is_shadow()) {
+    for record in replica.tables() {
         let name = record.schema.id.to_string();
         if only.is_some_and(|only| !only.contains(&name)) {
             continue;

@@ -521,7 +521,7 @@ async fn killed_at_random_moments(label: &str, settings: serde_json::Value, chec
         let session = replica.read_facts().unwrap();
         assert!(dbmirror::sink::shadow::requested(&session).is_empty());
         assert!(dbmirror::sink::shadow::running(&session).is_empty());
-        assert!(replica.tables().iter().all(|r| !r.schema.id.is_shadow()), "no shadow");
+        assert!(dbmirror::sink::shadow::shadows(&replica).is_empty(), "no shadow");
     });
     tokio::task::block_in_place(|| check(&instance));
     drop(server);

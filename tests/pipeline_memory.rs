@@ -10,8 +10,8 @@ use dbmirror::cloud::journal::TenantOp;
 use dbmirror::cloud::service::Faults;
 use dbmirror::pipeline::{SyncOptions, SyncSummary, stored_tokens, sync};
 use dbmirror::secrets::SecretKey;
+use dbmirror::sink::SinkOptions;
 use dbmirror::sink::memory::MemoryReplica;
-use dbmirror::sink::{Sink, SinkOptions};
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::StateStore;
@@ -94,7 +94,7 @@ fn snapshot_streaming_faults_and_resets_converge_in_memory() {
     let epoch = replica.clone().checkpoint().unwrap().reset_epoch;
     assert_eq!(epoch, 1, "the handled reset is stored with the data");
     assert_eq!(until_idle(&w, &replica, &key).records, 0, "a restart repeats nothing");
-    assert!(replica.tables().iter().all(|t| !t.schema.id.is_shadow()));
+    assert!(dbmirror::sink::shadow::shadows(&replica).is_empty());
 }
 
 #[test]

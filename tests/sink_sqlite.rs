@@ -330,10 +330,6 @@ impl Sink for FlakySink {
         self.inner.apply(batch)
     }
 
-    fn tables(&self) -> Vec<dbmirror::sink::TableRecord> {
-        self.inner.tables()
-    }
-
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.replace_from_shadow(id)
     }
@@ -352,6 +348,9 @@ impl Sink for FlakySink {
 }
 
 impl StateStore for FlakySink {
+    fn all_records(&self) -> Vec<dbmirror::sink::TableRecord> {
+        self.inner.all_records()
+    }
     fn offset_rows(&mut self) -> Result<dbmirror::state::Offsets, dbmirror::sink::SinkError> {
         self.inner.offset_rows()
     }

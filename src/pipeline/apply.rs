@@ -70,8 +70,7 @@ impl Applier {
         use crate::owner::hooks::{HookEvent, Occurrence};
         // A run stopped between a commit and its `BatchCommitted` hooks is caught up now.
         let startup = hooks.wants(HookEvent::BatchCommitted).then(|| {
-            let tables = sink.tables().into_iter().map(|r| r.schema.id.clone());
-            let tables = tables.filter(|id| !id.is_shadow()).collect();
+            let tables = sink.tables().into_iter().map(|r| r.schema.id.clone()).collect();
             Job::Hooks(vec![Occurrence { event: HookEvent::BatchCommitted, tables, rows: 0, reason: Some("startup") }])
         });
         let worker = SinkWorker::spawn_with_hooks(sink, QUEUE_DEPTH, hooks.clone());
@@ -317,7 +316,7 @@ fn set_table_aside(
         Some(Job::Schema(change)) if change.kind != SchemaChangeKind::Drop && !change.table.id.is_shadow() => {
             change.clone()
         }
-        Some(Job::StartResync { table, .. }) => match sink.tables().into_iter().find(|r| &r.schema.id == table) {
+        Some(Job::StartResync { table, .. }) => match sink.table(table) {
             Some(record) if record.state == TableState::Failed => {
                 TableChange { kind: SchemaChangeKind::Create, table: (*record.schema).clone() }
             }

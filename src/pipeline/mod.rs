@@ -264,7 +264,7 @@ const TOUCHED_EVERY: Duration = Duration::from_secs(5);
 fn relayout(data: &mut dyn Replica) -> Result<(), PipelineError> {
     use crate::sink::plan::Intent;
     for id in data.layout_changed()? {
-        let Some(record) = data.tables().into_iter().find(|r| r.schema.id == id) else { continue };
+        let Some(record) = data.table(&id) else { continue };
         tracing::warn!(
             table = %id,
             "the column rules or delete mode of this table changed since it was created: re-creating it in its new layout and \
@@ -295,7 +295,7 @@ impl<'a> Pipeline<'a> {
         // A table left `resync_pending` (re-created, its snapshot request lost to a crash or an
         // unreachable cloud) asks again: the request is idempotent in effect.
         let (mut snapshots_to_request, mut failed) = (Vec::new(), std::collections::BTreeSet::new());
-        for record in data.tables().into_iter().filter(|r| !r.schema.id.is_shadow()) {
+        for record in data.tables() {
             let id = &record.schema.id;
             match record.state {
                 crate::state::TableState::ResyncPending if !resyncs.is_running(id) => {

@@ -211,6 +211,7 @@ mod tests {
     use crate::schema::{ColumnSchema, SchemaChangeKind, SqlType, TableChange, TableId, TableSchema};
     use crate::sink::memory::MemoryReplica;
     use crate::sink::worker::{Job, Report, SinkWorker};
+    use crate::state::StateStore as _;
 
     fn create(table: &str) -> Job {
         let column = |name: &str| ColumnSchema {

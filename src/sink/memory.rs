@@ -193,10 +193,6 @@ impl Sink for MemoryReplica {
         Ok(())
     }
 
-    fn tables(&self) -> Vec<TableRecord> {
-        self.lock().tables.values().cloned().collect()
-    }
-
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         let mut db = self.lock();
         let swap = shadow::Swap::plan(&db.tables, id, |_, _| String::new())?;
@@ -267,6 +263,10 @@ fn batch_time(batch: &Batch) -> Option<String> {
 }
 
 impl StateStore for MemoryReplica {
+    fn all_records(&self) -> Vec<TableRecord> {
+        self.lock().tables.values().cloned().collect()
+    }
+
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         Ok(self.lock().offset_rows.clone())
     }

@@ -82,9 +82,6 @@ pub trait Sink {
     /// Writes a batch and its offsets in one transaction (see the module docs).
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
 
-    /// The replicated tables as `_ReplicationState` records them.
-    fn tables(&self) -> Vec<TableRecord>;
-
     /// Ends a resync in one transaction: the live table's rows are replaced by its shadow's,
     /// the shadow is dropped and forgotten, and the table is `ready` (see [`shadow`]).
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError>;
@@ -138,9 +135,6 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         (**self).apply(batch)
     }
-    fn tables(&self) -> Vec<TableRecord> {
-        (**self).tables()
-    }
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         (**self).replace_from_shadow(id)
     }
@@ -182,10 +176,14 @@ pub fn probe_sql(table: &str) -> String {
 
 /// Implements `StateStore` for one of the owner's wrappers (`Projecting`, `Retaining`) by
 /// handing every call to its `inner` replica: they change the data path, never the
-/// bookkeeping.
+/// bookkeeping — except how a table's record looks from above, which the wrapper's own
+/// `records` says.
 macro_rules! state_store_via_inner {
     ($wrapper:ty) => {
         impl $crate::state::StateStore for $wrapper {
+            fn all_records(&self) -> Vec<$crate::state::TableRecord> {
+                self.records_above()
+            }
             fn offset_rows(&mut self) -> Result<$crate::state::Offsets, $crate::db::SinkError> {
                 self.inner.offset_rows()
             }

@@ -40,6 +40,20 @@ impl std::fmt::Debug for Projecting {
 }
 
 impl Projecting {
+    /// Every record as the replica looks from above: the source's layout, no tables of the owner's own.
+    fn records_above(&self) -> Vec<TableRecord> {
+        self.inner
+            .all_records()
+            .into_iter()
+            .map(|mut record| {
+                if let Some(source) = self.sources.get(&record.schema.id) {
+                    record.schema = source.clone();
+                }
+                record
+            })
+            .collect()
+    }
+
     /// `inner` through the owner's column rules; reads the source layouts stored in its facts.
     pub fn new(mut inner: Box<dyn Replica>, owner: Arc<OwnerRules>) -> Result<Self, SinkError> {
         let mut sources = HashMap::new();
@@ -72,7 +86,7 @@ impl Projecting {
     /// the rules changed since they were created. Each needs re-creating and a fresh snapshot.
     fn changed_rules(&mut self) -> Result<Vec<TableId>, SinkError> {
         let mut changed = Vec::new();
-        for record in self.inner.tables() {
+        for record in self.inner.all_records() {
             let source = self.sources.get(&record.schema.id).cloned().unwrap_or_else(|| record.schema.clone());
             let expected = match self.projection(&source)? {
                 Some(projection) => projection.schema.fingerprint(),
@@ -123,19 +137,6 @@ impl Sink for Projecting {
         }
         let units = batch.units().iter().map(|u| self.project_unit(u)).collect::<Result<Vec<_>, _>>()?;
         self.inner.apply(&batch.with_changes(&units))
-    }
-
-    fn tables(&self) -> Vec<TableRecord> {
-        self.inner
-            .tables()
-            .into_iter()
-            .map(|mut record| {
-                if let Some(source) = self.sources.get(&record.schema.id) {
-                    record.schema = source.clone();
-                }
-                record
-            })
-            .collect()
     }
 
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {

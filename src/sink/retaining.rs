@@ -30,13 +30,28 @@ impl std::fmt::Debug for Retaining {
 }
 
 impl Retaining {
+    /// Every record as the replica looks from above: the source's layout, no tables of the owner's own.
+    fn records_above(&self) -> Vec<TableRecord> {
+        self.inner
+            .all_records()
+            .into_iter()
+            .filter(|r| !layout::is_history(&r.schema))
+            .map(|mut record| {
+                if layout::is_soft(&record.schema) {
+                    record.schema = Arc::new(layout::strip_soft(&record.schema));
+                }
+                record
+            })
+            .collect()
+    }
+
     /// `inner` through the owner's delete modes.
     pub fn new(inner: Box<dyn Replica>, owner: Arc<OwnerRules>) -> Self {
         Retaining { inner, owner }
     }
 
     fn inner_record(&self, id: &TableId) -> Option<TableRecord> {
-        self.inner.tables().into_iter().find(|r| &r.schema.id == id)
+        self.inner.table(id)
     }
 
     /// Creates, grows or (retiring the old one) re-creates `source`'s history table.
@@ -153,23 +168,9 @@ impl Sink for Retaining {
         self.inner.apply(&batch.with_changes(&units))
     }
 
-    fn tables(&self) -> Vec<TableRecord> {
-        self.inner
-            .tables()
-            .into_iter()
-            .filter(|r| !layout::is_history(&r.schema))
-            .map(|mut record| {
-                if layout::is_soft(&record.schema) {
-                    record.schema = Arc::new(layout::strip_soft(&record.schema));
-                }
-                record
-            })
-            .collect()
-    }
-
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
         let mut changed = self.inner.layout_changed()?;
-        for record in self.inner.tables() {
+        for record in self.inner.all_records() {
             let id = &record.schema.id;
             let soft_now = self.owner.modes.for_table(id) == DeleteMode::Soft;
             let live = !id.is_shadow() && !layout::is_history(&record.schema);

@@ -133,7 +133,13 @@ fn cleared() -> SessionValue {
 }
 
 fn record<S: Sink + StateStore + ?Sized>(sink: &S, id: &TableId) -> Option<TableRecord> {
-    sink.tables().into_iter().find(|r| &r.schema.id == id)
+    sink.table(id)
+}
+
+/// The resync shadows the replica holds (see the module docs): the one reader of them, as
+/// [`StateStore::tables`] lists live tables only.
+pub fn shadows<S: StateStore + ?Sized>(store: &S) -> Vec<TableRecord> {
+    store.all_records().into_iter().filter(|r| r.schema.id.is_shadow()).collect()
 }
 
 fn has_shadow<S: Sink + StateStore + ?Sized>(sink: &S, id: &TableId) -> bool {
@@ -180,10 +186,9 @@ pub fn finish<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Resu
 
 /// Step 2: adds a shadow copy of every table in `batch` that is being resynced.
 pub fn copy_to_shadows<S: Sink + StateStore + ?Sized>(sink: &S, batch: &mut Batch) {
-    let tables = sink.tables();
-    let shadows: Vec<_> = tables
-        .iter()
-        .filter_map(|r| r.schema.id.live().map(|live| (live, r.schema.clone())))
+    let shadows: Vec<_> = shadows(sink)
+        .into_iter()
+        .filter_map(|r| r.schema.id.live().map(|live| (live, r.schema)))
         .filter(|(live, _)| batch.tables().any(|t| &t.schema().id == live))
         .collect();
     for (live, schema) in shadows {
@@ -231,7 +236,7 @@ pub fn cancel<S: Sink + StateStore + ?Sized>(sink: &mut S, id: &TableId) -> Resu
 pub fn reconcile<S: Sink + StateStore + ?Sized>(sink: &mut S) -> Result<Vec<(TableId, Offsets)>, SinkError> {
     let session = sink.read_facts()?;
     let running = running(&session);
-    let shadows: Vec<TableId> = sink.tables().iter().filter_map(|r| r.schema.id.live()).collect();
+    let shadows: Vec<TableId> = shadows(sink).iter().filter_map(|r| r.schema.id.live()).collect();
     for live in &shadows {
         if !running.iter().any(|(id, _)| id == live) {
             drop_shadow(sink, live)?;

@@ -120,7 +120,7 @@ pub fn live_rows(batch: &Batch) -> Vec<(String, u64, u64)> {
 /// Marks the tables still snapshotting ready; returns them.
 fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<Vec<TableId>, SinkError> {
     let mut ready = Vec::new();
-    for record in sink.tables() {
+    for record in sink.all_records() {
         if record.state == crate::state::TableState::Snapshotting {
             sink.set_table_state(&record.schema.id, crate::state::TableState::Ready)?;
             ready.push(record.schema.id.clone());

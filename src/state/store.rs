@@ -5,12 +5,27 @@
 //! Offsets are *read* here; they are *written* only by [`crate::sink::Sink::apply`], inside the
 //! batch's own transaction, which is what makes data and progress commit together.
 
-use super::{Checkpoint, Offsets, Session, SessionValue, TableState};
+use super::{Checkpoint, Offsets, Session, SessionValue, TableRecord, TableState};
 use crate::db::SinkError;
 use crate::schema::TableId;
 
 /// `_ReplicationState` of one replica.
 pub trait StateStore {
+    /// Every table record, resync shadows included (see `sink::shadow`, which reads them
+    /// through [`crate::sink::shadow::shadows`]); callers want [`StateStore::tables`] or
+    /// [`StateStore::table`].
+    fn all_records(&self) -> Vec<TableRecord>;
+
+    /// The replicated tables as `_ReplicationState` records them: live tables only.
+    fn tables(&self) -> Vec<TableRecord> {
+        self.all_records().into_iter().filter(|r| !r.schema.id.is_shadow()).collect()
+    }
+
+    /// One table's record (a live table or a shadow), if the replica has it.
+    fn table(&self, id: &TableId) -> Option<TableRecord> {
+        self.all_records().into_iter().find(|r| &r.schema.id == id)
+    }
+
     /// The stored offset rows as they are (see [`super::checkpoint`]); callers want
     /// [`StateStore::checkpoint`] or [`StateStore::offsets`].
     fn offset_rows(&mut self) -> Result<Offsets, SinkError>;
@@ -51,6 +66,9 @@ pub trait StateStore {
 }
 
 impl<T: StateStore + ?Sized> StateStore for Box<T> {
+    fn all_records(&self) -> Vec<TableRecord> {
+        (**self).all_records()
+    }
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         (**self).offset_rows()
     }

@@ -11,7 +11,7 @@ use dbmirror::clock::now_ms;
 use dbmirror::pipeline::{SyncOptions, SyncSummary, facts, sync};
 use dbmirror::policy::{Action, PURGED_ADVICE};
 use dbmirror::schema::{TableId, TablePattern};
-use dbmirror::sink::{Sink, shadow};
+use dbmirror::sink::shadow;
 use dbmirror::source::replication::SessionInfo;
 use dbmirror::state::{SessionValue, StateStore};
 
@@ -191,8 +191,7 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
 /// Stores resync requests for `names` (`schema.table` or `table`, any case) in the replica,
 /// where a running `sync` picks them up; refuses a name the replica does not replicate.
 pub fn request_resyncs(state: &mut dyn dbmirror::sink::Replica, names: &[String]) -> Result<Vec<TableId>> {
-    let known: Vec<TableId> =
-        state.tables().into_iter().map(|r| r.schema.id.clone()).filter(|id| !id.is_shadow()).collect();
+    let known: Vec<TableId> = state.tables().into_iter().map(|r| r.schema.id.clone()).collect();
     let mut ids = Vec::new();
     for name in names {
         let pattern = TablePattern::new(name);

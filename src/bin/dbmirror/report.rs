@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
 use dbmirror::config::redact_connection_string;
 use dbmirror::pipeline::{facts, refresh_tokens};
-use dbmirror::sink::{Sink, shadow};
+use dbmirror::sink::shadow;
 use dbmirror::source::replication::SessionInfo;
 use dbmirror::state::{FAILED_REASON, SessionValue, TableState, prefixed_facts};
 use serde_json::json;
@@ -65,7 +65,8 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
     let session = state.read_facts()?;
     let (requested, running) = (shadow::requested(&session), shadow::running(&session));
     let last_applied = facts::last_applied(&session);
-    for r in records.iter().filter(|r| !r.schema.id.is_shadow()) {
+    let shadows = shadow::shadows(&state);
+    for r in &records {
         let id = &r.schema.id;
         let failed = r.state == TableState::Failed;
         // A failed table is not in the replica: nothing to count.
@@ -76,7 +77,7 @@ pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json
             let reason = prefixed_facts(&session, FAILED_REASON).find(|(t, _)| *t == id.to_string()).map(|(_, r)| r);
             entry["failed_reason"] = json!(reason.unwrap_or("(not recorded; see the log)"));
         }
-        if records.iter().any(|s| s.schema.id == id.shadow()) && running.iter().any(|(t, _)| t == id) {
+        if shadows.iter().any(|s| s.schema.id == id.shadow()) && running.iter().any(|(t, _)| t == id) {
             entry["state"] = json!("resyncing");
             entry["resync_rows_loaded"] = json!(state.count_rows(&id.shadow())?);
         } else if requested.contains(id) {

@@ -292,10 +292,6 @@ impl Sink for MssqlSink {
         self.settle(result)
     }
 
-    fn tables(&self) -> Vec<TableRecord> {
-        self.tables.values().cloned().collect()
-    }
-
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         let mut tables = std::mem::take(&mut self.tables);
         let done = self.with_exec(|exec, state| {
@@ -330,6 +326,10 @@ impl Sink for MssqlSink {
 }
 
 impl StateStore for MssqlSink {
+    fn all_records(&self) -> Vec<TableRecord> {
+        self.tables.values().cloned().collect()
+    }
+
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         self.with_exec(table::read_offsets)
     }

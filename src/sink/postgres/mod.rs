@@ -294,10 +294,6 @@ impl Sink for PgSink {
         Ok(())
     }
 
-    fn tables(&self) -> Vec<TableRecord> {
-        self.tables.values().cloned().collect()
-    }
-
     fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let mut tx = self.client.transaction().map_err(err("starting a hook's transaction"))?;
@@ -329,6 +325,10 @@ impl Sink for PgSink {
 }
 
 impl StateStore for PgSink {
+    fn all_records(&self) -> Vec<TableRecord> {
+        self.tables.values().cloned().collect()
+    }
+
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         self.ensure_connected()?;
         table::read_offsets(&mut Exec(&mut self.client), &self.state)

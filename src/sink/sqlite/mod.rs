@@ -120,10 +120,6 @@ impl Sink for SqliteSink {
         ddl::apply_schema(&mut Exec(&self.conn), &self.state, &self.options, &mut self.tables, (change, intent), ddl)
     }
 
-    fn tables(&self) -> Vec<TableRecord> {
-        self.tables.values().cloned().collect()
-    }
-
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
         ddl::swap_in(&mut Exec(&self.conn), &self.state, &mut self.tables, id, |live, shadow| {
             sql::SOFT.swap(
@@ -218,6 +214,10 @@ impl Sink for SqliteSink {
 }
 
 impl StateStore for SqliteSink {
+    fn all_records(&self) -> Vec<TableRecord> {
+        self.tables.values().cloned().collect()
+    }
+
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         table::read_offsets(&mut Exec(&self.conn), &self.state)
     }
