@@ -239,6 +239,9 @@ fn partner_and_adoption_statements_are_golden_and_parse() {
     assert!(claim.contains("@LockOwner = 'Session', @LockTimeout = 0"), "{claim}");
     assert_parses(&claim);
     assert_parses(&sql::check_create_database());
+    assert_eq!(sql::LIST_DATABASES, "SELECT name FROM sys.databases WHERE database_id > 4 ORDER BY name");
+    assert_parses(sql::LIST_DATABASES);
+    assert_parses(sql::DATABASE_EXISTS);
     let columns = sql::state_statements().columns_of.replace("{schema}", "crm7").replace("{table}", "person");
     assert_eq!(
         columns,

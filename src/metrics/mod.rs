@@ -6,7 +6,6 @@
 //! and keeps every scrape consistent. Names follow the Prometheus conventions: a `dbmirror_`
 //! prefix, the unit in the name (`_seconds`, `_bytes`), `_total` on counters.
 
-pub mod page;
 pub mod serve;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,6 @@
 //! The metrics listener: `GET /metrics` (Prometheus text format), `GET /healthz` (200, or 503
-//! with the reason) and the owner's status page (`GET /status`, its data at `/status.json`,
-//! and `POST /status/resync?table=…` when actions are on), on a local address of the
-//! operator's choosing (`Metrics.Listen`).
+//! with the reason) and whatever page its caller adds (the owner's status page, see
+//! `status::page`), on a local address of the operator's choosing (`Metrics.Listen`).
 //!
 //! It runs on a thread of its own with a small runtime, apart from the pipeline, so a scrape
 //! never waits for a database write and a slow scraper never holds back replication.
@@ -28,14 +27,22 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
-/// What the status page shows and does, supplied by whoever knows the instance.
+/// A page served beside `/metrics` and `/healthz` (the owner's status page): the listener
+/// knows nothing of what it shows.
 pub trait OwnerPage: Send + Sync {
-    /// The page's data: what `dbmirror status --json` prints.
-    fn status(&self) -> Result<serde_json::Value, String>;
-    /// Whether the owner turned actions (the Resync buttons) on.
-    fn actions(&self) -> bool;
-    /// Requests a resync of `table` (only called when actions are on).
-    fn resync(&self, table: &str) -> Result<(), String>;
+    /// The reply to `method path?query`; `None` when the path is not the page's.
+    fn answer(&self, method: &hyper::Method, path: &str, query: Option<&str>) -> Option<PageReply>;
+}
+
+/// A page's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageReply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
 }
 
 /// What the listener serves.
@@ -108,52 +115,13 @@ fn answer(req: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
             Health::Healthy => plain(StatusCode::OK, TEXT, "ok\n".into()),
             Health::Unhealthy(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{reason}\n")),
         },
-        (&hyper::Method::GET, "/status" | "/", Some(_)) => {
-            plain(StatusCode::OK, "text/html; charset=utf-8", super::page::STATUS_PAGE.to_owned())
-        }
-        (&hyper::Method::GET, "/status.json", Some(owner)) => match owner.status() {
-            Ok(mut status) => {
-                status["actions"] = serde_json::Value::Bool(owner.actions());
-                plain(StatusCode::OK, "application/json", status.to_string())
+        (method, path, Some(owner)) => match owner.answer(method, path, req.uri().query()) {
+            Some(reply) => {
+                let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                plain(status, reply.content_type, reply.body)
             }
-            Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{e}\n")),
+            None => plain(StatusCode::NOT_FOUND, TEXT, "try /status, /metrics or /healthz\n".into()),
         },
-        (&hyper::Method::POST, "/status/resync", Some(owner)) if owner.actions() => {
-            let table = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("table=")));
-            match table.map(percent_decode) {
-                Some(table) => match owner.resync(&table) {
-                    Ok(()) => plain(StatusCode::OK, TEXT, format!("resync of {table} requested\n")),
-                    Err(e) => plain(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
-                },
-                None => plain(StatusCode::BAD_REQUEST, TEXT, "`table` is required\n".into()),
-            }
-        }
-        (&hyper::Method::POST, "/status/resync", Some(_)) => {
-            plain(StatusCode::FORBIDDEN, TEXT, "actions are off (Metrics.StatusPageActions)\n".into())
-        }
         _ => plain(StatusCode::NOT_FOUND, TEXT, "try /status, /metrics or /healthz\n".into()),
     }
-}
-
-/// `%XX` escapes of a query value decoded (table names are plain ASCII).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3)) {
-            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                None => out.push(b'%'),
-            },
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -105,6 +105,7 @@ pub struct RetryOutcome {
 /// own transaction. Run it after fixing the cause; a running `sync` may go on meanwhile (a
 /// newer version it writes deletes the refusal first, see [`crate::state::errors`]).
 pub fn retry(sink: &mut dyn Replica) -> Result<RetryOutcome, SinkError> {
+    sink.prepare()?;
     let rows = sink.read_refused()?;
     let tables: std::collections::HashMap<String, std::sync::Arc<TableSchema>> =
         sink.tables().into_iter().map(|r| (r.schema.id.to_string(), r.schema.clone())).collect();

@@ -31,7 +31,7 @@ mod decode_stage;
 pub mod facts;
 mod incarnation;
 pub mod isolate;
-mod resync;
+pub mod resync;
 mod tokens;
 mod transactions;
 
@@ -263,6 +263,7 @@ const TOUCHED_EVERY: Duration = Duration::from_secs(5);
 /// new layout and left `resync_pending`, so the start below asks for their fresh snapshot.
 fn relayout(data: &mut dyn Replica) -> Result<(), PipelineError> {
     use crate::sink::plan::Intent;
+    data.prepare()?;
     for id in data.layout_changed()? {
         let Some(record) = data.table(&id) else { continue };
         tracing::warn!(

@@ -21,6 +21,45 @@ use crate::source::client::SourceError;
 use crate::source::replication::Replication;
 use crate::state::{Session, SessionValue, StateStore};
 
+/// A resync asked for a table the replica does not replicate.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The name matches no replicated table.
+    #[error("`{name}` is not a replicated table; the replica has: {known}")]
+    Unknown {
+        /// The name as given.
+        name: String,
+        /// The replicated tables, comma-separated.
+        known: String,
+    },
+    /// The replica could not store the request.
+    #[error(transparent)]
+    Replica(#[from] crate::db::SinkError),
+}
+
+/// Stores resync requests for `names` (`schema.table` or `table`, any case) in the replica,
+/// where a running `sync` picks them up (`resync-tables`, the status page); refuses a name
+/// the replica does not replicate, storing nothing. Returns the tables, each once.
+pub fn request(state: &mut dyn StateStore, names: &[String]) -> Result<Vec<TableId>, RequestError> {
+    let known: Vec<TableId> = state.tables().into_iter().map(|r| r.schema.id.clone()).collect();
+    let mut ids = Vec::new();
+    for name in names {
+        let pattern = crate::schema::TablePattern::new(name);
+        match known.iter().find(|id| !pattern.is_any() && pattern.matches(id)) {
+            Some(id) if ids.contains(id) => {}
+            Some(id) => ids.push(id.clone()),
+            None => {
+                let known = known.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                return Err(RequestError::Unknown { name: name.clone(), known });
+            }
+        }
+    }
+    let stamp = SessionValue::Text(crate::clock::now_ms().to_string());
+    let facts: Vec<(String, SessionValue)> = ids.iter().map(|id| (shadow::request_fact(id), stamp.clone())).collect();
+    state.write_facts(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
+    Ok(ids)
+}
+
 /// How often the replica is asked for new requests.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 

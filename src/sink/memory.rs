@@ -267,6 +267,10 @@ impl StateStore for MemoryReplica {
         self.lock().tables.values().cloned().collect()
     }
 
+    fn table(&self, id: &TableId) -> Option<TableRecord> {
+        self.lock().tables.get(id).cloned()
+    }
+
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         Ok(self.lock().offset_rows.clone())
     }

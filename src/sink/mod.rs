@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod projecting;
 pub mod refused;
 pub mod retaining;
+pub mod server;
 pub mod shadow;
 pub mod soft;
 pub mod sqlite;
@@ -94,6 +95,12 @@ pub trait Sink {
     /// for hooks' `{table}`; `None` when the replica does not have the table.
     fn target_name(&self, id: &TableId) -> Option<String>;
 
+    /// Brings the tables of the owner's own in line before the first batch (a history table
+    /// for a table switched to `History`), so no batch ever waits for DDL.
+    fn prepare(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Tables whose layout in the replica no longer follows the owner's column rules (they
     /// changed since the table was created): `sync` re-creates and reloads them.
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
@@ -144,6 +151,9 @@ impl<T: Sink + ?Sized> Sink for Box<T> {
     fn target_name(&self, id: &TableId) -> Option<String> {
         (**self).target_name(id)
     }
+    fn prepare(&mut self) -> Result<(), SinkError> {
+        (**self).prepare()
+    }
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {
         (**self).layout_changed()
     }
@@ -183,6 +193,9 @@ macro_rules! state_store_via_inner {
         impl $crate::state::StateStore for $wrapper {
             fn all_records(&self) -> Vec<$crate::state::TableRecord> {
                 self.records_above()
+            }
+            fn table(&self, id: &$crate::schema::TableId) -> Option<$crate::state::TableRecord> {
+                self.inner.table(id).and_then(|record| self.record_above(record))
             }
             fn offset_rows(&mut self) -> Result<$crate::state::Offsets, $crate::db::SinkError> {
                 self.inner.offset_rows()

@@ -42,16 +42,15 @@ impl std::fmt::Debug for Projecting {
 impl Projecting {
     /// Every record as the replica looks from above: the source's layout, no tables of the owner's own.
     fn records_above(&self) -> Vec<TableRecord> {
-        self.inner
-            .all_records()
-            .into_iter()
-            .map(|mut record| {
-                if let Some(source) = self.sources.get(&record.schema.id) {
-                    record.schema = source.clone();
-                }
-                record
-            })
-            .collect()
+        self.inner.all_records().into_iter().filter_map(|r| self.record_above(r)).collect()
+    }
+
+    /// One record as seen from above: a ruled table in its source layout.
+    fn record_above(&self, mut record: TableRecord) -> Option<TableRecord> {
+        if let Some(source) = self.sources.get(&record.schema.id) {
+            record.schema = source.clone();
+        }
+        Some(record)
     }
 
     /// `inner` through the owner's column rules; reads the source layouts stored in its facts.
@@ -137,6 +136,10 @@ impl Sink for Projecting {
         }
         let units = batch.units().iter().map(|u| self.project_unit(u)).collect::<Result<Vec<_>, _>>()?;
         self.inner.apply(&batch.with_changes(&units))
+    }
+
+    fn prepare(&mut self) -> Result<(), SinkError> {
+        self.inner.prepare()
     }
 
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {

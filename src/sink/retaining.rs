@@ -32,17 +32,18 @@ impl std::fmt::Debug for Retaining {
 impl Retaining {
     /// Every record as the replica looks from above: the source's layout, no tables of the owner's own.
     fn records_above(&self) -> Vec<TableRecord> {
-        self.inner
-            .all_records()
-            .into_iter()
-            .filter(|r| !layout::is_history(&r.schema))
-            .map(|mut record| {
-                if layout::is_soft(&record.schema) {
-                    record.schema = Arc::new(layout::strip_soft(&record.schema));
-                }
-                record
-            })
-            .collect()
+        self.inner.all_records().into_iter().filter_map(|r| self.record_above(r)).collect()
+    }
+
+    /// One record as seen from above: history tables hidden, soft tables without their flags.
+    fn record_above(&self, mut record: TableRecord) -> Option<TableRecord> {
+        if layout::is_history(&record.schema) {
+            return None;
+        }
+        if layout::is_soft(&record.schema) {
+            record.schema = Arc::new(layout::strip_soft(&record.schema));
+        }
+        Some(record)
     }
 
     /// `inner` through the owner's delete modes.
@@ -74,7 +75,7 @@ impl Retaining {
     }
 
     /// The units of `batch` as the target lays them out: soft rows with their flags, history
-    /// rows added. History tables missing (the mode was switched on) are created first.
+    /// rows added.
     fn lay_out(&mut self, batch: &Batch) -> Result<Vec<Unit>, SinkError> {
         let mut layouts: HashMap<TableId, (Arc<TableSchema>, Vec<Option<usize>>)> = HashMap::new();
         let mut out = Vec::new();
@@ -106,10 +107,11 @@ impl Retaining {
                 DeleteMode::History => {
                     let history_id = layout::history_id(id);
                     if !unit.log.is_empty() && !layouts.contains_key(&history_id) {
-                        if !self.inner_record(&history_id).is_some_and(|r| layout::is_history(&r.schema)) {
-                            self.follow_history(&unit.schema)?;
-                        }
-                        let record = self.inner_record(&history_id).ok_or_else(|| crate::sink::missing(&history_id))?;
+                        // Created with its table, or by `prepare` when the mode was switched on.
+                        let record = self
+                            .inner_record(&history_id)
+                            .filter(|r| layout::is_history(&r.schema))
+                            .ok_or_else(|| crate::sink::missing(&history_id))?;
                         let slots = layout::slots(&record.schema.columns, &unit.schema);
                         layouts.insert(history_id.clone(), (record.schema.clone(), slots));
                     }
@@ -147,8 +149,13 @@ impl Sink for Retaining {
         let mode = self.owner.modes.for_table(id);
         if mode != DeleteMode::Soft {
             let outcome = self.inner.change_schema(change, intent)?;
-            let follows =
-                matches!(outcome, SchemaOutcome::Created | SchemaOutcome::Altered { .. } | SchemaOutcome::Recreated);
+            let follows = matches!(
+                outcome,
+                SchemaOutcome::Created
+                    | SchemaOutcome::Altered { .. }
+                    | SchemaOutcome::Recreated
+                    | SchemaOutcome::Adopted
+            );
             if mode == DeleteMode::History && follows && !id.is_shadow() {
                 self.follow_history(&change.table)?;
             }
@@ -166,6 +173,19 @@ impl Sink for Retaining {
         }
         let units = self.lay_out(batch)?;
         self.inner.apply(&batch.with_changes(&units))
+    }
+
+    fn prepare(&mut self) -> Result<(), SinkError> {
+        self.inner.prepare()?;
+        for record in self.inner.tables() {
+            let id = &record.schema.id;
+            let missing = !self.inner_record(&layout::history_id(id)).is_some_and(|r| layout::is_history(&r.schema));
+            if self.owner.modes.for_table(id) == DeleteMode::History && !layout::is_history(&record.schema) && missing {
+                tracing::info!(table = %id, "the table keeps a history from now on: its history table is created");
+                self.follow_history(&record.schema)?;
+            }
+        }
+        Ok(())
     }
 
     fn layout_changed(&mut self) -> Result<Vec<TableId>, SinkError> {

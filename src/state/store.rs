@@ -69,6 +69,9 @@ impl<T: StateStore + ?Sized> StateStore for Box<T> {
     fn all_records(&self) -> Vec<TableRecord> {
         (**self).all_records()
     }
+    fn table(&self, id: &TableId) -> Option<TableRecord> {
+        (**self).table(id)
+    }
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         (**self).offset_rows()
     }

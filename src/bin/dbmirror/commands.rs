@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use dbmirror::clock::now_ms;
 use dbmirror::pipeline::{SyncOptions, SyncSummary, facts, sync};
 use dbmirror::policy::{Action, PURGED_ADVICE};
-use dbmirror::schema::{TableId, TablePattern};
+use dbmirror::schema::TableId;
 use dbmirror::sink::shadow;
 use dbmirror::source::replication::SessionInfo;
-use dbmirror::state::{SessionValue, StateStore};
+use dbmirror::state::StateStore;
 
 use crate::instance::{Instance, InstanceLock};
 
@@ -74,7 +73,7 @@ pub fn run_sync_with(
         let pages = dbmirror::metrics::serve::Pages {
             metrics: options.metrics.clone(),
             window: instance.config.metrics.health_window,
-            owner: Some(Arc::new(crate::owner_page::InstancePage::new(instance))),
+            owner: Some(Arc::new(crate::owner_page::page(instance))),
         };
         let bound = dbmirror::metrics::serve::start(address, pages)?;
         tracing::info!("the replica's status page: http://{bound}/status");
@@ -163,7 +162,7 @@ pub fn update_schema(instance: &Instance) -> Result<()> {
 /// resync itself and returns when it is done.
 pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     let mut state = instance.open()?;
-    let ids = request_resyncs(state.as_mut(), names)?;
+    let ids = dbmirror::pipeline::resync::request(state.as_mut(), names)?;
     let list = ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     if let Some(pid) = InstanceLock::holder(&instance.lock_path()) {
         println!(
@@ -186,28 +185,4 @@ pub fn resync_tables(instance: &Instance, names: &[String]) -> Result<()> {
     let rows: u64 = ids.iter().filter_map(|id| summary.as_ref()?.rows_total.get(&id.to_string())).sum();
     println!("Resync complete: {list} ({rows} rows written)");
     Ok(())
-}
-
-/// Stores resync requests for `names` (`schema.table` or `table`, any case) in the replica,
-/// where a running `sync` picks them up; refuses a name the replica does not replicate.
-pub fn request_resyncs(state: &mut dyn dbmirror::sink::Replica, names: &[String]) -> Result<Vec<TableId>> {
-    let known: Vec<TableId> = state.tables().into_iter().map(|r| r.schema.id.clone()).collect();
-    let mut ids = Vec::new();
-    for name in names {
-        let pattern = TablePattern::new(name);
-        let found = known.iter().find(|id| !pattern.is_any() && pattern.matches(id));
-        match found {
-            Some(id) if ids.contains(id) => {}
-            Some(id) => ids.push(id.clone()),
-            None => bail!(
-                "`{name}` is not a replicated table; the replica has: {}",
-                known.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            ),
-        }
-    }
-    let stamp = now_ms().to_string();
-    let facts: Vec<(String, SessionValue)> =
-        ids.iter().map(|id| (shadow::request_fact(id), SessionValue::Text(stamp.clone()))).collect();
-    state.write_facts(&facts.iter().map(|(n, v)| (n.as_str(), v.clone())).collect::<Vec<_>>())?;
-    Ok(ids)
 }

@@ -2,7 +2,7 @@
 //! `sync` run per folder. Everything else an instance knows lives in its replica's
 //! `_ReplicationState`. Every command starts here; this module depends on no other command.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -122,44 +122,35 @@ impl Instance {
     }
 }
 
-/// One `sync` at a time per instance folder: an OS file lock on `dbmirror.lock`, which also
-/// holds the owner's process id for messages. The operating system releases the lock when the
-/// process ends, however it ends, so a crash never leaves a stale lock behind.
+/// One `sync` at a time per instance folder: an OS file lock on `dbmirror.lock` (see
+/// [`dbmirror::lockfile`]), which also holds the owner's process id for messages.
 pub struct InstanceLock(#[allow(dead_code)] File);
-
-fn open_lock(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
-}
 
 impl InstanceLock {
     /// The process id of a live holder of the lock, if any.
     pub fn holder(path: &Path) -> Option<String> {
-        let mut file = open_lock(path).ok()?;
-        match file.try_lock() {
-            Ok(()) => {
+        match dbmirror::lockfile::try_lock(path) {
+            Ok(Some(file)) => {
                 let _ = file.unlock();
                 None
             }
-            Err(TryLockError::WouldBlock) => {
+            Ok(None) => {
                 let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
+                let _ = dbmirror::lockfile::open(path).ok()?.read_to_string(&mut pid);
                 Some(if pid.trim().is_empty() { "?".into() } else { pid.trim().to_owned() })
             }
-            Err(TryLockError::Error(_)) => None,
+            Err(_) => None,
         }
     }
 
     /// Takes the lock, or says which process holds it.
     pub fn take(path: &Path) -> Result<Self> {
-        let mut file = open_lock(path).with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let pid = Self::holder(path).unwrap_or_else(|| "?".into());
-                bail!("another dbmirror (process {pid}) is running in {}", path.parent().unwrap_or(path).display());
-            }
-            Err(TryLockError::Error(e)) => return Err(e).context(format!("locking {}", path.display())),
-        }
+        let Some(mut file) =
+            dbmirror::lockfile::try_lock(path).with_context(|| format!("locking {}", path.display()))?
+        else {
+            let pid = Self::holder(path).unwrap_or_else(|| "?".into());
+            bail!("another dbmirror (process {pid}) is running in {}", path.parent().unwrap_or(path).display());
+        };
         file.set_len(0)?;
         file.rewind()?;
         write!(file, "{}", std::process::id())?;

@@ -1,41 +1,41 @@
-//! The status page's data and actions for an instance folder (the page itself is
-//! [`dbmirror::metrics::page`]): what `status --json` reports, read from the replica on each
-//! request, and resync requests stored as `resync-tables` stores them.
+//! Where an instance folder's status page (see [`dbmirror::status::page`]) gets its data: the
+//! instance's replica, opened on each request, so the page shows what is stored.
 
 use std::path::PathBuf;
 
-use dbmirror::metrics::serve::OwnerPage;
+use dbmirror::status::StatusReport;
+use dbmirror::status::page::{StatusPage, StatusSource};
 
-use crate::instance::{Instance, describe};
+use crate::instance::{Instance, InstanceLock, describe};
 
-/// An instance folder's status page.
-pub struct InstancePage {
+/// An instance folder, as the status page reads it.
+pub struct InstanceSource {
     dir: PathBuf,
-    actions: bool,
 }
 
-impl InstancePage {
-    /// The page of the instance in `dir`; `actions`: `Metrics.StatusPageActions`.
-    pub fn new(instance: &Instance) -> Self {
-        InstancePage { dir: instance.dir().to_owned(), actions: instance.config.metrics.status_page_actions }
+/// The status page of `instance` (actions as `Metrics.StatusPageActions` says).
+pub fn page(instance: &Instance) -> StatusPage<InstanceSource> {
+    StatusPage::new(InstanceSource { dir: instance.dir().to_owned() }, instance.config.metrics.status_page_actions)
+}
+
+impl InstanceSource {
+    fn open(&self) -> anyhow::Result<(Instance, Box<dyn dbmirror::sink::Replica>)> {
+        let instance = Instance::load_to_look(&self.dir)?;
+        let replica = instance.open_existing()?;
+        Ok((instance, replica))
     }
 }
 
-impl OwnerPage for InstancePage {
-    fn status(&self) -> Result<serde_json::Value, String> {
-        let instance = Instance::load_to_look(&self.dir).map_err(|e| describe(&e))?;
-        crate::report::status_report(&instance, false).map_err(|e| describe(&e))
+impl StatusSource for InstanceSource {
+    fn report(&self) -> Result<StatusReport, String> {
+        let (instance, mut replica) = self.open().map_err(|e| describe(&e))?;
+        let running = InstanceLock::holder(&instance.lock_path()).is_some();
+        StatusReport::read(replica.as_mut(), running).map_err(|e| e.to_string())
     }
 
-    fn actions(&self) -> bool {
-        self.actions
-    }
-
-    fn resync(&self, table: &str) -> Result<(), String> {
-        let instance = Instance::load_to_look(&self.dir).map_err(|e| describe(&e))?;
-        let mut state = instance.open_existing().map_err(|e| describe(&e))?;
-        crate::commands::request_resyncs(state.as_mut(), &[table.to_owned()]).map_err(|e| describe(&e))?;
-        tracing::info!(table, "resync requested from the status page");
+    fn request_resync(&self, table: &str) -> Result<(), String> {
+        let (_, mut replica) = self.open().map_err(|e| describe(&e))?;
+        dbmirror::pipeline::resync::request(replica.as_mut(), &[table.to_owned()]).map_err(|e| e.to_string())?;
         Ok(())
     }
 }

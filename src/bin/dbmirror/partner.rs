@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::partner::databases::Databases;
 use dbmirror::partner::{Partner, passes};
+use dbmirror::status::{StatusReport, TenantLine};
 
 use crate::instance::{Instance, InstanceLock};
 
@@ -58,40 +59,17 @@ pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
     let mut lines = Vec::new();
     for ctx in databases.existing()? {
         let tenant = instance.for_tenant(&ctx)?;
-        let line = match crate::report::status_report(&tenant, false) {
-            Ok(report) => {
-                let session = tenant.open_existing()?.read_facts()?;
-                let (state, host) = passes::summary(&session);
-                let tables = report["tables"].as_array().map_or(0, Vec::len);
-                let rows: u64 =
-                    report["tables"].as_array().into_iter().flatten().filter_map(|t| t["rows"].as_u64()).sum();
-                serde_json::json!({"tenant": ctx, "database": databases.name(&ctx)?, "state": state, "host": host,
-                    "tables": tables, "rows": rows, "lag": report["lag"], "last_error": report["last_error"]})
-            }
-            Err(e) => serde_json::json!({"tenant": ctx, "error": crate::instance::describe(&e)}),
-        };
-        lines.push(line);
+        let line = tenant.open_existing().and_then(|mut replica| {
+            let report = StatusReport::read(replica.as_mut(), false)?;
+            let pass = passes::summary(&replica.read_facts()?);
+            Ok(TenantLine::of(&ctx, Some(databases.name(&ctx)?), &report, pass))
+        });
+        lines.push(line.unwrap_or_else(|e| TenantLine::unreadable(&ctx, crate::instance::describe(&e))));
     }
     if as_json {
-        println!("{:#}", serde_json::Value::Array(lines));
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        println!("{}", TenantLine::text(&lines));
     }
-    println!("{:<14} {:<10} {:>6} {:>9} {:>8}  {:<24} last error", "tenant", "state", "tables", "rows", "lag", "host");
-    for l in &lines {
-        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-        let lag = l["lag"]["records"].as_u64().map_or("-".to_owned(), |n| n.to_string());
-        let error = l["last_error"]["message"].as_str().or(l["error"].as_str()).unwrap_or("");
-        println!(
-            "{:<14} {:<10} {:>6} {:>9} {:>8}  {:<24} {}",
-            text(&l["tenant"]),
-            text(&l["state"]),
-            l["tables"].as_u64().unwrap_or(0),
-            l["rows"].as_u64().unwrap_or(0),
-            lag,
-            text(&l["host"]),
-            error.lines().next().unwrap_or("")
-        );
-    }
-    println!("{} tenant(s); `status --tenant <ctx>` shows one in full", lines.len());
     Ok(())
 }

@@ -6,11 +6,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
 use dbmirror::config::redact_connection_string;
-use dbmirror::pipeline::{facts, refresh_tokens};
-use dbmirror::sink::shadow;
+use dbmirror::pipeline::refresh_tokens;
 use dbmirror::source::replication::SessionInfo;
-use dbmirror::state::{FAILED_REASON, SessionValue, TableState, prefixed_facts};
-use serde_json::json;
+use dbmirror::state::SessionValue;
+use dbmirror::status::{CloudView, StatusReport};
 use std::sync::atomic::AtomicBool;
 
 use crate::instance::Instance;
@@ -46,126 +45,33 @@ pub fn info(instance: &Instance) -> Result<()> {
 
 /// `status`: tables, rows and state; offsets; lag; the last error; the cloud's view.
 pub fn status(instance: &Instance, as_json: bool) -> Result<()> {
-    let report = status_report(instance, true)?;
-    if as_json {
-        println!("{report:#}");
-        return Ok(());
-    }
-    print_status(&report);
-    Ok(())
-}
-
-/// What `status --json` prints and the status page shows. `with_cloud` adds the cloud's own
-/// view (a network call; the page leaves it out and shows what the replica knows).
-pub fn status_report(instance: &Instance, with_cloud: bool) -> Result<serde_json::Value> {
     let mut state = instance.open_existing()?;
-    let mut tables = Vec::new();
-    let mut records = state.tables();
-    records.sort_by_key(|r| r.schema.id.to_string());
-    let session = state.read_facts()?;
-    let (requested, running) = (shadow::requested(&session), shadow::running(&session));
-    let last_applied = facts::last_applied(&session);
-    let shadows = shadow::shadows(&state);
-    for r in &records {
-        let id = &r.schema.id;
-        let failed = r.state == TableState::Failed;
-        // A failed table is not in the replica: nothing to count.
-        let rows = if failed { None } else { Some(state.count_rows(id)?) };
-        let mut entry = json!({"table": id.to_string(), "state": r.state.as_str(), "rows": rows,
-            "last_change_ms": last_applied.get(&id.to_string())});
-        if failed {
-            let reason = prefixed_facts(&session, FAILED_REASON).find(|(t, _)| *t == id.to_string()).map(|(_, r)| r);
-            entry["failed_reason"] = json!(reason.unwrap_or("(not recorded; see the log)"));
-        }
-        if shadows.iter().any(|s| s.schema.id == id.shadow()) && running.iter().any(|(t, _)| t == id) {
-            entry["state"] = json!("resyncing");
-            entry["resync_rows_loaded"] = json!(state.count_rows(&id.shadow())?);
-        } else if requested.contains(id) {
-            entry["state"] = json!("resync_requested");
-        }
-        tables.push(entry);
-    }
-    let offsets: Vec<_> =
-        state.offsets()?.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "last_applied": o})).collect();
-    let cloud = if with_cloud { cloud_view(instance, state.as_mut())? } else { json!(null) };
     let running = InstanceLock::holder(&instance.lock_path()).is_some();
-    let last_error = facts::last_error(&session).map(|(at, message)| json!({"at_ms": at, "message": message}));
-    let lag = lag_report(&session);
-    let refused = state.read_refused()?.len();
-    let info = SessionInfo::from_facts(&session)
-        .map(|i| json!({"tenant": i.tenant_context_id, "replication_id": i.replication_id, "cloud_url": i.cloud_url}));
-    Ok(json!({"running": running, "session": info, "tables": tables, "offsets": offsets, "cloud": cloud,
-        "last_commit_cycle_ms": facts::last_cycle(&session), "last_error": last_error, "lag": lag,
-        "refused_changes": refused}))
+    let mut report = StatusReport::read(state.as_mut(), running)?;
+    report.cloud = Some(cloud_view(instance, state.as_mut()));
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(())
 }
 
 /// The cloud's own view of the session (`GET status`), or the reason it is not available:
 /// optional, so local facts are shown even when the cloud is unreachable or the session revoked.
-fn cloud_view(instance: &Instance, state: &mut dyn dbmirror::sink::Replica) -> Result<serde_json::Value> {
+fn cloud_view(instance: &Instance, state: &mut dyn dbmirror::sink::Replica) -> CloudView {
     let mut replication = match instance.replication(state) {
         Ok(replication) => replication,
-        Err(e) => return Ok(json!({"error": e.to_string()})),
+        Err(e) => return CloudView::Error { error: e.to_string() },
     };
     let refreshed = if replication.needs_refresh() {
         refresh_tokens(&mut replication, state, &instance.key, &AtomicBool::new(false)).map_err(|e| e.to_string())
     } else {
         Ok(())
     };
-    Ok(match refreshed.and_then(|()| replication.status().map_err(|e| e.to_string())) {
-        Ok(status) => serde_json::to_value(status)?,
-        Err(e) => json!({"error": e}),
-    })
-}
-
-/// `status`'s text form of a [`status_report`].
-fn print_status(report: &serde_json::Value) {
-    let ago = |ms: Option<i64>| ms.map_or("never".to_owned(), |ms| format!("{} s ago", (now_ms() - ms).max(0) / 1000));
-    let (tables, lag, cloud) =
-        (report["tables"].as_array().cloned().unwrap_or_default(), &report["lag"], &report["cloud"]);
-    println!("client running: {}", if report["running"] == true { "yes" } else { "no" });
-    println!("{:<32} {:<16} {:>10}  last change", "table", "state", "rows");
-    for t in &tables {
-        let loaded = t["resync_rows_loaded"].as_u64().map(|n| format!("  ({n} rows loaded into the shadow)"));
-        println!(
-            "{:<32} {:<16} {:>10}  {}{}",
-            t["table"].as_str().unwrap_or(""),
-            t["state"].as_str().unwrap_or(""),
-            t["rows"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
-            ago(t["last_change_ms"].as_i64()),
-            loaded.unwrap_or_default()
-        );
-        if let Some(reason) = t["failed_reason"].as_str() {
-            println!(
-                "  left out, the replica cannot hold it: {reason}\n  fix the cause, then `dbmirror resync-tables {}`",
-                t["table"].as_str().unwrap_or("")
-            );
-        }
-    }
-    for o in report["offsets"].as_array().into_iter().flatten() {
-        println!("offset {}/{}: {}", o["topic"].as_str().unwrap_or(""), o["partition"], o["last_applied"]);
-    }
-    println!("offsets last acknowledged: {}", ago(report["last_commit_cycle_ms"].as_i64()));
-    match report["last_error"]["message"].as_str() {
-        Some(message) => println!("last error ({}): {message}", ago(report["last_error"]["at_ms"].as_i64())),
-        None => println!("last error: none"),
-    }
-    match lag["records"].as_i64() {
-        Some(0) => println!("lag: none, the replica was current at the last commit cycle"),
-        Some(records) => println!(
-            "lag: {records} records behind the cloud{} at the last commit cycle",
-            lag["seconds"].as_i64().map(|s| format!(", newest applied change {s} s old")).unwrap_or_default()
-        ),
-        None => println!("lag: not known yet (no commit cycle recorded)"),
-    }
-    if let Some(e) = cloud["error"].as_str() {
-        println!("cloud: {e}");
-    }
-    match report["refused_changes"].as_u64() {
-        Some(0) | None => {}
-        Some(n) => println!(
-            "refused changes: {n} in _ReplicationErrors (`dbmirror errors` lists them; fix the cause, then \
-             `dbmirror retry-errors`)"
-        ),
+    match refreshed.and_then(|()| replication.status().map_err(|e| e.to_string())) {
+        Ok(status) => CloudView::Reply(Box::new(status)),
+        Err(error) => CloudView::Error { error },
     }
 }
 
@@ -197,22 +103,6 @@ pub fn retry_errors(instance: &Instance) -> Result<usize> {
         println!("still refused #{} ({} key {}): {error}", r.id, r.table, r.key);
     }
     Ok(outcome.still_refused.len())
-}
-
-/// The lag the last commit cycle recorded: records behind the cloud's ends per partition and
-/// in total (from the replica's own offsets), and its age in seconds (0 when current, else the
-/// age of the newest applied change).
-fn lag_report(session: &dbmirror::state::Session) -> serde_json::Value {
-    let Some(lag) = facts::last_lag(session) else { return json!({"records": null}) };
-    let records: i64 = lag.behind.values().sum();
-    let seconds = match (records, lag.newest_source_ms) {
-        (0, _) => Some(0),
-        (_, Some(ms)) => Some((now_ms() - ms).max(0) / 1000),
-        (_, None) => None,
-    };
-    let partitions: Vec<_> =
-        lag.behind.iter().map(|((t, p), n)| json!({"topic": t, "partition": p, "records": n})).collect();
-    json!({"records": records, "seconds": seconds, "partitions": partitions, "as_of_ms": facts::last_cycle(session)})
 }
 
 /// How long `verify` waits for tables that changed at the source to be applied, while a

@@ -14,6 +14,7 @@
 //! where this was written, so that suite has not run here.
 
 pub mod encode;
+pub mod server;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -328,6 +329,10 @@ impl Sink for MssqlSink {
 impl StateStore for MssqlSink {
     fn all_records(&self) -> Vec<TableRecord> {
         self.tables.values().cloned().collect()
+    }
+
+    fn table(&self, id: &TableId) -> Option<TableRecord> {
+        self.tables.get(id).cloned()
     }
 
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {

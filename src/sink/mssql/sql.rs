@@ -356,6 +356,12 @@ pub fn create_database(name: &str) -> String {
     format!("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", name.replace('\'', "''"), quote(name))
 }
 
+/// Whether a database exists (`@P1`: its name).
+pub const DATABASE_EXISTS: &str = "SELECT 1 FROM sys.databases WHERE name = @P1";
+
+/// The server's user databases (the system ones left out), by name.
+pub const LIST_DATABASES: &str = "SELECT name FROM sys.databases WHERE database_id > 4 ORDER BY name";
+
 /// Fails unless the login may create databases (partner mode's `validate`).
 pub fn check_create_database() -> String {
     "IF HAS_PERMS_BY_NAME(NULL, NULL, 'CREATE ANY DATABASE') = 0 \

@@ -329,6 +329,10 @@ impl StateStore for PgSink {
         self.tables.values().cloned().collect()
     }
 
+    fn table(&self, id: &TableId) -> Option<TableRecord> {
+        self.tables.get(id).cloned()
+    }
+
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {
         self.ensure_connected()?;
         table::read_offsets(&mut Exec(&mut self.client), &self.state)

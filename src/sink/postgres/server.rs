@@ -1,10 +1,72 @@
-//! Server-level work for partner mode (see `crate::partner`): creating a tenant's database,
-//! and the session advisory lock that makes one process at a time mirror a tenant.
+//! Server-level work for partner mode (see `crate::partner` and [`crate::sink::server`]):
+//! creating a tenant's database, listing them, the login's rights, and the session advisory
+//! lock that makes one process at a time mirror a tenant.
 
 use ::postgres::Client;
 
 use super::{PgSink, err};
 use crate::db::SinkError;
+use crate::sink::server::{Held, Server};
+
+/// A PostgreSQL server, by a connection string to any database on it.
+#[derive(Debug, Clone)]
+pub struct PgServer(String);
+
+impl PgServer {
+    /// The server `connection_string` reaches.
+    pub fn new(connection_string: &str) -> Self {
+        PgServer(connection_string.to_owned())
+    }
+}
+
+impl Server for PgServer {
+    fn connection_string(&self, name: &str) -> Result<String, SinkError> {
+        Ok(with_database(&self.0, name))
+    }
+
+    fn ensure_database(&self, name: &str) -> Result<bool, SinkError> {
+        create_database(&self.0, name)
+    }
+
+    fn databases(&self) -> Result<Vec<String>, SinkError> {
+        databases(&self.0)
+    }
+
+    fn check_rights(&self) -> Result<String, SinkError> {
+        if may_create_databases(&self.0)? {
+            Ok("the login may create databases".into())
+        } else {
+            Err(SinkError::ConnectionString(
+                "the login may not create databases: grant it CREATEDB (ALTER ROLE … CREATEDB)".into(),
+            ))
+        }
+    }
+
+    fn try_claim(&self, name: &str) -> Result<Option<Box<dyn Held>>, SinkError> {
+        Ok(try_claim(&self.0, name)?.map(|c| Box::new(c) as Box<dyn Held>))
+    }
+}
+
+impl Held for Claim {}
+
+/// A PostgreSQL connection string naming database `name`: a URL's path, or a key-value
+/// string's `dbname` (replaced or added).
+pub fn with_database(server: &str, name: &str) -> String {
+    if let Some(rest) = server.split_once("://") {
+        let (scheme, rest) = rest;
+        let (before_query, query) = rest.split_once('?').map_or((rest, None), |(a, q)| (a, Some(q)));
+        let authority = before_query.split('/').next().unwrap_or_default();
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        return format!("{scheme}://{authority}/{name}{query}");
+    }
+    let mut parts: Vec<String> = server
+        .split_whitespace()
+        .filter(|p| !p.to_ascii_lowercase().starts_with("dbname="))
+        .map(str::to_owned)
+        .collect();
+    parts.push(format!("dbname={name}"));
+    parts.join(" ")
+}
 
 /// A connection to the server (the database the connection string names), without a replica.
 pub fn connect(server: &str) -> Result<Client, SinkError> {
@@ -14,7 +76,7 @@ pub fn connect(server: &str) -> Result<Client, SinkError> {
 
 /// Creates database `name` when missing; returns whether it did. Two processes creating it at
 /// once are fine: the loser sees it exist.
-pub fn create_database(server: &str, name: &str) -> Result<bool, SinkError> {
+fn create_database(server: &str, name: &str) -> Result<bool, SinkError> {
     let mut client = connect(server)?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -31,7 +93,7 @@ pub fn create_database(server: &str, name: &str) -> Result<bool, SinkError> {
 }
 
 /// Whether the login may create databases (`CREATEDB`, or a superuser).
-pub fn may_create_databases(server: &str) -> Result<bool, SinkError> {
+fn may_create_databases(server: &str) -> Result<bool, SinkError> {
     let mut client = connect(server)?;
     let row = client
         .query_one("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
@@ -40,7 +102,7 @@ pub fn may_create_databases(server: &str) -> Result<bool, SinkError> {
 }
 
 /// The server's databases (templates left out).
-pub fn databases(server: &str) -> Result<Vec<String>, SinkError> {
+fn databases(server: &str) -> Result<Vec<String>, SinkError> {
     let mut client = connect(server)?;
     let rows = client
         .query("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname", &[])
@@ -63,7 +125,7 @@ pub fn lock_key(name: &str) -> i64 {
 }
 
 /// Takes the lock of `name` if no other session holds it.
-pub fn try_claim(server: &str, name: &str) -> Result<Option<Claim>, SinkError> {
+fn try_claim(server: &str, name: &str) -> Result<Option<Claim>, SinkError> {
     let mut client = connect(server)?;
     client
         .batch_execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")

@@ -8,6 +8,7 @@
 //! `12.34` into a float. Tables are named `<schema>_<table>` (or `<TablePrefix>_<table>`).
 
 mod encode;
+pub mod server;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -216,6 +217,10 @@ impl Sink for SqliteSink {
 impl StateStore for SqliteSink {
     fn all_records(&self) -> Vec<TableRecord> {
         self.tables.values().cloned().collect()
+    }
+
+    fn table(&self, id: &TableId) -> Option<TableRecord> {
+        self.tables.get(id).cloned()
     }
 
     fn offset_rows(&mut self) -> Result<Offsets, SinkError> {

@@ -5,6 +5,103 @@
 //! turned actions on (`Metrics.StatusPageActions`). Data is put into the page as text, never as
 //! markup.
 
+use super::StatusReport;
+use crate::metrics::serve::{OwnerPage, PageReply};
+
+/// Where the page gets its report and sends resync requests: whoever knows the instance
+/// (the binary opens its replica on each request, so the page always shows what is stored).
+pub trait StatusSource: Send + Sync {
+    /// Where the replica stands now.
+    fn report(&self) -> Result<StatusReport, String>;
+    /// Stores a resync request for `table`, as `resync-tables` does.
+    fn request_resync(&self, table: &str) -> Result<(), String>;
+}
+
+/// The status page of one replica: `GET /status` (the page), `GET /status.json` (its data:
+/// what `status --json` prints, plus whether actions are on) and, with actions on,
+/// `POST /status/resync?table=…`.
+pub struct StatusPage<S> {
+    source: S,
+    actions: bool,
+}
+
+impl<S: StatusSource> StatusPage<S> {
+    /// The page of `source`; `actions`: `Metrics.StatusPageActions`.
+    pub fn new(source: S, actions: bool) -> Self {
+        StatusPage { source, actions }
+    }
+}
+
+/// `/status.json`: the report and the page's one setting.
+#[derive(serde::Serialize)]
+struct PageData<'a> {
+    #[serde(flatten)]
+    report: &'a StatusReport,
+    actions: bool,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn reply(status: u16, content_type: &'static str, body: String) -> Option<PageReply> {
+    Some(PageReply { status, content_type, body })
+}
+
+impl<S: StatusSource> OwnerPage for StatusPage<S> {
+    fn answer(&self, method: &hyper::Method, path: &str, query: Option<&str>) -> Option<PageReply> {
+        use hyper::Method;
+        match (method, path) {
+            (&Method::GET, "/status" | "/") => reply(200, "text/html; charset=utf-8", STATUS_PAGE.to_owned()),
+            (&Method::GET, "/status.json") => match self.source.report() {
+                Ok(report) => {
+                    let data = PageData { report: &report, actions: self.actions };
+                    reply(200, "application/json", serde_json::to_string(&data).unwrap_or_default())
+                }
+                Err(e) => reply(503, TEXT, format!("{e}\n")),
+            },
+            (&Method::POST, "/status/resync") if !self.actions => {
+                reply(403, TEXT, "actions are off (Metrics.StatusPageActions)\n".into())
+            }
+            (&Method::POST, "/status/resync") => {
+                let table = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("table=")));
+                match table.map(percent_decode) {
+                    Some(table) => match self.source.request_resync(&table) {
+                        Ok(()) => {
+                            tracing::info!(table, "resync requested from the status page");
+                            reply(200, TEXT, format!("resync of {table} requested\n"))
+                        }
+                        Err(e) => reply(400, TEXT, format!("{e}\n")),
+                    },
+                    None => reply(400, TEXT, "`table` is required\n".into()),
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `%XX` escapes of a query value decoded (table names are plain ASCII).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The page.
 pub const STATUS_PAGE: &str = r##"<!doctype html>
 <html lang="en">
