@@ -55,7 +55,9 @@ pub struct Config {
     pub max_bytes: u64,
     /// `CommitIntervalSeconds`: how often applied offsets are acknowledged to the cloud (60 s).
     pub commit_interval: Duration,
-    /// `SchemaUpdateIntervalSeconds`: how often to check for new or changed tables (3600 s).
+    /// `SchemaUpdateIntervalSeconds` (3600 s): accepted so the original client's files load.
+    /// It has no effect: schema changes are read from the schema-history topic with every
+    /// fetch, so they apply as they happen.
     pub schema_update_interval: Duration,
     /// `DatabaseBatchSize`: events per replica transaction (10,000).
     pub database_batch_size: u32,
@@ -262,9 +264,11 @@ impl Config {
     /// The pipeline's knobs, by the same names, for a run of `sync`.
     pub fn sync_options(&self) -> SyncOptions {
         SyncOptions {
-            max_batch_size: self.max_batch_size,
-            max_bytes: self.max_bytes,
-            max_poll: self.max_poll_time,
+            fetch: crate::pipeline::FetchLimits {
+                max_events: self.max_batch_size,
+                max_bytes: self.max_bytes,
+                max_wait: self.max_poll_time,
+            },
             commit_interval: self.commit_interval,
             database_batch_size: self.database_batch_size,
             isolate_refused: self.replica.isolate_refused,

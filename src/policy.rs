@@ -59,7 +59,7 @@ pub fn source_action(error: &SourceError) -> Action {
                     "This client is too old for the cloud: install a newer dbmirror; configuration and state are kept.",
                 ),
             },
-            ErrorCode::SessionRevoked | ErrorCode::TokenReused => Action::Fatal {
+            ErrorCode::SessionRevoked | ErrorCode::TokenReused | ErrorCode::SessionNotFound => Action::Fatal {
                 advice: Some(
                     "The session was revoked: run `dbmirror reconnect`, and if that fails, `dbmirror provision`.",
                 ),
@@ -73,6 +73,12 @@ pub fn source_action(error: &SourceError) -> Action {
             _ => Action::Fatal { advice: None },
         },
     }
+}
+
+/// Whether the cloud says the session is over (revoked, a refresh token reused, or gone): a
+/// person must reconnect a single instance; a partner makes a new session by itself.
+pub fn session_ended(error: &SourceError) -> bool {
+    matches!(error.code(), Some(ErrorCode::SessionRevoked | ErrorCode::TokenReused | ErrorCode::SessionNotFound))
 }
 
 /// What an error from the replica means.

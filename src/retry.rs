@@ -32,6 +32,24 @@ impl Backoff {
         Backoff { first, max, next: first }
     }
 
+    /// For a call to the cloud that failed (a fetch, a token refresh): 0.5 s doubling to 60 s,
+    /// short because the next long-poll is what the replica waits for.
+    pub fn cloud() -> Self {
+        Self::new(Duration::from_millis(500), Duration::from_secs(60))
+    }
+
+    /// For a replica write that failed for a passing reason (a lock, a restart): 0.25 s
+    /// doubling to 30 s, the same batch written again each time.
+    pub fn replica() -> Self {
+        Self::new(Duration::from_millis(250), Duration::from_secs(30))
+    }
+
+    /// For a whole run that stopped (`sync` restarting, a partner's tenant list or one
+    /// tenant's pass): 1 s doubling to 5 min, so a lasting problem costs little.
+    pub fn run() -> Self {
+        Self::new(Duration::from_secs(1), Duration::from_secs(300))
+    }
+
     /// The next delay: between half and all of the current step (jitter, so many clients do
     /// not retry in lockstep), never less than `hint`; the step then doubles.
     pub fn delay(&mut self, hint: Option<Duration>) -> Duration {

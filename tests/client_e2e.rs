@@ -119,7 +119,11 @@ fn a_failing_replica_stops_without_losing_progress_and_converges_after_the_fix()
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, &key).unwrap();
         let replication = Replication::new(HttpClient::new(&w.url, None).unwrap(), info, tokens).unwrap();
-        let options = SyncOptions { max_poll: Duration::from_millis(300), until_idle: true, ..SyncOptions::default() };
+        let options = SyncOptions {
+            fetch: dbmirror::pipeline::FetchLimits::waiting(Duration::from_millis(300)),
+            until_idle: true,
+            ..SyncOptions::default()
+        };
         let failed = sync(
             replication,
             db.open(SinkOptions::default()),
@@ -210,7 +214,7 @@ fn a_restart_between_a_recreate_and_its_stale_records_converges() {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let options = SyncOptions {
-            max_batch_size: 10,
+            fetch: dbmirror::pipeline::FetchLimits { max_events: 10, ..crate::support::world::World::options().fetch },
             progress: Some(ProgressHook(Arc::new(move |_, _| flag.store(true, Ordering::Relaxed)))),
             ..crate::support::world::World::options()
         };
@@ -230,7 +234,7 @@ fn a_caught_up_sync_waits_through_default_long_polls() {
     for db in fresh_databases() {
         let (w, key) = ready(&db, "idle");
         let options = SyncOptions { database_batch_size: 200, ..SyncOptions::default() };
-        assert_eq!(options.max_poll, Duration::from_secs(30), "the default poll time");
+        assert_eq!(options.fetch.max_wait, Duration::from_secs(30), "the default poll time");
         let summary = w.while_syncing(&db, &key, &options, |_| {
             std::thread::sleep(Duration::from_secs(5));
             w.changes(40);

@@ -40,7 +40,7 @@ mod hooks;
 mod columns;
 
 /// `ErrorPolicy: Isolate`: refused rows kept in `_ReplicationErrors`, retried after the fix.
-mod dead_letter;
+mod refused;
 
 /// `resync-tables`: shadow tables loaded and swapped in while the source changes, on every target.
 mod client_resync;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use dbmirror::clock::now_ms;
 use dbmirror::cloud::journal::TenantOp;
 use dbmirror::cloud::service::Faults;
-use dbmirror::pipeline::{SyncOptions, SyncSummary, stored_tokens, sync};
+use dbmirror::pipeline::{FetchLimits, SyncOptions, SyncSummary, stored_tokens, sync};
 use dbmirror::secrets::SecretKey;
 use dbmirror::sink::SinkOptions;
 use dbmirror::sink::memory::MemoryReplica;
@@ -120,7 +120,7 @@ fn a_fetch_of_only_skipped_records_is_progress_not_idle() {
     w.cloud.with(|s| s.run("e2e1", &TenantOp::DropTable { table: "crm7.address".into() }, now_ms())).unwrap();
     let mut replica = MemoryReplica::new(SinkOptions::default());
     provision(&w, &mut replica, &key);
-    let options = SyncOptions { max_batch_size: 3, ..World::options() };
+    let options = SyncOptions { fetch: FetchLimits { max_events: 3, ..World::options().fetch }, ..World::options() };
     run(&w, &replica, &key, &options);
     assert_eq!(w.verify_replica(&mut replica.clone(), "one run until idle, after a drop"), 19);
 }
@@ -226,7 +226,7 @@ fn until_idle_returns_promptly_and_ends_under_a_steady_change_rate() {
     let key = key();
     let mut replica = MemoryReplica::new(SinkOptions::default());
     provision(&w, &mut replica, &key);
-    let options = SyncOptions { max_poll: std::time::Duration::from_secs(30), ..World::options() };
+    let options = SyncOptions { fetch: FetchLimits::waiting(std::time::Duration::from_secs(30)), ..World::options() };
     let started = std::time::Instant::now();
     run(&w, &replica, &key, &options);
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "caught up: no full long-poll wait");
@@ -250,7 +250,11 @@ fn until_idle_returns_promptly_and_ends_under_a_steady_change_rate() {
 fn a_suspension_ends_a_waiting_long_poll_at_once() {
     let (w, key, replica) = synced(SinkOptions::default());
     w.cloud.with(|s| s.suspended_retry_after_s = 1);
-    let options = SyncOptions { until_idle: false, max_poll: std::time::Duration::from_secs(30), ..World::options() };
+    let options = SyncOptions {
+        until_idle: false,
+        fetch: FetchLimits::waiting(std::time::Duration::from_secs(30)),
+        ..World::options()
+    };
     let stop = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
         let run = s.spawn(|| run_until(&w, &replica, &key, &options, stop.clone()));

@@ -369,13 +369,13 @@ impl StateStore for FlakySink {
 
     fn write_refused(
         &mut self,
-        refused: &[dbmirror::state::errors::Refusal],
+        refused: &[dbmirror::state::refused::Refusal],
         progress: (&dbmirror::state::Offsets, Option<u64>),
     ) -> Result<(), dbmirror::sink::SinkError> {
         self.inner.write_refused(refused, progress)
     }
 
-    fn read_refused(&mut self) -> Result<Vec<dbmirror::state::errors::RefusedRow>, dbmirror::sink::SinkError> {
+    fn read_refused(&mut self) -> Result<Vec<dbmirror::state::refused::RefusedRow>, dbmirror::sink::SinkError> {
         self.inner.read_refused()
     }
 

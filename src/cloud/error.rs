@@ -39,13 +39,16 @@ impl ApiError {
         self
     }
 
-    /// The JSON body: `{"error":{"code","message",…details}}`.
+    /// The JSON body: `{"error":{"code","message",…details}}` (the protocol's
+    /// [`crate::protocol::ErrorReply`], which the client reads).
     pub fn body(&self) -> Json {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(map), Json::Object(details)) = (error.as_object_mut(), self.details.as_ref()) {
-            map.extend(details.clone());
-        }
-        json!({ "error": error })
+        let details = match self.details.as_ref() {
+            Json::Object(details) => details.clone(),
+            _ => Default::default(),
+        };
+        let error =
+            crate::protocol::ErrorObject { code: self.code.clone(), message: self.message.to_string(), details };
+        serde_json::to_value(crate::protocol::ErrorReply { error }).unwrap_or(Json::Null)
     }
 }
 

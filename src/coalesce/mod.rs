@@ -34,9 +34,13 @@ pub struct FlushPolicy {
     pub max_age: Duration,
 }
 
+/// Records per replica transaction when the configuration does not say (`DatabaseBatchSize`,
+/// the original client's default).
+pub const DEFAULT_BATCH_RECORDS: u32 = 10_000;
+
 impl Default for FlushPolicy {
     fn default() -> Self {
-        Self { max_records: 10_000, max_bytes: 64 << 20, max_age: Duration::from_secs(1) }
+        Self { max_records: u64::from(DEFAULT_BATCH_RECORDS), max_bytes: 64 << 20, max_age: Duration::from_secs(1) }
     }
 }
 

@@ -36,6 +36,23 @@ impl SectionError {
     }
 }
 
+/// A rule of the owner's that a table's columns do not allow: the table is left out (see
+/// `state::TableState::Failed`) until the rule or the table changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleConflict {
+    /// A key column may be hashed, never excluded or fixed: rows would lose their identity.
+    #[error("key column `{column}` of {table} can be hashed but not excluded or fixed")]
+    KeyColumn {
+        /// The table.
+        table: String,
+        /// The key column.
+        column: String,
+    },
+    /// `Soft` needs `_deleted` and `_deleted_at`, and the source already has one of them.
+    #[error("has a column named {0}, which soft deletes need: use Hard or History")]
+    SoftColumnTaken(&'static str),
+}
+
 /// Every rule of the replica's owner. Parsed once per configuration; the pipeline, the
 /// replica's wrappers and `verify` share it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

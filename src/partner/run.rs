@@ -63,7 +63,8 @@ struct Slot {
     running: bool,
     approved: bool,
     noted_withdrawn: bool,
-    failures: u32,
+    /// How long a failing tenant waits before its next pass.
+    backoff: crate::retry::Backoff,
     ensured: bool,
     new_session: bool,
 }
@@ -75,7 +76,7 @@ impl Slot {
             running: false,
             approved: true,
             noted_withdrawn: false,
-            failures: 0,
+            backoff: crate::retry::Backoff::run(),
             ensured: false,
             new_session: false,
         }
@@ -86,6 +87,18 @@ impl Slot {
     }
 }
 
+/// One tenant's pass, as the schedule hands it to a worker.
+#[derive(Debug)]
+struct Turn {
+    ctx: String,
+    /// Still approving the app (else the pass records the withdrawal).
+    approved: bool,
+    /// Its database is known to exist.
+    ensured: bool,
+    /// Its session ended: the pass makes a new one.
+    new_session: bool,
+}
+
 #[derive(Debug, Default)]
 struct Schedule {
     slots: BTreeMap<String, Slot>,
@@ -93,14 +106,14 @@ struct Schedule {
 
 impl Schedule {
     /// The tenant waiting longest whose pass is due, if any.
-    fn next(&mut self, now: Instant) -> Option<(String, bool, bool, bool)> {
+    fn next(&mut self, now: Instant) -> Option<Turn> {
         let (ctx, slot) = self
             .slots
             .iter_mut()
             .filter(|(_, s)| !s.running && s.wanted() && s.due <= now)
             .min_by_key(|(_, s)| s.due)?;
         slot.running = true;
-        Some((ctx.clone(), slot.approved, slot.ensured, slot.new_session))
+        Some(Turn { ctx: ctx.clone(), approved: slot.approved, ensured: slot.ensured, new_session: slot.new_session })
     }
 
     fn earliest(&self) -> Option<Instant> {
@@ -204,7 +217,7 @@ impl Partner {
     /// Reads the tenant list every `PollSeconds` until stopped; a refusal of the partner
     /// itself ends the run.
     fn list_tenants(&self, (schedule, wake): &(Mutex<Schedule>, Condvar), stop: &AtomicBool) -> Option<PartnerError> {
-        let mut backoff = crate::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let mut backoff = crate::retry::Backoff::run();
         while !stop.load(Ordering::Relaxed) {
             let wait = match self.api.tenants() {
                 Ok(tenants) => {
@@ -233,28 +246,30 @@ impl Partner {
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut guard = lock(schedule);
-            let Some((ctx, approved, ensured, new_session)) = guard.next(now) else {
+            let Some(turn) = guard.next(now) else {
                 let until =
                     guard.earliest().map_or(Duration::from_millis(500), |due| due.saturating_duration_since(now));
                 let _ = wake.wait_timeout(guard, until.min(Duration::from_millis(500)));
                 continue;
             };
             drop(guard);
-            let span = tracing::info_span!("tenant", tenant = %ctx);
-            let outcome = span.in_scope(|| self.pass(&ctx, approved, ensured, new_session, stop));
+            let span = tracing::info_span!("tenant", tenant = %turn.ctx);
+            let outcome = span.in_scope(|| self.pass(&turn, stop));
             let mut guard = lock(schedule);
-            if let Some(slot) = guard.slots.get_mut(&ctx) {
+            if let Some(slot) = guard.slots.get_mut(&turn.ctx) {
                 slot.running = false;
                 slot.ensured |= !matches!(outcome, Outcome::HeldElsewhere | Outcome::Failed);
                 slot.new_session = matches!(outcome, Outcome::Revoked);
-                slot.failures = if matches!(outcome, Outcome::Failed) { slot.failures + 1 } else { 0 };
+                if !matches!(outcome, Outcome::Failed) {
+                    slot.backoff.reset();
+                }
                 let delay = match &outcome {
                     Outcome::Idle => self.config.idle,
                     Outcome::Busy => Duration::ZERO,
                     Outcome::HeldElsewhere => self.config.poll.min(Duration::from_secs(5)),
                     Outcome::Retry(after) => *after,
                     Outcome::Revoked => Duration::from_secs(1),
-                    Outcome::Failed => Duration::from_secs(5 << slot.failures.min(6)).min(Duration::from_secs(300)),
+                    Outcome::Failed => slot.backoff.delay(None),
                     Outcome::Withdrawn => {
                         slot.noted_withdrawn = true;
                         Duration::ZERO
@@ -268,8 +283,8 @@ impl Partner {
     }
 
     /// One tenant's turn: claim, database, session, `sync` for at most a slice.
-    fn pass(&self, ctx: &str, approved: bool, ensured: bool, new_session: bool, stop: &Arc<AtomicBool>) -> Outcome {
-        let claim = match try_claim(&self.databases, ctx) {
+    fn pass(&self, turn: &Turn, stop: &Arc<AtomicBool>) -> Outcome {
+        let claim = match try_claim(&self.databases, &turn.ctx) {
             Ok(Some(claim)) => claim,
             Ok(None) => return Outcome::HeldElsewhere,
             Err(e) => {
@@ -277,7 +292,7 @@ impl Partner {
                 return Outcome::Failed;
             }
         };
-        let result = self.claimed_pass(ctx, approved, ensured, new_session, stop);
+        let result = self.claimed_pass(turn, stop);
         drop(claim);
         match result {
             Ok(outcome) => outcome,
@@ -288,27 +303,22 @@ impl Partner {
         }
     }
 
-    fn claimed_pass(
-        &self,
-        ctx: &str,
-        approved: bool,
-        ensured: bool,
-        new_session: bool,
-        stop: &Arc<AtomicBool>,
-    ) -> Result<Outcome, PartnerError> {
+    fn claimed_pass(&self, turn: &Turn, stop: &Arc<AtomicBool>) -> Result<Outcome, PartnerError> {
+        let Turn { ctx, approved, ensured, new_session } = turn;
+        let ctx = ctx.as_str();
         if !ensured && self.databases.ensure(ctx)? {
             tracing::info!(database = %self.databases.name(ctx)?, "created the tenant's database");
         }
         let connection = self.databases.connection_string(ctx)?;
         let mut state = crate::sink::open(&connection, self.sink.clone())?;
-        if !approved {
+        if !*approved {
             passes::withdrawn(state.as_mut())?;
             return Ok(Outcome::Withdrawn);
         }
         let session = state.read_facts()?;
         // A session whose tokens cannot be opened is of no use: a new one replaces it.
         let stored = SessionInfo::from_facts(&session)
-            .filter(|_| !new_session)
+            .filter(|_| !*new_session)
             .and_then(|info| Some((info, stored_tokens(&session, &self.key).ok()?)));
         let (info, tokens) = match stored {
             Some(stored) => stored,
@@ -320,7 +330,7 @@ impl Partner {
         let options = SyncOptions {
             until_idle: true,
             run_for: Some(self.config.slice),
-            max_poll: Duration::from_millis(100),
+            fetch: crate::pipeline::FetchLimits { max_wait: Duration::from_millis(100), ..self.options.fetch },
             auto_resync: self.config.auto_resync,
             metrics: Arc::new(crate::metrics::Metrics::new(ctx)),
             ..self.options.clone()
@@ -342,7 +352,7 @@ impl Partner {
 
     /// What a failed pass means for the tenant (and only for it).
     fn judge(&self, ctx: &str, e: PipelineError, state: &mut dyn Replica) -> Outcome {
-        let revoked = matches!(&e, PipelineError::Source(s) if matches!(s.code(), Some(ErrorCode::SessionRevoked | ErrorCode::TokenReused | ErrorCode::SessionNotFound)));
+        let revoked = matches!(&e, PipelineError::Source(s) if crate::policy::session_ended(s));
         if revoked {
             tracing::warn!(tenant = ctx, error = %e, "the tenant's session ended; a new one is made if the tenant still approves");
             return Outcome::Revoked;

@@ -212,11 +212,11 @@ impl Applier {
     /// is returned for the usual handling.
     fn try_isolate(&mut self, error: SinkError, pending: &mut Vec<Job>, sink: &mut dyn Replica) -> Option<SinkError> {
         let Some(Job::Apply(batch)) = pending.first() else { return Some(error) };
-        if !self.isolate || !super::isolate::refused_by_replica(&error) {
+        if !self.isolate || !super::refused::refused_by_replica(&error) {
             return Some(error);
         }
         let started = std::time::Instant::now();
-        let refusals = match super::isolate::isolate(sink, batch) {
+        let refusals = match super::refused::isolate(sink, batch) {
             Ok(refusals) => refusals,
             Err(e) => return Some(e),
         };
@@ -249,7 +249,7 @@ impl Applier {
         stop: &AtomicBool,
     ) -> Result<(), PipelineError> {
         let mut failure = reports.into_iter().filter_map(|r| self.account(r)).last();
-        let mut transient = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut transient = Backoff::replica();
         let mut refused = Backoff::new(Duration::from_secs(1), REFUSED_MAX_WAIT);
         let (mut sink, mut pending) = (sink, unapplied);
         loop {

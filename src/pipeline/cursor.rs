@@ -2,8 +2,6 @@
 //! partition; a fetch asks for the *next* one. This is the only place that converts between
 //! the two, and it carries the reset epoch the fetch reports back to the cloud.
 
-use std::time::Duration;
-
 use crate::protocol::{FetchRequest, Offsets, OwnedPosition, Position};
 use crate::source::replication::SessionInfo;
 use crate::state::Checkpoint;
@@ -14,14 +12,6 @@ pub(super) struct Cursor {
     history_topic: String,
     next: Offsets,
     reset_epoch: u64,
-}
-
-/// Most records, soft bytes and longest wait of one fetch.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct FetchLimits {
-    pub(super) max_events: u32,
-    pub(super) max_bytes: u64,
-    pub(super) wait: Duration,
 }
 
 impl Cursor {
@@ -65,7 +55,7 @@ impl Cursor {
 
     /// The fetch request from here: schema history first, so table changes precede the rows
     /// that need them; only the history with `history_only`.
-    pub(super) fn request(&self, limits: FetchLimits, history_only: bool) -> FetchRequest {
+    pub(super) fn request(&self, limits: super::FetchLimits, history_only: bool) -> FetchRequest {
         let history = self.next.iter().filter(|((t, _), _)| *t == self.history_topic);
         let cdc = self.next.iter().filter(|((t, _), _)| *t != self.history_topic && !history_only);
         FetchRequest {
@@ -79,7 +69,7 @@ impl Cursor {
                 .collect(),
             max_events: limits.max_events,
             max_bytes: limits.max_bytes,
-            max_wait_ms: u64::try_from(limits.wait.as_millis()).unwrap_or(u64::MAX),
+            max_wait_ms: u64::try_from(limits.max_wait.as_millis()).unwrap_or(u64::MAX),
             reset_epoch: self.reset_epoch,
         }
     }
@@ -103,7 +93,8 @@ mod tests {
     fn next_is_last_plus_one_and_history_comes_first() {
         let checkpoint = Checkpoint { offsets: [(("c-cdc".to_owned(), 1), 9)].into(), reset_epoch: 2 };
         let mut cursor = Cursor::resume(&info(), &checkpoint);
-        let limits = FetchLimits { max_events: 5, max_bytes: 6, wait: Duration::from_millis(7) };
+        let limits =
+            super::super::FetchLimits { max_events: 5, max_bytes: 6, max_wait: std::time::Duration::from_millis(7) };
         let request = cursor.request(limits, false);
         let positions: Vec<(&str, i32, i64)> =
             request.positions.iter().map(|p| (p.topic.as_str(), p.partition, p.offset)).collect();

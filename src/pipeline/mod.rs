@@ -30,7 +30,7 @@ mod cursor;
 mod decode_stage;
 pub mod facts;
 mod incarnation;
-pub mod isolate;
+pub mod refused;
 pub mod resync;
 mod tokens;
 mod transactions;
@@ -39,25 +39,49 @@ pub use decode_stage::RecordError;
 pub use tokens::{refresh_tokens, store_tokens, stored_tokens, token_facts};
 
 use apply::Applier;
-use cursor::{Cursor, FetchLimits};
+use cursor::Cursor;
 use decode_stage::DecodeStage;
 
 /// Records per replica transaction when the configuration does not say (`DatabaseBatchSize`).
-pub const DEFAULT_DATABASE_BATCH_SIZE: u32 = 10_000;
+pub use crate::coalesce::DEFAULT_BATCH_RECORDS as DEFAULT_DATABASE_BATCH_SIZE;
 
 /// How often offsets are acknowledged when the configuration does not say
 /// (`CommitIntervalSeconds`).
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How the pipeline runs (the `appsettings.json` knobs, under the same names).
-#[derive(Debug, Clone)]
-pub struct SyncOptions {
+/// What one fetch asks the cloud for at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
     /// Records per fetch (`MaxBatchSize`).
-    pub max_batch_size: u32,
+    pub max_events: u32,
     /// Soft bytes per fetch (`MaxBytes`).
     pub max_bytes: u64,
     /// Long-poll wait (`MaxPollTimeSeconds`).
-    pub max_poll: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            max_events: DEFAULT_MAX_EVENTS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_wait: Duration::from_millis(DEFAULT_MAX_WAIT_MS),
+        }
+    }
+}
+
+impl FetchLimits {
+    /// The default limits with another long-poll wait.
+    pub fn waiting(max_wait: Duration) -> Self {
+        FetchLimits { max_wait, ..FetchLimits::default() }
+    }
+}
+
+/// How the pipeline runs (the `appsettings.json` knobs, under the same names).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// What one fetch asks for (`MaxBatchSize`, `MaxBytes`, `MaxPollTimeSeconds`).
+    pub fetch: FetchLimits,
     /// How often offsets are acknowledged (`CommitIntervalSeconds`).
     pub commit_interval: Duration,
     /// Records per replica transaction (`DatabaseBatchSize`).
@@ -107,9 +131,7 @@ impl std::fmt::Debug for ProgressHook {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
-            max_batch_size: DEFAULT_MAX_EVENTS,
-            max_bytes: DEFAULT_MAX_BYTES,
-            max_poll: Duration::from_millis(DEFAULT_MAX_WAIT_MS),
+            fetch: FetchLimits::default(),
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             database_batch_size: DEFAULT_DATABASE_BATCH_SIZE,
             run_for: None,
@@ -241,15 +263,28 @@ struct Pipeline<'a> {
     resyncs: resync::Resyncs,
     fetch_backoff: Backoff,
     acknowledged: Offsets,
-    last_ack: Instant,
-    started: Instant,
+    clocks: Clocks,
     /// Re-created tables whose fresh snapshot is still to be asked for.
     snapshots_to_request: Vec<TableId>,
-    /// When the tables' last-change facts were last written.
-    last_touched_write: Instant,
     /// For `--until-idle`: the cloud's ends when the run started. Reaching them is "caught
     /// up", so a one-shot run returns promptly, and also under a steady change rate.
     target: Option<Offsets>,
+}
+
+/// When a run started, and when it last did what it does periodically.
+struct Clocks {
+    started: Instant,
+    /// When offsets were last acknowledged to the cloud.
+    last_ack: Instant,
+    /// When the tables' last-change facts were last written.
+    last_touched: Instant,
+}
+
+impl Clocks {
+    fn new() -> Self {
+        let now = Instant::now();
+        Clocks { started: now, last_ack: now, last_touched: now.checked_sub(TOUCHED_EVERY).unwrap_or(now) }
+    }
 }
 
 /// The long-poll wait of a `--until-idle` run: it stops at the first empty fetch, so waiting
@@ -331,11 +366,9 @@ impl<'a> Pipeline<'a> {
             options,
             stop,
             resyncs,
-            fetch_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-            last_ack: Instant::now(),
-            started: Instant::now(),
+            fetch_backoff: Backoff::cloud(),
+            clocks: Clocks::new(),
             snapshots_to_request,
-            last_touched_write: Instant::now().checked_sub(TOUCHED_EVERY).unwrap_or_else(Instant::now),
             target: None,
         })
     }
@@ -350,14 +383,14 @@ impl<'a> Pipeline<'a> {
         metrics.tables(self.resyncs.len(), self.applier.failed_tables());
         // Each table's last change, for `status`, a few seconds after it happened (not only
         // with the commit cycle's acknowledgement, which may be a minute apart).
-        if self.last_touched_write.elapsed() >= TOUCHED_EVERY {
+        if self.clocks.last_touched.elapsed() >= TOUCHED_EVERY {
             let touched = self.applier.take_touched();
             facts::record_applied(self.state, touched.iter());
             match self.state.read_refused() {
                 Ok(refused) => metrics.refused_changes(refused.len()),
                 Err(e) => tracing::debug!(error = %e, "cannot count _ReplicationErrors now"),
             }
-            self.last_touched_write = Instant::now();
+            self.clocks.last_touched = Instant::now();
         }
         if metrics.cycle_succeeded() {
             facts::clear_error(self.state);
@@ -390,7 +423,7 @@ impl<'a> Pipeline<'a> {
     }
 
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.options.run_for.is_some_and(|d| self.started.elapsed() >= d)
+        self.stop.load(Ordering::Relaxed) || self.options.run_for.is_some_and(|d| self.clocks.started.elapsed() >= d)
     }
 
     /// One long-poll, decoded as it streams in; returns whether the stream was idle (the
@@ -405,15 +438,12 @@ impl<'a> Pipeline<'a> {
             self.start_resyncs(starts)?;
         }
         let options = self.options;
-        let mut wait = options.run_for.map_or(options.max_poll, |d| d.saturating_sub(self.started.elapsed()));
+        let max_wait = options.fetch.max_wait;
+        let mut wait = options.run_for.map_or(max_wait, |d| d.saturating_sub(self.clocks.started.elapsed()));
         if options.until_idle {
             wait = wait.min(UNTIL_IDLE_WAIT);
         }
-        let limits = FetchLimits {
-            max_events: options.max_batch_size,
-            max_bytes: options.max_bytes,
-            wait: wait.min(options.max_poll),
-        };
+        let limits = FetchLimits { max_wait: wait.min(max_wait), ..options.fetch };
         let request = self.decode.cursor.request(limits, options.history_only);
         let before = self.decode.consumed;
         let (replication, decode, stop) = (&self.replication, &mut self.decode, &self.stop);
@@ -556,7 +586,7 @@ impl<'a> Pipeline<'a> {
     }
 
     fn acknowledge_when_due(&mut self) -> Result<(), PipelineError> {
-        if self.last_ack.elapsed() >= self.options.commit_interval && self.applier.applied != self.acknowledged {
+        if self.clocks.last_ack.elapsed() >= self.options.commit_interval && self.applier.applied != self.acknowledged {
             self.acknowledge_or_wait()?;
         }
         Ok(())
@@ -584,7 +614,7 @@ impl<'a> Pipeline<'a> {
         }
         self.replication.commit(&self.applier.applied)?;
         self.acknowledged = self.applier.applied.clone();
-        self.last_ack = Instant::now();
+        self.clocks.last_ack = Instant::now();
         let behind = self.replication.status().ok().map(|s| behind(&s, &self.applier.applied));
         let total: Option<i64> = behind.as_ref().map(|b| b.values().sum());
         self.options.metrics.lag(total, false);

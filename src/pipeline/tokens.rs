@@ -2,7 +2,6 @@
 //! rotated pair stored before it is used, so a crash in between cannot lock the client out.
 
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use crate::policy::{Action, sink_action};
 use crate::retry::Backoff;
@@ -67,7 +66,7 @@ pub fn refresh_tokens(
         }
     }
     let tokens = replication.rotate()?;
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+    let mut backoff = Backoff::cloud();
     while let Err(e) = store_tokens(state, key, &tokens) {
         let Action::Retry { .. } = sink_action(&e) else { return Err(PipelineError::TokenStore(e)) };
         if stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -122,8 +122,8 @@ pub fn run_hooks(hooks: &HookRunner, sink: &mut dyn Sink, occurrences: &[Occurre
             let started = Instant::now();
             match run_one(&call, sink) {
                 Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "{} ran", call.describe()),
-                Err(reason) => {
-                    let what = call.describe();
+                Err(failure) => {
+                    let (what, reason) = (call.describe(), failure.to_string());
                     match hook.on_failure {
                         OnFailure::Log => {
                             tracing::error!("{what} failed (Hooks.OnFailure is Log: replication goes on): {reason}")
@@ -143,9 +143,24 @@ pub fn run_hooks(hooks: &HookRunner, sink: &mut dyn Sink, occurrences: &[Occurre
     stop.map_or(Ok(()), Err)
 }
 
-fn run_one(call: &Invocation<'_>, sink: &mut dyn Sink) -> Result<(), String> {
+/// Why a hook failed.
+#[derive(Debug, thiserror::Error)]
+enum HookFailure {
+    #[error("its SQL failed: {0}")]
+    Sql(SinkError),
+    #[error("cannot start `{program}`: {source}")]
+    Start { program: String, source: std::io::Error },
+    #[error("waiting for `{program}`: {source}")]
+    Wait { program: String, source: std::io::Error },
+    #[error("`{program}` did not finish within {} s and was stopped", .timeout.as_secs())]
+    Timeout { program: String, timeout: Duration },
+    #[error("`{program}` exited with {status}; its output: {}", if .output.is_empty() { "(none)" } else { .output.as_str() })]
+    Exit { program: String, status: std::process::ExitStatus, output: String },
+}
+
+fn run_one(call: &Invocation<'_>, sink: &mut dyn Sink) -> Result<(), HookFailure> {
     if let Some(sql) = &call.hook.sql {
-        sink.run_script(&call.sql(sql)).map_err(|e| format!("its SQL failed: {e}"))?;
+        sink.run_script(&call.sql(sql)).map_err(HookFailure::Sql)?;
     }
     if let Some((program, args)) = call.hook.command.split_first() {
         run_command(program, args, &call.environment(), call.hook.timeout)?;
@@ -155,7 +170,8 @@ fn run_one(call: &Invocation<'_>, sink: &mut dyn Sink) -> Result<(), String> {
 
 /// Runs a command with exactly `env`, killing it after `timeout`; its output is returned in
 /// the error when it fails.
-fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout: Duration) -> Result<(), String> {
+fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout: Duration) -> Result<(), HookFailure> {
+    let program_name = || program.to_owned();
     let mut child = Command::new(program)
         .args(args)
         .env_clear()
@@ -164,7 +180,7 @@ fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+        .map_err(|source| HookFailure::Start { program: program_name(), source })?;
     // Read both pipes on their own threads, so a chatty command cannot block on a full pipe.
     let readers: Vec<_> = [
         child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
@@ -187,20 +203,17 @@ fn run_command(program: &str, args: &[String], env: &[(String, String)], timeout
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break Err(format!("`{program}` did not finish within {} s and was stopped", timeout.as_secs()));
+                break Err(HookFailure::Timeout { program: program_name(), timeout });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => break Err(format!("waiting for `{program}`: {e}")),
+            Err(source) => break Err(HookFailure::Wait { program: program_name(), source }),
         }
     };
     let output: Vec<u8> = readers.into_iter().flat_map(|r| r.join().unwrap_or_default()).collect();
     let output = String::from_utf8_lossy(&output[..output.len().min(OUTPUT_LIMIT)]).trim().to_owned();
     match status? {
         s if s.success() => Ok(()),
-        s => Err(format!(
-            "`{program}` exited with {s}; its output: {}",
-            if output.is_empty() { "(none)" } else { &output }
-        )),
+        status => Err(HookFailure::Exit { program: program_name(), status, output }),
     }
 }
 

@@ -36,7 +36,7 @@ struct Database {
     failing_fact_writes: u32,
     max_columns: Option<usize>,
     scripts: Vec<String>,
-    refused: Vec<crate::state::errors::RefusedRow>,
+    refused: Vec<crate::state::refused::RefusedRow>,
 }
 
 impl Database {
@@ -303,13 +303,13 @@ impl StateStore for MemoryReplica {
 
     fn write_refused(
         &mut self,
-        refused: &[crate::state::errors::Refusal],
+        refused: &[crate::state::refused::Refusal],
         (offsets, reset_epoch): (&Offsets, Option<u64>),
     ) -> Result<(), SinkError> {
         let mut db = self.lock();
         for r in refused {
             let id = db.refused.last().map_or(1, |last| last.id + 1);
-            db.refused.push(crate::state::errors::RefusedRow {
+            db.refused.push(crate::state::refused::RefusedRow {
                 id,
                 table: r.table.clone(),
                 key: r.key.clone(),
@@ -323,7 +323,7 @@ impl StateStore for MemoryReplica {
         Ok(())
     }
 
-    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
+    fn read_refused(&mut self) -> Result<Vec<crate::state::refused::RefusedRow>, SinkError> {
         Ok(self.lock().refused.clone())
     }
 

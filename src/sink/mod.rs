@@ -15,6 +15,7 @@
 
 pub mod ddl;
 pub mod hooks;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 pub mod mssql;
 pub mod plan;
@@ -218,12 +219,12 @@ macro_rules! state_store_via_inner {
             }
             fn write_refused(
                 &mut self,
-                refused: &[$crate::state::errors::Refusal],
+                refused: &[$crate::state::refused::Refusal],
                 progress: (&$crate::state::Offsets, Option<u64>),
             ) -> Result<(), $crate::db::SinkError> {
                 self.inner.write_refused(refused, progress)
             }
-            fn read_refused(&mut self) -> Result<Vec<$crate::state::errors::RefusedRow>, $crate::db::SinkError> {
+            fn read_refused(&mut self) -> Result<Vec<$crate::state::refused::RefusedRow>, $crate::db::SinkError> {
                 self.inner.read_refused()
             }
             fn delete_refused(&mut self, ids: &[i64]) -> Result<(), $crate::db::SinkError> {

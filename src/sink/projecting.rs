@@ -74,8 +74,8 @@ impl Projecting {
         {
             return Ok(projection.clone());
         }
-        let projection =
-            Projection::new(source, &rules).map_err(|reason| SinkError::Table { table: source.id.clone(), reason })?;
+        let projection = Projection::new(source, &rules)
+            .map_err(|conflict| SinkError::Table { table: source.id.clone(), reason: conflict.to_string() })?;
         let projection = (!projection.is_identity()).then(|| Arc::new(projection));
         self.cache.insert(source.id.clone(), (fingerprint, projection.clone()));
         Ok(projection)

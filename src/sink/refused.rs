@@ -1,4 +1,4 @@
-//! Which stored refusals (`_ReplicationErrors`, see [`crate::state::errors`]) a batch makes
+//! Which stored refusals (`_ReplicationErrors`, see [`crate::state::refused`]) a batch makes
 //! obsolete: a later version of a refused row that the replica accepts deletes the entry in
 //! that batch's transaction, so a retry never writes an image older than what the replica
 //! holds.
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::canonical::canonical;
 use crate::coalesce::Batch;
 use crate::schema::{SqlType, TableSchema};
-use crate::state::errors::RefusedRow;
+use crate::state::refused::RefusedRow;
 
 /// The canonical text of a key, as a JSON array (`["42"]`): how refusals name their row.
 pub fn key_text(schema: &TableSchema, key: &[crate::row::Cell]) -> String {

@@ -163,7 +163,7 @@ impl Sink for Retaining {
         }
         let existing = self.inner_record(id);
         let table = layout::soft_layout(&change.table, existing.as_ref().map(|r| &*r.schema))
-            .map_err(|reason| SinkError::Table { table: id.clone(), reason })?;
+            .map_err(|conflict| SinkError::Table { table: id.clone(), reason: conflict.to_string() })?;
         self.inner.change_schema(&TableChange { kind: change.kind, table }, intent)
     }
 

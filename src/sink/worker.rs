@@ -181,7 +181,7 @@ fn run<S: Sink + StateStore>(
         source_ms: None,
         committed_ms: crate::clock::now_ms(),
     };
-    // Refusals a batch can make obsolete (see `state::errors`): read once per worker.
+    // Refusals a batch can make obsolete (see `state::refused`): read once per worker.
     let mut refused = match sink.read_refused() {
         Ok(rows) => super::refused::RefusedIndex::new(&rows),
         Err(e) => {

@@ -226,18 +226,20 @@ impl HttpClient {
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         let bytes = read_all(response, &url).await?;
-        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
-        let error = &json["error"];
-        let mut details = error.clone();
-        if let (Some(secs), Some(map)) = (retry_after, details.as_object_mut()) {
-            map.insert(RETRY_AFTER_KEY.into(), Json::from(secs));
+        // A reply that is not the protocol's error (a proxy's page) still has its status.
+        let error =
+            serde_json::from_slice::<crate::protocol::ErrorReply>(&bytes).map(|r| r.error).unwrap_or_else(|_| {
+                crate::protocol::ErrorObject {
+                    code: ErrorCode::parse("unknown"),
+                    message: "the service gave no reason".into(),
+                    details: Default::default(),
+                }
+            });
+        let mut details = error.details;
+        if let Some(secs) = retry_after {
+            details.insert(RETRY_AFTER_KEY.into(), Json::from(secs));
         }
-        Err(SourceError::Service {
-            status,
-            code: ErrorCode::parse(error["code"].as_str().unwrap_or("unknown")),
-            message: error["message"].as_str().unwrap_or("the service gave no reason").to_owned(),
-            details,
-        })
+        Err(SourceError::Service { status, code: error.code, message: error.message, details: Json::Object(details) })
     }
 
     /// What [`HttpClient::send`] does, returning the answer whatever its status: for what every

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 mod checkpoint;
-pub mod errors;
+pub mod refused;
 mod store;
 pub mod table;
 

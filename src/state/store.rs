@@ -51,15 +51,15 @@ pub trait StateStore {
     fn read_facts(&mut self) -> Result<Session, SinkError>;
 
     /// Stores refused changes in `_ReplicationErrors` with a batch's progress, in one
-    /// transaction (see [`super::errors`]).
+    /// transaction (see [`super::refused`]).
     fn write_refused(
         &mut self,
-        refused: &[super::errors::Refusal],
+        refused: &[super::refused::Refusal],
         progress: (&Offsets, Option<u64>),
     ) -> Result<(), SinkError>;
 
     /// The refused changes stored, oldest first.
-    fn read_refused(&mut self) -> Result<Vec<super::errors::RefusedRow>, SinkError>;
+    fn read_refused(&mut self) -> Result<Vec<super::refused::RefusedRow>, SinkError>;
 
     /// Forgets refused changes (applied by a retry), in one transaction.
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError>;
@@ -86,12 +86,12 @@ impl<T: StateStore + ?Sized> StateStore for Box<T> {
     }
     fn write_refused(
         &mut self,
-        refused: &[super::errors::Refusal],
+        refused: &[super::refused::Refusal],
         progress: (&Offsets, Option<u64>),
     ) -> Result<(), SinkError> {
         (**self).write_refused(refused, progress)
     }
-    fn read_refused(&mut self) -> Result<Vec<super::errors::RefusedRow>, SinkError> {
+    fn read_refused(&mut self) -> Result<Vec<super::refused::RefusedRow>, SinkError> {
         (**self).read_refused()
     }
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {

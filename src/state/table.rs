@@ -50,8 +50,8 @@ pub struct StateStatements {
     pub delete_table: String,
     /// Sets one table row's state: state, name.
     pub set_table_state: String,
-    /// `_ReplicationErrors` (see [`super::errors`]).
-    pub errors: super::errors::ErrorStatements,
+    /// `_ReplicationErrors` (see [`super::refused`]).
+    pub errors: super::refused::ErrorStatements,
     /// Selects the column names of a replica table, none when it does not exist: a template
     /// with `{schema}` and `{table}` (the target schema and the source table's name, filled in
     /// as quoted literals by [`physical_columns`]).

@@ -8,13 +8,16 @@
 use super::StatusReport;
 use crate::metrics::serve::{OwnerPage, PageReply};
 
+/// Why the page could not read the replica or store a request (shown on the page as is).
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where the page gets its report and sends resync requests: whoever knows the instance
 /// (the binary opens its replica on each request, so the page always shows what is stored).
 pub trait StatusSource: Send + Sync {
     /// Where the replica stands now.
-    fn report(&self) -> Result<StatusReport, String>;
+    fn report(&self) -> Result<StatusReport, SourceError>;
     /// Stores a resync request for `table`, as `resync-tables` does.
-    fn request_resync(&self, table: &str) -> Result<(), String>;
+    fn request_resync(&self, table: &str) -> Result<(), SourceError>;
 }
 
 /// The status page of one replica: `GET /status` (the page), `GET /status.json` (its data:

@@ -102,7 +102,7 @@ impl World {
     /// The options of the runs above: short long-polls, small transactions, until idle.
     pub fn options() -> SyncOptions {
         SyncOptions {
-            max_poll: Duration::from_millis(300),
+            fetch: dbmirror::pipeline::FetchLimits::waiting(Duration::from_millis(300)),
             until_idle: true,
             database_batch_size: 200,
             ..SyncOptions::default()

@@ -78,7 +78,7 @@ pub fn run_sync_with(
         let bound = dbmirror::metrics::serve::start(address, pages)?;
         tracing::info!("the replica's status page: http://{bound}/status");
     }
-    let mut backoff = dbmirror::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    let mut backoff = dbmirror::retry::Backoff::run();
     loop {
         let mut state = instance.open()?;
         let replication = instance.replication(state.as_mut())?;
@@ -136,7 +136,7 @@ pub fn update_schema(instance: &Instance) -> Result<()> {
     let mut state = instance.open()?;
     let replication = instance.replication(state.as_mut())?;
     let options = SyncOptions {
-        max_poll: Duration::from_millis(200),
+        fetch: dbmirror::pipeline::FetchLimits::waiting(Duration::from_millis(200)),
         until_idle: true,
         history_only: true,
         ..SyncOptions::default()

@@ -115,7 +115,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let data = dbmirror::sink::open(&connection_string, SinkOptions::default())?;
     let estimates = cloud.with(|s| s.schema("demo1234")).map(|s| crate::progress::estimates(&s)).unwrap_or_default();
     let options = SyncOptions {
-        max_poll: Duration::from_secs(1),
+        fetch: dbmirror::pipeline::FetchLimits::waiting(Duration::from_secs(1)),
         commit_interval: Duration::from_secs(2),
         run_for: Some(Duration::from_secs(args.seconds)),
         progress: crate::progress::snapshot_bars(estimates),
@@ -136,7 +136,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let catch_up = SyncOptions {
         until_idle: true,
         run_for: None,
-        max_poll: Duration::from_millis(500),
+        fetch: dbmirror::pipeline::FetchLimits::waiting(Duration::from_millis(500)),
         progress: None,
         ..options
     };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dbmirror::decode::{BinaryHandlingMode, DecimalHandlingMode, DecodeOptions, Decoder, TimePrecisionMode};
 use dbmirror::telemetry::{self, LogFormat};
 
@@ -46,6 +46,43 @@ enum LogArg {
     Json,
 }
 
+/// Where a command works: the instance folder.
+#[derive(Args, Clone)]
+struct At {
+    /// The instance folder (appsettings.json, dbmirror.key, logs/).
+    #[arg(long, default_value = ".")]
+    instance: PathBuf,
+}
+
+impl At {
+    /// The instance, for a command that changes it.
+    fn load(&self) -> anyhow::Result<instance::Instance> {
+        instance::Instance::load(&self.instance)
+    }
+}
+
+/// An instance folder, and on a partner instance the tenant whose database to use.
+#[derive(Args, Clone)]
+struct AtTenant {
+    #[command(flatten)]
+    at: At,
+    /// On a partner instance: the tenant (context id) whose database to use.
+    #[arg(long, value_name = "CONTEXT_ID")]
+    tenant: Option<String>,
+}
+
+impl AtTenant {
+    /// The instance (a partner's tenant's when named), for a command that changes it.
+    fn load(&self) -> anyhow::Result<instance::Instance> {
+        self.at.load()?.select(self.tenant.as_deref())
+    }
+
+    /// The same, for a command that only looks (no key file or replica is created).
+    fn look(&self) -> anyhow::Result<instance::Instance> {
+        instance::Instance::load_to_look(&self.at.instance)?.select(self.tenant.as_deref())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Sign in through the cloud's browser page, create the session and store it (with sealed
@@ -65,29 +102,25 @@ enum Command {
         /// Replace the session this replica already holds (the same tenant provisioned again).
         #[arg(long)]
         replace: bool,
-        /// The instance folder (appsettings.json, dbmirror.key).
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Check configuration, replica, cloud, tokens and clock; exit code 0 only if all pass.
     Validate {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Run by the Windows Service Control Manager for an installed instance (not by hand).
     #[command(hide = true)]
     ServiceRun {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Run the instance as a service named dbmirror-<replication-id> (a systemd unit on
     /// Linux, a Windows service on Windows).
     Install {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
         /// Start it now.
         #[arg(long)]
         start: bool,
@@ -97,33 +130,26 @@ enum Command {
     },
     /// Stop and remove the instance's service.
     Uninstall {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
         /// Where unit files go.
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
     },
     /// Check for new or changed tables now.
     UpdateSchema {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Re-authenticate the stored session (revoked or invalid tokens) without re-provisioning.
     Reconnect {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Replicate in the foreground until Ctrl-C / SIGTERM.
     Sync {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
         /// Stop once caught up (for scripts and tests).
         #[arg(long)]
         until_idle: bool,
@@ -143,30 +169,18 @@ enum Command {
         /// Tables as `schema.table` (or just `table`), e.g. `crm7.person`.
         #[arg(required = true)]
         tables: Vec<String>,
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
     },
     /// Show the session: tenant, Replication ID, token expiry, URLs, client version.
     Info {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
     },
     /// Tables, rows, state, offsets and lag.
     Status {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -174,12 +188,8 @@ enum Command {
     /// List the changes the replica refused (kept in `_ReplicationErrors` under
     /// `ReplicaDatabase.ErrorPolicy: Isolate`). Exits 1 when there are any.
     Errors {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -187,21 +197,13 @@ enum Command {
     /// Apply the refused changes again after fixing their cause; those applied are removed
     /// from `_ReplicationErrors`. Exits 1 when some are still refused.
     RetryErrors {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
     },
     /// Compare every table's rows with the cloud's ground truth.
     Verify {
-        /// The instance folder.
-        #[arg(long, default_value = ".")]
-        instance: PathBuf,
-        /// On a partner instance: the tenant (context id) whose database to use.
-        #[arg(long, value_name = "CONTEXT_ID")]
-        tenant: Option<String>,
+        #[command(flatten)]
+        at: AtTenant,
     },
     /// Start an in-process reference cloud with a simulated tenant, provision, mirror it into a
     /// local replica while it changes, then verify the replica equals the source.
@@ -271,13 +273,13 @@ fn main() -> ExitCode {
     };
     // Commands that run on an instance folder also log to `<instance>/logs`.
     let instance = match &cli.command {
-        Command::Sync { instance, .. }
-        | Command::ServiceRun { instance }
-        | Command::Provision { instance, .. }
-        | Command::Reconnect { instance }
-        | Command::UpdateSchema { instance }
-        | Command::ResyncTables { instance, .. }
-        | Command::RetryErrors { instance, .. } => Some(instance.clone()),
+        Command::Sync { at: AtTenant { at, .. }, .. }
+        | Command::ResyncTables { at: AtTenant { at, .. }, .. }
+        | Command::RetryErrors { at: AtTenant { at, .. } }
+        | Command::ServiceRun { at }
+        | Command::Provision { at, .. }
+        | Command::Reconnect { at }
+        | Command::UpdateSchema { at } => Some(at.instance.clone()),
         _ => None,
     };
     let _log_file = match instance {
@@ -312,91 +314,85 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => Ok(if demo::run(args)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
-        Command::Provision { cloud, fingerprint, ca_file, replace, instance } => {
+        Command::Provision { cloud, fingerprint, ca_file, replace, at } => {
             let args = session::ProvisionArgs {
                 cloud: &cloud,
                 fingerprint: fingerprint.as_deref(),
                 ca_file: ca_file.as_deref(),
                 replace,
             };
-            session::provision(&instance::Instance::load(&instance)?, &args)?;
+            session::provision(&at.load()?, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::UpdateSchema { instance } => {
-            commands::update_schema(&instance::Instance::load(&instance)?)?;
+        Command::UpdateSchema { at } => {
+            commands::update_schema(&at.load()?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reconnect { instance } => {
-            session::reconnect(&instance::Instance::load(&instance)?)?;
+        Command::Reconnect { at } => {
+            session::reconnect(&at.load()?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { instance } => {
-            Ok(if report::validate(&instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Command::Validate { at } => {
+            Ok(if report::validate(&at.instance)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Install { instance, start, unit_dir } => {
-            service::install(&instance::Instance::load(&instance)?, &unit_dir, start)?;
+        Command::Install { at, start, unit_dir } => {
+            service::install(&at.load()?, &unit_dir, start)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Uninstall { instance, unit_dir } => {
-            service::uninstall(&instance::Instance::load(&instance)?, &unit_dir)?;
+        Command::Uninstall { at, unit_dir } => {
+            service::uninstall(&at.load()?, &unit_dir)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ServiceRun { instance } => {
+        Command::ServiceRun { at } => {
             #[cfg(windows)]
-            windows::run(&instance)?;
+            windows::run(&at.instance)?;
             #[cfg(not(windows))]
             anyhow::bail!(
                 "`service-run` is for the Windows service ({}); on Linux, `install` writes a systemd unit",
-                instance.display()
+                at.instance.display()
             );
             #[allow(unreachable_code)]
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { instance, until_idle, auto_resync, metrics_listen, tenant } => {
-            let instance = instance::Instance::load(&instance)?;
-            if tenant.is_none() && instance.config.partner.is_some() {
+        Command::Sync { at, until_idle, auto_resync, metrics_listen } => {
+            let instance = at.at.load()?;
+            if at.tenant.is_none() && instance.config.partner.is_some() {
                 partner::run(&instance, until_idle, commands::stop_on_signals())?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut instance = instance.select(tenant.as_deref())?;
+            let mut instance = instance.select(at.tenant.as_deref())?;
             if metrics_listen.is_some() {
                 instance.config.metrics.listen = metrics_listen;
             }
             commands::run_sync(&instance, until_idle, auto_resync)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ResyncTables { tables, instance, tenant } => {
-            commands::resync_tables(&instance::Instance::load(&instance)?.select(tenant.as_deref())?, &tables)?;
+        Command::ResyncTables { tables, at } => {
+            commands::resync_tables(&at.load()?, &tables)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Info { instance, tenant } => {
-            report::info(&instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?)?;
+        Command::Info { at } => {
+            report::info(&at.look()?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { instance, json, tenant } => {
-            let instance = instance::Instance::load_to_look(&instance)?;
-            if tenant.is_none() && instance.config.partner.is_some() {
+        Command::Status { at, json } => {
+            let instance = instance::Instance::load_to_look(&at.at.instance)?;
+            if at.tenant.is_none() && instance.config.partner.is_some() {
                 partner::status(&instance, json)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            report::status(&instance.select(tenant.as_deref())?, json)?;
+            report::status(&instance.select(at.tenant.as_deref())?, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Errors { instance, json, tenant } => {
-            let count = report::errors(&instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?, json)?;
+        Command::Errors { at, json } => {
+            let count = report::errors(&at.look()?, json)?;
             Ok(if count == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::RetryErrors { instance, tenant } => {
-            let still = report::retry_errors(&instance::Instance::load(&instance)?.select(tenant.as_deref())?)?;
+        Command::RetryErrors { at } => {
+            let still = report::retry_errors(&at.load()?)?;
             Ok(if still == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Verify { instance, tenant } => {
-            Ok(if report::verify(&instance::Instance::load_to_look(&instance)?.select(tenant.as_deref())?)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Verify { at } => Ok(if report::verify(&at.look()?)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
         Command::Inspect { file, time_precision_mode, decimal_handling_mode, binary_handling_mode } => {
             let options = DecodeOptions {
                 time_precision: match time_precision_mode {

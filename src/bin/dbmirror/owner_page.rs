@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dbmirror::status::StatusReport;
-use dbmirror::status::page::{StatusPage, StatusSource};
+use dbmirror::status::page::{SourceError, StatusPage, StatusSource};
 
 use crate::instance::{Instance, InstanceLock, describe};
 
@@ -27,15 +27,15 @@ impl InstanceSource {
 }
 
 impl StatusSource for InstanceSource {
-    fn report(&self) -> Result<StatusReport, String> {
+    fn report(&self) -> Result<StatusReport, SourceError> {
         let (instance, mut replica) = self.open().map_err(|e| describe(&e))?;
         let running = InstanceLock::holder(&instance.lock_path()).is_some();
-        StatusReport::read(replica.as_mut(), running).map_err(|e| e.to_string())
+        Ok(StatusReport::read(replica.as_mut(), running)?)
     }
 
-    fn request_resync(&self, table: &str) -> Result<(), String> {
+    fn request_resync(&self, table: &str) -> Result<(), SourceError> {
         let (_, mut replica) = self.open().map_err(|e| describe(&e))?;
-        dbmirror::pipeline::resync::request(replica.as_mut(), &[table.to_owned()]).map_err(|e| e.to_string())?;
+        dbmirror::pipeline::resync::request(replica.as_mut(), &[table.to_owned()])?;
         Ok(())
     }
 }

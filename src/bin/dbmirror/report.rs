@@ -94,7 +94,7 @@ pub fn errors(instance: &Instance, as_json: bool) -> Result<usize> {
 /// `retry-errors`: applies the refused changes again; returns how many are still refused.
 pub fn retry_errors(instance: &Instance) -> Result<usize> {
     let mut replica = instance.open_existing()?;
-    let outcome = dbmirror::pipeline::isolate::retry(replica.as_mut())?;
+    let outcome = dbmirror::pipeline::refused::retry(replica.as_mut())?;
     println!("applied {} refused change(s)", outcome.applied);
     for r in &outcome.forgotten {
         println!("forgot #{} ({} key {}): superseded, or its table is no longer replicated", r.id, r.table, r.key);

@@ -30,7 +30,7 @@ impl Projection {
     /// The projection of `source` under `rules`. A key column may be hashed, never excluded
     /// or fixed (rows would lose their identity); rules naming no column of the table are
     /// ignored (the column may come later).
-    pub fn new(source: &TableSchema, rules: &TableRules) -> Result<Self, String> {
+    pub fn new(source: &TableSchema, rules: &TableRules) -> Result<Self, crate::owner::RuleConflict> {
         let mut columns = Vec::new();
         let mut kept = Vec::new();
         for (i, column) in source.columns.iter().enumerate() {
@@ -39,10 +39,10 @@ impl Projection {
             let (how, sql_type) = match treatment {
                 None => (Kept::Copy, column.sql_type),
                 Some(Treatment::Exclude | Treatment::Fixed(_)) if is_key => {
-                    return Err(format!(
-                        "key column `{}` of {} can be hashed but not excluded or fixed",
-                        column.name, source.id
-                    ));
+                    return Err(crate::owner::RuleConflict::KeyColumn {
+                        table: source.id.to_string(),
+                        column: column.name.clone(),
+                    });
                 }
                 Some(Treatment::Exclude) => continue,
                 Some(Treatment::Hash) => (Kept::Hash(column.sql_type), SqlType::NVarChar(Some(64))),
@@ -174,7 +174,7 @@ mod tests {
     fn a_key_column_cannot_be_excluded_or_fixed() {
         for treatment in [Treatment::Exclude, Treatment::Fixed("x".into())] {
             let rules = TableRules::from([("person_id".to_owned(), treatment)]);
-            let error = Projection::new(&person(), &rules).unwrap_err();
+            let error = Projection::new(&person(), &rules).unwrap_err().to_string();
             assert!(error.contains("key column `person_id`"), "{error}");
         }
     }

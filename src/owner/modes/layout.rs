@@ -58,11 +58,12 @@ pub fn strip_soft(schema: &TableSchema) -> TableSchema {
 
 /// The soft layout of `source`, continuing `existing` (the replica's soft table) when the
 /// source only added columns. Fails when the source itself has a column of those names.
-pub fn soft_layout(source: &TableSchema, existing: Option<&TableSchema>) -> Result<TableSchema, String> {
-    if source.column(DELETED).is_some() || source.column(DELETED_AT).is_some() {
-        return Err(format!(
-            "has a column named {DELETED} or {DELETED_AT}, which soft deletes need: use Hard or History"
-        ));
+pub fn soft_layout(
+    source: &TableSchema,
+    existing: Option<&TableSchema>,
+) -> Result<TableSchema, crate::owner::RuleConflict> {
+    if let Some(taken) = [DELETED, DELETED_AT].into_iter().find(|name| source.column(name).is_some()) {
+        return Err(crate::owner::RuleConflict::SoftColumnTaken(taken));
     }
     if let Some(existing) = existing.filter(|e| is_soft(e)) {
         match strip_soft(existing).diff(source) {

@@ -356,19 +356,19 @@ impl StateStore for MssqlSink {
 
     fn write_refused(
         &mut self,
-        refused: &[crate::state::errors::Refusal],
+        refused: &[crate::state::refused::Refusal],
         progress: (&Offsets, Option<u64>),
     ) -> Result<(), SinkError> {
-        self.with_exec(|exec, sql| crate::state::errors::write_refused(exec, sql, refused, progress))
+        self.with_exec(|exec, sql| crate::state::refused::write_refused(exec, sql, refused, progress))
     }
 
-    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
-        self.with_exec(crate::state::errors::read_refused)
+    fn read_refused(&mut self) -> Result<Vec<crate::state::refused::RefusedRow>, SinkError> {
+        self.with_exec(crate::state::refused::read_refused)
     }
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         self.with_exec(|exec, sql| {
-            table::in_transaction(exec, |exec| crate::state::errors::delete_refused(exec, sql, ids))
+            table::in_transaction(exec, |exec| crate::state::refused::delete_refused(exec, sql, ids))
         })
     }
 }

@@ -276,9 +276,9 @@ pub fn set_table_state() -> String {
 /// `_ReplicationState` in SQL Server (in `dbo`): the statements above and the reads.
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
-    let errors = quote(crate::state::errors::ERRORS_TABLE);
+    let errors = quote(crate::state::refused::ERRORS_TABLE);
     StateStatements {
-        errors: crate::state::errors::ErrorStatements {
+        errors: crate::state::refused::ErrorStatements {
             create: format!(
                 "IF OBJECT_ID(N'[dbo].{errors}', N'U') IS NULL CREATE TABLE [dbo].{errors} (
                     [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,

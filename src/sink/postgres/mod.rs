@@ -287,7 +287,7 @@ impl Sink for PgSink {
             apply_table(&mut tx, &record.target_schema, table, snapshotting, &mut stages, soft_at.as_deref())?;
         }
         table::write_offsets(&mut Exec(&mut tx), &self.state, batch.offsets(), batch.reset_epoch())?;
-        crate::state::errors::delete_refused(&mut Exec(&mut tx), &self.state, batch.superseded())?;
+        crate::state::refused::delete_refused(&mut Exec(&mut tx), &self.state, batch.superseded())?;
         let created = stages.created;
         tx.commit().map_err(err("committing batch"))?;
         self.stages.extend(created);
@@ -355,23 +355,23 @@ impl StateStore for PgSink {
 
     fn write_refused(
         &mut self,
-        refused: &[crate::state::errors::Refusal],
+        refused: &[crate::state::refused::Refusal],
         progress: (&Offsets, Option<u64>),
     ) -> Result<(), SinkError> {
         self.ensure_connected()?;
-        crate::state::errors::write_refused(&mut Exec(&mut self.client), &self.state, refused, progress)
+        crate::state::refused::write_refused(&mut Exec(&mut self.client), &self.state, refused, progress)
     }
 
-    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
+    fn read_refused(&mut self) -> Result<Vec<crate::state::refused::RefusedRow>, SinkError> {
         self.ensure_connected()?;
-        crate::state::errors::read_refused(&mut Exec(&mut self.client), &self.state)
+        crate::state::refused::read_refused(&mut Exec(&mut self.client), &self.state)
     }
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let state = &self.state;
         table::in_transaction(&mut Exec(&mut self.client), |exec| {
-            crate::state::errors::delete_refused(exec, state, ids)
+            crate::state::refused::delete_refused(exec, state, ids)
         })
     }
 }

@@ -158,9 +158,9 @@ pub fn merge_staged_rows(target: &str, schema: &TableSchema, stage: &str) -> Str
 /// `docs/replica-schema.md`'s.
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
-    let errors = quote(crate::state::errors::ERRORS_TABLE);
+    let errors = quote(crate::state::refused::ERRORS_TABLE);
     StateStatements {
-        errors: crate::state::errors::ErrorStatements {
+        errors: crate::state::refused::ErrorStatements {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {errors} (
                     id bigserial PRIMARY KEY,

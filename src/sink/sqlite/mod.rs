@@ -209,7 +209,7 @@ impl Sink for SqliteSink {
             }
         }
         table::write_offsets(&mut Exec(&tx), &self.state, batch.offsets(), batch.reset_epoch())?;
-        crate::state::errors::delete_refused(&mut Exec(&tx), &self.state, batch.superseded())?;
+        crate::state::refused::delete_refused(&mut Exec(&tx), &self.state, batch.superseded())?;
         tx.commit().map_err(err("committing batch"))
     }
 }
@@ -241,19 +241,19 @@ impl StateStore for SqliteSink {
 
     fn write_refused(
         &mut self,
-        refused: &[crate::state::errors::Refusal],
+        refused: &[crate::state::refused::Refusal],
         progress: (&Offsets, Option<u64>),
     ) -> Result<(), SinkError> {
-        crate::state::errors::write_refused(&mut Exec(&self.conn), &self.state, refused, progress)
+        crate::state::refused::write_refused(&mut Exec(&self.conn), &self.state, refused, progress)
     }
 
-    fn read_refused(&mut self) -> Result<Vec<crate::state::errors::RefusedRow>, SinkError> {
-        crate::state::errors::read_refused(&mut Exec(&self.conn), &self.state)
+    fn read_refused(&mut self) -> Result<Vec<crate::state::refused::RefusedRow>, SinkError> {
+        crate::state::refused::read_refused(&mut Exec(&self.conn), &self.state)
     }
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         let state = &self.state;
-        table::in_transaction(&mut Exec(&self.conn), |exec| crate::state::errors::delete_refused(exec, state, ids))
+        table::in_transaction(&mut Exec(&self.conn), |exec| crate::state::refused::delete_refused(exec, state, ids))
     }
 }
 

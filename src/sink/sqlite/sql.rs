@@ -131,9 +131,9 @@ pub fn upsert_row(target: &str, schema: &TableSchema) -> String {
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
     let now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-    let errors = quote(crate::state::errors::ERRORS_TABLE);
+    let errors = quote(crate::state::refused::ERRORS_TABLE);
     StateStatements {
-        errors: crate::state::errors::ErrorStatements {
+        errors: crate::state::refused::ErrorStatements {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {errors} (
                     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,7 +1,7 @@
 //! `ErrorPolicy: Isolate`: when the replica refuses a batch for a reason retrying will not fix
 //! (a constraint or trigger the owner added, a value the owner's column cannot hold), find the
 //! changes it refuses by bisecting the batch, apply every other change, and store the refused
-//! ones in `_ReplicationErrors` together with the batch's offsets (see [`crate::state::errors`]).
+//! ones in `_ReplicationErrors` together with the batch's offsets (see [`crate::state::refused`]).
 //!
 //! Bisection applies halves for real, each in its own transaction without offsets: the
 //! changes of one batch are one final state per key, so applying them in any grouping, once
@@ -18,7 +18,7 @@ use crate::row::Cell;
 use crate::schema::TableSchema;
 use crate::sink::Replica;
 use crate::sink::refused::key_text;
-use crate::state::errors::{Refusal, RefusedRow};
+use crate::state::refused::{Refusal, RefusedRow};
 
 /// Whether the replica itself refused the write for good (as opposed to a lost connection,
 /// a lock, or a batch that does not fit the table dbmirror created).
@@ -103,7 +103,7 @@ pub struct RetryOutcome {
 /// Applies the stored refusals again, newest version of each key only, one transaction per
 /// change (one still refused does not hold the others); each applied one is deleted in its
 /// own transaction. Run it after fixing the cause; a running `sync` may go on meanwhile (a
-/// newer version it writes deletes the refusal first, see [`crate::state::errors`]).
+/// newer version it writes deletes the refusal first, see [`crate::state::refused`]).
 pub fn retry(sink: &mut dyn Replica) -> Result<RetryOutcome, SinkError> {
     sink.prepare()?;
     let rows = sink.read_refused()?;
@@ -125,8 +125,8 @@ pub fn retry(sink: &mut dyn Replica) -> Result<RetryOutcome, SinkError> {
         };
         let unit = match unit_of(schema, row) {
             Ok(unit) => unit,
-            Err(reason) => {
-                outcome.still_refused.push((row.clone(), reason));
+            Err(unreadable) => {
+                outcome.still_refused.push((row.clone(), unreadable.to_string()));
                 continue;
             }
         };
@@ -145,15 +145,29 @@ pub fn retry(sink: &mut dyn Replica) -> Result<RetryOutcome, SinkError> {
     Ok(outcome)
 }
 
+/// Why a stored refusal cannot be turned back into a change.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("the stored key `{key}` is unreadable: {source}")]
+    Key { key: String, source: serde_json::Error },
+    #[error("the stored row is unreadable: {0}")]
+    Row(serde_json::Error),
+    #[error("the stored value of `{column}` is unreadable: {reason}")]
+    Value { column: String, reason: String },
+    #[error("unknown stored operation `{0}`")]
+    Operation(String),
+}
+
 /// A stored refusal as a change of the table's current layout (columns by name; a column
 /// added since is NULL, one dropped since is left out).
-fn unit_of(schema: &std::sync::Arc<TableSchema>, row: &RefusedRow) -> Result<Unit, String> {
-    let parse = |text: Option<&str>, column: &str| -> Result<Cell, String> {
+fn unit_of(schema: &std::sync::Arc<TableSchema>, row: &RefusedRow) -> Result<Unit, Unreadable> {
+    let parse = |text: Option<&str>, column: &str| -> Result<Cell, Unreadable> {
         let sql = schema.column(column).map_or(crate::schema::SqlType::Other, |c| c.sql_type);
         text.map_or(Ok(Cell::Null), |t| parse_stored(t, sql))
+            .map_err(|reason| Unreadable::Value { column: column.to_owned(), reason })
     };
     let key_values: Vec<Option<String>> =
-        serde_json::from_str(&row.key).map_err(|e| format!("the stored key `{}` is unreadable: {e}", row.key))?;
+        serde_json::from_str(&row.key).map_err(|source| Unreadable::Key { key: row.key.clone(), source })?;
     let key = schema
         .primary_key
         .iter()
@@ -164,7 +178,7 @@ fn unit_of(schema: &std::sync::Arc<TableSchema>, row: &RefusedRow) -> Result<Uni
         ("delete", _) => Some(Change::Delete(key)),
         ("upsert", Some(image)) => {
             let image: std::collections::HashMap<String, Option<String>> =
-                serde_json::from_str(image).map_err(|e| format!("the stored row is unreadable: {e}"))?;
+                serde_json::from_str(image).map_err(Unreadable::Row)?;
             let cells = schema
                 .columns
                 .iter()
@@ -173,7 +187,7 @@ fn unit_of(schema: &std::sync::Arc<TableSchema>, row: &RefusedRow) -> Result<Uni
             Some(Change::Upsert(key, cells.into_boxed_slice()))
         }
         ("truncate", _) => None,
-        (other, _) => return Err(format!("unknown stored operation `{other}`")),
+        (other, _) => return Err(Unreadable::Operation(other.to_owned())),
     };
     Ok(Unit::new(schema.clone(), change))
 }

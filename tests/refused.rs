@@ -75,7 +75,7 @@ fn refused_rows_are_isolated_kept_and_retried_after_the_fix() {
         let left = db.open(SinkOptions::default()).read_refused().unwrap();
         assert!(left.len() < refused.len(), "{:?}: some refused people changed again since", db.kind);
 
-        let outcome = dbmirror::pipeline::isolate::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
+        let outcome = dbmirror::pipeline::refused::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
         assert!(outcome.still_refused.is_empty(), "{:?}: {:?}", db.kind, outcome.still_refused);
         assert_eq!(outcome.applied, left.len(), "{:?}", db.kind);
         assert!(db.open(SinkOptions::default()).read_refused().unwrap().is_empty());
@@ -93,7 +93,7 @@ fn a_retry_before_the_fix_keeps_the_refusals_and_stop_still_holds() {
         w.changes(200);
         sync_isolating(&w, &db, &key);
         let refused = db.open(SinkOptions::default()).read_refused().unwrap().len();
-        let outcome = dbmirror::pipeline::isolate::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
+        let outcome = dbmirror::pipeline::refused::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
         assert_eq!((outcome.applied, outcome.still_refused.len()), (0, refused), "{:?}", db.kind);
         assert_eq!(db.open(SinkOptions::default()).read_refused().unwrap().len(), refused);
 
@@ -102,7 +102,7 @@ fn a_retry_before_the_fix_keeps_the_refusals_and_stop_still_holds() {
         assert!(stop.is_err(), "{:?}: without Isolate a refused batch stops a one-shot run", db.kind);
         accept_all_people(&db);
         w.sync_until_idle(&db, &key);
-        dbmirror::pipeline::isolate::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
+        dbmirror::pipeline::refused::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
         w.verify(&db, "after Stop, the fix and a retry");
     }
 }
@@ -142,7 +142,7 @@ fn a_running_sync_isolates_refused_rows_and_goes_on() {
         });
         run.unwrap_or_else(|e| panic!("{:?}: {e}", db.kind));
         accept_all_people(&db);
-        let outcome = dbmirror::pipeline::isolate::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
+        let outcome = dbmirror::pipeline::refused::retry(db.open(SinkOptions::default()).as_mut()).unwrap();
         assert!(outcome.still_refused.is_empty(), "{:?}", outcome.still_refused);
         w.verify(&db, "after the running service isolated, the fix and a retry");
     }
