@@ -7,27 +7,41 @@
 //! offsets in one replica transaction, so a crash never loses or repeats a change.
 //!
 //! # Layout, in flow order
-//! - [`source`]: outbound HTTPS to the cloud: the Dispatcher's device grant and a session's
-//!   typed Replication Service calls (the streamed long-poll fetch, commits, status, resyncs).
+//! - [`source`]: outbound HTTPS to the cloud: the Dispatcher's device grant, the partner API,
+//!   and a session's typed Replication Service calls (the streamed long-poll fetch, commits,
+//!   status, resyncs).
 //! - [`protocol`]: the wire types both sides share (record lines and positions, requests and
-//!   replies with their single defaults, error codes).
+//!   replies with their single defaults, error codes and error replies).
 //! - [`decode`]: zero-copy Debezium decoding (simd-json tape, values borrow the record).
-//! - [`schema`]: table schemas from schema history, with exact SQL Server types.
+//! - [`schema`]: table schemas from schema history, with exact SQL Server types; table ids,
+//!   their resync shadows, and [`schema::TablePattern`] (how a configured name means a table).
 //! - [`coalesce`]: per-table folding of changes by primary key into batches of owned [`row`]s.
-//! - [`sink`]: the replica targets' write path (SQLite, PostgreSQL, SQL Server, in-memory):
-//!   one transaction per batch, schema changes, resync swaps; [`sink::ReplicaRead`] reads back.
+//! - [`sink`]: the replica targets (SQLite, PostgreSQL, SQL Server; an in-memory one for tests):
+//!   one transaction per batch, schema changes, resync swaps ([`sink::shadow`]), the owner's
+//!   rules applied where rows enter the replica ([`sink::projecting`], [`sink::retaining`],
+//!   [`sink::hooks`]), and each target's server-level work ([`sink::server`]).
 //! - [`state`]: `_ReplicationState` beside the data: the checkpoint (offsets and reset
-//!   epoch), table records and session facts, written once for every target.
-//! - [`pipeline`]: joins the stages (fetch → decode → coalesce → apply → acknowledge).
+//!   epoch), table records, session facts and refused changes, written once for every target.
+//! - [`pipeline`]: joins the stages (fetch → decode → coalesce → apply → acknowledge), with
+//!   resyncs ([`pipeline::resync`]) and refused changes ([`pipeline::refused`]).
 //! - [`policy`]: the one place that decides what an error means (wait, refresh, reload, stop).
 //!
-//! Beside the flow: [`value`] and [`canonical`] (value types and the one text form "equal" is
-//! judged in), [`db`] (the replica error and its retry class), [`clock`], [`secrets`] (the
-//! sealing key), [`retry`] (backoff), [`config`] (`appsettings.json`), [`verify`], [`inspect`],
-//! [`telemetry`] (logs) and [`metrics`] (Prometheus `/metrics` and `/healthz`). [`cloud`] is the
-//! reference cloud (`dbmirror-cloud`, `demo`), behind the default-on `refserver` feature;
-//! nothing else in the library imports it.
-//! `docs/architecture.md` draws the dependencies.
+//! Around the flow:
+//! - [`owner`]: the replica owner's controls — hooks, excluded/hashed/fixed columns, soft and
+//!   history deletes — parsed once into [`owner::OwnerRules`].
+//! - [`partner`]: partner mode — every approving tenant mirrored into its own database by a
+//!   pool of passes, claims on the partner's server across hosts.
+//! - [`status`]: what `status`, the status page and a partner's tenant lines report, typed.
+//! - [`metrics`]: Prometheus `/metrics` and `/healthz` (and the listener the status page rides on).
+//! - [`verify`]: the replica against the cloud's ground truth; [`inspect`]: decoding a file.
+//! - [`config`] (`appsettings.json`, read through [`settings`]), [`secrets`] (the sealing
+//!   key), [`telemetry`] (logs), [`retry`] (backoff), [`lockfile`], [`clock`], [`db`] (the
+//!   replica error and its retry class), [`value`] and [`canonical`] (value types and the one
+//!   text form "equal" is judged in).
+//!
+//! [`cloud`] is the reference cloud (`dbmirror-cloud`, `demo`), behind the default-on
+//! `refserver` feature; nothing else in the library imports it. `docs/architecture.md` draws
+//! the dependencies (and `tests/layering.rs` checks them).
 
 pub mod canonical;
 pub mod clock;

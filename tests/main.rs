@@ -62,3 +62,6 @@ mod mssql_sql;
 
 /// SQLite and PostgreSQL statements checked offline (their dialects' parsers, pinned state layout).
 mod target_sql;
+
+/// The module graph: no import cycles, and docs/architecture.md lists the real one.
+mod layering;

@@ -6,6 +6,12 @@ use crate::protocol::{FetchRequest, Offsets, OwnedPosition, Position};
 use crate::source::replication::SessionInfo;
 use crate::state::Checkpoint;
 
+/// The offset after `last`, the last applied one: what a fetch asks for next, and what the
+/// lag is counted from.
+pub(super) fn next_after(last: i64) -> i64 {
+    last + 1
+}
+
 /// The next offset to read per partition, and the handled reset epoch.
 #[derive(Debug, Clone)]
 pub(super) struct Cursor {
@@ -21,7 +27,7 @@ impl Cursor {
         let partitions =
             std::iter::once((history_topic.clone(), 0)).chain((0..info.cdc_partitions).map(|p| (info.cdc_topic(), p)));
         let next = partitions.map(|key| {
-            let next = checkpoint.offsets.get(&key).map_or(0, |last| last + 1);
+            let next = checkpoint.offsets.get(&key).map_or(0, |last| next_after(*last));
             (key, next)
         });
         Cursor { history_topic, next: next.collect(), reset_epoch: checkpoint.reset_epoch }
@@ -39,7 +45,7 @@ impl Cursor {
 
     /// A record was consumed (applied or skipped): read after it from now on.
     pub(super) fn consumed(&mut self, position: &Position<'_>) {
-        self.next.insert((position.topic.to_owned(), position.partition), position.offset + 1);
+        self.next.insert((position.topic.to_owned(), position.partition), next_after(position.offset));
     }
 
     /// The stream continues at `next` (an offset reset's positions), and `epoch` is handled.

@@ -661,7 +661,7 @@ fn behind(status: &crate::protocol::StatusReply, applied: &Offsets) -> Offsets {
         .iter()
         .map(|p| {
             let key = (p.topic.clone(), p.partition);
-            let next = applied.get(&key).map_or(p.start, |last| last + 1);
+            let next = applied.get(&key).map_or(p.start, |last| cursor::next_after(*last));
             (key, (p.end - next).max(0))
         })
         .collect()

@@ -10,6 +10,7 @@ use crate::instance::{Instance, service_name};
 
 /// The systemd unit for an instance: `dbmirror-<replication-id>.service`, running `sync` from
 /// the instance folder, restarted on failure, stopped with SIGTERM (a clean stop).
+#[cfg(not(windows))]
 pub fn systemd_unit(exe: &Path, instance: &Path, info: &SessionInfo) -> String {
     format!(
         "[Unit]\nDescription=dbmirror replication {rid} (tenant {ctx})\nAfter=network-online.target\nWants=network-online.target\n\n\
@@ -23,10 +24,12 @@ pub fn systemd_unit(exe: &Path, instance: &Path, info: &SessionInfo) -> String {
 }
 
 /// The instance folder a unit written by [`systemd_unit`] runs in.
+#[cfg(not(windows))]
 fn unit_folder(unit: &str) -> Option<&str> {
     unit.lines().find_map(|l| l.strip_prefix("WorkingDirectory="))
 }
 
+#[cfg(not(windows))]
 fn systemctl(args: &[&str]) -> Result<()> {
     let status = std::process::Command::new("systemctl").args(args).status().context("running systemctl")?;
     if !status.success() {
@@ -44,7 +47,7 @@ pub fn install(instance: &Instance, unit_dir: &Path, start: bool) -> Result<()> 
     #[cfg(windows)]
     {
         let _ = (unit_dir, &info);
-        return crate::windows::install(&name, &exe, &dir, start);
+        crate::windows::install(&name, &exe, &dir, start)
     }
     #[cfg(not(windows))]
     install_systemd(&name, &info, &exe, &dir, unit_dir, start)
@@ -89,7 +92,7 @@ pub fn uninstall(instance: &Instance, unit_dir: &Path) -> Result<()> {
     #[cfg(windows)]
     {
         let _ = unit_dir;
-        return crate::windows::uninstall(&name);
+        crate::windows::uninstall(&name)
     }
     #[cfg(not(windows))]
     {

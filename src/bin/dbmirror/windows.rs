@@ -38,7 +38,7 @@ pub fn install(name: &str, exe: &Path, dir: &Path, start: bool) -> Result<()> {
         service_type: ServiceType::OWN_PROCESS,
         start_type: ServiceStartType::AutoStart,
         error_control: ServiceErrorControl::Normal,
-        executable: exe.to_owned(),
+        executable_path: exe.to_owned(),
         launch_arguments: vec!["service-run".into(), "--instance".into(), dir.as_os_str().to_owned()],
         dependencies: vec![],
         account_name: None,
