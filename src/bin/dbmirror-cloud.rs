@@ -221,6 +221,10 @@ struct ServeArgs {
     /// `action min-client-version`) is kept across restarts (0.1.0 at first).
     #[arg(long)]
     min_client_version: Option<String>,
+    /// How long an access token is valid, in seconds (20 minutes by default; short for tests
+    /// that want a token refresh during a run).
+    #[arg(long, default_value_t = 20 * 60)]
+    token_ttl_secs: u64,
 }
 
 /// A self-signed certificate for `localhost`/127.0.0.1, created once and kept in the data
@@ -253,6 +257,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if args.http { "http" } else { "https" };
     let mut state = State::new(log, format!("{scheme}://{addr}"));
+    state.token_ttl = Duration::from_secs(args.token_ttl_secs.max(1));
     if let Some(dir) = &data_dir {
         state =
             state.with_journal(dir).and_then(|s| s.with_store(dir)).map_err(|e| anyhow::anyhow!("{}", e.message))?;

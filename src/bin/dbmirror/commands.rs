@@ -31,13 +31,39 @@ pub(crate) fn stop_on_signals() -> Arc<AtomicBool> {
                     _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
                 }
             }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
+            #[cfg(windows)]
+            windows_stop().await;
         });
         tracing::info!("stopping: finishing the current batch");
         flag.store(true, Ordering::Relaxed);
     });
     stop
+}
+
+/// On Windows: Ctrl-C, Ctrl-Break, the console closed, the user logging off or the machine
+/// shutting down. Each finishes the current batch (a service's stop comes from the Service
+/// Control Manager instead, see `windows.rs`).
+#[cfg(windows)]
+async fn windows_stop() {
+    use std::future::Future;
+    use tokio::signal::windows as console;
+    async fn or_never(event: Option<impl Future<Output = Option<()>>>) {
+        match event {
+            Some(event) => {
+                event.await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let (mut brk, mut close) = (console::ctrl_break().ok(), console::ctrl_close().ok());
+    let (mut logoff, mut shutdown) = (console::ctrl_logoff().ok(), console::ctrl_shutdown().ok());
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = or_never(brk.as_mut().map(|s| s.recv())) => {}
+        _ = or_never(close.as_mut().map(|s| s.recv())) => {}
+        _ = or_never(logoff.as_mut().map(|s| s.recv())) => {}
+        _ = or_never(shutdown.as_mut().map(|s| s.recv())) => {}
+    }
 }
 
 /// `sync`: replicate in the foreground until stopped (or, with `until_idle`, until caught up).

@@ -48,7 +48,7 @@ pub fn install(name: &str, exe: &Path, dir: &Path, start: bool) -> Result<()> {
         .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
         .with_context(|| format!("creating the service {name} (does another instance use this Replication ID?)"))?;
     service.set_description("Keeps a local SQL replica in sync with the cloud CRM tenant")?;
-    // Restart after a failure, as systemd's `Restart=always` does on Linux.
+    // Restart after a failure, as systemd's `Restart=on-failure` does on Linux.
     let recovery = std::process::Command::new("sc.exe")
         .args(["failure", name, "reset=", "86400", "actions=", "restart/10000/restart/10000/restart/60000"])
         .status();
@@ -131,7 +131,7 @@ fn serve() -> Result<()> {
     };
     report(ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0)?;
     let result = crate::commands::run_sync_with(&instance, false, false, stop).map(|_| ());
-    // A failure makes the SCM apply its recovery actions (restart), like `Restart=always`.
+    // A failure makes the SCM apply its recovery actions (restart), like `Restart=on-failure`.
     report(ServiceState::Stopped, ServiceControlAccept::empty(), u32::from(result.is_err()))?;
     result
 }
