@@ -31,5 +31,5 @@ for target in $TARGETS; do
 done
 (cd dist && sha256sum -- * >SHA256SUMS)
 for f in dist/dbmirror-*; do
-  printf '%-44s %6.1f MB\n' "$f" "$(echo "$(stat -c %s "$f") / 1048576" | bc -l)"
+  awk -v f="$f" -v b="$(stat -c %s "$f")" 'BEGIN { printf "%-44s %6.1f MB\n", f, b / 1048576 }'
 done

@@ -26,9 +26,13 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
-    /// The key file is not 32 bytes.
-    #[error("key file {0} is damaged (expected 32 bytes)")]
-    BadKey(PathBuf),
+    /// The key file does not open here: on Windows it was protected on another machine (DPAPI
+    /// binds it to the machine), or it is damaged.
+    #[error(
+        "key file {0} cannot be opened on this machine (made on another one, or damaged): run `dbmirror \
+         reconnect`, which keeps the old file aside, makes a new key and gets new tokens"
+    )]
+    Unusable(PathBuf),
     /// The sealed value does not open with this key (another host's key, or damaged).
     #[error("a stored token cannot be decrypted with this instance's key: run `dbmirror reconnect`")]
     Open,
@@ -46,10 +50,10 @@ mod at_rest {
 }
 
 /// DPAPI with machine scope: the service (LocalSystem) and an administrator's commands can
-/// both open it on this machine, and nobody can on another. Not compiled or tested on the
-/// Linux CI.
+/// both open it on this machine, and nobody can on another. Compiled for Windows in CI and
+/// run under Wine there, whose DPAPI is not bound to a machine; not run on real Windows.
 #[cfg(windows)]
-#[allow(unsafe_code)] // FFI to DPAPI; the only unsafe code in the crate.
+#[allow(unsafe_code)] // FFI to DPAPI (the other unsafe code is the console mode in `telemetry`).
 mod at_rest {
     use windows_sys::Win32::Foundation::LocalFree;
     use windows_sys::Win32::Security::Cryptography::{
@@ -144,8 +148,9 @@ impl SecretKey {
     /// Loads the key file, creating it (0600) with a random key if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
         let io = |source| SecretError::Io { path: path.to_owned(), source };
+        let unusable = |_| SecretError::Unusable(path.to_owned());
         let bytes = if path.exists() {
-            at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(io)?
+            at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(unusable)?
         } else {
             let key: [u8; 32] = random_bytes();
             let mut options = std::fs::OpenOptions::new();
@@ -161,13 +166,29 @@ impl SecretKey {
                 // Another process created it first: use theirs.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
-                    at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(io)?
+                    at_rest::unprotect(&std::fs::read(path).map_err(io)?).map_err(unusable)?
                 }
                 Err(e) => return Err(io(e)),
             }
         };
-        let key: [u8; 32] = bytes.try_into().map_err(|_| SecretError::BadKey(path.to_owned()))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| SecretError::Unusable(path.to_owned()))?;
         Ok(SecretKey { cipher: Aes256Gcm::new(&key.into()) })
+    }
+
+    /// The key for `reconnect`: the key file's, or — when it does not open here (a host moved
+    /// to another machine; on Windows DPAPI binds the file to the machine) — a new one, the
+    /// old file kept beside it as `<name>.unusable-<ms>`. Tokens sealed with the old key are
+    /// lost either way; `reconnect` gets new ones.
+    pub fn load_or_replace(path: &Path) -> Result<Self, SecretError> {
+        match Self::load_or_create(path) {
+            Err(SecretError::Unusable(_)) => {
+                let aside = path.with_extension(format!("key.unusable-{}", crate::clock::now_ms()));
+                std::fs::rename(path, &aside).map_err(|source| SecretError::Io { path: path.to_owned(), source })?;
+                tracing::warn!(kept = %aside.display(), "the key file does not open on this machine: a new key is made");
+                Self::load_or_create(path)
+            }
+            other => other,
+        }
     }
 
     /// Seals `plain` under `name`.
@@ -228,5 +249,26 @@ mod tests {
         assert!(matches!(other.open("refresh_token", &sealed), Err(SecretError::Open)));
         assert_eq!(format!("{other:?}"), "SecretKey(..)");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_key_file_that_does_not_open_here_is_set_aside_only_by_reconnect() {
+        let dir = std::env::temp_dir().join(format!("dbmirror-moved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dbmirror.key");
+        std::fs::write(&path, b"another machine's").unwrap();
+        let error = SecretKey::load_or_create(&path).unwrap_err();
+        assert!(
+            matches!(error, SecretError::Unusable(_)) && error.to_string().contains("dbmirror reconnect"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"another machine's", "a plain load changes nothing");
+        let key = SecretKey::load_or_replace(&path).unwrap();
+        let sealed = key.seal("t", "v");
+        assert_eq!(SecretKey::load_or_create(&path).unwrap().open("t", &sealed).unwrap(), "v", "the new key is stored");
+        let aside: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(aside.iter().any(|n| n.to_string_lossy().starts_with("dbmirror.key.unusable-")), "{aside:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

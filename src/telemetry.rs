@@ -12,11 +12,37 @@ pub enum LogFormat {
     Json,
 }
 
-/// Colour escape codes only for a person at a terminal: journald, files and pipes get plain
-/// text (`NO_COLOR` turns them off everywhere).
+/// Colour escape codes only for a person at a terminal that understands them: journald,
+/// files, pipes and a Windows console without virtual-terminal processing get plain text
+/// (`NO_COLOR` turns them off everywhere).
 fn colours() -> bool {
     use std::io::IsTerminal as _;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() && escape_codes_work()
+}
+
+#[cfg(not(windows))]
+fn escape_codes_work() -> bool {
+    true
+}
+
+/// A Windows console shows escape codes only with virtual-terminal processing, which Windows
+/// 10 and later turn on when asked; older consoles (and some hosts) refuse, and get plain text.
+#[cfg(windows)]
+#[allow(unsafe_code)] // FFI to the console API.
+fn escape_codes_work() -> bool {
+    use windows_sys::Win32::System::Console::{
+        ENABLE_VIRTUAL_TERMINAL_PROCESSING, GetConsoleMode, GetStdHandle, STD_ERROR_HANDLE, SetConsoleMode,
+    };
+    // SAFETY: the handle is the process's own stderr; `mode` is a valid out-pointer.
+    unsafe {
+        let handle = GetStdHandle(STD_ERROR_HANDLE);
+        let mut mode = 0;
+        if GetConsoleMode(handle, &mut mode) == 0 {
+            return false;
+        }
+        mode & ENABLE_VIRTUAL_TERMINAL_PROCESSING != 0
+            || SetConsoleMode(handle, mode | ENABLE_VIRTUAL_TERMINAL_PROCESSING) != 0
+    }
 }
 
 /// Installs the global subscriber writing to stderr. `RUST_LOG` overrides `default_level`.

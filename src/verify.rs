@@ -16,7 +16,8 @@ use crate::canonical::checksum;
 use crate::owner::columns::Projection;
 use crate::protocol::{GroundTruth, Offsets, TableTruth};
 use crate::schema::TableId;
-use crate::sink::{Replica, SinkError, SinkOptions};
+use crate::sink::{ReplicaRead, SinkError, SinkOptions};
+use crate::state::StateStore;
 use crate::state::TableState;
 
 /// What `verify` concluded about one table.
@@ -81,8 +82,8 @@ struct ReplicaSide {
 }
 
 /// Reads the applied offsets, then the tables (all, or those in `only`).
-fn read_replica(
-    replica: &mut dyn Replica,
+fn read_replica<R: StateStore + ReplicaRead + ?Sized>(
+    replica: &mut R,
     only: Option<&BTreeSet<String>>,
     options: &SinkOptions,
 ) -> Result<ReplicaSide, SinkError> {
@@ -164,7 +165,10 @@ fn judge(
 
 /// Compares the replica with `truth` once. For a replica that is not being written (tests
 /// after a run); a running one is compared with [`verify_live`].
-pub fn verify(replica: &mut dyn Replica, truth: &GroundTruth) -> Result<Vec<TableCheck>, SinkError> {
+pub fn verify<R: StateStore + ReplicaRead + ?Sized>(
+    replica: &mut R,
+    truth: &GroundTruth,
+) -> Result<Vec<TableCheck>, SinkError> {
     let side = read_replica(replica, None, &SinkOptions::default())?;
     Ok(judge(&side, truth, &SinkOptions::default(), None))
 }
@@ -173,8 +177,8 @@ pub fn verify(replica: &mut dyn Replica, truth: &GroundTruth) -> Result<Vec<Tabl
 /// the ground truth (`fetch_truth`) after. Tables that are behind are read again, every
 /// quarter second, until each can be judged or `patience` has passed (then they stay
 /// `Behind`). `options` names the tables left out on purpose.
-pub fn verify_live(
-    replica: &mut dyn Replica,
+pub fn verify_live<R: StateStore + ReplicaRead + ?Sized>(
+    replica: &mut R,
     mut fetch_truth: impl FnMut() -> Result<GroundTruth, String>,
     options: &SinkOptions,
     patience: Duration,

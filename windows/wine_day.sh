@@ -8,7 +8,9 @@
 #   unseals the stored tokens; a token refresh (the cloud's access tokens live 5 s);
 #   lifecycle events while `sync` runs (changes, a new table, an added column, suspend and
 #   resume), then a clean stop (Ctrl-C); status; verify equal; the Windows service installed,
-#   started, syncing, stopped and removed through Wine's Service Control Manager.
+#   started, syncing, stopped and removed through Wine's Service Control Manager; a moved
+#   host's refused key and `reconnect`; a PostgreSQL replica on 127.0.0.1 (when PostgreSQL's
+#   server binaries are installed, as CI installs them).
 #
 #   windows/wine_day.sh EXE CLOUD      # EXE: dbmirror.exe; CLOUD: a Linux dbmirror-cloud
 #
@@ -24,6 +26,7 @@ command -v wine >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninterac
 work="$(mktemp -d)"
 export WINEPREFIX="$work/prefix" WINEDEBUG=-all WINEARCH=win64 WINEDLLOVERRIDES="mscoree,mshtml="
 cleanup() {
+  [ -n "${PG_DATA:-}" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1
   [ -n "${SYNC_PID:-}" ] && kill "$SYNC_PID" 2>/dev/null
   [ -n "${CLOUD_PID:-}" ] && kill "$CLOUD_PID" 2>/dev/null
   wineserver -k 2>/dev/null || true
@@ -145,7 +148,78 @@ sleep 12
 wine sc query "$name" | tee "$work/query.out"
 win status --instance "$dir" | grep "client running"
 wine sc stop "$name" >/dev/null || true
-sleep 5
+for _ in $(seq 1 120); do wine sc query "$name" | grep -q STOPPED && break; sleep 0.5; done
+wine sc query "$name" | grep STATE
+wine sc query "$name" | grep -q STOPPED || fail "the service did not stop"
+grep -rq "stops the service: finishing the current batch" "$unix_dir/logs" || fail "the service's stop is not in its log"
+echo "the service stopped after finishing its batch (its log says so)"
 win uninstall --instance "$dir"
 win verify --instance "$dir" | tail -n 3
+
+step "a moved host: the folder on another machine, whose DPAPI does not open the key; reconnect"
+# Wine's DPAPI is not bound to a machine (a key file opens in any Wine prefix), so the other
+# machine's refusal is made here by damaging the protected key, as DPAPI on another Windows
+# machine would refuse it.
+moved='C:\ProgramData\dbmirror\Moved Instance'
+unix_moved="$WINEPREFIX/drive_c/ProgramData/dbmirror/Moved Instance"
+cp -r "$unix_dir" "$unix_moved"
+rm -rf "$unix_moved/logs"
+sed -i 's/Test Instance/Moved Instance/' "$unix_moved/appsettings.json"
+printf '\x00\x00\x00\x00' | dd of="$unix_moved/dbmirror.key" bs=1 seek=128 conv=notrunc status=none
+if win sync --until-idle --instance "$moved" >"$work/moved.out" 2>&1; then
+  fail "a key from another machine was accepted"
+fi
+grep -q "dbmirror reconnect" "$work/moved.out" || fail "no advice to reconnect: $(tail -n 3 "$work/moved.out")"
+tail -n 1 "$work/moved.out"
+win reconnect --instance "$moved" >"$work/reconnect.out" 2>&1 &
+rec=$!
+code=""
+for _ in $(seq 1 150); do
+  code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$work/reconnect.out")"
+  [ -n "$code" ] && break
+  sleep 0.2
+done
+[ -n "$code" ] || fail "reconnect printed no code: $(cat "$work/reconnect.out")"
+curl -sk -o /dev/null -X POST "$URL/provision" --data "user_code=$code&tenant=cust1234&session_name=wine&action=approve"
+wait "$rec" || fail "reconnect: $(cat "$work/reconnect.out")"
+grep "Reconnected" "$work/reconnect.out"
+ls "$unix_moved" | grep -q '^dbmirror.key.unusable-' || fail "the old key was not kept aside"
+action changes --count 50
+win sync --until-idle --instance "$moved" | tail -n 1
+win verify --instance "$moved" | tail -n 2
+
+step "PostgreSQL on 127.0.0.1 as the replica of dbmirror.exe"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+  echo "skipped: PostgreSQL's server binaries are not installed"
+else
+  pg_dir="$work/pg"
+  chmod 755 "$work"
+  mkdir -p "$pg_dir" && chown postgres:postgres "$pg_dir"
+  PG_DATA="$pg_dir/data"
+  runuser -u postgres -- "$PG_BIN/initdb" -A trust -U postgres -E UTF8 --no-sync -D "$PG_DATA" >/dev/null
+  port=$(( 30000 + RANDOM % 20000 ))
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -l "$pg_dir/log" \
+    -o "-p $port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE wine" >/dev/null
+  pg='C:\ProgramData\dbmirror\PostgreSQL Instance'
+  unix_pg="$WINEPREFIX/drive_c/ProgramData/dbmirror/PostgreSQL Instance"
+  mkdir -p "$unix_pg"
+  printf '{ "ReplicaDatabase": { "ConnectionString": "host=127.0.0.1 port=%s user=postgres dbname=wine" } }\n' "$port" \
+    >"$unix_pg/appsettings.json"
+  win provision --cloud "$URL" --fingerprint "$FP" --instance "$pg" >"$work/pg.out" 2>&1 &
+  prov=$!
+  code=""
+  for _ in $(seq 1 150); do
+    code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$work/pg.out")"
+    [ -n "$code" ] && break
+    sleep 0.2
+  done
+  [ -n "$code" ] || fail "provision (PostgreSQL) printed no code: $(cat "$work/pg.out")"
+  curl -sk -o /dev/null -X POST "$URL/provision" --data "user_code=$code&tenant=cust1234&session_name=winepg&action=approve"
+  wait "$prov" || fail "provision (PostgreSQL): $(cat "$work/pg.out")"
+  win sync --until-idle --instance "$pg" | tail -n 1
+  win verify --instance "$pg" | tee "$work/pgverify.out" | tail -n 2
+  grep -q "DIFFERENT\|behind" "$work/pgverify.out" && fail "verify (PostgreSQL) found a difference"
+fi
 echo "the customer's day under Wine passed"

@@ -44,6 +44,15 @@ impl Instance {
         Ok(Instance { dir: dir.to_owned(), config, key })
     }
 
+    /// Loads an instance for `reconnect`: a key file that does not open on this machine (the
+    /// host moved; on Windows DPAPI binds the file to the machine) is set aside for a new key,
+    /// which `reconnect` then seals new tokens with.
+    pub fn load_for_reconnect(dir: &Path) -> Result<Self> {
+        let (config, _) = Config::load(&dir.join("appsettings.json"))?;
+        let key = SecretKey::load_or_replace(&key_path(dir))?;
+        Ok(Instance { dir: dir.to_owned(), config, key })
+    }
+
     /// Loads an instance for a command that only looks at it (`validate`, `status`, `verify`,
     /// `info`): no key file is created (an instance without one has no session to open), and
     /// [`Instance::open_existing`] creates no replica.

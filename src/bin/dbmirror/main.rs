@@ -329,7 +329,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconnect { at } => {
-            session::reconnect(&at.load()?)?;
+            session::reconnect(&instance::Instance::load_for_reconnect(&at.instance)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { at } => {
