@@ -60,6 +60,24 @@ FP="$(sed -n 's/^certificate SHA-256 fingerprint: //p' "$work/cloud.log")"
 [ -n "$URL" ] && [ -n "$FP" ] || fail "the cloud did not start: $(cat "$work/cloud.log")"
 action() { "$CLOUD" action --url "$URL" --fingerprint "$FP" --admin-token day "$@" >/dev/null; }
 
+# with_approval OUT SESSION_NAME ARGS…: runs a command that waits for an administrator's
+# approval (`provision`, `reconnect`), approves its code as the tests do (the browser page's
+# form), and waits for it; its output is in OUT.
+with_approval() {
+  local out="$1" name="$2" code="" pid
+  shift 2
+  win "$@" >"$out" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 150); do
+    code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$out")"
+    [ -n "$code" ] && break
+    sleep 0.2
+  done
+  [ -n "$code" ] || fail "$1 printed no approval code: $(cat "$out")"
+  curl -sk -o /dev/null -X POST "$URL/provision" --data "user_code=$code&tenant=cust1234&session_name=$name&action=approve"
+  wait "$pid" || fail "$*: $(cat "$out")"
+}
+
 step "provision into C:\\ProgramData\\dbmirror\\Test Instance"
 dir='C:\ProgramData\dbmirror\Test Instance'
 unix_dir="$WINEPREFIX/drive_c/ProgramData/dbmirror/Test Instance"
@@ -68,17 +86,7 @@ cat >"$unix_dir/appsettings.json" <<JSON
 { "ReplicaDatabase": { "ConnectionString": "Data Source=C:\\\\ProgramData\\\\dbmirror\\\\Test Instance\\\\replica.db" },
   "MaxPollTimeSeconds": 2, "CommitIntervalSeconds": 2 }
 JSON
-win provision --cloud "$URL" --fingerprint "$FP" --instance "$dir" >"$work/provision.out" 2>&1 &
-prov=$!
-code=""
-for _ in $(seq 1 150); do
-  code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$work/provision.out")"
-  [ -n "$code" ] && break
-  sleep 0.2
-done
-[ -n "$code" ] || fail "provision printed no code: $(cat "$work/provision.out")"
-curl -sk -o /dev/null -X POST "$URL/provision" --data "user_code=$code&tenant=cust1234&session_name=wine&action=approve"
-wait "$prov" || fail "provision: $(cat "$work/provision.out")"
+with_approval "$work/provision.out" wine provision --cloud "$URL" --fingerprint "$FP" --instance "$dir"
 grep "Replication ID" "$work/provision.out"
 
 step "validate, then the first sync"
@@ -171,17 +179,7 @@ if win sync --until-idle --instance "$moved" >"$work/moved.out" 2>&1; then
 fi
 grep -q "dbmirror reconnect" "$work/moved.out" || fail "no advice to reconnect: $(tail -n 3 "$work/moved.out")"
 tail -n 1 "$work/moved.out"
-win reconnect --instance "$moved" >"$work/reconnect.out" 2>&1 &
-rec=$!
-code=""
-for _ in $(seq 1 150); do
-  code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$work/reconnect.out")"
-  [ -n "$code" ] && break
-  sleep 0.2
-done
-[ -n "$code" ] || fail "reconnect printed no code: $(cat "$work/reconnect.out")"
-curl -sk -o /dev/null -X POST "$URL/provision" --data "user_code=$code&tenant=cust1234&session_name=wine&action=approve"
-wait "$rec" || fail "reconnect: $(cat "$work/reconnect.out")"
+with_approval "$work/reconnect.out" wine reconnect --instance "$moved"
 grep "Reconnected" "$work/reconnect.out"
 ls "$unix_moved" | grep -q '^dbmirror.key.unusable-' || fail "the old key was not kept aside"
 action changes --count 50
@@ -207,17 +205,7 @@ else
   mkdir -p "$unix_pg"
   printf '{ "ReplicaDatabase": { "ConnectionString": "host=127.0.0.1 port=%s user=postgres dbname=wine" } }\n' "$port" \
     >"$unix_pg/appsettings.json"
-  win provision --cloud "$URL" --fingerprint "$FP" --instance "$pg" >"$work/pg.out" 2>&1 &
-  prov=$!
-  code=""
-  for _ in $(seq 1 150); do
-    code="$(sed -n 's/.*approve code \([A-Z0-9-]*\)\..*/\1/p' "$work/pg.out")"
-    [ -n "$code" ] && break
-    sleep 0.2
-  done
-  [ -n "$code" ] || fail "provision (PostgreSQL) printed no code: $(cat "$work/pg.out")"
-  curl -sk -o /dev/null -X POST "$URL/provision" --data "user_code=$code&tenant=cust1234&session_name=winepg&action=approve"
-  wait "$prov" || fail "provision (PostgreSQL): $(cat "$work/pg.out")"
+  with_approval "$work/pg.out" winepg provision --cloud "$URL" --fingerprint "$FP" --instance "$pg"
   win sync --until-idle --instance "$pg" | tail -n 1
   win verify --instance "$pg" | tee "$work/pgverify.out" | tail -n 2
   grep -q "DIFFERENT\|behind" "$work/pgverify.out" && fail "verify (PostgreSQL) found a difference"
