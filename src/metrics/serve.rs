@@ -106,22 +106,21 @@ fn plain(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 }
 
 fn answer(req: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
-    let owner = pages.owner.as_deref();
-    match (req.method(), req.uri().path(), owner) {
-        (&hyper::Method::GET, "/metrics", _) => {
+    let (method, path) = (req.method(), req.uri().path());
+    match (method, path) {
+        (&hyper::Method::GET, "/metrics") => {
             plain(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", pages.metrics.render())
         }
-        (&hyper::Method::GET, "/healthz", _) => match pages.metrics.health(pages.window) {
+        (&hyper::Method::GET, "/healthz") => match pages.metrics.health(pages.window) {
             Health::Healthy => plain(StatusCode::OK, TEXT, "ok\n".into()),
             Health::Unhealthy(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{reason}\n")),
         },
-        (method, path, Some(owner)) => match owner.answer(method, path, req.uri().query()) {
+        _ => match pages.owner.as_deref().and_then(|owner| owner.answer(method, path, req.uri().query())) {
             Some(reply) => {
                 let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 plain(status, reply.content_type, reply.body)
             }
             None => plain(StatusCode::NOT_FOUND, TEXT, "try /status, /metrics or /healthz\n".into()),
         },
-        _ => plain(StatusCode::NOT_FOUND, TEXT, "try /status, /metrics or /healthz\n".into()),
     }
 }

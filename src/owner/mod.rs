@@ -79,9 +79,4 @@ impl OwnerRules {
             modes: modes::parse(section("DeleteModes").as_ref())?,
         })
     }
-
-    /// Whether the owner configured nothing: the replica is the source's, as it is.
-    pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty() && self.columns.is_empty() && self.modes.all_hard()
-    }
 }

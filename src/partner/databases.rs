@@ -65,8 +65,14 @@ impl Databases {
         self.server.ensure_database(&self.name(ctx)?)
     }
 
-    /// Takes tenant `ctx`'s claim if no other process holds it (`None` then): see
-    /// [`super::claim`].
+    /// Takes tenant `ctx`'s claim if no other process holds it (`None` then); dropping it
+    /// releases the tenant. One process at a time mirrors a tenant, across processes and
+    /// hosts, with the database server as the only coordinator: a worker takes the claim
+    /// before a pass and holds it to the end. Each target's server decides what a claim is
+    /// ([`Server::try_claim`]): on PostgreSQL a session advisory lock, on SQL Server a session
+    /// `sp_getapplock`, both released by the server as soon as the holder's connection ends;
+    /// on SQLite an OS file lock beside the tenant's file (one host, or hosts sharing a local
+    /// file system).
     pub fn try_claim(&self, ctx: &str) -> Result<Option<Box<dyn Held>>, SinkError> {
         self.server.try_claim(&self.name(ctx)?)
     }

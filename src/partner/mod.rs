@@ -7,14 +7,13 @@
 //!   missing) and a session (no browser) at the next read; one that withdraws stops being
 //!   mirrored, its database kept.
 //! - A fixed pool of `Workers` threads runs **passes**: one tenant, one claim
-//!   ([`claim`]), one `sync` until that tenant is idle or `SliceSeconds` passed. A tenant
+//!   ([`databases::Databases::try_claim`]), one `sync` until that tenant is idle or `SliceSeconds` passed. A tenant
 //!   with more to do goes to the back of the queue, so a hot tenant cannot starve the rest,
 //!   and memory is bounded by the workers, not the tenants. An idle tenant is fetched again
 //!   after `IdleSeconds`; a failing one is retried with backoff, alone.
 //! - Each tenant's state (offsets, session, tables) lives in its own database, exactly as a
 //!   single-tenant instance's; the pass also records which host ran it ([`passes`]).
 
-pub mod claim;
 pub mod config;
 pub mod databases;
 pub mod passes;

@@ -6,7 +6,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::PartnerConfig;
-use super::claim::try_claim;
 use super::databases::Databases;
 use super::passes;
 use crate::clock::now_ms;
@@ -284,7 +283,7 @@ impl Partner {
 
     /// One tenant's turn: claim, database, session, `sync` for at most a slice.
     fn pass(&self, turn: &Turn, stop: &Arc<AtomicBool>) -> Outcome {
-        let claim = match try_claim(&self.databases, &turn.ctx) {
+        let claim = match self.databases.try_claim(&turn.ctx) {
             Ok(Some(claim)) => claim,
             Ok(None) => return Outcome::HeldElsewhere,
             Err(e) => {

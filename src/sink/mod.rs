@@ -188,12 +188,12 @@ pub fn probe_sql(table: &str) -> String {
 /// Implements `StateStore` for one of the owner's wrappers (`Projecting`, `Retaining`) by
 /// handing every call to its `inner` replica: they change the data path, never the
 /// bookkeeping — except how a table's record looks from above, which the wrapper's own
-/// `records` says.
+/// `record_above` says (`None`: a table of the owner's own, hidden from above).
 macro_rules! state_store_via_inner {
     ($wrapper:ty) => {
         impl $crate::state::StateStore for $wrapper {
             fn all_records(&self) -> Vec<$crate::state::TableRecord> {
-                self.records_above()
+                self.inner.all_records().into_iter().filter_map(|r| self.record_above(r)).collect()
             }
             fn table(&self, id: &$crate::schema::TableId) -> Option<$crate::state::TableRecord> {
                 self.inner.table(id).and_then(|record| self.record_above(record))

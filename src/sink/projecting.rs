@@ -2,7 +2,7 @@
 //!
 //! The wrapped replica holds each ruled table in its projected layout (and records that
 //! layout); everything above it — the pipeline, coalescing, shadows, `_ReplicationErrors` —
-//! works with the source's layout, which [`Projecting::tables`] reports. The source layout of
+//! works with the source's layout, which its table records report. The source layout of
 //! a ruled table is kept as the session fact `source_schema:<table>`, written before the
 //! table's DDL, so a restart decodes payload-only events with the source's columns whatever
 //! happened in between.
@@ -40,11 +40,6 @@ impl std::fmt::Debug for Projecting {
 }
 
 impl Projecting {
-    /// Every record as the replica looks from above: the source's layout, no tables of the owner's own.
-    fn records_above(&self) -> Vec<TableRecord> {
-        self.inner.all_records().into_iter().filter_map(|r| self.record_above(r)).collect()
-    }
-
     /// One record as seen from above: a ruled table in its source layout.
     fn record_above(&self, mut record: TableRecord) -> Option<TableRecord> {
         if let Some(source) = self.sources.get(&record.schema.id) {

@@ -30,11 +30,6 @@ impl std::fmt::Debug for Retaining {
 }
 
 impl Retaining {
-    /// Every record as the replica looks from above: the source's layout, no tables of the owner's own.
-    fn records_above(&self) -> Vec<TableRecord> {
-        self.inner.all_records().into_iter().filter_map(|r| self.record_above(r)).collect()
-    }
-
     /// One record as seen from above: history tables hidden, soft tables without their flags.
     fn record_above(&self, mut record: TableRecord) -> Option<TableRecord> {
         if layout::is_history(&record.schema) {
@@ -51,14 +46,10 @@ impl Retaining {
         Retaining { inner, owner }
     }
 
-    fn inner_record(&self, id: &TableId) -> Option<TableRecord> {
-        self.inner.table(id)
-    }
-
     /// Creates, grows or (retiring the old one) re-creates `source`'s history table.
     fn follow_history(&mut self, source: &TableSchema) -> Result<(), SinkError> {
         let id = layout::history_id(&source.id);
-        let existing = self.inner_record(&id).filter(|r| layout::is_history(&r.schema));
+        let existing = self.inner.table(&id).filter(|r| layout::is_history(&r.schema));
         let (history, retire) = layout::history_layout(source, existing.as_ref().map(|r| &*r.schema));
         if retire {
             let stamp = utc_stamp();
@@ -68,7 +59,7 @@ impl Retaining {
         }
         let kind = if existing.is_some() && !retire { SchemaChangeKind::Alter } else { SchemaChangeKind::Create };
         self.inner.change_schema(&TableChange { kind, table: history }, &Intent::Follow)?;
-        if self.inner_record(&id).is_some_and(|r| r.state != TableState::Ready) {
+        if self.inner.table(&id).is_some_and(|r| r.state != TableState::Ready) {
             self.inner.set_table_state(&id, TableState::Ready)?;
         }
         Ok(())
@@ -87,7 +78,7 @@ impl Retaining {
                     let (schema, slots) = match layouts.get(id) {
                         Some(found) => found.clone(),
                         None => {
-                            let record = self.inner_record(id).ok_or_else(|| crate::sink::missing(id))?;
+                            let record = self.inner.table(id).ok_or_else(|| crate::sink::missing(id))?;
                             let found = (record.schema.clone(), layout::slots(&record.schema.columns, &unit.schema));
                             layouts.insert(id.clone(), found.clone());
                             found
@@ -109,7 +100,8 @@ impl Retaining {
                     if !unit.log.is_empty() && !layouts.contains_key(&history_id) {
                         // Created with its table, or by `prepare` when the mode was switched on.
                         let record = self
-                            .inner_record(&history_id)
+                            .inner
+                            .table(&history_id)
                             .filter(|r| layout::is_history(&r.schema))
                             .ok_or_else(|| crate::sink::missing(&history_id))?;
                         let slots = layout::slots(&record.schema.columns, &unit.schema);
@@ -129,7 +121,7 @@ impl Retaining {
 
     /// A soft table's column positions of `_deleted` and `_deleted_at` in the target.
     fn soft_columns(&self, id: &TableId) -> Option<(usize, usize)> {
-        layout::soft_positions(&self.inner_record(id)?.schema)
+        layout::soft_positions(&self.inner.table(id)?.schema)
     }
 }
 
@@ -161,7 +153,7 @@ impl Sink for Retaining {
             }
             return Ok(outcome);
         }
-        let existing = self.inner_record(id);
+        let existing = self.inner.table(id);
         let table = layout::soft_layout(&change.table, existing.as_ref().map(|r| &*r.schema))
             .map_err(|conflict| SinkError::Table { table: id.clone(), reason: conflict.to_string() })?;
         self.inner.change_schema(&TableChange { kind: change.kind, table }, intent)
@@ -179,8 +171,10 @@ impl Sink for Retaining {
         self.inner.prepare()?;
         for record in self.inner.tables() {
             let id = &record.schema.id;
-            let missing = !self.inner_record(&layout::history_id(id)).is_some_and(|r| layout::is_history(&r.schema));
-            if self.owner.modes.for_table(id) == DeleteMode::History && !layout::is_history(&record.schema) && missing {
+            if self.owner.modes.for_table(id) != DeleteMode::History || layout::is_history(&record.schema) {
+                continue;
+            }
+            if !self.inner.table(&layout::history_id(id)).is_some_and(|r| layout::is_history(&r.schema)) {
                 tracing::info!(table = %id, "the table keeps a history from now on: its history table is created");
                 self.follow_history(&record.schema)?;
             }

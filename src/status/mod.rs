@@ -277,7 +277,7 @@ fn lag(session: &Session) -> Lag {
 
 /// A partner instance's line for one tenant: its database, the state and host of its last
 /// pass, and the headline of its [`StatusReport`] (or why it could not be read).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TenantLine {
     /// The tenant's context id.
     pub tenant: String,
@@ -326,17 +326,7 @@ impl TenantLine {
 
     /// The line of a tenant whose replica could not be read, and why.
     pub fn unreadable(tenant: &str, error: String) -> Self {
-        TenantLine {
-            tenant: tenant.to_owned(),
-            database: None,
-            state: None,
-            host: None,
-            tables: 0,
-            rows: 0,
-            lag: Lag::default(),
-            last_error: None,
-            error: Some(error),
-        }
+        TenantLine { tenant: tenant.to_owned(), error: Some(error), ..TenantLine::default() }
     }
 
     /// The text table of a partner instance's `status`.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use dbmirror::config::{Config, redact_connection_string};
 use dbmirror::pipeline::stored_tokens;
-use dbmirror::secrets::SecretKey;
+use dbmirror::secrets::{SecretError, SecretKey};
 use dbmirror::sink::{Replica, SinkOptions};
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::replication::{Replication, SessionInfo};
@@ -36,20 +36,22 @@ pub struct Instance {
 impl Instance {
     /// Loads `appsettings.json` (naming the key of any problem) and the key file.
     pub fn load(dir: &Path) -> Result<Self> {
-        let (config, warnings) = Config::load(&dir.join("appsettings.json"))?;
-        for w in warnings {
-            tracing::warn!("appsettings.json: {w}");
-        }
-        let key = SecretKey::load_or_create(&key_path(dir))?;
-        Ok(Instance { dir: dir.to_owned(), config, key })
+        Self::load_with_key(dir, SecretKey::load_or_create)
     }
 
     /// Loads an instance for `reconnect`: a key file that does not open on this machine (the
     /// host moved; on Windows DPAPI binds the file to the machine) is set aside for a new key,
     /// which `reconnect` then seals new tokens with.
     pub fn load_for_reconnect(dir: &Path) -> Result<Self> {
-        let (config, _) = Config::load(&dir.join("appsettings.json"))?;
-        let key = SecretKey::load_or_replace(&key_path(dir))?;
+        Self::load_with_key(dir, SecretKey::load_or_replace)
+    }
+
+    fn load_with_key(dir: &Path, key: impl FnOnce(&Path) -> Result<SecretKey, SecretError>) -> Result<Self> {
+        let (config, warnings) = Config::load(&dir.join("appsettings.json"))?;
+        for w in warnings {
+            tracing::warn!("appsettings.json: {w}");
+        }
+        let key = key(&key_path(dir))?;
         Ok(Instance { dir: dir.to_owned(), config, key })
     }
 

@@ -84,9 +84,9 @@ impl DeleteModes {
 
     /// The filter of tables whose changes the coalescer keeps for a history.
     pub fn log_filter(&self) -> Option<crate::coalesce::LogFilter> {
-        let modes = self.clone();
         let any = self.tables.iter().any(|(_, m)| *m == DeleteMode::History);
         any.then(|| {
+            let modes = self.clone();
             crate::coalesce::LogFilter(std::sync::Arc::new(move |id: &TableId| {
                 !id.is_shadow() && modes.for_table(id) == DeleteMode::History
             }))
