@@ -63,6 +63,18 @@ pub enum SinkError {
         /// Its error and output.
         reason: String,
     },
+    /// Another run took the replica's writer epoch after this one (or the database was
+    /// restored to before it): nothing was written, and this run must end (see
+    /// [`crate::state::fence`]).
+    #[error("{}", superseded(*ours, *stored, holder))]
+    Superseded {
+        /// The epoch this run took.
+        ours: i64,
+        /// The epoch the replica holds now (`None`: no writer row, e.g. a restored backup).
+        stored: Option<i64>,
+        /// Who took the stored epoch.
+        holder: String,
+    },
     /// A batch refers to a table the replica does not have, or with another schema.
     #[error("table {table}: {reason}")]
     Table {
@@ -97,6 +109,18 @@ impl SinkError {
             _ => Retry::Fatal,
         }
     }
+}
+
+fn superseded(ours: i64, stored: Option<i64>, holder: &str) -> String {
+    let now = match stored {
+        Some(epoch) if holder.is_empty() => format!("writer epoch {epoch}"),
+        Some(epoch) => format!("writer epoch {epoch}, taken by {holder}"),
+        None => "no writer epoch".to_owned(),
+    };
+    format!(
+        "this process no longer writes the replica: it holds {now}, this run took {ours} \
+         (another process took the replica over, or the database was restored); nothing was written"
+    )
 }
 
 /// The context of a failed connection attempt (the PostgreSQL target names it so).

@@ -27,6 +27,14 @@ pub enum Action {
     /// The replica was offline longer than the cloud keeps changes: only a reload of every
     /// table can continue (`--auto-resync`, or the advice says how).
     Purged,
+    /// Another run became the replica's writer, or the database was restored to before this
+    /// run's claim (`restored`): this run ends having written nothing more (see
+    /// [`crate::state::fence`]). A partner leaves the tenant to its new writer; a single
+    /// instance claims a restored replica again, and stops when another process writes it.
+    Superseded {
+        /// The replica holds an older epoch than this run's (or none): it was restored.
+        restored: bool,
+    },
     /// Trying again gives the same answer; a person must act.
     Fatal {
         /// What to do, when there is something specific to say.
@@ -81,8 +89,14 @@ pub fn session_ended(error: &SourceError) -> bool {
     matches!(error.code(), Some(ErrorCode::SessionRevoked | ErrorCode::TokenReused | ErrorCode::SessionNotFound))
 }
 
+/// The advice when another process took over a single instance's replica.
+pub const TWO_WRITERS_ADVICE: &str = "Another dbmirror process now writes this replica (the error names it): one replica takes one `sync`. Stop the other one, or give each its own replica database, then start this one again.";
+
 /// What an error from the replica means.
 pub fn sink_action(error: &SinkError) -> Action {
+    if let SinkError::Superseded { ours, stored, .. } = error {
+        return Action::Superseded { restored: stored.is_none_or(|stored| stored < *ours) };
+    }
     if let SinkError::Hook { .. } = error {
         let advice = "fix what the hook reports (its output is in the log), or set its OnFailure to \"Log\" in \
                       appsettings.json; the data it followed is committed (BatchCommitted hooks also run when sync starts)";

@@ -27,6 +27,9 @@ mod pipeline_memory;
 /// Adopting a legacy mirror (tables filled, no `_ReplicationState`).
 mod adoption;
 
+/// The writer fence: two runs that both think they own a replica never apply an old batch late.
+mod fence;
+
 /// Partner mode: many tenants, each in its own database, through the partner API.
 mod partner;
 

@@ -23,7 +23,7 @@ use dbmirror::sink::TargetKind;
 use crate::support::targets::{TestDb, fresh_databases};
 use crate::support::{GenOp, Model, apply_one, event, gen_op, registry};
 
-fn create_all(sink: &mut dyn Replica, schemas: &SchemaRegistry) {
+pub(crate) fn create_all(sink: &mut dyn Replica, schemas: &SchemaRegistry) {
     for name in ["person", "link"] {
         let table = (**schemas.get("crm7", name).unwrap()).clone();
         assert_eq!(
@@ -34,13 +34,13 @@ fn create_all(sink: &mut dyn Replica, schemas: &SchemaRegistry) {
 }
 
 /// A table's rows in canonical form, sorted.
-fn sorted(mut rows: Vec<CanonicalRow>) -> Vec<CanonicalRow> {
+pub(crate) fn sorted(mut rows: Vec<CanonicalRow>) -> Vec<CanonicalRow> {
     rows.sort();
     rows
 }
 
 /// The model's rows as the replica should hold them: through the owner's column rules, if any.
-fn model_rows(model: &Model, schemas: &SchemaRegistry, rules: &ColumnRules) -> [Vec<CanonicalRow>; 2] {
+pub(crate) fn model_rows(model: &Model, schemas: &SchemaRegistry, rules: &ColumnRules) -> [Vec<CanonicalRow>; 2] {
     let table = |i: usize, name: &str| {
         let schema = schemas.get("crm7", name).unwrap();
         let projection = rules.for_table(&schema.id).map(|r| Projection::new(schema, &r).unwrap());
@@ -70,7 +70,7 @@ fn some_rules() -> ColumnRules {
     dbmirror::owner::columns::parse(Some(&json), std::path::Path::new("."), &|_| None).unwrap()
 }
 
-fn replica_rows(sink: &mut dyn Replica) -> [Vec<CanonicalRow>; 2] {
+pub(crate) fn replica_rows(sink: &mut dyn Replica) -> [Vec<CanonicalRow>; 2] {
     let mut read = |name: &str| sorted(sink.read_rows(&TableId::new("crm7", name)).unwrap());
     [read("person"), read("link")]
 }

@@ -367,6 +367,14 @@ impl StateStore for FlakySink {
         self.inner.read_facts()
     }
 
+    fn claim_writer(&mut self, holder: &str) -> Result<dbmirror::state::fence::Fence, dbmirror::sink::SinkError> {
+        self.inner.claim_writer(holder)
+    }
+
+    fn hold_fence(&mut self, fence: dbmirror::state::fence::Fence) {
+        self.inner.hold_fence(fence)
+    }
+
     fn write_refused(
         &mut self,
         refused: &[dbmirror::state::refused::Refusal],

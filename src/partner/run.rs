@@ -156,15 +156,6 @@ impl std::fmt::Debug for Partner {
     }
 }
 
-fn host_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    format!("{host}/{}", std::process::id())
-}
-
 impl Partner {
     /// A partner instance: `options` and `sink` shape every tenant's `sync` and replica (the
     /// owner's controls apply to every tenant), `key` seals every tenant's tokens.
@@ -177,7 +168,7 @@ impl Partner {
         let databases = Databases::new(&config.server, &config.database_name)?;
         let http = HttpClient::new(&config.cloud_url, config.trust.as_ref())?;
         let api = PartnerApi::new(http, &config.id, config.secret.expose())?;
-        Ok(Partner { config, databases, api, key, options, sink, host: host_name() })
+        Ok(Partner { config, databases, api, key, options, sink, host: crate::state::fence::this_process() })
     }
 
     /// This process's name in the tenants' pass records (`host/pid`).
@@ -295,6 +286,10 @@ impl Partner {
         drop(claim);
         match result {
             Ok(outcome) => outcome,
+            Err(PartnerError::Server(e @ SinkError::Superseded { .. })) => {
+                tracing::info!(error = %e, "another process took the tenant over; this pass ended");
+                Outcome::HeldElsewhere
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the tenant's pass failed; retried with backoff");
                 Outcome::Failed
@@ -310,6 +305,9 @@ impl Partner {
         }
         let connection = self.databases.connection_string(ctx)?;
         let mut state = crate::sink::open(&connection, self.sink.clone())?;
+        // The claim above can be lost unnoticed (a database restart ends its session): every
+        // write of this pass proves this epoch instead, in its own transaction.
+        let fence = state.claim_writer(&self.host)?;
         if !*approved {
             passes::withdrawn(state.as_mut())?;
             return Ok(Outcome::Withdrawn);
@@ -335,7 +333,8 @@ impl Partner {
             ..self.options.clone()
         };
         let started = Instant::now();
-        let data = crate::sink::open(&connection, self.sink.clone())?;
+        let mut data = crate::sink::open(&connection, self.sink.clone())?;
+        data.hold_fence(fence);
         let result = sync(replication, data, state.as_mut(), &self.key, &options, stop.clone());
         passes::end(state.as_mut(), &self.host, now_ms())?;
         Ok(match result {
@@ -351,6 +350,10 @@ impl Partner {
 
     /// What a failed pass means for the tenant (and only for it).
     fn judge(&self, ctx: &str, e: PipelineError, state: &mut dyn Replica) -> Outcome {
+        if let Action::Superseded { .. } = e.action() {
+            tracing::info!(tenant = ctx, error = %e, "another process took the tenant over; this pass ended");
+            return Outcome::HeldElsewhere;
+        }
         let revoked = matches!(&e, PipelineError::Source(s) if crate::policy::session_ended(s));
         if revoked {
             tracing::warn!(tenant = ctx, error = %e, "the tenant's session ended; a new one is made if the tenant still approves");

@@ -253,6 +253,12 @@ impl Applier {
         let mut refused = Backoff::new(Duration::from_secs(1), REFUSED_MAX_WAIT);
         let (mut sink, mut pending) = (sink, unapplied);
         loop {
+            if failure.as_ref().is_some_and(|e| matches!(sink_action(e), Action::Superseded { .. }))
+                && let Some(e) = failure.take()
+            {
+                // Another run writes the replica now: nothing here may be retried or set aside.
+                return Err(PipelineError::Sink(e));
+            }
             if let Some(e) = failure.take()
                 && !set_table_aside(&e, &mut pending, &*sink, state)
                 && let Some(e) = self.try_isolate(e, &mut pending, &mut *sink)

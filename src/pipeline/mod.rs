@@ -479,7 +479,7 @@ impl<'a> Pipeline<'a> {
                 self.fetch_backoff.wait(after, &self.stop);
                 Ok(())
             }
-            Action::Purged | Action::Fatal { .. } => Err(error.into()),
+            Action::Purged | Action::Superseded { .. } | Action::Fatal { .. } => Err(error.into()),
         }
     }
 

@@ -40,7 +40,7 @@ pub fn apply_schema(
         Intent::Follow if existing.is_some_and(|r| r.state == TableState::Failed) => Some(String::new()),
         Intent::Follow => None,
     };
-    in_transaction(exec, |exec| {
+    in_transaction(exec, sql, |exec| {
         ddl(exec, &plan)?;
         match &record {
             Some(record) => write_table(exec, sql, record)?,
@@ -86,7 +86,7 @@ fn adopt(
     };
     let request = super::shadow::request_fact(&new.id);
     let stamp = SessionValue::Text(crate::clock::now_ms().to_string());
-    in_transaction(exec, |exec| {
+    in_transaction(exec, sql, |exec| {
         write_table(exec, sql, &record)?;
         put_facts(exec, sql, &[(&request, stamp)])
     })?;
@@ -105,7 +105,7 @@ pub fn swap_in(
     statements: impl FnOnce(&TableRecord, &TableRecord) -> String,
 ) -> Result<(), SinkError> {
     let swap = Swap::plan(tables, id, statements)?;
-    in_transaction(exec, |exec| {
+    in_transaction(exec, sql, |exec| {
         exec.execute_batch(&swap.sql)?;
         write_table(exec, sql, &swap.ready)?;
         forget_table(exec, sql, &swap.shadow_name)
@@ -125,7 +125,7 @@ pub fn retire(
 ) -> Result<(), SinkError> {
     let record = tables.get(id).ok_or_else(|| super::missing(id))?;
     let statement = rename(record);
-    in_transaction(exec, |exec| {
+    in_transaction(exec, sql, |exec| {
         exec.execute_batch(&statement)?;
         forget_table(exec, sql, &id.to_string())
     })?;

@@ -19,6 +19,7 @@ use crate::canonical::canonical;
 use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId};
+use crate::state::fence::Fence;
 use crate::state::{
     Offsets, Session, SessionValue, StateStore, TableRecord, TableState, offset_rows, parse_offset_name,
 };
@@ -36,6 +37,7 @@ struct Database {
     failing_fact_writes: u32,
     max_columns: Option<usize>,
     scripts: Vec<String>,
+    writer_epoch: Option<(i64, String)>,
     refused: Vec<crate::state::refused::RefusedRow>,
 }
 
@@ -55,6 +57,7 @@ impl Database {
 pub struct MemoryReplica {
     db: Arc<Mutex<Database>>,
     options: SinkOptions,
+    fence: Option<Fence>,
 }
 
 /// An injected transient failure.
@@ -72,7 +75,7 @@ fn canonical_cells(cells: &[Cell], types: impl Iterator<Item = SqlType>) -> Cano
 impl MemoryReplica {
     /// An empty replica shaped by `options` (skip list, prefix).
     pub fn new(options: SinkOptions) -> Self {
-        MemoryReplica { db: Arc::default(), options }
+        MemoryReplica { db: Arc::default(), options, fence: None }
     }
 
     /// Makes the next `count` batches fail (transiently) and commit nothing.
@@ -99,11 +102,25 @@ impl MemoryReplica {
     fn lock(&self) -> MutexGuard<'_, Database> {
         self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// The database for a write, once this handle's fence is proven (see `state::fence`).
+    fn writer(&self) -> Result<MutexGuard<'_, Database>, SinkError> {
+        let db = self.lock();
+        match (self.fence, &db.writer_epoch) {
+            (Some(fence), Some((epoch, _))) if *epoch == fence.epoch => Ok(db),
+            (None, _) => Ok(db),
+            (Some(fence), stored) => Err(SinkError::Superseded {
+                ours: fence.epoch,
+                stored: stored.as_ref().map(|(epoch, _)| *epoch),
+                holder: stored.as_ref().map(|(_, holder)| holder.clone()).unwrap_or_default(),
+            }),
+        }
+    }
 }
 
 impl Sink for MemoryReplica {
     fn change_schema(&mut self, change: &TableChange, intent: &Intent) -> Result<SchemaOutcome, SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         let new = &change.table;
         let existing = db.tables.get(&new.id);
         let was_failed = existing.is_some_and(|r| r.state == TableState::Failed);
@@ -143,7 +160,7 @@ impl Sink for MemoryReplica {
     }
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         if db.failing_applies > 0 {
             db.failing_applies -= 1;
             return Err(lost("writing a batch"));
@@ -194,7 +211,7 @@ impl Sink for MemoryReplica {
     }
 
     fn replace_from_shadow(&mut self, id: &TableId) -> Result<(), SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         let swap = shadow::Swap::plan(&db.tables, id, |_, _| String::new())?;
         let mut rows = db.rows.remove(&id.shadow()).unwrap_or_default();
         // A soft table keeps the rows the fresh snapshot no longer has, as deleted.
@@ -219,7 +236,7 @@ impl Sink for MemoryReplica {
                 reason: "the script failed".into(),
             });
         }
-        self.lock().scripts.push(sql.to_owned());
+        self.writer()?.scripts.push(sql.to_owned());
         Ok(())
     }
 
@@ -228,7 +245,7 @@ impl Sink for MemoryReplica {
     }
 
     fn retire_table(&mut self, id: &TableId, new_name: &str) -> Result<(), SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         let rows = db.rows.remove(id).unwrap_or_default();
         db.rows.insert(TableId::new(id.schema.clone(), new_name), rows);
         db.tables.remove(id);
@@ -276,7 +293,7 @@ impl StateStore for MemoryReplica {
     }
 
     fn set_table_state(&mut self, id: &TableId, state: TableState) -> Result<(), SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         let record = db
             .tables
             .get_mut(id)
@@ -286,7 +303,7 @@ impl StateStore for MemoryReplica {
     }
 
     fn write_facts(&mut self, facts: &[(&str, SessionValue)]) -> Result<(), SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         if db.failing_fact_writes > 0 {
             db.failing_fact_writes -= 1;
             return Err(lost("writing session facts"));
@@ -295,6 +312,21 @@ impl StateStore for MemoryReplica {
             db.facts.insert((*name).to_owned(), value.clone());
         }
         Ok(())
+    }
+
+    fn claim_writer(&mut self, holder: &str) -> Result<Fence, SinkError> {
+        let epoch = {
+            let mut db = self.lock();
+            let epoch = db.writer_epoch.as_ref().map_or(1, |(epoch, _)| epoch + 1);
+            db.writer_epoch = Some((epoch, holder.to_owned()));
+            epoch
+        };
+        self.fence = Some(Fence { epoch });
+        Ok(Fence { epoch })
+    }
+
+    fn hold_fence(&mut self, fence: Fence) {
+        self.fence = Some(fence);
     }
 
     fn read_facts(&mut self) -> Result<Session, SinkError> {
@@ -306,7 +338,7 @@ impl StateStore for MemoryReplica {
         refused: &[crate::state::refused::Refusal],
         (offsets, reset_epoch): (&Offsets, Option<u64>),
     ) -> Result<(), SinkError> {
-        let mut db = self.lock();
+        let mut db = self.writer()?;
         for r in refused {
             let id = db.refused.last().map_or(1, |last| last.id + 1);
             db.refused.push(crate::state::refused::RefusedRow {
@@ -328,7 +360,7 @@ impl StateStore for MemoryReplica {
     }
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
-        self.lock().refused.retain(|r| !ids.contains(&r.id));
+        self.writer()?.refused.retain(|r| !ids.contains(&r.id));
         Ok(())
     }
 }

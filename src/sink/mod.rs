@@ -217,6 +217,12 @@ macro_rules! state_store_via_inner {
             fn read_facts(&mut self) -> Result<$crate::state::Session, $crate::db::SinkError> {
                 self.inner.read_facts()
             }
+            fn claim_writer(&mut self, holder: &str) -> Result<$crate::state::fence::Fence, $crate::db::SinkError> {
+                self.inner.claim_writer(holder)
+            }
+            fn hold_fence(&mut self, fence: $crate::state::fence::Fence) {
+                self.inner.hold_fence(fence)
+            }
             fn write_refused(
                 &mut self,
                 refused: &[$crate::state::refused::Refusal],

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 mod checkpoint;
+pub mod fence;
 pub mod refused;
 mod store;
 pub mod table;

@@ -72,7 +72,7 @@ pub fn write_refused(
     refused: &[Refusal],
     (offsets, reset_epoch): (&Offsets, Option<u64>),
 ) -> Result<(), SinkError> {
-    in_transaction(exec, |exec| {
+    in_transaction(exec, sql, |exec| {
         for r in refused {
             let params = [
                 Param::Text(&r.table),

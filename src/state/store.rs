@@ -5,6 +5,7 @@
 //! Offsets are *read* here; they are *written* only by [`crate::sink::Sink::apply`], inside the
 //! batch's own transaction, which is what makes data and progress commit together.
 
+use super::fence::Fence;
 use super::{Checkpoint, Offsets, Session, SessionValue, TableRecord, TableState};
 use crate::db::SinkError;
 use crate::schema::TableId;
@@ -50,6 +51,14 @@ pub trait StateStore {
     /// The stored session facts.
     fn read_facts(&mut self) -> Result<Session, SinkError>;
 
+    /// Makes this run the replica's writer: raises the writer epoch in a transaction of its
+    /// own, re-reads the table records, and from then on proves the epoch in every write
+    /// (see [`super::fence`]). A run claims before it reads where to resume.
+    fn claim_writer(&mut self, holder: &str) -> Result<Fence, SinkError>;
+
+    /// Proves `fence` (claimed through another handle of the same run) in every write.
+    fn hold_fence(&mut self, fence: Fence);
+
     /// Stores refused changes in `_ReplicationErrors` with a batch's progress, in one
     /// transaction (see [`super::refused`]).
     fn write_refused(
@@ -83,6 +92,12 @@ impl<T: StateStore + ?Sized> StateStore for Box<T> {
     }
     fn read_facts(&mut self) -> Result<Session, SinkError> {
         (**self).read_facts()
+    }
+    fn claim_writer(&mut self, holder: &str) -> Result<Fence, SinkError> {
+        (**self).claim_writer(holder)
+    }
+    fn hold_fence(&mut self, fence: Fence) {
+        (**self).hold_fence(fence)
     }
     fn write_refused(
         &mut self,

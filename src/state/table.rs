@@ -52,6 +52,11 @@ pub struct StateStatements {
     pub set_table_state: String,
     /// `_ReplicationErrors` (see [`super::refused`]).
     pub errors: super::refused::ErrorStatements,
+    /// The writer epoch's statements (see [`super::fence`]).
+    pub writer: super::fence::WriterStatements,
+    /// The epoch this handle proves in every write transaction, once its run claimed one
+    /// ([`super::fence`]); `None` writes unchecked (owner commands, tests).
+    pub fence: Option<super::fence::Fence>,
     /// Selects the column names of a replica table, none when it does not exist: a template
     /// with `{schema}` and `{table}` (the target schema and the source table's name, filled in
     /// as quoted literals by [`physical_columns`]).
@@ -140,13 +145,16 @@ pub trait StateExec {
     fn rollback(&mut self) -> Result<(), SinkError>;
 }
 
-/// Runs `work` in a transaction of its own: committed if it succeeds, rolled back if not.
+/// Runs `work` in a write transaction of its own, after proving the handle's fence (see
+/// [`super::fence::check`]): committed if it succeeds, rolled back if not.
 pub fn in_transaction<T>(
     exec: &mut dyn StateExec,
+    sql: &StateStatements,
     work: impl FnOnce(&mut dyn StateExec) -> Result<T, SinkError>,
 ) -> Result<T, SinkError> {
     exec.begin()?;
-    match work(exec).and_then(|value| exec.commit().map(|()| value)) {
+    let fenced = super::fence::check(exec, sql).and_then(|()| work(exec));
+    match fenced.and_then(|value| exec.commit().map(|()| value)) {
         Ok(value) => Ok(value),
         Err(e) => {
             let _ = exec.rollback();
@@ -208,7 +216,7 @@ pub fn write_facts(
     sql: &StateStatements,
     facts: &[(&str, SessionValue)],
 ) -> Result<(), SinkError> {
-    in_transaction(exec, |exec| put_facts(exec, sql, facts))
+    in_transaction(exec, sql, |exec| put_facts(exec, sql, facts))
 }
 
 /// Stores session facts inside the caller's transaction.
@@ -272,7 +280,9 @@ pub fn set_table_state(
     let Some(record) = tables.get_mut(id) else {
         return Err(SinkError::Table { table: id.clone(), reason: "not in the replica".into() });
     };
-    exec.execute(&sql.set_table_state, &[Param::Text(state.as_str()), Param::Text(&id.to_string())])?;
+    in_transaction(exec, sql, |exec| {
+        exec.execute(&sql.set_table_state, &[Param::Text(state.as_str()), Param::Text(&id.to_string())])
+    })?;
     record.state = state;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use dbmirror::pipeline::{SyncOptions, SyncSummary, facts, sync};
-use dbmirror::policy::{Action, PURGED_ADVICE};
+use dbmirror::policy::{Action, PURGED_ADVICE, TWO_WRITERS_ADVICE};
 use dbmirror::schema::TableId;
 use dbmirror::sink::shadow;
 use dbmirror::source::replication::SessionInfo;
@@ -106,11 +106,20 @@ pub fn run_sync_with(
     }
     let mut backoff = dbmirror::retry::Backoff::run();
     loop {
-        let mut state = instance.open()?;
+        let (mut state, data) = instance.open_writer()?;
         let replication = instance.replication(state.as_mut())?;
-        let error = match sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, stop.clone()) {
+        let error = match sync(replication, data, state.as_mut(), &instance.key, &options, stop.clone()) {
             Ok(summary) => return Ok(Some(summary)),
             Err(e) => match e.action() {
+                Action::Superseded { restored: true } => {
+                    tracing::warn!(error = %e, "the replica was restored to before this run began; sync claims it again and resumes from what it holds");
+                    backoff.wait(None, &stop);
+                    continue;
+                }
+                Action::Superseded { restored: false } => {
+                    // The other process writes the replica and its status now: nothing is recorded here.
+                    return Err(anyhow::anyhow!("{e}\n{TWO_WRITERS_ADVICE}"));
+                }
                 Action::Retry { after, waiting_for } => {
                     tracing::warn!(error = %e, "waiting for {waiting_for}; sync restarts then");
                     facts::record_error(state.as_mut(), &format!("waiting for {waiting_for} (retrying): {e}"));
@@ -159,7 +168,7 @@ pub fn update_schema(instance: &Instance) -> Result<()> {
         return Ok(());
     }
     let _guard = InstanceLock::take(&instance.lock_path())?;
-    let mut state = instance.open()?;
+    let (mut state, data) = instance.open_writer()?;
     let replication = instance.replication(state.as_mut())?;
     let options = SyncOptions {
         fetch: dbmirror::pipeline::FetchLimits::waiting(Duration::from_millis(200)),
@@ -168,8 +177,7 @@ pub fn update_schema(instance: &Instance) -> Result<()> {
         ..SyncOptions::default()
     };
     let before: std::collections::BTreeSet<String> = state.tables().iter().map(|r| r.schema.id.to_string()).collect();
-    let summary =
-        sync(replication, instance.open()?, state.as_mut(), &instance.key, &options, Arc::new(AtomicBool::new(false)))?;
+    let summary = sync(replication, data, state.as_mut(), &instance.key, &options, Arc::new(AtomicBool::new(false)))?;
     let after: std::collections::BTreeSet<String> =
         instance.open()?.tables().iter().map(|r| r.schema.id.to_string()).collect();
     println!("{} schema changes applied", summary.schema_changes);

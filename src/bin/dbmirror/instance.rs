@@ -123,6 +123,17 @@ impl Instance {
         })
     }
 
+    /// The two handles of a `sync` run (its bookkeeping and its data path), after the run
+    /// became the replica's writer: every write of either proves it still is (see
+    /// [`dbmirror::state::fence`]).
+    pub(crate) fn open_writer(&self) -> Result<(Box<dyn Replica>, Box<dyn Replica>)> {
+        let mut state = self.open()?;
+        let fence = state.claim_writer(&dbmirror::state::fence::this_process())?;
+        let mut data = self.open()?;
+        data.hold_fence(fence);
+        Ok((state, data))
+    }
+
     /// The stored session, its trust setting and its tokens.
     pub(crate) fn replication(&self, state: &mut dyn StateStore) -> Result<Replication> {
         let session = state.read_facts()?;

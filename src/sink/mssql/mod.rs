@@ -30,6 +30,7 @@ use crate::canonical::canonical;
 use crate::coalesce::{Batch, TableBatch};
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId};
+use crate::state::fence;
 use crate::state::table::{self, Cell as StateCell, Column, Param as StateParam, StateExec};
 use crate::state::{Offsets, Session, SessionValue, StateStatements, StateStore, TableRecord, TableState, offset_rows};
 
@@ -273,22 +274,29 @@ impl Sink for MssqlSink {
         }
         let upsert_offset = self.state.upsert_offset.clone();
         let delete_refused = self.state.errors.delete.clone();
-        let (rt, client) = self.conn()?;
-        let result = rt.block_on(async {
-            client.begin_transaction().await.map_err(err("starting batch transaction"))?;
-            for (target_schema, table, soft_at) in &work {
-                apply_table(client, target_schema, table, soft_at.as_deref()).await?;
-            }
-            for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
-                client
-                    .execute(upsert_offset.as_str(), &[&name, &topic, &last])
-                    .await
-                    .map_err(err("recording offsets"))?;
-            }
-            for id in batch.superseded() {
-                client.execute(delete_refused.as_str(), &[id]).await.map_err(err("forgetting superseded refusals"))?;
-            }
-            client.commit_transaction().await.map_err(err("committing batch"))
+        self.conn()?;
+        let (rt, client) = (&self.runtime, self.client.as_mut().expect("connected above"));
+        let begun = rt.block_on(client.begin_transaction()).map_err(err("starting batch transaction"));
+        let proven = begun.and_then(|()| fence::check(&mut Exec { runtime: rt, client }, &self.state));
+        let result = proven.and_then(|()| {
+            rt.block_on(async {
+                for (target_schema, table, soft_at) in &work {
+                    apply_table(client, target_schema, table, soft_at.as_deref()).await?;
+                }
+                for (name, topic, last) in offset_rows(batch.offsets(), batch.reset_epoch()) {
+                    client
+                        .execute(upsert_offset.as_str(), &[&name, &topic, &last])
+                        .await
+                        .map_err(err("recording offsets"))?;
+                }
+                for id in batch.superseded() {
+                    client
+                        .execute(delete_refused.as_str(), &[id])
+                        .await
+                        .map_err(err("forgetting superseded refusals"))?;
+                }
+                client.commit_transaction().await.map_err(err("committing batch"))
+            })
         });
         self.settle(result)
     }
@@ -317,7 +325,10 @@ impl Sink for MssqlSink {
 
     /// As written: T-SQL scripts manage their own batches and transactions (`CREATE VIEW`
     /// must start a batch), so it is not wrapped in one.
+    /// An owner's T-SQL runs as a script of its own (it may manage its own transactions);
+    /// the fence is proven just before it.
     fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
+        self.with_exec(fence::check)?;
         self.execute_batch(sql)
     }
 
@@ -354,6 +365,20 @@ impl StateStore for MssqlSink {
         self.with_exec(table::read_facts)
     }
 
+    fn claim_writer(&mut self, holder: &str) -> Result<fence::Fence, SinkError> {
+        let (fence, tables) = self.with_exec(|exec, sql| {
+            let fence = fence::claim(exec, sql, holder)?;
+            Ok((fence, table::read_tables(exec, sql)?))
+        })?;
+        self.tables = tables;
+        self.state.fence = Some(fence);
+        Ok(fence)
+    }
+
+    fn hold_fence(&mut self, fence: fence::Fence) {
+        self.state.fence = Some(fence);
+    }
+
     fn write_refused(
         &mut self,
         refused: &[crate::state::refused::Refusal],
@@ -368,7 +393,7 @@ impl StateStore for MssqlSink {
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         self.with_exec(|exec, sql| {
-            table::in_transaction(exec, |exec| crate::state::refused::delete_refused(exec, sql, ids))
+            table::in_transaction(exec, sql, |exec| crate::state::refused::delete_refused(exec, sql, ids))
         })
     }
 }

@@ -277,7 +277,25 @@ pub fn set_table_state() -> String {
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
     let errors = quote(crate::state::refused::ERRORS_TABLE);
+    let writer = format!("[scope] = N'session' AND [name] = N'{}'", crate::state::fence::WRITER_EPOCH);
     StateStatements {
+        // A shared key lock held to the transaction's end (HOLDLOCK): the run's own handles
+        // do not wait for each other, a claim's update waits for every transaction that
+        // proved the old epoch.
+        writer: crate::state::fence::WriterStatements {
+            claim: format!(
+                "MERGE INTO [dbo].{state} WITH (UPDLOCK, HOLDLOCK) AS t USING (VALUES (@P1)) AS s ([holder]) \
+                 ON t.[scope] = N'session' AND t.[name] = N'{epoch}' \
+                 WHEN MATCHED THEN UPDATE SET t.[int_value] = COALESCE(t.[int_value], 0) + 1, \
+                 t.[text_value] = s.[holder], t.[updated_at] = sysutcdatetime() \
+                 WHEN NOT MATCHED BY TARGET THEN INSERT ([scope], [name], [text_value], [int_value]) \
+                 VALUES (N'session', N'{epoch}', s.[holder], 1);",
+                epoch = crate::state::fence::WRITER_EPOCH
+            ),
+            select: format!("SELECT [int_value], [text_value] FROM [dbo].{state} WHERE {writer}"),
+            check: format!("SELECT [int_value] FROM [dbo].{state} WITH (HOLDLOCK, ROWLOCK) WHERE {writer}"),
+        },
+        fence: None,
         errors: crate::state::refused::ErrorStatements {
             create: format!(
                 "IF OBJECT_ID(N'[dbo].{errors}', N'U') IS NULL CREATE TABLE [dbo].{errors} (

@@ -32,6 +32,7 @@ use super::{CanonicalRow, ReplicaRead, SchemaOutcome, Sink, SinkError};
 use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::{Batch, TableBatch};
 use crate::schema::{SqlType, TableChange, TableId, TableSchema};
+use crate::state::fence;
 use crate::state::table::{self, Cell as StateCell, Column, Param as StateParam, StateExec};
 use crate::state::{Offsets, Session, SessionValue, StateStatements, StateStore, TableRecord, TableState};
 use sql::qualified;
@@ -274,6 +275,7 @@ impl Sink for PgSink {
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let mut tx = self.client.transaction().map_err(err("starting batch transaction"))?;
+        fence::check(&mut Exec(&mut tx), &self.state)?;
         let mut stages = Stages { committed: &self.stages, created: Vec::new() };
         for table in batch.tables() {
             let id = &table.schema().id;
@@ -297,6 +299,7 @@ impl Sink for PgSink {
     fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let mut tx = self.client.transaction().map_err(err("starting a hook's transaction"))?;
+        fence::check(&mut Exec(&mut tx), &self.state)?;
         tx.batch_execute(sql).map_err(err("running a hook's SQL"))?;
         tx.commit().map_err(err("committing a hook's SQL"))
     }
@@ -353,6 +356,18 @@ impl StateStore for PgSink {
         table::read_facts(&mut Exec(&mut self.client), &self.state)
     }
 
+    fn claim_writer(&mut self, holder: &str) -> Result<fence::Fence, SinkError> {
+        self.ensure_connected()?;
+        let fence = fence::claim(&mut Exec(&mut self.client), &self.state, holder)?;
+        self.tables = table::read_tables(&mut Exec(&mut self.client), &self.state)?;
+        self.state.fence = Some(fence);
+        Ok(fence)
+    }
+
+    fn hold_fence(&mut self, fence: fence::Fence) {
+        self.state.fence = Some(fence);
+    }
+
     fn write_refused(
         &mut self,
         refused: &[crate::state::refused::Refusal],
@@ -370,7 +385,7 @@ impl StateStore for PgSink {
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         self.ensure_connected()?;
         let state = &self.state;
-        table::in_transaction(&mut Exec(&mut self.client), |exec| {
+        table::in_transaction(&mut Exec(&mut self.client), state, |exec| {
             crate::state::refused::delete_refused(exec, state, ids)
         })
     }

@@ -24,6 +24,7 @@ use crate::canonical::{canonical, parse_stored};
 use crate::coalesce::Batch;
 use crate::row::Cell;
 use crate::schema::{SqlType, TableChange, TableId};
+use crate::state::fence;
 use crate::state::table::{self, Cell as StateCell, Column, Param as StateParam, StateExec};
 use crate::state::{Offsets, Session, SessionValue, StateStatements, StateStore, TableRecord, TableState};
 pub use encode::sql_value;
@@ -140,6 +141,7 @@ impl Sink for SqliteSink {
 
     fn run_script(&mut self, sql: &str) -> Result<(), SinkError> {
         let tx = self.conn.transaction().map_err(err("starting a hook's transaction"))?;
+        fence::check(&mut Exec(&tx), &self.state)?;
         tx.execute_batch(sql).map_err(err("running a hook's SQL"))?;
         tx.commit().map_err(err("committing a hook's SQL"))
     }
@@ -150,6 +152,7 @@ impl Sink for SqliteSink {
 
     fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let tx = self.conn.transaction().map_err(err("starting batch transaction"))?;
+        fence::check(&mut Exec(&tx), &self.state)?;
         for table in batch.tables() {
             let schema = table.schema();
             let id = &schema.id;
@@ -239,6 +242,17 @@ impl StateStore for SqliteSink {
         table::read_facts(&mut Exec(&self.conn), &self.state)
     }
 
+    fn claim_writer(&mut self, holder: &str) -> Result<fence::Fence, SinkError> {
+        let fence = fence::claim(&mut Exec(&self.conn), &self.state, holder)?;
+        self.tables = table::read_tables(&mut Exec(&self.conn), &self.state)?;
+        self.state.fence = Some(fence);
+        Ok(fence)
+    }
+
+    fn hold_fence(&mut self, fence: fence::Fence) {
+        self.state.fence = Some(fence);
+    }
+
     fn write_refused(
         &mut self,
         refused: &[crate::state::refused::Refusal],
@@ -253,7 +267,9 @@ impl StateStore for SqliteSink {
 
     fn delete_refused(&mut self, ids: &[i64]) -> Result<(), SinkError> {
         let state = &self.state;
-        table::in_transaction(&mut Exec(&self.conn), |exec| crate::state::refused::delete_refused(exec, state, ids))
+        table::in_transaction(&mut Exec(&self.conn), state, |exec| {
+            crate::state::refused::delete_refused(exec, state, ids)
+        })
     }
 }
 

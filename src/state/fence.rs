@@ -1,0 +1,98 @@
+//! The writer fence: whoever writes a replica proves, inside the transaction of each write,
+//! that it is still the replica's writer.
+//!
+//! A claim (an advisory lock, an OS file lock, an instance lock file) decides who *should*
+//! write, but it can be lost without the holder noticing: a database restart ends the session
+//! that held an advisory lock while its holder is still retrying a batch it fetched before.
+//! Another process then claims the tenant and commits newer records, and the first one's
+//! retry would commit its older batch over them. So a writer also takes an **epoch**: the
+//! `writer_epoch` row of `_ReplicationState` (scope `session`) is raised by one in a
+//! transaction of its own when a run starts ([`claim`]), and every later write transaction
+//! of that run first reads the row with a lock held to its commit ([`check`]): a differing
+//! epoch rolls the transaction back with [`SinkError::Superseded`], and the run ends.
+//!
+//! Why that is enough: the claim's update and each check lock the same row, so they are
+//! ordered. A write ordered before the claim committed before the new writer read the
+//! offsets it resumes from; a write ordered after it sees the new epoch and changes nothing.
+//! No older batch can land after a newer writer started. Handles without a fence (owner
+//! commands such as `resync-tables`, tests) do not check.
+
+use super::table::{Cell, Column, Param, StateExec, StateStatements};
+use crate::db::SinkError;
+
+/// The session fact holding the writer epoch (`int_value`) and who took it (`text_value`).
+pub const WRITER_EPOCH: &str = "writer_epoch";
+
+/// The epoch a run took: every write transaction of the run proves it is still current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The `writer_epoch` this run set.
+    pub epoch: i64,
+}
+
+/// One target's writer statements (parameters as each field's doc gives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterStatements {
+    /// Raises the epoch by one (inserting it as 1): who takes it.
+    pub claim: String,
+    /// Selects `int_value, text_value` of the epoch row (no lock).
+    pub select: String,
+    /// Selects `int_value` of the epoch row with a lock that a [`WriterStatements::claim`]
+    /// must wait for until the transaction ends; no parameters.
+    pub check: String,
+}
+
+/// Takes the writer epoch for `holder` (e.g. `host-a pid 4242`) in a transaction of its own.
+pub fn claim(exec: &mut dyn StateExec, sql: &StateStatements, holder: &str) -> Result<Fence, SinkError> {
+    exec.begin()?;
+    let taken = exec.execute(&sql.writer.claim, &[Param::Text(holder)]).and_then(|()| read(exec, sql));
+    match taken.and_then(|(epoch, _)| exec.commit().map(|()| epoch)) {
+        Ok(Some(epoch)) => Ok(Fence { epoch }),
+        Ok(None) => Err(SinkError::Superseded { ours: 0, stored: None, holder: String::new() }),
+        Err(e) => {
+            let _ = exec.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// The stored epoch and its holder, if a writer ever claimed the replica.
+pub fn read(exec: &mut dyn StateExec, sql: &StateStatements) -> Result<(Option<i64>, String), SinkError> {
+    let row = exec.query(&sql.writer.select, &[Column::Int, Column::Text])?.into_iter().next();
+    let mut cells = row.unwrap_or_default().into_iter();
+    let epoch = match cells.next() {
+        Some(Cell::Int(epoch)) => Some(epoch),
+        _ => None,
+    };
+    let holder = cells.next().and_then(Cell::text).unwrap_or_default();
+    Ok((epoch, holder))
+}
+
+/// Proves, first thing inside an open write transaction, that `sql.fence` (when the handle
+/// has one) is still the replica's epoch; the lock taken lasts until the transaction ends.
+pub fn check(exec: &mut dyn StateExec, sql: &StateStatements) -> Result<(), SinkError> {
+    let Some(fence) = sql.fence else { return Ok(()) };
+    let stored = match exec.query(&sql.writer.check, &[Column::Int])?.into_iter().next() {
+        Some(row) => match row.into_iter().next() {
+            Some(Cell::Int(epoch)) => Some(epoch),
+            _ => None,
+        },
+        None => None,
+    };
+    if stored == Some(fence.epoch) {
+        return Ok(());
+    }
+    let (_, holder) = read(exec, sql)?;
+    Err(SinkError::Superseded { ours: fence.epoch, stored, holder })
+}
+
+/// This process as a writer is named (`host/pid`): in the epoch row and a partner's pass records.
+pub fn this_process() -> String {
+    let host = ["HOSTNAME", "COMPUTERNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|h| !h.is_empty()))
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}/{}", std::process::id())
+}
