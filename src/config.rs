@@ -5,7 +5,7 @@
 //! `DBMIRROR_ReplicaDatabase__ConnectionString=…`. A bad value is reported with its key path;
 //! unknown keys are returned as warnings, not errors, because real files carry other sections
 //! (`ApplicationInsights`, NLog settings). Connection strings are secrets: `Debug` and
-//! [`redact_connection_string`] never show passwords.
+//! [`crate::redact::connection_string`] never show passwords.
 
 use crate::pipeline::{DEFAULT_COMMIT_INTERVAL, DEFAULT_DATABASE_BATCH_SIZE, SyncOptions};
 use crate::protocol::{DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_WAIT_MS};
@@ -36,7 +36,7 @@ pub struct ReplicaConfig {
 impl fmt::Debug for ReplicaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaConfig")
-            .field("connection_string", &redact_connection_string(&self.connection_string))
+            .field("connection_string", &crate::redact::connection_string(&self.connection_string))
             .field("table_prefix", &self.table_prefix)
             .field("skip_tables", &self.skip_tables)
             .field("isolate_refused", &self.isolate_refused)
@@ -167,6 +167,8 @@ impl Config {
                 ));
             }
         };
+        // From here on every log line and printed error hides its secrets, however they are quoted.
+        crate::redact::remember(&connection_string);
         let skip_tables = match env_override(env, &["ReplicaDatabase", "SkipTables"]) {
             Some(list) => list.split([',', ';']).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             None => match lookup(&root, &["ReplicaDatabase", "SkipTables"]) {
@@ -291,91 +293,6 @@ impl Config {
     }
 }
 
-/// Keys whose values are secrets, in every connection-string form.
-const SECRET_KEYS: &[&str] = &["password", "pwd", "accesstoken", "access token", "token", "secret", "key"];
-
-/// A connection string safe to log: passwords and other secrets replaced by `***`, for ADO
-/// style (`Password=…;`), URL style (`postgres://user:secret@host/db`) and libpq keyword
-/// style (`host=… password=secret dbname=…`, values possibly quoted) strings.
-pub fn redact_connection_string(conn: &str) -> String {
-    if !conn.contains("://")
-        && !conn.contains(';')
-        && let Some(redacted) = redact_keyword_form(conn)
-    {
-        return redacted;
-    }
-    if let Some((scheme, rest)) = conn.split_once("://") {
-        let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
-        let authority = match authority.rsplit_once('@') {
-            Some((user_info, host)) => match user_info.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None => format!("{user_info}@{host}"),
-            },
-            None => authority.to_owned(),
-        };
-        let tail = tail
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _))
-                    if SECRET_KEYS.iter().any(|s| k.rsplit('?').next().unwrap_or(k).eq_ignore_ascii_case(s)) =>
-                {
-                    format!("{k}=***")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        return if tail.is_empty() && !rest.contains('/') {
-            format!("{scheme}://{authority}")
-        } else {
-            format!("{scheme}://{authority}/{tail}")
-        };
-    }
-    conn.split(';')
-        .map(|part| match part.split_once('=') {
-            Some((k, _)) if SECRET_KEYS.iter().any(|s| k.trim().eq_ignore_ascii_case(s)) => format!("{}=***", k),
-            _ => part.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// The libpq keyword form (`key=value` pairs separated by spaces; a value may be single-quoted
-/// with `\'` and `\\` escapes) with secret values replaced; `None` if `conn` is not in that form.
-fn redact_keyword_form(conn: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = conn.trim_start();
-    while !rest.is_empty() {
-        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace())?;
-        let key = &rest[..key_end];
-        let after_key = rest[key_end..].trim_start();
-        let value_text = after_key.strip_prefix('=')?.trim_start();
-        let value_len = if let Some(quoted) = value_text.strip_prefix('\'') {
-            let mut escaped = false;
-            let close = quoted.char_indices().find(|&(_, c)| {
-                let end = !escaped && c == '\'';
-                escaped = !escaped && c == '\\';
-                end
-            })?;
-            close.0 + 2
-        } else {
-            value_text.find(char::is_whitespace).unwrap_or(value_text.len())
-        };
-        if key.is_empty() {
-            return None;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        let secret = SECRET_KEYS.iter().any(|s| key.eq_ignore_ascii_case(s));
-        out.push_str(key);
-        out.push('=');
-        out.push_str(if secret { "***" } else { &value_text[..value_len] });
-        rest = value_text[value_len..].trim_start();
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,31 +380,4 @@ mod tests {
         assert_eq!(c.replica.skip_tables, vec!["crm7.a", "crm7.b"]);
     }
 
-    #[test]
-    fn secrets_never_show() {
-        assert_eq!(
-            redact_connection_string("Server=db;Database=crm;User Id=sa;Password=p@ss;Encrypt=true"),
-            "Server=db;Database=crm;User Id=sa;Password=***;Encrypt=true"
-        );
-        assert_eq!(redact_connection_string("server=db;PWD=x"), "server=db;PWD=***");
-        assert_eq!(
-            redact_connection_string("postgres://mirror:hunter2@127.0.0.1:5432/crm?sslmode=disable"),
-            "postgres://mirror:***@127.0.0.1:5432/crm?sslmode=disable"
-        );
-        assert_eq!(
-            redact_connection_string("postgres://127.0.0.1/crm?password=x"),
-            "postgres://127.0.0.1/crm?password=***"
-        );
-        assert_eq!(redact_connection_string("Data Source=replica.db"), "Data Source=replica.db");
-        assert_eq!(
-            redact_connection_string("host=127.0.0.1 port=5432 user=mirror password=S3cret dbname=x"),
-            "host=127.0.0.1 port=5432 user=mirror password=*** dbname=x"
-        );
-        assert_eq!(
-            redact_connection_string("host=db password = 'it\\'s a S3cret' dbname=x"),
-            "host=db password=*** dbname=x"
-        );
-        assert_eq!(redact_connection_string("Password=S3cret"), "Password=***");
-        assert_eq!(redact_connection_string("sqlite://replica.db"), "sqlite://replica.db");
-    }
 }

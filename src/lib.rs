@@ -59,6 +59,7 @@ pub mod partner;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;
+pub mod redact;
 pub mod retry;
 pub mod row;
 pub mod schema;

@@ -105,15 +105,23 @@ mod at_rest {
 /// relative to the instance folder, its content trimmed) or the value itself (then it sits
 /// in the file: the other two are better). The error says what is missing, never the value.
 pub fn setting_value(raw: &str, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<u8>, String> {
-    if let Some(name) = raw.strip_prefix("env:") {
-        env(name).map(String::into_bytes).ok_or_else(|| format!("the environment variable {name} is not set"))
+    let value = if let Some(name) = raw.strip_prefix("env:") {
+        let value = env(name).ok_or_else(|| format!("the environment variable {name} is not set"))?;
+        if value.trim().is_empty() {
+            return Err(format!("the environment variable {name} is empty"));
+        }
+        value.into_bytes()
     } else if let Some(file) = raw.strip_prefix("file:") {
         let path = folder.join(file);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(text.trim().as_bytes().to_vec())
+        text.trim().as_bytes().to_vec()
     } else {
-        Ok(raw.as_bytes().to_vec())
+        raw.as_bytes().to_vec()
+    };
+    if value.is_empty() {
+        return Err("the secret is empty".into());
     }
+    Ok(value)
 }
 
 /// The instance's sealing key.
@@ -225,6 +233,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_secret_is_refused_with_its_source_named() {
+        let env = |name: &str| (name == "EMPTY").then(String::new);
+        let folder = Path::new(".");
+        assert_eq!(setting_value("env:EMPTY", folder, &env).unwrap_err(), "the environment variable EMPTY is empty");
+        assert_eq!(setting_value("env:UNSET", folder, &env).unwrap_err(), "the environment variable UNSET is not set");
+        assert_eq!(setting_value("", folder, &env).unwrap_err(), "the secret is empty");
+    }
 
     #[test]
     fn sealed_tokens_open_only_with_their_key_and_name() {

@@ -49,7 +49,7 @@ fn escape_codes_work() -> bool {
 /// Calling it twice is harmless (the second call changes nothing).
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(Scrubbed(std::io::stderr)).with_ansi(colours());
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -90,19 +90,52 @@ pub fn init_with_file(format: LogFormat, default_level: &str, dir: &std::path::P
     use tracing_subscriber::Layer as _;
     let file_layer = match format {
         LogFormat::Text => {
-            tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false).with_target(false).boxed()
+            tracing_subscriber::fmt::layer().with_writer(Scrubbed(file)).with_ansi(false).with_target(false).boxed()
         }
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(file).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(Scrubbed(file)).boxed(),
     };
     let registry = tracing_subscriber::registry().with(filter).with(file_layer);
     let _ = match format {
         LogFormat::Text => {
-            let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colours());
+            let stderr = tracing_subscriber::fmt::layer().with_writer(Scrubbed(std::io::stderr)).with_ansi(colours());
             registry.with(stderr.with_target(false)).try_init()
         }
         LogFormat::Json => {
-            registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
+            registry.with(tracing_subscriber::fmt::layer().json().with_writer(Scrubbed(std::io::stderr))).try_init()
         }
     };
     Some(guard)
+}
+
+/// A log writer that hides every secret the configuration holds (see
+/// [`crate::redact::scrub_known`]) in each line before it is written: whatever quoted a
+/// secret (a driver's message, an error chain), it never reaches the terminal or a log file.
+#[derive(Clone)]
+struct Scrubbed<M>(M);
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for Scrubbed<M> {
+    type Writer = ScrubWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubWriter(self.0.make_writer())
+    }
+}
+
+/// One event's writer: the formatter writes each line in one call, so a secret is never
+/// split between two.
+struct ScrubWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for ScrubWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        match crate::redact::scrub_known(&text) {
+            std::borrow::Cow::Borrowed(_) => self.0.write_all(buf)?,
+            std::borrow::Cow::Owned(clean) => self.0.write_all(clean.as_bytes())?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

@@ -98,6 +98,8 @@ pub fn parse(r: &Reader<'_>, folder: &Path) -> Result<Option<PartnerConfig>, Con
         "ServerConnectionString",
         "the server every tenant's database is created on (or `Data Source=<folder>` for SQLite files)",
     )?;
+    crate::redact::remember(&server);
+    crate::redact::remember_secret(&secret);
     let mut config = PartnerConfig::new(&id, Secret::new(secret), &cloud, &server);
     if let Some(pattern) = r.text(&["Partner", "DatabaseName"])? {
         if !pattern.contains(super::databases::CONTEXT_ID) {

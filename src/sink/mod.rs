@@ -292,10 +292,14 @@ const SQL_SERVER_KEYS: &[&str] = &[
     "application name",
 ];
 
+/// File name endings that make a `Data Source` a SQLite file.
+const SQLITE_FILES: &[&str] = &[".db", ".sqlite", ".sqlite3", ".db3"];
+
 impl TargetKind {
     /// Decides from the connection string: `postgres://`, `postgresql://` or `host=…` is
-    /// PostgreSQL; `sqlite://…` or a `Data Source=…` with no SQL Server keys is SQLite; any
-    /// other ADO-style string is SQL Server.
+    /// PostgreSQL; `sqlite://…`, a `Data Source` file ending `.db`, `.sqlite`, `.sqlite3` or
+    /// `.db3`, or a `Data Source=…` with no SQL Server keys is SQLite; any other ADO-style
+    /// string is SQL Server.
     pub fn detect(connection_string: &str) -> Result<Self, SinkError> {
         let conn = connection_string.trim();
         let lower = conn.to_ascii_lowercase();
@@ -312,6 +316,13 @@ impl TargetKind {
                 "expected `Data Source=replica.db` (SQLite), `Server=…;Database=…` (SQL Server) or `postgres://…`"
                     .into(),
             ));
+        }
+        // A file named as SQLite names it is SQLite, whatever else the string holds.
+        let data_source = lower.split(';').filter_map(|part| part.split_once('=')).find_map(|(k, v)| {
+            matches!(k.trim(), "data source" | "datasource" | "filename").then(|| v.trim().to_owned())
+        });
+        if data_source.is_some_and(|file| SQLITE_FILES.iter().any(|ext| file.ends_with(ext))) {
+            return Ok(TargetKind::Sqlite);
         }
         if keys.iter().any(|k| SQL_SERVER_KEYS.contains(&k.as_str())) {
             Ok(TargetKind::SqlServer)
@@ -362,5 +373,7 @@ mod tests {
             SqlServer
         );
         assert!(TargetKind::detect("replica.db").is_err());
+        assert_eq!(TargetKind::detect("Data Source=x.db;Password=p").unwrap(), Sqlite);
+        assert_eq!(TargetKind::detect("Data Source=db01\\sql;User Id=sa;Password=p").unwrap(), SqlServer);
     }
 }

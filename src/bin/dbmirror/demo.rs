@@ -106,7 +106,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     // The initial snapshot, while the source keeps changing, then streaming.
     println!(
         "Mirroring into {} for {} s with {} source changes per second…",
-        dbmirror::config::redact_connection_string(&connection_string),
+        dbmirror::redact::connection_string(&connection_string),
         args.seconds,
         args.changes_per_sec
     );

@@ -7,7 +7,7 @@ use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use dbmirror::config::{Config, redact_connection_string};
+use dbmirror::config::Config;
 use dbmirror::pipeline::stored_tokens;
 use dbmirror::secrets::{SecretError, SecretKey};
 use dbmirror::sink::{Replica, SinkOptions};
@@ -119,7 +119,7 @@ impl Instance {
 
     pub(crate) fn open(&self) -> Result<Box<dyn Replica>> {
         dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
-            format!("opening the replica {}", redact_connection_string(&self.config.replica.connection_string))
+            format!("opening the replica {}", dbmirror::redact::connection_string(&self.config.replica.connection_string))
         })
     }
 
@@ -197,5 +197,5 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
             message = format!("{message}: {cause}");
         }
     }
-    message
+    dbmirror::redact::scrub_known(&message).into_owned()
 }

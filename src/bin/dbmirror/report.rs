@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use dbmirror::clock::now_ms;
-use dbmirror::config::redact_connection_string;
 use dbmirror::pipeline::refresh_tokens;
 use dbmirror::source::replication::SessionInfo;
 use dbmirror::state::SessionValue;
@@ -39,7 +38,7 @@ pub fn info(instance: &Instance) -> Result<()> {
         }
     );
     println!("Client version:   {}", env!("CARGO_PKG_VERSION"));
-    println!("Replica:          {}", redact_connection_string(&instance.config.replica.connection_string));
+    println!("Replica:          {}", dbmirror::redact::connection_string(&instance.config.replica.connection_string));
     Ok(())
 }
 
@@ -150,7 +149,7 @@ pub fn validate(dir: &Path) -> Result<bool> {
         Ok(format!(
             "{} (replica {})",
             dir.join("appsettings.json").display(),
-            redact_connection_string(&instance.config.replica.connection_string)
+            dbmirror::redact::connection_string(&instance.config.replica.connection_string)
         )),
     );
     if instance.config.partner.is_some() {

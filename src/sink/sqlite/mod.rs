@@ -60,6 +60,14 @@ pub fn parse_connection_string(conn: &str) -> Result<String, SinkError> {
             SinkError::ConnectionString("`sqlite://` needs a file path, e.g. sqlite://replica.db".into())
         });
     }
+    let keys = conn.split(';').filter_map(|part| part.split_once('=')).map(|(k, _)| k.trim().to_ascii_lowercase());
+    if keys.into_iter().any(|k| matches!(k.as_str(), "password" | "pwd")) {
+        return Err(SinkError::ConnectionString(
+            "a SQLite replica has no password (dbmirror's SQLite files are not encrypted): remove `Password` \
+             and protect the file with the folder's permissions"
+                .into(),
+        ));
+    }
     for part in conn.split(';') {
         if let Some((key, value)) = part.split_once('=') {
             let key = key.trim().to_ascii_lowercase();
