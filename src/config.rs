@@ -379,5 +379,4 @@ mod tests {
         assert_eq!(c.replica.connection_string, "sqlite://other.db");
         assert_eq!(c.replica.skip_tables, vec!["crm7.a", "crm7.b"]);
     }
-
 }

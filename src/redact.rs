@@ -57,8 +57,7 @@ const SHOWN: &[&str] = &[
 pub const HIDDEN: &str = "***";
 
 fn shown(key: &str) -> bool {
-    let folded: String =
-        key.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase).collect();
+    let folded: String = key.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase).collect();
     SHOWN.contains(&folded.as_str())
 }
 
@@ -338,11 +337,20 @@ mod tests {
             ("Data Source=x.db", "Data Source=x.db"),
             ("host=h port=1 password=P; dbname=x", "host=h port=1 password=***; dbname=x"),
             ("Server=s;Password=a;b=c;Database=d", "Server=s;Password=***;b=***;Database=d"),
-            ("postgres://u:p@ss/w?rd@h:5/db?sslmode=require&password=x", "postgres://u:***@h:5/db?sslmode=require&password=***"),
+            (
+                "postgres://u:p@ss/w?rd@h:5/db?sslmode=require&password=x",
+                "postgres://u:***@h:5/db?sslmode=require&password=***",
+            ),
             ("postgres://u@h/db", "postgres://u@h/db"),
-            ("Server=db;Database=crm;User Id=sa;Password=p@ss;Encrypt=true", "Server=db;Database=crm;User Id=sa;Password=***;Encrypt=true"),
+            (
+                "Server=db;Database=crm;User Id=sa;Password=p@ss;Encrypt=true",
+                "Server=db;Database=crm;User Id=sa;Password=***;Encrypt=true",
+            ),
             ("server=db;PWD=x", "server=db;PWD=***"),
-            ("postgres://mirror:hunter2@127.0.0.1:5432/crm?sslmode=disable", "postgres://mirror:***@127.0.0.1:5432/crm?sslmode=disable"),
+            (
+                "postgres://mirror:hunter2@127.0.0.1:5432/crm?sslmode=disable",
+                "postgres://mirror:***@127.0.0.1:5432/crm?sslmode=disable",
+            ),
             ("postgres://127.0.0.1/crm?password=x", "postgres://127.0.0.1/crm?password=***"),
             ("host=db password = 'it\\'s a S3cret' dbname=x", "host=db password =*** dbname=x"),
             ("Password=S3cret", "Password=***"),

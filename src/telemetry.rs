@@ -49,7 +49,8 @@ fn escape_codes_work() -> bool {
 /// Calling it twice is harmless (the second call changes nothing).
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(Scrubbed(std::io::stderr)).with_ansi(colours());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(Scrubbed(std::io::stderr)).with_ansi(colours());
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -71,6 +71,44 @@ fn new_customer_restarts_and_a_faulty_stream_all_converge() {
     }
 }
 
+/// The initial snapshot spread over three partitions, read a few records at a time: no table
+/// is `ready` before every table holds all its rows (its last record may arrive while other
+/// partitions still carry snapshot rows), and after the run every table is.
+#[test]
+fn tables_are_ready_only_once_the_whole_snapshot_is_in() {
+    for db in fresh_databases() {
+        let w = world(false);
+        let key = key(&db);
+        w.provision(&db, &key, "Reporting");
+        let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
+        let early = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (watched, seen) = (db.clone(), early.clone());
+        let progress = dbmirror::pipeline::ProgressHook(Arc::new(move |_: &dbmirror::pipeline::SyncSummary, _| {
+            let mut replica = watched.open(SinkOptions::default());
+            for record in replica.tables() {
+                let id = record.schema.id.clone();
+                let want = truth.tables.iter().find(|t| t.table == id.to_string()).map_or(0, |t| t.rows);
+                let have = replica.count_rows(&id).unwrap();
+                let mut seen = seen.lock().unwrap();
+                if record.state == dbmirror::state::TableState::Ready && have < want && seen.len() < 5 {
+                    seen.push(format!("{id}: ready with {have} of {want} rows"));
+                }
+            }
+        }));
+        let fetch = dbmirror::pipeline::FetchLimits { max_events: 25, ..SyncOptions::default().fetch };
+        let options = SyncOptions { progress: Some(progress), fetch, ..support_options() };
+        w.sync_options(&db, &key, &options, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(*early.lock().unwrap(), Vec::<String>::new(), "{:?}", db.kind);
+        let mut replica = db.open(SinkOptions::default());
+        assert!(replica.tables().iter().all(|r| r.state == dbmirror::state::TableState::Ready), "{:?}", db.kind);
+        w.verify(&db, "snapshot");
+    }
+}
+
+fn support_options() -> SyncOptions {
+    crate::support::world::World::options()
+}
+
 /// Schema lifecycle while the client is behind: a new table, a nullable column added and an
 /// incompatible re-create all arrive in one stream with changes before and after them.
 #[test]

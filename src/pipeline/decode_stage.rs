@@ -66,6 +66,8 @@ pub(super) struct DecodeStage {
     split_bound: u64,
     /// The owner's column rules: a change only they hide reshapes nothing.
     owner: std::sync::Arc<crate::owner::OwnerRules>,
+    /// Whether a snapshot is completing (see [`super::snapshot_end`]).
+    pub(super) snapshot_end: super::snapshot_end::SnapshotEnd,
 }
 
 impl DecodeStage {
@@ -84,6 +86,7 @@ impl DecodeStage {
             transactions: Some(OpenTransactions::default()),
             split_bound: 4 * u64::from(batch_records),
             owner: Default::default(),
+            snapshot_end: Default::default(),
         }
     }
 
@@ -127,6 +130,12 @@ impl DecodeStage {
     /// After a fetch: queues the pending batch unless a source transaction is half in it and
     /// more of it may still come. `idle` (nothing new) lets every open transaction go.
     pub(super) fn flush_after_fetch(&mut self, idle: bool) {
+        if self.snapshot_end.reached(self.cursor.next()) {
+            self.flush();
+            self.jobs.push(Job::MarkSnapshotsReady);
+            self.snapshot_end = super::snapshot_end::SnapshotEnd::Open;
+            return;
+        }
         if idle {
             if let Some(open) = &mut self.transactions {
                 open.let_go();
@@ -210,8 +219,9 @@ impl DecodeStage {
             }
         }
         if last_snapshot {
+            // Complete only once the other partitions are read as far (see `snapshot_end`).
             self.flush();
-            self.jobs.push(Job::MarkSnapshotsReady);
+            self.snapshot_end = super::snapshot_end::SnapshotEnd::Seen;
         } else if self.coalescer.should_flush(now) && self.may_cut(now) {
             self.flush();
         }

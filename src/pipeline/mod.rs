@@ -32,6 +32,7 @@ pub mod facts;
 mod incarnation;
 pub mod refused;
 pub mod resync;
+mod snapshot_end;
 mod tokens;
 mod transactions;
 
@@ -346,10 +347,17 @@ impl<'a> Pipeline<'a> {
         }
         let checkpoint = state.checkpoint()?;
         let cursor = Cursor::resume(&replication.info, &checkpoint);
-        let incarnations = incarnation::Incarnations::new(&state.read_facts()?);
+        let facts = state.read_facts()?;
+        let incarnations = incarnation::Incarnations::new(&facts);
+        let snapshot_end = snapshot_end::SnapshotEnd::stored(match facts.get(snapshot_end::SNAPSHOT_ENDS) {
+            Some(crate::state::SessionValue::Text(text)) => Some(text.as_str()),
+            _ => None,
+        });
         let hooks = crate::sink::hooks::HookRunner::new(options.owner.clone(), &replication.info.tenant_context_id);
+        let mut decode = DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size);
+        decode.snapshot_end = snapshot_end;
         Ok(Pipeline {
-            decode: DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size)
+            decode: decode
                 .whole_transactions(options.whole_transactions)
                 .column_rules(options.owner.clone())
                 .keep_logs(options.owner.modes.log_filter()),
@@ -458,9 +466,35 @@ impl<'a> Pipeline<'a> {
             self.fetch_backoff.reset();
         }
         self.take_operator_resyncs();
+        self.bound_the_snapshot();
         self.decode.flush_after_fetch(idle);
         fetched?;
         Ok(idle)
+    }
+
+    /// The snapshot's last record was read: the partitions' ends now bound every snapshot
+    /// record, and the snapshot is complete once they are read (see [`snapshot_end`]). When
+    /// the cloud cannot say now, the next cycle asks again.
+    fn bound_the_snapshot(&mut self) {
+        if self.decode.snapshot_end != snapshot_end::SnapshotEnd::Seen {
+            return;
+        }
+        let status = match self.replication.status() {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::debug!(error = %e, "the partitions' ends are asked again next cycle");
+                return;
+            }
+        };
+        let ends = status.ends(&self.replication.info.cdc_topic());
+        let fact = snapshot_end::SnapshotEnd::fact(&ends);
+        if let Err(e) = self.state.write_facts(&[(snapshot_end::SNAPSHOT_ENDS, crate::state::SessionValue::Text(fact))])
+        {
+            tracing::warn!(error = %e, "the snapshot's end is not stored; it is asked again next cycle");
+            return;
+        }
+        tracing::info!("the snapshot's last record was read; its tables are ready once every partition is read as far");
+        self.decode.snapshot_end = snapshot_end::SnapshotEnd::At(ends);
     }
 
     /// Handles a failed fetch as [`crate::policy`] says: waits, refreshes, reloads, or stops.

@@ -126,6 +126,8 @@ fn mark_ready<S: Sink + StateStore>(sink: &mut S) -> Result<Vec<TableId>, SinkEr
             ready.push(record.schema.id.clone());
         }
     }
+    // The snapshot is complete: its end is no longer waited for (see `pipeline::snapshot_end`).
+    sink.write_facts(&[(crate::state::SNAPSHOT_ENDS, crate::state::SessionValue::Text(String::new()))])?;
     Ok(ready)
 }
 

@@ -41,6 +41,10 @@ pub enum TableState {
     Adopting,
 }
 
+/// Session fact holding the partition ends the initial snapshot completes at, while it
+/// completes (see `pipeline::snapshot_end`); empty otherwise.
+pub const SNAPSHOT_ENDS: &str = "snapshot_ends";
+
 /// Session fact holding why a table is [`TableState::Failed`] (`table_failed:crm7.wide`).
 pub const FAILED_REASON: &str = "table_failed:";
 

@@ -119,7 +119,10 @@ impl Instance {
 
     pub(crate) fn open(&self) -> Result<Box<dyn Replica>> {
         dbmirror::sink::open(&self.config.replica.connection_string, self.options()).with_context(|| {
-            format!("opening the replica {}", dbmirror::redact::connection_string(&self.config.replica.connection_string))
+            format!(
+                "opening the replica {}",
+                dbmirror::redact::connection_string(&self.config.replica.connection_string)
+            )
         })
     }
 
