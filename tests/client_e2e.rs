@@ -99,7 +99,7 @@ fn tables_are_ready_only_once_the_whole_snapshot_is_in() {
         let options = SyncOptions { progress: Some(progress), fetch, ..support_options() };
         w.sync_options(&db, &key, &options, Arc::new(AtomicBool::new(false))).unwrap();
         assert_eq!(*early.lock().unwrap(), Vec::<String>::new(), "{:?}", db.kind);
-        let mut replica = db.open(SinkOptions::default());
+        let replica = db.open(SinkOptions::default());
         assert!(replica.tables().iter().all(|r| r.state == dbmirror::state::TableState::Ready), "{:?}", db.kind);
         w.verify(&db, "snapshot");
     }
