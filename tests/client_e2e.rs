@@ -109,6 +109,29 @@ fn support_options() -> SyncOptions {
     crate::support::world::World::options()
 }
 
+/// A running `sync` under a steady stream of changes, with the default minute between commit
+/// cycles: `status` from another handle gives the lag the running client measures (a second
+/// or two, as `/metrics` does), not the age of the newest change as of the last cycle.
+#[test]
+fn status_shows_the_lag_the_running_client_measures() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "Reporting");
+        let options = SyncOptions { until_idle: false, commit_interval: Duration::from_secs(60), ..support_options() };
+        let result = w.while_syncing(&db, &key, &options, |_| {
+            for _ in 0..40 {
+                w.changes(5);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let report = dbmirror::status::StatusReport::read(db.open(SinkOptions::default()).as_mut(), true).unwrap();
+            let seconds =
+                report.lag.seconds.unwrap_or_else(|| panic!("{:?}: no lag in seconds: {:?}", db.kind, report.lag));
+            assert!(seconds <= 3, "{:?}: {seconds} s behind while the client keeps up: {:?}", db.kind, report.lag);
+            assert!(report.lag.as_of_ms.is_some_and(|at| dbmirror::clock::now_ms() - at < 10_000), "{:?}", report.lag);
+        });
+        result.unwrap();
+    }
+}
+
 /// Schema lifecycle while the client is behind: a new table, a nullable column added and an
 /// incompatible re-create all arrive in one stream with changes before and after them.
 #[test]
@@ -224,6 +247,14 @@ fn offline_longer_than_retention_is_detected_and_auto_resync_converges() {
         if matches!(e.as_ref(), dbmirror::source::client::SourceError::Service { code, .. } if code == "offset_purged")),
             "{error}"
         );
+        // `status` says so, and what to do, instead of "lag: none" from the last good cycle.
+        let mut replica = db.open(SinkOptions::default());
+        let cloud = w.replication(replica.as_mut(), &key).status().unwrap();
+        let mut report = dbmirror::status::StatusReport::read(replica.as_mut(), false).unwrap();
+        report.cloud = Some(dbmirror::status::CloudView::Reply(Box::new(cloud)));
+        let text = report.text();
+        assert!(text.contains("past the cloud's retention") && text.contains("--auto-resync"), "{text}");
+        assert!(!text.contains("lag: none"), "{text}");
         let resynced = w.try_sync(&db, &key, true).unwrap();
         assert!(resynced.records > 0);
         w.verify(&db, "after auto-resync");

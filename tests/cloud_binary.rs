@@ -374,6 +374,10 @@ async fn the_customer_commands_provision_sync_and_verify() {
     ops.json(Method::POST, &faults, Some("adm"), Some(&serde_json::json!({}))).await.unwrap();
     assert_eq!(run(&["sync", "--until-idle"]).0, Some(0));
     assert_eq!(run(&["verify"]).0, Some(0));
+    // The stop reason was true until a run got through again; not after.
+    let (_, after) = run(&["status", "--json"]);
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert!(after["last_error"].is_null(), "a past stop reason is not shown as the last error: {after}");
 
     // A new table at the source: `update-schema` creates it now, `sync` fills it.
     ops.json(
@@ -781,7 +785,10 @@ async fn refused_rows_are_isolated_listed_and_retried_with_the_binaries() {
     assert_eq!(code, Some(1), "errors exits 1 while refusals exist");
     let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     assert!(!listed.is_empty() && listed.iter().all(|r| r["table"] == "crm7.person"), "{listed:?}");
-    assert_eq!(run(&["verify"]).0, Some(1), "the replica misses the refused rows until the fix");
+    let (code, verified, _) = run(&["verify"]);
+    assert_eq!(code, Some(1), "the replica misses the refused rows until the fix");
+    let person = verified.lines().find(|l| l.starts_with("crm7.person")).unwrap_or_default();
+    assert!(person.contains("wait in _ReplicationErrors") && person.contains("retry-errors"), "{verified}");
     let commits: i64 = replica.query_row("SELECT count(*) FROM commits", [], |r| r.get(0)).unwrap();
     assert!(commits >= 2, "the hook ran after the commits");
 

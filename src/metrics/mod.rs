@@ -215,6 +215,12 @@ impl Metrics {
         self.lock().problem = Some(reason.to_owned());
     }
 
+    /// The lag now: records behind (as last counted) and seconds (see [`Metrics::lag_seconds`]).
+    pub fn lag_now(&self) -> (Option<i64>, Option<f64>) {
+        let records = self.lock().lag_records;
+        (records, self.lag_seconds())
+    }
+
     /// Lag in seconds: zero when current, else the age of the newest applied change.
     pub fn lag_seconds(&self) -> Option<f64> {
         let m = self.lock();

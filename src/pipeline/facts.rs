@@ -17,6 +17,7 @@ const LAST_CYCLE: &str = "last_commit_cycle_ms";
 pub const LAST_ERROR: &str = "last_error";
 const LAG_RECORDS: &str = "lag_records";
 const NEWEST_SOURCE: &str = "newest_source_ms";
+const LAG_NOW: &str = "lag_now";
 
 fn now_ms() -> i64 {
     crate::clock::now_ms()
@@ -78,6 +79,37 @@ pub fn record_cycle(state: &mut (dyn StateStore + Send), lag: &Lag) {
     if let Err(e) = state.write_facts(&facts) {
         tracing::debug!(error = %e, "could not record the commit cycle in the replica");
     }
+}
+
+/// The lag as the running client measures it (what `/metrics` shows), written every few
+/// seconds so `status` in another process is as current as the metrics are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LagNow {
+    /// When it was measured (ms since the epoch).
+    pub at_ms: i64,
+    /// Records behind the cloud (0 once a fetch found nothing newer), if known.
+    pub records: Option<i64>,
+    /// How far behind the source the replica was then (ms), if known.
+    pub behind_ms: Option<i64>,
+}
+
+/// Records the lag the running client measures now.
+pub fn record_lag_now(state: &mut (dyn StateStore + Send), metrics: &crate::metrics::Metrics) {
+    let (records, seconds) = metrics.lag_now();
+    let show = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let behind_ms = seconds.map(|s| (s * 1000.0) as i64);
+    let value = format!("{} {} {}", now_ms(), show(records), show(behind_ms));
+    if let Err(e) = state.write_facts(&[(LAG_NOW, SessionValue::Text(value))]) {
+        tracing::debug!(error = %e, "could not record the lag in the replica");
+    }
+}
+
+/// The lag last measured by a running client.
+pub fn lag_now(session: &Session) -> Option<LagNow> {
+    let mut parts = text(session, LAG_NOW)?.split(' ');
+    let at_ms = parts.next()?.parse().ok()?;
+    let mut next = || parts.next().and_then(|v| v.parse().ok());
+    Some(LagNow { at_ms, records: next(), behind_ms: next() })
 }
 
 fn text<'a>(session: &'a Session, name: &str) -> Option<&'a str> {

@@ -221,11 +221,14 @@ pub fn sync(
         "sync starting"
     );
     let mut pipeline = Pipeline::start(replication, data, state, key, options, stop)?;
-    if options.until_idle {
-        // Unknown (the cloud unreachable now): the run ends at the first empty fetch instead.
-        let status = pipeline.replication.status().ok();
-        pipeline.target =
-            status.map(|s| s.partitions.iter().map(|p| ((p.topic.clone(), p.partition), p.end)).collect());
+    // Unknown (the cloud unreachable now): the lag is counted at the first commit cycle, and
+    // an `--until-idle` run ends at the first empty fetch instead.
+    if let Ok(status) = pipeline.replication.status() {
+        let behind: i64 = behind(&status, &pipeline.applier.applied).values().sum();
+        options.metrics.lag(Some(behind), false);
+        if options.until_idle {
+            pipeline.target = Some(status.partitions.iter().map(|p| ((p.topic.clone(), p.partition), p.end)).collect());
+        }
     }
     while !pipeline.should_stop() {
         let fetched = match pipeline.cycle() {
@@ -279,12 +282,15 @@ struct Clocks {
     last_ack: Instant,
     /// When the tables' last-change facts were last written.
     last_touched: Instant,
+    /// No cycle of this run has got through yet.
+    first_cycle: bool,
 }
 
 impl Clocks {
     fn new() -> Self {
         let now = Instant::now();
-        Clocks { started: now, last_ack: now, last_touched: now.checked_sub(TOUCHED_EVERY).unwrap_or(now) }
+        let last_touched = now.checked_sub(TOUCHED_EVERY).unwrap_or(now);
+        Clocks { started: now, last_ack: now, last_touched, first_cycle: true }
     }
 }
 
@@ -398,9 +404,13 @@ impl<'a> Pipeline<'a> {
                 Ok(refused) => metrics.refused_changes(refused.len()),
                 Err(e) => tracing::debug!(error = %e, "cannot count _ReplicationErrors now"),
             }
+            facts::record_lag_now(self.state, metrics);
             self.clocks.last_touched = Instant::now();
         }
-        if metrics.cycle_succeeded() {
+        // An error an earlier run left (it stopped, or its pass failed) is as past as one of
+        // this run's once a cycle of this run got through.
+        let first = std::mem::take(&mut self.clocks.first_cycle);
+        if metrics.cycle_succeeded() || first {
             facts::clear_error(self.state);
         }
     }

@@ -192,16 +192,35 @@ impl StatusReport {
             Some(e) => format!("last error ({}): {}", ago(Some(e.at_ms)), e.message),
             None => "last error: none".to_owned(),
         });
-        out.push(match self.lag.records {
-            Some(0) => "lag: none, the replica was current at the last commit cycle".to_owned(),
-            Some(records) => format!(
-                "lag: {records} records behind the cloud{} at the last commit cycle",
-                self.lag.seconds.map(|s| format!(", newest applied change {s} s old")).unwrap_or_default()
+        let as_of = ago(self.lag.as_of_ms);
+        out.push(match (self.lag.records, self.lag.seconds) {
+            (Some(0), _) => format!("lag: none, the replica was current {as_of}"),
+            (records, Some(seconds)) => format!(
+                "lag: {seconds} s behind the source{} (measured {as_of})",
+                records.map(|r| format!(", {r} records behind the cloud")).unwrap_or_default()
             ),
-            None => "lag: not known yet (no commit cycle recorded)".to_owned(),
+            (Some(records), None) => format!("lag: {records} records behind the cloud (counted {as_of})"),
+            (None, None) => "lag: not known yet".to_owned(),
         });
-        if let Some(CloudView::Error { error }) = &self.cloud {
-            out.push(format!("cloud: {error}"));
+        match &self.cloud {
+            Some(CloudView::Error { error }) => out.push(format!("cloud: {error}")),
+            Some(CloudView::Reply(cloud)) => {
+                let applied = self.offsets.iter().map(|o| ((o.topic.clone(), o.partition), o.last_applied)).collect();
+                let gone = past_retention(&applied, cloud);
+                if !gone.is_empty() {
+                    let lag = out.iter().position(|l| l.starts_with("lag: "));
+                    let line = format!(
+                        "lag: past the cloud's retention: changes this replica still needs are gone from {}. {}",
+                        gone.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>().join(", "),
+                        crate::policy::PURGED_ADVICE
+                    );
+                    match lag {
+                        Some(i) => out[i] = line,
+                        None => out.push(line),
+                    }
+                }
+            }
+            None => {}
         }
         if self.refused_changes > 0 {
             out.push(format!(
@@ -256,22 +275,62 @@ fn tables<R: StateStore + ReplicaRead + ?Sized>(
     Ok(tables)
 }
 
-/// The lag the last commit cycle recorded: records behind the cloud's ends per partition and
-/// in total (from the replica's own offsets), and its age in seconds (0 when current, else the
-/// age of the newest applied change).
+/// The partitions whose next change the cloud no longer keeps: the replica was offline longer
+/// than the retention, and only a reload of every table can continue (see
+/// [`crate::policy::PURGED_ADVICE`]). Schema history is kept whole, so only change topics count.
+pub fn past_retention(applied: &crate::protocol::Offsets, cloud: &StatusReply) -> Vec<(String, i32)> {
+    cloud
+        .partitions
+        .iter()
+        .filter(|p| !p.topic.ends_with(crate::protocol::SCHEMA_HISTORY_TOPIC_SUFFIX))
+        .filter(|p| {
+            let next = applied.get(&(p.topic.clone(), p.partition)).map_or(0, |last| last + 1);
+            p.start > next && p.end > next
+        })
+        .map(|p| (p.topic.clone(), p.partition))
+        .collect()
+}
+
+/// How long a running client's lag measurement counts as current: it writes one every few
+/// seconds; an older one means the client stopped or stalled, and the replica has aged since.
+const LAG_NOW_FRESH_MS: i64 = 15_000;
+
+/// The lag: records behind the cloud's ends (per partition as the last commit cycle counted
+/// them, in total as last known) and seconds behind the source. A running client's own
+/// measurement (the one `/metrics` shows) is used while it is fresh; once it is not, the
+/// replica has aged since it was taken, and the seconds grow with the clock. Without one,
+/// the last commit cycle's figures.
 fn lag(session: &Session) -> Lag {
-    let Some(lag) = facts::last_lag(session) else { return Lag::default() };
-    let records: i64 = lag.behind.values().sum();
-    let seconds = match (records, lag.newest_source_ms) {
+    let cycle = facts::last_lag(session);
+    let now = facts::lag_now(session).filter(|n| facts::last_cycle(session).is_none_or(|c| n.at_ms >= c));
+    if cycle.is_none() && now.is_none() {
+        return Lag::default();
+    }
+    let partitions = cycle
+        .as_ref()
+        .map(|c| {
+            c.behind
+                .iter()
+                .map(|((topic, partition), records)| PartitionLag {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    records: *records,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(n) = now {
+        let aged = (now_ms() - n.at_ms).max(0);
+        let seconds = n.behind_ms.map(|ms| (if aged <= LAG_NOW_FRESH_MS { ms } else { ms + aged }) / 1000);
+        return Lag { records: n.records, seconds, partitions, as_of_ms: Some(n.at_ms) };
+    }
+    let cycle = cycle.unwrap_or_default();
+    let records: i64 = cycle.behind.values().sum();
+    let seconds = match (records, cycle.newest_source_ms) {
         (0, _) => Some(0),
         (_, Some(ms)) => Some((now_ms() - ms).max(0) / 1000),
         (_, None) => None,
     };
-    let partitions = lag
-        .behind
-        .into_iter()
-        .map(|((topic, partition), records)| PartitionLag { topic, partition, records })
-        .collect();
     Lag { records: Some(records), seconds, partitions, as_of_ms: facts::last_cycle(session) }
 }
 

@@ -179,9 +179,13 @@ function tableRow(t, actions) {
 }
 
 function lagText(lag) {
-  if (!lag || lag.records === null || lag.records === undefined) return "not known yet";
-  if (lag.records === 0) return "none: current at the last commit cycle";
-  return lag.records + " records behind" + (lag.seconds === null ? "" : ", newest applied change " + lag.seconds + " s old");
+  if (!lag) return "not known yet";
+  const known = (v) => v !== null && v !== undefined;
+  const asOf = known(lag.as_of_ms) ? " (measured " + Math.max(0, Math.round((Date.now() - lag.as_of_ms) / 1000)) + " s ago)" : "";
+  if (lag.records === 0) return "none" + asOf;
+  if (known(lag.seconds)) return lag.seconds + " s behind the source" + (known(lag.records) ? ", " + lag.records + " records behind the cloud" : "") + asOf;
+  if (known(lag.records)) return lag.records + " records behind the cloud" + asOf;
+  return "not known yet";
 }
 
 async function refresh() {

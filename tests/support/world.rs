@@ -17,7 +17,6 @@ use dbmirror::sink::{Replica, SinkOptions};
 use dbmirror::source::client::HttpClient;
 use dbmirror::source::dispatcher::{Dispatcher, GrantState};
 use dbmirror::source::replication::{Replication, SessionInfo, TokenPair};
-use dbmirror::state::StateStore;
 
 use super::targets::TestDb;
 
@@ -130,11 +129,16 @@ impl World {
         stop: Arc<AtomicBool>,
     ) -> Result<SyncSummary, dbmirror::pipeline::PipelineError> {
         let mut state = db.open(SinkOptions::default());
+        let replication = self.replication(state.as_mut(), key);
+        sync(replication, db.open(sink.clone()), state.as_mut(), key, options, stop)
+    }
+
+    /// The session `state` holds, connected to this cloud.
+    pub fn replication(&self, state: &mut dyn Replica, key: &SecretKey) -> Replication {
         let session = state.read_facts().unwrap();
         let info = SessionInfo::from_facts(&session).unwrap();
         let tokens = stored_tokens(&session, key).unwrap();
-        let replication = Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens).unwrap();
-        sync(replication, db.open(sink.clone()), state.as_mut(), key, options, stop)
+        Replication::new(HttpClient::new(&self.url, None).unwrap(), info, tokens).unwrap()
     }
 
     pub fn verify(&self, db: &TestDb, phase: &str) {

@@ -158,7 +158,7 @@ pub fn run(args: DemoArgs) -> Result<bool> {
     let checks =
         dbmirror::verify::verify(dbmirror::sink::open(&connection_string, SinkOptions::default())?.as_mut(), &truth)?;
     println!();
-    crate::report::print_checks(&checks, false);
+    crate::report::print_checks(&checks, &crate::report::Notes::default());
     let rows: u64 = checks.iter().filter_map(|c| c.replica_rows).sum();
     let ok = checks.iter().all(|c| c.equal);
     println!();

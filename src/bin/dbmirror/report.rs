@@ -121,7 +121,14 @@ pub fn verify(instance: &Instance) -> Result<bool> {
     let patience = if running { VERIFY_PATIENCE } else { Duration::ZERO };
     let truth = || replication.ground_truth().map_err(|e| e.to_string());
     let checks = dbmirror::verify::verify_live(state.as_mut(), truth, &instance.options(), patience)?;
-    print_checks(&checks, running);
+    let mut held = std::collections::BTreeMap::<String, usize>::new();
+    for row in state.read_refused()? {
+        *held.entry(row.table).or_default() += 1;
+    }
+    let applied = state.offsets()?;
+    let past_retention =
+        replication.status().is_ok_and(|cloud| !dbmirror::status::past_retention(&applied, &cloud).is_empty());
+    print_checks(&checks, &Notes { running, held, past_retention });
     Ok(checks.iter().all(|c| c.equal))
 }
 
@@ -206,18 +213,38 @@ pub fn validate(dir: &Path) -> Result<bool> {
 }
 
 /// The `verify` table: source and replica rows per table, and whether they are equal.
-pub fn print_checks(checks: &[dbmirror::verify::TableCheck], running: bool) {
+/// What `verify` knows besides the comparison, for its advice.
+#[derive(Default)]
+pub struct Notes {
+    /// A `sync` is running (a table behind is being caught up).
+    pub running: bool,
+    /// Changes per table held in `_ReplicationErrors`.
+    pub held: std::collections::BTreeMap<String, usize>,
+    /// The replica is past the cloud's retention: a plain `sync` cannot catch it up.
+    pub past_retention: bool,
+}
+
+pub fn print_checks(checks: &[dbmirror::verify::TableCheck], notes: &Notes) {
     use dbmirror::verify::Verdict;
     println!("{:<32} {:>10} {:>10}  verify", "table", "source", "replica");
     for c in checks {
         let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        let held = notes.held.get(&c.table).map(|k| {
+            format!(
+                "DIFFERENT: {k} change(s) the replica refused wait in _ReplicationErrors (`dbmirror errors` lists \
+                 them; fix the cause, then `dbmirror retry-errors`)"
+            )
+        });
         let verdict = match c.verdict {
             Verdict::Equal => "ok",
             Verdict::Skipped => "skipped (SkipTables)",
-            Verdict::Behind if running => "behind: changed at the source, not applied yet (sync is catching up)",
+            Verdict::Behind | Verdict::Different if notes.past_retention => {
+                "behind, past the cloud's retention: run `dbmirror sync --auto-resync` to reload every table"
+            }
+            Verdict::Behind if notes.running => "behind: changed at the source, not applied yet (sync is catching up)",
             Verdict::Behind => "behind: changed at the source since the last sync; run `dbmirror sync`",
             Verdict::Failed => "FAILED: the replica cannot hold it (see `dbmirror status`)",
-            Verdict::Different => "DIFFERENT",
+            Verdict::Different => held.as_deref().unwrap_or("DIFFERENT"),
             Verdict::Masked => "ok, rows counted (columns excluded or masked by Columns)",
         };
         println!("{:<32} {:>10} {:>10}  {verdict}", c.table, n(c.source_rows), n(c.replica_rows));
