@@ -132,6 +132,39 @@ fn status_shows_the_lag_the_running_client_measures() {
     }
 }
 
+/// A cloud that calls every token expired, even one it just issued: the client refreshes,
+/// then waits longer and longer before refreshing again (it refreshed hundreds of times in
+/// thirty seconds), says why in `status`, and goes on once tokens are accepted again.
+#[test]
+fn tokens_refused_as_expired_are_refreshed_with_backoff() {
+    for db in fresh_databases() {
+        let (w, key) = ready(&db, "Reporting");
+        let session = db.open(SinkOptions::default()).read_facts().unwrap();
+        let session_id = SessionInfo::from_facts(&session).unwrap().session_id;
+        w.cloud.with(|s| s.set_faults(&session_id, Faults { expire_tokens: true, ..Faults::default() })).unwrap();
+        let metrics = Arc::new(dbmirror::metrics::Metrics::new("e2e1"));
+        let options = SyncOptions {
+            until_idle: false,
+            run_for: Some(Duration::from_secs(4)),
+            metrics: metrics.clone(),
+            ..support_options()
+        };
+        let _ = w.sync_options(&db, &key, &options, Arc::new(AtomicBool::new(false)));
+        let refreshes: f64 = metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("dbmirror_token_refreshes_total")?.split_whitespace().last()?.parse().ok())
+            .unwrap();
+        assert!((1.0..=8.0).contains(&refreshes), "{:?}: {refreshes} refreshes in 4 s", db.kind);
+        let report = dbmirror::status::StatusReport::read(db.open(SinkOptions::default()).as_mut(), false).unwrap();
+        assert!(report.last_error.is_some_and(|e| e.message.contains("fresh tokens")), "{:?}", db.kind);
+        w.cloud.with(|s| s.set_faults(&session_id, Faults::default())).unwrap();
+        w.changes(20);
+        w.sync_until_idle(&db, &key);
+        w.verify(&db, "tokens accepted again");
+    }
+}
+
 /// Schema lifecycle while the client is behind: a new table, a nullable column added and an
 /// incompatible re-create all arrive in one stream with changes before and after them.
 #[test]

@@ -803,6 +803,65 @@ async fn refused_rows_are_isolated_listed_and_retried_with_the_binaries() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An owner's job holds the SQLite replica's write lock for a while: `sync` says within
+/// seconds that it waits for the replica (it used to wait half a minute in silence), then
+/// applies everything once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_replica_is_logged_and_waited_out() {
+    let (dir, server, instance, _) = provisioned("locked", &["--rows", "3"], serde_json::json!({}), "Locked").await;
+    let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
+    let folder = instance.clone();
+    let sync =
+        move || Command::new(dbmirror).args(["sync", "--until-idle", "--instance"]).arg(&folder).output().unwrap();
+    assert!(sync().status.success());
+    cli_action(&server, "changes", &["--count", "50"]);
+    let holder = rusqlite::Connection::open(instance.join("replica.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE; UPDATE \"_ReplicationState\" SET name = name WHERE 0").unwrap();
+    let run = std::thread::spawn(sync.clone());
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    holder.execute_batch("COMMIT").unwrap();
+    let out = run.join().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("waiting for the replica database") && said.contains("locked"), "{said}");
+    let verified = Command::new(dbmirror).args(["verify", "--instance"]).arg(&instance).output().unwrap();
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tenant id that would climb out of the data directory is refused, naming the rule, and
+/// nothing is written anywhere (it used to write the topics' files two folders up).
+#[test]
+fn a_tenant_id_that_is_a_path_is_refused() {
+    let dir = std::env::temp_dir().join(format!("dbmirror-cloud-traversal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("a/b")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmirror-cloud"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "--data-dir", "data", "--tenant", "../../x"])
+        .current_dir(dir.join("a/b"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is not a tenant context id"), "{said}");
+    let left: Vec<_> = walk(&dir);
+    assert_eq!(left, vec![dir.join("a"), dir.join("a/b")], "nothing was written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        out.push(entry.path());
+        if entry.path().is_dir() {
+            out.extend(walk(&entry.path()));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Partner mode as a partner meets it, with the binaries: one cloud with 31 tenants approving
 /// the partner's app, three `dbmirror sync` processes of one partner instance (three folders,
 /// one key, one server — a folder of SQLite files here), one of them SIGKILLed mid-run while
@@ -890,7 +949,10 @@ async fn three_partner_processes(label: &str, server_conn: Option<String>) {
         pending = tokio::task::block_in_place(|| pending.iter().filter(|ctx| !verify(ctx)).cloned().collect());
         assert!(std::time::Instant::now() < deadline, "{label}: not converged: {pending:?}");
     }
-    let status = String::from_utf8_lossy(&cli(&["status"]).stdout).into_owned();
+    let status = cli(&["status"]);
+    let said = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert!(!said.contains("NOTICE"), "{label}: a server's notices are not news: {said}");
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(status.contains("31 tenant(s)") && status.contains("t0017") && status.contains("mirroring"), "{status}");
     let validate = cli(&["validate"]);
     let report = String::from_utf8_lossy(&validate.stdout).into_owned();

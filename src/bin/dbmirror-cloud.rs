@@ -50,7 +50,7 @@ struct ActionArgs {
     #[arg(long)]
     admin_token: String,
     /// The tenant context id.
-    #[arg(long, default_value = "cust1234")]
+    #[arg(long, default_value = "cust1234", value_parser = context_id)]
     tenant: String,
     /// sessions | workload | changes | new-table | add-column | incompatible-change | incompatible-alter |
     /// drop-table | resync | restore | suspend | resume | purge | revoke-session | reset-offsets | min-client-version |
@@ -184,7 +184,7 @@ struct ServeArgs {
     #[arg(long)]
     in_memory: bool,
     /// Tenant context ids to simulate (repeatable).
-    #[arg(long = "tenant", default_value = "cust1234")]
+    #[arg(long = "tenant", default_value = "cust1234", value_parser = context_id)]
     tenants: Vec<String>,
     /// Many tenants at once: `t0001` … `tNNNN` besides the `--tenant`s (a partner's
     /// customers; use a small `--rows`).
@@ -344,4 +344,9 @@ fn main() -> Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Action(args) => runtime.block_on(action(args)),
     }
+}
+
+/// A `--tenant` value: a context id the cloud can name topics and files after.
+fn context_id(text: &str) -> Result<String, String> {
+    dbmirror::protocol::check_context_id(text).map(|()| text.to_owned())
 }

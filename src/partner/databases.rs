@@ -10,6 +10,19 @@ use crate::sink::server::{Held, Server};
 /// The placeholder of the tenant's context id in `Partner.DatabaseName`.
 pub const CONTEXT_ID: &str = "{contextId}";
 
+/// The longest database name made (PostgreSQL's identifier limit; SQL Server allows 128, and
+/// a SQLite file name more).
+pub const MAX_NAME: usize = 63;
+
+/// The longest pattern: the name must have room for a hashed context id (see
+/// [`Databases::name`]).
+const MAX_PATTERN: usize = MAX_NAME - 16;
+
+/// FNV-1a, 64 bits: stable across hosts and versions, unlike the standard library's hasher.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The default database name pattern: the original service's.
 pub const DEFAULT_PATTERN: &str = "Mirror_{contextId}";
 
@@ -37,16 +50,35 @@ impl Databases {
         if !pattern.contains(CONTEXT_ID) {
             return Err(bad(format!("Partner.DatabaseName must contain {CONTEXT_ID}")));
         }
+        if pattern.len() - CONTEXT_ID.len() > MAX_PATTERN {
+            return Err(bad(format!(
+                "Partner.DatabaseName is too long: at most {MAX_PATTERN} characters besides {CONTEXT_ID}"
+            )));
+        }
         Ok(Databases { server: Arc::from(crate::sink::server::open(server)?), pattern: pattern.to_owned() })
     }
 
-    /// A tenant's database name. Context ids are letters, digits, `-` and `_`; anything else
-    /// is refused rather than quoted into a name.
+    /// A tenant's database name: the pattern with `{contextId}` replaced by the context id.
+    /// An id that is not only letters, digits, `-` and `_`, or that makes the name longer
+    /// than [`MAX_NAME`] bytes (PostgreSQL's limit, the smallest of the targets'), is replaced
+    /// by its safe part — other characters as `_`, cut to fit — and a hash of the whole id, so
+    /// every id gets a valid name of its own, and the same one on every host.
     pub fn name(&self, ctx: &str) -> Result<String, SinkError> {
-        if ctx.is_empty() || !ctx.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(bad(format!("`{ctx}` is not a tenant context id")));
+        if ctx.is_empty() {
+            return Err(bad("an empty tenant context id has no database"));
         }
-        Ok(self.pattern.replace(CONTEXT_ID, ctx))
+        let plain = self.pattern.replace(CONTEXT_ID, ctx);
+        if ctx.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && plain.len() <= MAX_NAME {
+            return Ok(plain);
+        }
+        let hash = format!("{:010x}", fnv1a(ctx) >> 24);
+        let room = MAX_NAME.saturating_sub(self.pattern.len() - CONTEXT_ID.len() + 1 + hash.len());
+        let safe: String = ctx
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .take(room)
+            .collect();
+        Ok(self.pattern.replace(CONTEXT_ID, &format!("{safe}_{hash}")))
     }
 
     /// The connection string of a tenant's database.
@@ -77,7 +109,9 @@ impl Databases {
         self.server.try_claim(&self.name(ctx)?)
     }
 
-    /// The tenants whose databases exist on the server (found by the name pattern), sorted.
+    /// The tenants whose databases exist on the server (found by the name pattern), sorted; a
+    /// tenant whose id was hashed into its name (see [`Databases::name`]) is listed by that
+    /// part of the name.
     pub fn existing(&self) -> Result<Vec<String>, SinkError> {
         let (prefix, suffix) = self.pattern.split_once(CONTEXT_ID).unwrap_or((&self.pattern, ""));
         let mut tenants: Vec<String> = self
@@ -85,7 +119,7 @@ impl Databases {
             .databases()?
             .iter()
             .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix))
-            .filter(|ctx| self.name(ctx).is_ok())
+            .filter(|ctx| !ctx.is_empty())
             .map(str::to_owned)
             .collect();
         tenants.sort();
@@ -113,7 +147,17 @@ mod tests {
             lite.connection_string("a-b").unwrap(),
             format!("Data Source={}", std::path::PathBuf::from("mirrors").join("M_a-b.db").display())
         );
-        assert!(lite.name("x;DROP").is_err());
+        // Any id gets a valid, bounded name of its own, the same on every host.
+        let odd = lite.name("x;DROP").unwrap();
+        assert!(odd.starts_with("M_x_DROP_") && odd.len() == "M_x_DROP_".len() + 10, "{odd}");
+        assert_ne!(lite.name("x;DROP").unwrap(), lite.name("x:DROP").unwrap());
+        let long = "c".repeat(80);
+        let named = pg.name(&long).unwrap();
+        assert!(named.len() <= MAX_NAME && named.starts_with("Mirror_ccc"), "{named}");
+        assert_eq!(pg.name(&long).unwrap(), named);
+        assert_ne!(pg.name(&"c".repeat(81)).unwrap(), named);
+        assert!(lite.name("").is_err());
+        assert!(Databases::new("Data Source=mirrors", &format!("{}{{contextId}}", "p".repeat(60))).is_err());
         assert!(Databases::new("Data Source=mirrors", "Mirror").is_err());
     }
 }

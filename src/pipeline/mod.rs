@@ -266,6 +266,10 @@ struct Pipeline<'a> {
     applier: Applier,
     resyncs: resync::Resyncs,
     fetch_backoff: Backoff,
+    /// Token refreshes since the last fetch that got through.
+    refreshes_in_a_row: u32,
+    /// The run's records and transactions at the last commit cycle.
+    cycle_base: (u64, u64),
     acknowledged: Offsets,
     clocks: Clocks,
     /// Re-created tables whose fresh snapshot is still to be asked for.
@@ -381,6 +385,8 @@ impl<'a> Pipeline<'a> {
             stop,
             resyncs,
             fetch_backoff: Backoff::cloud(),
+            refreshes_in_a_row: 0,
+            cycle_base: (0, 0),
             clocks: Clocks::new(),
             snapshots_to_request,
             target: None,
@@ -474,6 +480,7 @@ impl<'a> Pipeline<'a> {
         let idle = matches!(fetched, Ok(Fetched::Complete(_))) && self.decode.consumed == before;
         if fetched.is_ok() {
             self.fetch_backoff.reset();
+            self.refreshes_in_a_row = 0;
         }
         self.take_operator_resyncs();
         self.bound_the_snapshot();
@@ -512,7 +519,22 @@ impl<'a> Pipeline<'a> {
         let code = error.code().map_or_else(|| "network".to_owned(), ToString::to_string);
         self.options.metrics.fetch_failed(&code);
         match source_action(&error) {
-            Action::RefreshTokens => self.refresh_tokens(),
+            Action::RefreshTokens => {
+                // A fresh token refused at once as expired (a clock far off, a cloud that
+                // misjudges its tokens) would otherwise be refreshed in a tight loop.
+                self.refreshes_in_a_row += 1;
+                if self.refreshes_in_a_row > 1 {
+                    tracing::warn!(
+                        error = %error,
+                        refreshes = self.refreshes_in_a_row,
+                        "the cloud calls a token it just issued expired; waiting before refreshing again (check the host's clock)"
+                    );
+                    let problem = format!("the cloud refuses fresh tokens as expired (retrying): {error}");
+                    facts::report_problem(self.state, &self.options.metrics, &problem);
+                    self.fetch_backoff.wait(None, &self.stop);
+                }
+                self.refresh_tokens()
+            }
             Action::Reset(details) => self.reload_after_reset(&details),
             Action::Purged if self.may_reload_after_purge() => self.reload_after_purge(),
             Action::Retry { after, waiting_for } => {
@@ -671,11 +693,16 @@ impl<'a> Pipeline<'a> {
         facts::record_cycle(self.state, &lag_fact);
         let tables: Vec<String> =
             std::mem::take(&mut summary.rows_by_table).into_iter().map(|(t, n)| format!("{t}={n}")).collect();
+        // Every count on the line is this cycle's; the run's totals are named so.
+        let (records, batches) = (summary.records, summary.batches);
+        let (before_records, before_batches) = std::mem::replace(&mut self.cycle_base, (records, batches));
         tracing::info!(
-            records = summary.records,
-            transactions = summary.batches,
+            records = records - before_records,
+            transactions = batches - before_batches,
             lag,
             rows = %tables.join(" "),
+            run_records = records,
+            run_transactions = batches,
             "commit cycle: offsets acknowledged to the cloud"
         );
         Ok(())

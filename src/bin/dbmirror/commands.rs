@@ -106,7 +106,21 @@ pub fn run_sync_with(
     }
     let mut backoff = dbmirror::retry::Backoff::run();
     loop {
-        let (mut state, data) = instance.open_writer()?;
+        let (mut state, data) = match instance.open_writer() {
+            Ok(handles) => handles,
+            Err(e) => match e.downcast_ref::<dbmirror::db::SinkError>().map(dbmirror::policy::sink_action) {
+                // Locked by an owner's job, restarting, unreachable: waited out like a failed batch.
+                Some(Action::Retry { waiting_for, .. }) => {
+                    tracing::warn!(error = %crate::instance::describe(&e), "waiting for {waiting_for}; sync starts then");
+                    backoff.wait(None, &stop);
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                _ => return Err(e),
+            },
+        };
         let replication = instance.replication(state.as_mut())?;
         let error = match sync(replication, data, state.as_mut(), &instance.key, &options, stop.clone()) {
             Ok(summary) => return Ok(Some(summary)),

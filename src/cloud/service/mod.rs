@@ -177,6 +177,8 @@ impl State {
     /// Adds a tenant and publishes its initial snapshot (unless its topics already hold one,
     /// as after a restart with a durable log).
     pub fn add_tenant(&mut self, mut tenant: Tenant, now_ms: i64) -> Result<(), ApiError> {
+        crate::protocol::check_context_id(tenant.context())
+            .map_err(|reason| ApiError::new(400, ErrorCode::BadRequest, reason))?;
         if let Some(journal) = &self.journal {
             let replayed = journal.replay(&mut tenant)?;
             tracing::info!(tenant = tenant.context(), replayed, "rebuilt the tenant from its journal");

@@ -105,11 +105,13 @@ impl PgSink {
         // batch's staged keys join the table through its primary key, row by row: the staging
         // tables have no statistics, so the planner otherwise hashes or sorts and scans the whole
         // table for every batch (a 100-row batch took a quarter of a second at 20,000 rows per
-        // table). This connection runs only dbmirror's own statements.
+        // table). This connection runs only dbmirror's own statements. Notices (`relation …
+        // already exists, skipping` from every `IF NOT EXISTS`) are not news: warnings and
+        // errors still come through.
         client
             .batch_execute(
                 "SET DateStyle = ISO; SET IntervalStyle = iso_8601; SET extra_float_digits = 1; \
-                 SET enable_hashjoin = off; SET enable_mergejoin = off",
+                 SET enable_hashjoin = off; SET enable_mergejoin = off; SET client_min_messages = warning",
             )
             .map_err(err("setting session options"))?;
         Ok(client)

@@ -32,6 +32,11 @@ use encode::{params, render_row};
 use sql::quote;
 pub use sql::sqlite_type;
 
+/// How long a statement waits for another connection's lock before it fails as busy: long
+/// enough for another writer's transaction, short enough that a replica held by an owner's
+/// long job or a backup is logged (and retried with backoff) within seconds, not in silence.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The SQLite replica.
 pub struct SqliteSink {
     conn: Connection,
@@ -93,7 +98,7 @@ impl SqliteSink {
         // crashes, and after a power loss data and offsets roll back together.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err("setting synchronous"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err("setting busy timeout"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err("setting busy timeout"))?;
         conn.set_prepared_statement_cache_capacity(256);
         let state = sql::state_statements();
         conn.execute_batch(&state.create_table).map_err(err("creating _ReplicationState"))?;
