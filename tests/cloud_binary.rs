@@ -317,7 +317,10 @@ async fn the_customer_commands_provision_sync_and_verify() {
     assert_eq!(code, Some(0));
     let unit = std::fs::read_to_string(units.join("dbmirror-bi.service")).unwrap();
     assert!(
-        unit.contains("ExecStart=") && unit.contains(" sync --instance ") && unit.contains("KillSignal=SIGTERM") && unit.contains("Restart=on-failure"),
+        unit.contains("ExecStart=")
+            && unit.contains(" sync --instance ")
+            && unit.contains("KillSignal=SIGTERM")
+            && unit.contains("Restart=on-failure"),
         "{unit}"
     );
     let (code, again) = run(&["install", "--unit-dir", unit_dir]);

@@ -113,6 +113,17 @@ fn every_statement_for_every_table_parses() {
     ] {
         assert_parses(&statement);
     }
+    // The writer fence: the claim's MERGE and the select parse as they are; the check's
+    // shared lock held to the commit (`WITH (HOLDLOCK, ROWLOCK)`) is pinned here.
+    let writer = sql::state_statements().writer;
+    assert_parses(&writer.claim);
+    assert_parses(&writer.select);
+    assert_eq!(
+        writer.check,
+        "SELECT [int_value] FROM [dbo].[_ReplicationState] WITH (HOLDLOCK, ROWLOCK) \
+         WHERE [scope] = N'session' AND [name] = N'writer_epoch'"
+    );
+    assert_parses(&writer.check.replace(" WITH (HOLDLOCK, ROWLOCK)", ""));
     // `_ReplicationErrors` (ErrorPolicy: Isolate).
     let errors = sql::state_statements().errors;
     for statement in [&errors.create, &errors.insert, &errors.select, &errors.delete] {

@@ -14,8 +14,11 @@ fn assert_parses(dialect: &dyn Dialect, statement: &str) {
     }
 }
 
-fn all(s: &StateStatements) -> [&str; 9] {
+fn all(s: &StateStatements) -> [&str; 12] {
     [
+        &s.writer.claim,
+        &s.writer.select,
+        &s.writer.check,
         &s.create_table,
         &s.select_offsets,
         &s.upsert_offset,
@@ -46,6 +49,17 @@ fn state_statements_parse_in_their_dialects() {
 
 #[test]
 fn state_layout_is_pinned() {
+    assert_eq!(
+        postgres::sql::state_statements().writer.check,
+        "SELECT int_value FROM \"_ReplicationState\" WHERE scope = 'session' AND name = 'writer_epoch' FOR SHARE"
+    );
+    assert_eq!(
+        sqlite::sql::state_statements().writer.claim,
+        "INSERT INTO \"_ReplicationState\" (scope, name, text_value, int_value, updated_at) VALUES ('session', \
+         'writer_epoch', ?1, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) ON CONFLICT (scope, name) DO UPDATE SET \
+         int_value = COALESCE(\"_ReplicationState\".int_value, 0) + 1, text_value = excluded.text_value, \
+         updated_at = excluded.updated_at"
+    );
     assert_eq!(
         sqlite::sql::state_statements().set_table_state,
         "UPDATE \"_ReplicationState\" SET state = ?1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \

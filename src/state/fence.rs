@@ -42,6 +42,25 @@ pub struct WriterStatements {
     pub check: String,
 }
 
+impl WriterStatements {
+    /// The statements in the `INSERT … ON CONFLICT` dialects (SQLite, PostgreSQL): the state
+    /// table `state` (quoted), the holder's parameter, the dialect's current time, and how
+    /// the check holds its lock: `check(state, predicate)`.
+    pub fn on_conflict(state: &str, param: &str, now: &str, check: impl Fn(&str, &str) -> String) -> Self {
+        let row = format!("scope = 'session' AND name = '{WRITER_EPOCH}'");
+        WriterStatements {
+            claim: format!(
+                "INSERT INTO {state} (scope, name, text_value, int_value, updated_at) \
+                 VALUES ('session', '{WRITER_EPOCH}', {param}, 1, {now}) ON CONFLICT (scope, name) DO UPDATE SET \
+                 int_value = COALESCE({state}.int_value, 0) + 1, text_value = excluded.text_value, \
+                 updated_at = excluded.updated_at"
+            ),
+            select: format!("SELECT int_value, text_value FROM {state} WHERE {row}"),
+            check: check(state, &row),
+        }
+    }
+}
+
 /// Takes the writer epoch for `holder` (e.g. `host-a pid 4242`) in a transaction of its own.
 pub fn claim(exec: &mut dyn StateExec, sql: &StateStatements, holder: &str) -> Result<Fence, SinkError> {
     exec.begin()?;

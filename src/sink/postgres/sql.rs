@@ -159,21 +159,12 @@ pub fn merge_staged_rows(target: &str, schema: &TableSchema, stage: &str) -> Str
 pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
     let errors = quote(crate::state::refused::ERRORS_TABLE);
-    let writer = format!("scope = 'session' AND name = '{}'", crate::state::fence::WRITER_EPOCH);
     StateStatements {
         // A share lock: the run's own handles do not wait for each other, a claim waits for
         // every transaction that proved the old epoch (and they, after it, read the new one).
-        writer: crate::state::fence::WriterStatements {
-            claim: format!(
-                "INSERT INTO {state} (scope, name, text_value, int_value, updated_at) \
-                 VALUES ('session', '{epoch}', $1, 1, now()) ON CONFLICT (scope, name) DO UPDATE SET \
-                 int_value = COALESCE({state}.int_value, 0) + 1, text_value = excluded.text_value, \
-                 updated_at = excluded.updated_at",
-                epoch = crate::state::fence::WRITER_EPOCH
-            ),
-            select: format!("SELECT int_value, text_value FROM {state} WHERE {writer}"),
-            check: format!("SELECT int_value FROM {state} WHERE {writer} FOR SHARE"),
-        },
+        writer: crate::state::fence::WriterStatements::on_conflict(&state, "$1", "now()", |state, row| {
+            format!("SELECT int_value FROM {state} WHERE {row} FOR SHARE")
+        }),
         fence: None,
         errors: crate::state::refused::ErrorStatements {
             create: format!(

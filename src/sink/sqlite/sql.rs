@@ -132,21 +132,12 @@ pub fn state_statements() -> StateStatements {
     let state = quote(STATE_TABLE);
     let now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
     let errors = quote(crate::state::refused::ERRORS_TABLE);
-    let writer = format!("scope = 'session' AND name = '{}'", crate::state::fence::WRITER_EPOCH);
     StateStatements {
         // SQLite has one writer at a time: the check is a write, so the transaction holds the
         // database's write lock from its first statement to its end.
-        writer: crate::state::fence::WriterStatements {
-            claim: format!(
-                "INSERT INTO {state} (scope, name, text_value, int_value, updated_at) \
-                 VALUES ('session', '{epoch}', ?1, 1, {now}) ON CONFLICT (scope, name) DO UPDATE SET \
-                 int_value = COALESCE({state}.int_value, 0) + 1, text_value = excluded.text_value, \
-                 updated_at = excluded.updated_at",
-                epoch = crate::state::fence::WRITER_EPOCH
-            ),
-            select: format!("SELECT int_value, text_value FROM {state} WHERE {writer}"),
-            check: format!("UPDATE {state} SET int_value = int_value WHERE {writer} RETURNING int_value"),
-        },
+        writer: crate::state::fence::WriterStatements::on_conflict(&state, "?1", now, |state, row| {
+            format!("UPDATE {state} SET int_value = int_value WHERE {row} RETURNING int_value")
+        }),
         fence: None,
         errors: crate::state::refused::ErrorStatements {
             create: format!(
