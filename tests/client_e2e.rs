@@ -17,7 +17,7 @@ use dbmirror::source::replication::{Replication, SessionInfo};
 use dbmirror::state::SessionValue;
 
 use crate::support::targets::fresh_databases;
-use crate::support::world::{key, ready, world, world_with};
+use crate::support::world::{key, provisioned, ready, world, world_with};
 
 #[test]
 fn new_customer_restarts_and_a_faulty_stream_all_converge() {
@@ -77,9 +77,7 @@ fn new_customer_restarts_and_a_faulty_stream_all_converge() {
 #[test]
 fn tables_are_ready_only_once_the_whole_snapshot_is_in() {
     for db in fresh_databases() {
-        let w = world(false);
-        let key = key(&db);
-        w.provision(&db, &key, "Reporting");
+        let (w, key) = provisioned(&db, "Reporting");
         let truth = w.cloud.with(|s| s.ground_truth("e2e1")).unwrap();
         let early = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (watched, seen) = (db.clone(), early.clone());

@@ -194,11 +194,17 @@ pub fn key(db: &TestDb) -> SecretKey {
     SecretKey::load_or_create(&path).unwrap()
 }
 
-/// A cloud, and a replica provisioned against it that has loaded the initial snapshot.
-pub fn ready(db: &TestDb, session_name: &str) -> (World, SecretKey) {
+/// A cloud, and a replica provisioned against it (nothing loaded yet).
+pub fn provisioned(db: &TestDb, session_name: &str) -> (World, SecretKey) {
     let w = world(false);
     let key = key(db);
     w.provision(db, &key, session_name);
+    (w, key)
+}
+
+/// A cloud, and a replica provisioned against it that has loaded the initial snapshot.
+pub fn ready(db: &TestDb, session_name: &str) -> (World, SecretKey) {
+    let (w, key) = provisioned(db, session_name);
     w.sync_until_idle(db, &key);
     (w, key)
 }
