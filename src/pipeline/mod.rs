@@ -359,13 +359,9 @@ impl<'a> Pipeline<'a> {
         let cursor = Cursor::resume(&replication.info, &checkpoint);
         let facts = state.read_facts()?;
         let incarnations = incarnation::Incarnations::new(&facts);
-        let snapshot_end = snapshot_end::SnapshotEnd::stored(match facts.get(snapshot_end::SNAPSHOT_ENDS) {
-            Some(crate::state::SessionValue::Text(text)) => Some(text.as_str()),
-            _ => None,
-        });
         let hooks = crate::sink::hooks::HookRunner::new(options.owner.clone(), &replication.info.tenant_context_id);
         let mut decode = DecodeStage::new(schemas, cursor, incarnations, options.database_batch_size);
-        decode.snapshot_end = snapshot_end;
+        decode.snapshot_end = snapshot_end::SnapshotEnd::stored(&facts);
         Ok(Pipeline {
             decode: decode
                 .whole_transactions(options.whole_transactions)

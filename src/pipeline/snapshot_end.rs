@@ -9,6 +9,7 @@
 //! ([`SNAPSHOT_ENDS`], as JSON) until then, so a restart in between still finishes the job.
 
 use crate::protocol::Offsets;
+use crate::state::{Session, SessionValue};
 
 pub use crate::state::SNAPSHOT_ENDS;
 
@@ -26,9 +27,13 @@ pub(super) enum SnapshotEnd {
 
 impl SnapshotEnd {
     /// From the stored fact (a restart while a snapshot was completing).
-    pub(super) fn stored(text: Option<&str>) -> Self {
-        text.filter(|t| !t.is_empty())
-            .and_then(|t| serde_json::from_str::<Vec<(String, i32, i64)>>(t).ok())
+    pub(super) fn stored(session: &Session) -> Self {
+        let text = match session.get(SNAPSHOT_ENDS) {
+            Some(SessionValue::Text(text)) if !text.is_empty() => text,
+            _ => return SnapshotEnd::Open,
+        };
+        serde_json::from_str::<Vec<(String, i32, i64)>>(text)
+            .ok()
             .map_or(SnapshotEnd::Open, |ends| SnapshotEnd::At(ends.into_iter().map(|(t, p, e)| ((t, p), e)).collect()))
     }
 
@@ -54,13 +59,15 @@ mod tests {
     #[test]
     fn complete_once_every_partition_reached_its_end() {
         let ends: Offsets = [(("t-cdc".to_string(), 0), 10), (("t-cdc".to_string(), 1), 7)].into_iter().collect();
-        let end = SnapshotEnd::stored(Some(&SnapshotEnd::fact(&ends)));
+        let fact = |text: String| Session::from([(SNAPSHOT_ENDS.to_owned(), SessionValue::Text(text))]);
+        let end = SnapshotEnd::stored(&fact(SnapshotEnd::fact(&ends)));
         assert_eq!(end, SnapshotEnd::At(ends.clone()));
         let mut next = ends.clone();
         next.insert(("t-cdc".into(), 1), 6);
         assert!(!end.reached(&next));
         next.insert(("t-cdc".into(), 1), 7);
         assert!(end.reached(&next));
-        assert_eq!(SnapshotEnd::stored(Some("")), SnapshotEnd::Open);
+        assert_eq!(SnapshotEnd::stored(&fact(String::new())), SnapshotEnd::Open);
+        assert_eq!(SnapshotEnd::stored(&Session::new()), SnapshotEnd::Open);
     }
 }

@@ -318,10 +318,7 @@ impl TargetKind {
             ));
         }
         // A file named as SQLite names it is SQLite, whatever else the string holds.
-        let data_source = lower.split(';').filter_map(|part| part.split_once('=')).find_map(|(k, v)| {
-            matches!(k.trim(), "data source" | "datasource" | "filename").then(|| v.trim().to_owned())
-        });
-        if data_source.is_some_and(|file| SQLITE_FILES.iter().any(|ext| file.ends_with(ext))) {
+        if sqlite::data_source(&lower).is_some_and(|file| SQLITE_FILES.iter().any(|ext| file.ends_with(ext))) {
             return Ok(TargetKind::Sqlite);
         }
         if keys.iter().any(|k| SQL_SERVER_KEYS.contains(&k.as_str())) {

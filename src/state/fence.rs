@@ -17,8 +17,12 @@
 //! No older batch can land after a newer writer started. Handles without a fence (owner
 //! commands such as `resync-tables`, tests) do not check.
 
+use std::collections::HashMap;
+
+use super::TableRecord;
 use super::table::{Cell, Column, Param, StateExec, StateStatements};
 use crate::db::SinkError;
+use crate::schema::TableId;
 
 /// The session fact holding the writer epoch (`int_value`) and who took it (`text_value`).
 pub const WRITER_EPOCH: &str = "writer_epoch";
@@ -61,13 +65,22 @@ impl WriterStatements {
     }
 }
 
-/// Takes the writer epoch for `holder` (e.g. `host-a pid 4242`) in a transaction of its own.
-pub fn claim(exec: &mut dyn StateExec, sql: &StateStatements, holder: &str) -> Result<Fence, SinkError> {
+/// Takes the writer epoch for `holder` (e.g. `host-a/4242`) in a transaction of its own, and
+/// reads the table records in it: what the run starts from is what the replica held when
+/// the run became its writer.
+pub fn claim(
+    exec: &mut dyn StateExec,
+    sql: &StateStatements,
+    holder: &str,
+) -> Result<(Fence, HashMap<TableId, TableRecord>), SinkError> {
     exec.begin()?;
-    let taken = exec.execute(&sql.writer.claim, &[Param::Text(holder)]).and_then(|()| read(exec, sql));
-    match taken.and_then(|(epoch, _)| exec.commit().map(|()| epoch)) {
-        Ok(Some(epoch)) => Ok(Fence { epoch }),
-        Ok(None) => Err(SinkError::Superseded { ours: 0, stored: None, holder: String::new() }),
+    let taken = exec.execute(&sql.writer.claim, &[Param::Text(holder)]).and_then(|()| {
+        let (epoch, _) = read(exec, sql)?;
+        Ok((epoch, super::table::read_tables(exec, sql)?))
+    });
+    match taken.and_then(|taken| exec.commit().map(|()| taken)) {
+        Ok((Some(epoch), tables)) => Ok((Fence { epoch }, tables)),
+        Ok((None, _)) => Err(SinkError::Superseded { ours: 0, stored: None, holder: String::new() }),
         Err(e) => {
             let _ = exec.rollback();
             Err(e)
@@ -75,29 +88,27 @@ pub fn claim(exec: &mut dyn StateExec, sql: &StateStatements, holder: &str) -> R
     }
 }
 
-/// The stored epoch and its holder, if a writer ever claimed the replica.
-pub fn read(exec: &mut dyn StateExec, sql: &StateStatements) -> Result<(Option<i64>, String), SinkError> {
-    let row = exec.query(&sql.writer.select, &[Column::Int, Column::Text])?.into_iter().next();
-    let mut cells = row.unwrap_or_default().into_iter();
+/// The epoch in the first cell of the first row, if any.
+fn epoch_of(rows: Vec<Vec<Cell>>) -> (Option<i64>, std::vec::IntoIter<Cell>) {
+    let mut cells = rows.into_iter().next().unwrap_or_default().into_iter();
     let epoch = match cells.next() {
         Some(Cell::Int(epoch)) => Some(epoch),
         _ => None,
     };
-    let holder = cells.next().and_then(Cell::text).unwrap_or_default();
-    Ok((epoch, holder))
+    (epoch, cells)
+}
+
+/// The stored epoch and its holder, if a writer ever claimed the replica.
+pub fn read(exec: &mut dyn StateExec, sql: &StateStatements) -> Result<(Option<i64>, String), SinkError> {
+    let (epoch, mut rest) = epoch_of(exec.query(&sql.writer.select, &[Column::Int, Column::Text])?);
+    Ok((epoch, rest.next().and_then(Cell::text).unwrap_or_default()))
 }
 
 /// Proves, first thing inside an open write transaction, that `sql.fence` (when the handle
 /// has one) is still the replica's epoch; the lock taken lasts until the transaction ends.
 pub fn check(exec: &mut dyn StateExec, sql: &StateStatements) -> Result<(), SinkError> {
     let Some(fence) = sql.fence else { return Ok(()) };
-    let stored = match exec.query(&sql.writer.check, &[Column::Int])?.into_iter().next() {
-        Some(row) => match row.into_iter().next() {
-            Some(Cell::Int(epoch)) => Some(epoch),
-            _ => None,
-        },
-        None => None,
-    };
+    let (stored, _) = epoch_of(exec.query(&sql.writer.check, &[Column::Int])?);
     if stored == Some(fence.epoch) {
         return Ok(());
     }

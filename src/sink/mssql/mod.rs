@@ -366,10 +366,7 @@ impl StateStore for MssqlSink {
     }
 
     fn claim_writer(&mut self, holder: &str) -> Result<fence::Fence, SinkError> {
-        let (fence, tables) = self.with_exec(|exec, sql| {
-            let fence = fence::claim(exec, sql, holder)?;
-            Ok((fence, table::read_tables(exec, sql)?))
-        })?;
+        let (fence, tables) = self.with_exec(|exec, sql| fence::claim(exec, sql, holder))?;
         self.tables = tables;
         self.state.fence = Some(fence);
         Ok(fence)

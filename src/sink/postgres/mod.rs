@@ -360,8 +360,8 @@ impl StateStore for PgSink {
 
     fn claim_writer(&mut self, holder: &str) -> Result<fence::Fence, SinkError> {
         self.ensure_connected()?;
-        let fence = fence::claim(&mut Exec(&mut self.client), &self.state, holder)?;
-        self.tables = table::read_tables(&mut Exec(&mut self.client), &self.state)?;
+        let (fence, tables) = fence::claim(&mut Exec(&mut self.client), &self.state, holder)?;
+        self.tables = tables;
         self.state.fence = Some(fence);
         Ok(fence)
     }

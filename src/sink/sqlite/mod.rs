@@ -73,15 +73,18 @@ pub fn parse_connection_string(conn: &str) -> Result<String, SinkError> {
                 .into(),
         ));
     }
-    for part in conn.split(';') {
-        if let Some((key, value)) = part.split_once('=') {
-            let key = key.trim().to_ascii_lowercase();
-            if matches!(key.as_str(), "data source" | "datasource" | "filename") && !value.trim().is_empty() {
-                return Ok(value.trim().to_owned());
-            }
-        }
-    }
-    Err(SinkError::ConnectionString("no `Data Source=<file>` for SQLite".into()))
+    data_source(conn)
+        .map(str::to_owned)
+        .ok_or_else(|| SinkError::ConnectionString("no `Data Source=<file>` for SQLite".into()))
+}
+
+/// The non-empty value of `Data Source` (or `DataSource`, `Filename`) in an ADO-style string.
+pub fn data_source(conn: &str) -> Option<&str> {
+    conn.split(';').filter_map(|part| part.split_once('=')).find_map(|(key, value)| {
+        let key = key.trim().to_ascii_lowercase();
+        (matches!(key.as_str(), "data source" | "datasource" | "filename") && !value.trim().is_empty())
+            .then(|| value.trim())
+    })
 }
 
 impl SqliteSink {
@@ -256,8 +259,8 @@ impl StateStore for SqliteSink {
     }
 
     fn claim_writer(&mut self, holder: &str) -> Result<fence::Fence, SinkError> {
-        let fence = fence::claim(&mut Exec(&self.conn), &self.state, holder)?;
-        self.tables = table::read_tables(&mut Exec(&self.conn), &self.state)?;
+        let (fence, tables) = fence::claim(&mut Exec(&self.conn), &self.state, holder)?;
+        self.tables = tables;
         self.state.fence = Some(fence);
         Ok(fence)
     }
