@@ -4,9 +4,12 @@
 //! error message are precisely the ones a driver could not read (an unterminated quote, a
 //! space the user meant as part of a password). So this keeps an **allow-list**: only values
 //! of keys known to be harmless (host, port, database, user, options that tune a connection)
-//! are shown; every other value, every token that is not `key=value`, and a quoted value that
-//! never closes (to the end of the string) become `***`. A URL's user information after the
-//! user name is hidden up to the last `@`, and its query values are treated like keys.
+//! are shown; every other value, every token that is not `key=value`, a key nobody listed
+//! (with its value: a pasted password may hold `word=`), and a quoted value that never closes
+//! (to the end of the string) become `***`. Each syntax quotes as its driver does (libpq only
+//! with `'`; ADO with `'`, `"` and `{}`), and whatever follows a closing quote up to the
+//! separator is hidden with the value. A URL's user information after the user name is hidden
+//! up to the last `@`, and its query values are treated like keys.
 //!
 //! [`scrub`] applies the same knowledge to any text (a driver's message that quotes part of
 //! the string): every hidden value, and every word of it, is replaced where it appears.
@@ -53,12 +56,40 @@ const SHOWN: &[&str] = &[
     "cache",
 ];
 
+/// Keys that hold secrets or paths to them: their names are shown (so a reader sees which
+/// setting is there), their values never. A key in neither list is hidden whole.
+const NAMED: &[&str] = &[
+    "password",
+    "pwd",
+    "sslpassword",
+    "passfile",
+    "sslkey",
+    "sslcert",
+    "sslrootcert",
+    "sslcrl",
+    "options",
+    "service",
+    "authentication",
+    "accesstoken",
+    "persistsecurityinfo",
+];
+
 /// What stands for a hidden value.
 pub const HIDDEN: &str = "***";
 
+fn folded(key: &str) -> String {
+    key.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase).collect()
+}
+
+/// The value of `key` may be shown.
 fn shown(key: &str) -> bool {
-    let folded: String = key.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase).collect();
-    SHOWN.contains(&folded.as_str())
+    SHOWN.contains(&folded(key).as_str())
+}
+
+/// The name `key` may be shown (its value perhaps not).
+fn known(key: &str) -> bool {
+    let key = folded(key);
+    SHOWN.contains(&key.as_str()) || NAMED.contains(&key.as_str())
 }
 
 /// `conn` with every value that is not known to be harmless replaced by `***` (see the module
@@ -191,12 +222,12 @@ fn url(conn: &str, at: usize) -> Vec<Piece<'_>> {
         }
         match pair.split_once('=') {
             Some((key, value)) if shown(key) => out.push(keep(&pair[..key.len() + 1 + value.len()])),
-            Some((key, _)) => {
+            Some((key, _)) if known(key) => {
                 out.push(keep(&pair[..=key.len()]));
                 out.push(hide(&pair[key.len() + 1..]));
             }
             None if pair.is_empty() => {}
-            None => out.push(hide(pair)),
+            _ => out.push(hide(pair)),
         }
     }
     out
@@ -249,11 +280,16 @@ fn keywords(conn: &str, sep: Separator) -> Vec<Piece<'_>> {
             i += end;
             continue;
         };
-        out.push(keep(&rest[..=eq]));
         let after = &rest[eq + 1..];
         let lead = after.len() - after.trim_start_matches([' ', '\t']).len();
         let value_len = lead + value_end(&after[lead..], sep);
         let value = &after[..value_len];
+        i += eq + 1 + value_len;
+        if !known(key) {
+            out.push(hide(&rest[..eq + 1 + value_len]));
+            continue;
+        }
+        out.push(keep(&rest[..=eq]));
         if shown(key) && value.contains('=') {
             // A shown value never shows another key's value (`host=h password=x; …` read
             // as ADO): what looks like pairs inside it is redacted as the other syntax.
@@ -264,7 +300,6 @@ fn keywords(conn: &str, sep: Separator) -> Vec<Piece<'_>> {
         } else {
             out.push(if shown(key) && !value.is_empty() { keep(value) } else { hide(value) });
         }
-        i += eq + 1 + value_len;
     }
     out
 }
@@ -280,14 +315,15 @@ fn key_at(rest: &str, sep: Separator) -> Option<(&str, usize)> {
     ok.then(|| (key.trim(), eq))
 }
 
-/// The length of a value starting `value`: quoted (`'…'` with `\` escapes or `''`; `"…"`
-/// with `""`; `{…}` with `}}`) up to its close, or to the end of the string when it never
-/// closes; bare up to the separator (a `\`-escaped space continues a libpq value).
+/// The length of a value starting `value`: quoted (`'…'` with `\` escapes or `''`; in ADO
+/// also `"…"` with `""` and `{…}` with `}}`) up to its close and on to the separator, or to
+/// the end of the string when it never closes; bare up to the separator (a `\`-escaped space
+/// continues a libpq value).
 fn value_end(value: &str, sep: Separator) -> usize {
-    let close = match value.chars().next() {
-        Some('\'') => Some('\''),
-        Some('"') => Some('"'),
-        Some('{') => Some('}'),
+    let close = match (value.chars().next(), sep) {
+        (Some('\''), _) => Some('\''),
+        (Some('"'), Separator::Semicolon) => Some('"'),
+        (Some('{'), Separator::Semicolon) => Some('}'),
         _ => None,
     };
     let Some(close) = close else { return bare_end(value, sep) };
@@ -299,7 +335,9 @@ fn value_end(value: &str, sep: Separator) -> usize {
             if chars.peek().is_some_and(|&(_, next)| next == close) {
                 chars.next();
             } else {
-                return i + c.len_utf8();
+                // Text glued to the closing quote belongs to no other key: hidden with it.
+                let closed = i + c.len_utf8();
+                return closed + bare_end(&value[closed..], sep);
             }
         }
     }
@@ -336,7 +374,11 @@ mod tests {
             ("Server=s; Pwd = x y ;User Id=sa", "Server=s; Pwd =***;User Id=sa"),
             ("Data Source=x.db", "Data Source=x.db"),
             ("host=h port=1 password=P; dbname=x", "host=h port=1 password=***; dbname=x"),
-            ("Server=s;Password=a;b=c;Database=d", "Server=s;Password=***;b=***;Database=d"),
+            ("Server=s;Password=a;b=c;Database=d", "Server=s;Password=***;***;Database=d"),
+            ("host=h password=\"\"Secret= dbname=x", "host=h password=*** dbname=x"),
+            ("host=h password=a Secret=b dbname=x", "host=h password=*** *** dbname=x"),
+            ("host=h password='a'Secret dbname=x", "host=h password=*** dbname=x"),
+            ("host=h password=a;Secret dbname=x", "host=h password=***;***"),
             (
                 "postgres://u:p@ss/w?rd@h:5/db?sslmode=require&password=x",
                 "postgres://u:***@h:5/db?sslmode=require&password=***",

@@ -85,6 +85,25 @@ fn around() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// The redaction itself, over many more passwords than the binaries can be run for: no
+    /// form of any of them shows the planted secret, and a text quoting the whole string
+    /// (as a driver's message might) is scrubbed of it.
+    #[test]
+    fn redaction_hides_the_planted_password_in_every_form(before in around(), after in around()) {
+        let pw = format!("{before}{PLANTED}{after}");
+        for conn in forms(&pw) {
+            let shown = dbmirror::redact::connection_string(&conn);
+            prop_assert!(!shown.contains(PLANTED), "{conn} shown as {shown}");
+            let message = format!("cannot parse `{conn}`");
+            let scrubbed = dbmirror::redact::scrub(&message, &conn);
+            prop_assert!(!scrubbed.contains(PLANTED), "{conn} scrubbed as {scrubbed}");
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
     /// A password with quotes, braces, semicolons, spaces, backslashes and `=` around the
