@@ -61,9 +61,15 @@ impl Cloud {
 
     /// Runs `f` on the state, then wakes waiting fetches.
     pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let out = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        let out = self.quietly(f);
         self.appended.notify_waiters();
         out
+    }
+
+    /// Runs `f` on the state without waking anyone: for what appends nothing (every waiting
+    /// long-poll locks the state again when woken, and thousands of tenants' long-polls wait).
+    pub fn quietly<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -228,7 +234,7 @@ async fn handle(cloud: Arc<Cloud>, req: Request<Incoming>, peer: SocketAddr) -> 
 fn authorize(cloud: &Cloud, req: &Request<Incoming>, ctx: &str) -> Result<(String, Faults), ApiError> {
     let token = bearer(req);
     let version = req.headers().get("x-client-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    cloud.with(|s| {
+    cloud.quietly(|s| {
         let claims = s.authorize(token.as_deref(), ctx, version.as_deref(), now_ms())?;
         if let Some(e) = s.take_failure(&claims.sub) {
             return Err(e);
@@ -328,44 +334,44 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
         }
         (Method::POST, ["api", "v1", "token"]) => {
             let body: RefreshToken = read_json(req).await?;
-            ok(cloud.with(|s| s.refresh(&body.refresh_token, now_ms()))?)
+            ok(cloud.quietly(|s| s.refresh(&body.refresh_token, now_ms()))?)
         }
         (Method::GET, ["api", "v1", "partner", "tenants"]) => {
             let (id, secret) = basic(&req).ok_or_else(|| {
                 ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
             })?;
-            let tenants = cloud.with(|s| s.partner(&id, &secret).map(|p| p.tenants.clone()))?;
+            let tenants = cloud.quietly(|s| s.partner(&id, &secret).map(|p| p.tenants.clone()))?;
             ok(json!({ "tenants": tenants }))
         }
         (Method::GET, ["api", "v1", "partner", "sessions"]) => {
             let (id, secret) = basic(&req).ok_or_else(|| {
                 ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
             })?;
-            ok(cloud.with(|s| s.partner_sessions(&id, &secret))?)
+            ok(cloud.quietly(|s| s.partner_sessions(&id, &secret))?)
         }
         (Method::POST, ["api", "v1", "partner", "sessions"]) => {
             let (id, secret) = basic(&req).ok_or_else(|| {
                 ApiError::new(401, ErrorCode::InvalidClient, "send partner credentials with Basic auth")
             })?;
             let body: crate::protocol::PartnerSessionRequest = read_json(req).await?;
-            ok(cloud.with(|s| s.partner_session(&id, &secret, &body.tenant, &body.session_name, now_ms()))?)
+            ok(cloud.quietly(|s| s.partner_session(&id, &secret, &body.tenant, &body.session_name, now_ms()))?)
         }
         (method, ["api", "v1", "replication", ctx, rest @ ..]) => {
             let ctx = ctx.to_string();
             let (session, faults) = authorize(cloud, &req, &ctx)?;
             let skew = faults.clock_skew_secs;
             let reply = match (method, rest) {
-                (Method::GET, ["session"]) => json_reply(200, &cloud.with(|s| s.session_info(&session))),
+                (Method::GET, ["session"]) => json_reply(200, &cloud.quietly(|s| s.session_info(&session))),
                 (Method::DELETE, ["session"]) => {
                     cloud.with(|s| s.revoke(&session))?;
                     json_reply(200, &json!({"ended": session}))
                 }
-                (Method::GET, ["schema"]) => json_reply(200, &cloud.with(|s| s.schema(&ctx))?),
-                (Method::GET, ["status"]) => json_reply(200, &cloud.with(|s| s.status(&session))?),
-                (Method::GET, ["ground-truth"]) => json_reply(200, &cloud.with(|s| s.ground_truth(&ctx))?),
+                (Method::GET, ["schema"]) => json_reply(200, &cloud.quietly(|s| s.schema(&ctx))?),
+                (Method::GET, ["status"]) => json_reply(200, &cloud.quietly(|s| s.status(&session))?),
+                (Method::GET, ["ground-truth"]) => json_reply(200, &cloud.quietly(|s| s.ground_truth(&ctx))?),
                 (Method::POST, ["commit"]) => {
                     let body: CommitRequest = read_json(req).await?;
-                    cloud.with(|s| s.commit(&session, &body.offsets))?;
+                    cloud.quietly(|s| s.commit(&session, &body.offsets))?;
                     json_reply(200, &json!({"committed": body.offsets.len()}))
                 }
                 (Method::POST, ["resync"]) => {
@@ -398,7 +404,7 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
         (Method::GET, ["admin", "overview"]) => {
             admin(cloud, &req)?;
             let changes_per_sec = cloud.changes_per_sec.load(std::sync::atomic::Ordering::Relaxed);
-            let overview = cloud.with(|s| s.overview());
+            let overview = cloud.quietly(|s| s.overview());
             ok(json!({"changes_per_sec": changes_per_sec, "overview": overview}))
         }
         (Method::GET, ["ops"]) => Ok((html_reply(200, super::ops_page::PAGE.to_owned()), 0)),
@@ -501,8 +507,8 @@ fn other_action(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> 
 
 fn provision_page(cloud: &Cloud, query: &[(String, String)]) -> Reply {
     let code = query.iter().find(|(k, _)| k == "user_code").map(|(_, v)| v.as_str()).unwrap_or("");
-    let tenants = cloud.with(|s| s.tenant_ids());
-    let reconnect = cloud.with(|s| s.reconnect_target(code).map(|x| (x.ctx.clone(), x.replication_id.clone())));
+    let tenants = cloud.quietly(|s| s.tenant_ids());
+    let reconnect = cloud.quietly(|s| s.reconnect_target(code).map(|x| (x.ctx.clone(), x.replication_id.clone())));
     if let Some((ctx, rid)) = reconnect {
         return html_reply(
             200,
@@ -557,7 +563,7 @@ async fn fetch(cloud: Arc<Cloud>, session: String, faults: Faults, req: FetchReq
         }
         let _ = tokio::time::timeout_at(deadline, notified).await;
     };
-    let (drop_mid, truncate, resync_requested) = cloud.with(|s| {
+    let (drop_mid, truncate, resync_requested) = cloud.quietly(|s| {
         let resync_requested = s.session(&session).map(|x| x.resync_requested.clone()).unwrap_or_default();
         let mut f = s.session(&session).map(|x| x.faults.clone()).unwrap_or_default();
         let drop_mid = f.drop_mid_body_next > 0;
@@ -628,14 +634,19 @@ pub fn spawn_background(background: Arc<Cloud>) -> tokio::task::JoinHandle<()> {
             owed += f64::from(background.changes_per_sec.load(std::sync::atomic::Ordering::Relaxed)) / 10.0;
             let count = owed.floor() as usize;
             owed -= count as f64;
-            background.with(|s| {
-                if let Err(e) = if count > 0 { s.tick(count, now_ms()) } else { Ok(()) } {
-                    tracing::warn!(code = %e.code, "workload tick failed: {}", e.message);
+            if count > 0 {
+                background.with(|s| {
+                    if let Err(e) = s.tick(count, now_ms()) {
+                        tracing::warn!(code = %e.code, "workload tick failed: {}", e.message);
+                    }
+                });
+            }
+            if elapsed.is_multiple_of(1000) {
+                // Retention only removes: a waiting long-poll needs waking only if it reads there.
+                if background.quietly(|s| s.log.enforce_retention(now_ms()).unwrap_or(0)) > 0 {
+                    background.appended.notify_waiters();
                 }
-                if elapsed.is_multiple_of(1000) {
-                    let _ = s.log.enforce_retention(now_ms());
-                }
-            });
+            }
         }
     })
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod databases;
 pub mod passes;
 mod run;
+pub mod watch;
 
 pub use config::{PartnerConfig, Secret};
 pub use run::{Partner, PartnerError};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::PartnerConfig;
 use super::databases::Databases;
 use super::passes;
+use super::watch::{Due, Watch, Watcher};
 use crate::clock::now_ms;
 use crate::db::SinkError;
 use crate::pipeline::{PipelineError, SyncOptions, facts, stored_tokens, sync, token_facts};
@@ -36,11 +37,17 @@ impl From<SourceError> for PartnerError {
     }
 }
 
+/// A tenant that has not seen a change is still given a pass this often: what a watch could
+/// miss (it never should) is caught up with then.
+const IDLE_FALLBACK: Duration = Duration::from_secs(1800);
+
 /// How a pass ended, and so when the tenant's next one is due.
 #[derive(Debug)]
 enum Outcome {
-    /// Caught up: again after `IdleSeconds`.
-    Idle,
+    /// Caught up: watched from here (see [`super::watch`]); again once records arrive, but
+    /// not sooner than `IdleSeconds` after this pass (so a busy tenant's changes are
+    /// gathered into passes). Without a watch, again after `IdleSeconds`.
+    Idle(Option<Watch>),
     /// The slice ended with more to do: again as soon as the others had their turn.
     Busy,
     /// Another process holds the tenant: look again after `PollSeconds`.
@@ -66,6 +73,12 @@ struct Slot {
     backoff: crate::retry::Backoff,
     ensured: bool,
     new_session: bool,
+    /// The watch of an idle tenant (its number, to tell a finished watch from a newer one).
+    watch: Option<(u64, tokio::task::AbortHandle)>,
+    /// Watches started so far.
+    watches: u64,
+    /// A watch that sees records makes the tenant due at this time at the earliest.
+    rest_until: Instant,
 }
 
 impl Slot {
@@ -78,6 +91,9 @@ impl Slot {
             backoff: crate::retry::Backoff::run(),
             ensured: false,
             new_session: false,
+            watch: None,
+            watches: 0,
+            rest_until: now,
         }
     }
 
@@ -112,6 +128,9 @@ impl Schedule {
             .filter(|(_, s)| !s.running && s.wanted() && s.due <= now)
             .min_by_key(|(_, s)| s.due)?;
         slot.running = true;
+        if let Some((_, watch)) = slot.watch.take() {
+            watch.abort();
+        }
         Some(Turn { ctx: ctx.clone(), approved: slot.approved, ensured: slot.ensured, new_session: slot.new_session })
     }
 
@@ -137,7 +156,27 @@ impl Schedule {
             slot.due = now;
         }
     }
+
+    /// A watch ended: the tenant is due (unless a newer pass or watch replaced that one).
+    fn watched(&mut self, ctx: &str, number: u64, why: &Due) -> bool {
+        let Some(slot) = self.slots.get_mut(ctx) else { return false };
+        if slot.watch.as_ref().is_none_or(|(n, _)| *n != number) {
+            return false;
+        }
+        slot.watch = None;
+        slot.due = slot.rest_until.max(Instant::now());
+        match why {
+            Due::Records => tracing::debug!(tenant = %ctx, "records arrived: a pass is due"),
+            Due::Token => tracing::debug!(tenant = %ctx, "the access token ends soon: a pass refreshes it"),
+            Due::Failed(e) => tracing::debug!(tenant = %ctx, error = %e, "the watch failed: a pass looks why"),
+            Due::Silent => tracing::debug!(tenant = %ctx, "the cloud did not answer the watch: a pass looks why"),
+        }
+        true
+    }
 }
+
+/// The schedule and the condition its workers wait on, shared with the watches.
+type Shared = Arc<(Mutex<Schedule>, Condvar)>;
 
 /// A partner instance (see the module docs).
 pub struct Partner {
@@ -148,6 +187,7 @@ pub struct Partner {
     options: SyncOptions,
     sink: SinkOptions,
     host: String,
+    watcher: Watcher,
 }
 
 impl std::fmt::Debug for Partner {
@@ -168,7 +208,9 @@ impl Partner {
         let databases = Databases::new(&config.server, &config.database_name)?;
         let http = HttpClient::new(&config.cloud_url, config.trust.as_ref())?;
         let api = PartnerApi::new(http, &config.id, config.secret.expose())?;
-        Ok(Partner { config, databases, api, key, options, sink, host: crate::state::fence::this_process() })
+        let watcher = Watcher::new(config.trust.clone())?;
+        let host = crate::state::fence::this_process();
+        Ok(Partner { config, databases, api, key, options, sink, host, watcher })
     }
 
     /// This process's name in the tenants' pass records (`host/pid`).
@@ -184,13 +226,13 @@ impl Partner {
     /// Mirrors every approving tenant until `stop` is set; returns early only when the
     /// partner itself is refused (wrong credentials), which a person must fix.
     pub fn run(&self, stop: Arc<AtomicBool>) -> Result<(), PartnerError> {
-        let shared = (Mutex::new(Schedule::default()), Condvar::new());
+        let shared: Shared = Arc::new((Mutex::new(Schedule::default()), Condvar::new()));
         let fatal = std::thread::scope(|scope| {
             for worker in 0..self.config.workers.max(1) {
-                let (shared, stop) = (&shared, stop.clone());
+                let (shared, stop) = (shared.clone(), stop.clone());
                 std::thread::Builder::new()
                     .name(format!("partner-{worker}"))
-                    .spawn_scoped(scope, move || self.work(shared, &stop))
+                    .spawn_scoped(scope, move || self.work(&shared, &stop))
                     .expect("spawning a worker thread");
             }
             let fatal = self.list_tenants(&shared, &stop);
@@ -232,7 +274,8 @@ impl Partner {
     }
 
     /// A worker: runs the due passes until stopped.
-    fn work(&self, (schedule, wake): &(Mutex<Schedule>, Condvar), stop: &Arc<AtomicBool>) {
+    fn work(&self, shared: &Shared, stop: &Arc<AtomicBool>) {
+        let (schedule, wake) = &**shared;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut guard = lock(schedule);
@@ -246,6 +289,7 @@ impl Partner {
             let span = tracing::info_span!("tenant", tenant = %turn.ctx);
             let outcome = span.in_scope(|| self.pass(&turn, stop));
             let mut guard = lock(schedule);
+            let idle = self.config.idle;
             if let Some(slot) = guard.slots.get_mut(&turn.ctx) {
                 slot.running = false;
                 slot.ensured |= !matches!(outcome, Outcome::HeldElsewhere | Outcome::Failed);
@@ -253,11 +297,18 @@ impl Partner {
                 if !matches!(outcome, Outcome::Failed) {
                     slot.backoff.reset();
                 }
-                let delay = match &outcome {
-                    Outcome::Idle => self.config.idle,
+                let delay = match outcome {
+                    Outcome::Idle(Some(watch)) => match self.start_watch(shared, &turn.ctx, slot, watch) {
+                        Ok(()) => IDLE_FALLBACK,
+                        Err(e) => {
+                            tracing::warn!(tenant = %turn.ctx, error = %e, "cannot watch the tenant; it is polled instead");
+                            idle
+                        }
+                    },
+                    Outcome::Idle(None) => idle,
                     Outcome::Busy => Duration::ZERO,
                     Outcome::HeldElsewhere => self.config.poll.min(Duration::from_secs(5)),
-                    Outcome::Retry(after) => *after,
+                    Outcome::Retry(after) => after,
                     Outcome::Revoked => Duration::from_secs(1),
                     Outcome::Failed => slot.backoff.delay(None),
                     Outcome::Withdrawn => {
@@ -270,6 +321,21 @@ impl Partner {
             drop(guard);
             wake.notify_all();
         }
+    }
+
+    /// Watches an idle tenant: when records arrive, it is due (after `IdleSeconds` from now
+    /// at the earliest).
+    fn start_watch(&self, shared: &Shared, ctx: &str, slot: &mut Slot, watch: Watch) -> Result<(), SourceError> {
+        slot.watches += 1;
+        slot.rest_until = Instant::now() + self.config.idle;
+        let (number, owner, tenant) = (slot.watches, shared.clone(), ctx.to_owned());
+        let handle = self.watcher.watch(watch, move |why| {
+            if lock(&owner.0).watched(&tenant, number, &why) {
+                owner.1.notify_all();
+            }
+        })?;
+        slot.watch = Some((number, handle));
+        Ok(())
     }
 
     /// One tenant's turn: claim, database, session, `sync` for at most a slice.
@@ -342,10 +408,25 @@ impl Partner {
                 if summary.records > 0 {
                     tracing::debug!(records = summary.records, "pass applied changes");
                 }
-                if started.elapsed() >= self.config.slice { Outcome::Busy } else { Outcome::Idle }
+                if started.elapsed() >= self.config.slice {
+                    Outcome::Busy
+                } else {
+                    Outcome::Idle(self.watch_of(state.as_mut()))
+                }
             }
             Err(e) => self.judge(ctx, e, state.as_mut()),
         })
+    }
+
+    /// What a watch of the tenant needs, as its pass left the replica (tokens rotated by
+    /// the pass included); `None` when something is missing (a pass then polls).
+    fn watch_of(&self, state: &mut dyn Replica) -> Option<Watch> {
+        let facts = state.read_facts().ok()?;
+        let info = SessionInfo::from_facts(&facts)?;
+        let tokens = stored_tokens(&facts, &self.key).ok()?;
+        let checkpoint = state.checkpoint().ok()?;
+        let request = crate::pipeline::watch_request(&info, &checkpoint, super::watch::WAIT);
+        Some(Watch { info, access: tokens.access, expires_at_ms: tokens.expires_at_ms, request })
     }
 
     /// What a failed pass means for the tenant (and only for it).

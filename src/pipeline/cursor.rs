@@ -81,6 +81,14 @@ impl Cursor {
     }
 }
 
+/// A fetch that only asks whether anything waits after `checkpoint`: one record at most,
+/// waiting up to `wait` (a partner's idle tenants are watched with it; see
+/// `partner::watch`).
+pub fn watch_request(info: &SessionInfo, checkpoint: &Checkpoint, wait: std::time::Duration) -> FetchRequest {
+    let limits = super::FetchLimits { max_events: 1, max_bytes: 64 << 10, max_wait: wait };
+    Cursor::resume(info, checkpoint).request(limits, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

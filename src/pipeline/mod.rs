@@ -36,6 +36,7 @@ mod snapshot_end;
 mod tokens;
 mod transactions;
 
+pub use cursor::watch_request;
 pub use decode_stage::RecordError;
 pub use tokens::{refresh_tokens, store_tokens, stored_tokens, token_facts};
 

@@ -150,6 +150,25 @@ impl std::fmt::Debug for Replication {
     }
 }
 
+/// Whether the stream holds anything after `request`'s positions, or the cloud's operators
+/// asked for a resync: one long-poll of at most one record, nothing consumed (a fetch reads
+/// from the positions it is given). A refusal or a failure is returned as it is, for the
+/// caller to hand to a full pass.
+pub async fn peek(
+    http: &HttpClient,
+    info: &SessionInfo,
+    access: &str,
+    request: &FetchRequest,
+) -> Result<bool, SourceError> {
+    let path = info.path("fetch");
+    let body = serde_json::to_value(request)
+        .map_err(|e| SourceError::BadReply { url: path.clone(), reason: format!("unencodable request: {e}") })?;
+    let response = http.send(Method::POST, &path, Some(access), Some(&body)).await?;
+    let asked = response.headers().contains_key(crate::protocol::RESYNC_REQUESTED_HEADER);
+    let bytes = super::client::read_all(response, &path).await?;
+    Ok(asked || bytes.iter().any(|b| !b.is_ascii_whitespace()))
+}
+
 /// Resolves once `stop` is set (checked every 200 ms).
 async fn stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {

@@ -1,0 +1,120 @@
+//! Idle tenants cost a long-poll in flight, not a place in a queue.
+//!
+//! A tenant whose pass ended caught up is handed here: one task on a shared runtime keeps a
+//! long-poll open on its stream (at most one record, nothing consumed, see
+//! [`crate::source::replication::peek`]) and makes the tenant due the moment anything
+//! arrives. A pass, with its database, session and clients, runs only then. A refusal, a
+//! failure or an access token near its end also makes the tenant due: a full pass knows what
+//! each means (a refresh, a suspension, a backoff). The clients are pooled per cloud, so
+//! thousands of watches share one runtime, one TLS configuration and (over HTTP/2) one
+//! connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::protocol::FetchRequest;
+use crate::source::client::{HttpClient, SourceError};
+use crate::source::replication::{SessionInfo, peek};
+use crate::source::tls::Trust;
+
+/// How long each watching long-poll waits for a record (the cloud may answer sooner).
+pub const WAIT: Duration = Duration::from_secs(50);
+
+/// An access token is handed back to a pass this long before it ends, to be refreshed.
+const TOKEN_MARGIN_MS: i64 = 150_000;
+
+/// One tenant's stream, as its last pass left it.
+#[derive(Debug)]
+pub struct Watch {
+    /// Where and what the session reads.
+    pub info: SessionInfo,
+    /// The session's access token.
+    pub access: String,
+    /// When the access token ends (ms since the epoch).
+    pub expires_at_ms: i64,
+    /// The positions after the replica's checkpoint.
+    pub request: FetchRequest,
+}
+
+/// Why a watch ended and its tenant needs a pass.
+#[derive(Debug)]
+pub enum Due {
+    /// Records (or a resync the operators asked for) wait.
+    Records,
+    /// The access token ends soon.
+    Token,
+    /// The cloud refused or could not be reached.
+    Failed(SourceError),
+    /// The cloud did not answer within the wait (and half a minute).
+    Silent,
+}
+
+/// The shared runtime and the pooled clients.
+pub struct Watcher {
+    runtime: tokio::runtime::Runtime,
+    trust: Option<Trust>,
+    clients: Mutex<HashMap<String, HttpClient>>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
+    /// A watcher verifying clouds with `trust` (as the partner's passes do).
+    pub fn new(trust: Option<Trust>) -> Result<Self, SourceError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("partner-watch")
+            .enable_all()
+            .build()
+            .map_err(SourceError::Runtime)?;
+        Ok(Watcher { runtime, trust, clients: Mutex::default() })
+    }
+
+    fn client(&self, cloud_url: &str) -> Result<HttpClient, SourceError> {
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(cloud_url) {
+            return Ok(client.clone());
+        }
+        // Built inside the runtime: the connector's resolver belongs to it.
+        let _entered = self.runtime.enter();
+        let client = HttpClient::new(cloud_url, self.trust.as_ref())?;
+        clients.insert(cloud_url.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Watches `watch` until something is due, then calls `due` once (on the watcher's
+    /// thread: it must be quick). The returned handle ends the watch early.
+    pub fn watch(
+        &self,
+        mut watch: Watch,
+        due: impl FnOnce(Due) + Send + 'static,
+    ) -> Result<tokio::task::AbortHandle, SourceError> {
+        let http = self.client(&watch.info.cloud_url)?;
+        let task = self.runtime.spawn(async move {
+            let why = loop {
+                let left = watch.expires_at_ms - TOKEN_MARGIN_MS - now_ms();
+                let Ok(left) = u64::try_from(left) else { break Due::Token };
+                let wait = WAIT.min(Duration::from_millis(left));
+                watch.request.max_wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                // A cloud that never answers is a failure like any other.
+                let answer = tokio::time::timeout(wait + Duration::from_secs(30), async {
+                    peek(&http, &watch.info, &watch.access, &watch.request).await
+                });
+                match answer.await {
+                    Ok(Ok(true)) => break Due::Records,
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => break Due::Failed(e),
+                    Err(_) => break Due::Silent,
+                }
+            };
+            due(why);
+        });
+        Ok(task.abort_handle())
+    }
+}
