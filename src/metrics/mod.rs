@@ -101,6 +101,25 @@ pub enum Health {
     Unhealthy(String),
 }
 
+/// What a metrics listener serves as `/metrics` and `/healthz`: one pipeline's
+/// [`Metrics`], or a partner instance's tenants (`partner::board`).
+pub trait Exposition: Send + Sync {
+    /// The Prometheus text exposition.
+    fn render(&self) -> String;
+    /// Healthy, or why not, given how long a problem may last (`Metrics.HealthWindowSeconds`).
+    fn health(&self, window: Duration) -> Health;
+}
+
+impl Exposition for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
+
+    fn health(&self, window: Duration) -> Health {
+        Metrics::health(self, window)
+    }
+}
+
 impl Metrics {
     /// Metrics for `tenant`.
     pub fn new(tenant: &str) -> Self {
@@ -213,6 +232,12 @@ impl Metrics {
     /// What the service is waiting on (shown by `/healthz` once the window has passed).
     pub fn problem(&self, reason: &str) {
         self.lock().problem = Some(reason.to_owned());
+    }
+
+    /// Records applied and changes refused so far (what a partner's pass reports).
+    pub fn applied_and_refused(&self) -> (u64, u64) {
+        let m = self.lock();
+        (m.records, m.refused_changes)
     }
 
     /// The lag now: records behind (as last counted) and seconds (see [`Metrics::lag_seconds`]).
@@ -371,7 +396,8 @@ pub struct BatchReport<'a> {
 }
 
 /// Label values escaped as the text format requires.
-fn escape(value: &str) -> String {
+/// A label value in the exposition format.
+pub(crate) fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming};
 
-use super::{Health, Metrics};
+use super::{Exposition, Health};
 
 /// The listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +48,8 @@ pub struct PageReply {
 /// What the listener serves.
 #[derive(Clone)]
 pub struct Pages {
-    /// The run's metrics.
-    pub metrics: Arc<Metrics>,
+    /// The run's metrics (one pipeline's, or a partner instance's tenants).
+    pub metrics: Arc<dyn Exposition>,
     /// How long without a successful cycle `/healthz` tolerates.
     pub window: Duration,
     /// The owner's status page, if the caller has one.
@@ -123,4 +123,27 @@ fn answer(req: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
             None => plain(StatusCode::NOT_FOUND, TEXT, "try /status, /metrics or /healthz\n".into()),
         },
     }
+}
+
+/// A query value with its `%XX` escapes and `+` decoded (for the pages' parameters).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

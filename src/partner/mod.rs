@@ -9,13 +9,19 @@
 //! - A fixed pool of `Workers` threads runs **passes**: one tenant, one claim
 //!   ([`databases::Databases::try_claim`]), one `sync` until that tenant is idle or `SliceSeconds` passed. A tenant
 //!   with more to do goes to the back of the queue, so a hot tenant cannot starve the rest,
-//!   and memory is bounded by the workers, not the tenants. An idle tenant is fetched again
-//!   after `IdleSeconds`; a failing one is retried with backoff, alone.
+//!   and memory is bounded by the workers, not the tenants. A caught-up tenant is then
+//!   *watched* ([`watch`]): a long-poll in flight on a shared runtime, and a pass again only
+//!   when records arrive (not sooner than `IdleSeconds` after its last); a failing one is
+//!   retried with backoff, alone.
+//! - What the process knows of its tenants is on its [`board`]: `/metrics`, `/healthz` and
+//!   the status page ([`page`]) read it, and it logs changes of state, not passes.
 //! - Each tenant's state (offsets, session, tables) lives in its own database, exactly as a
 //!   single-tenant instance's; the pass also records which host ran it ([`passes`]).
 
+pub mod board;
 pub mod config;
 pub mod databases;
+pub mod page;
 pub mod passes;
 mod run;
 pub mod watch;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::PartnerConfig;
+use super::board::{Board, PassReport, TenantState};
 use super::databases::Databases;
 use super::passes;
 use super::watch::{Due, Watch, Watcher};
@@ -53,9 +54,9 @@ enum Outcome {
     /// Another process holds the tenant: look again after `PollSeconds`.
     HeldElsewhere,
     /// A condition that passes (the cloud down, a suspension): again after this.
-    Retry(Duration),
-    /// Failed; retried with backoff, the others go on.
-    Failed,
+    Retry(Duration, String),
+    /// Failed (why); retried with backoff, the others go on.
+    Failed(String),
     /// No longer approved: recorded in its database, not mirrored any more.
     Withdrawn,
     /// The session ended (revoked, or the tenant withdrew): a new one with the next pass.
@@ -139,14 +140,18 @@ impl Schedule {
     }
 
     /// Takes in the partner API's list: new tenants are due now, missing ones withdrawn.
-    fn update(&mut self, approving: &[String], now: Instant) {
+    /// Returns the tenants that approve from now on.
+    fn update(&mut self, approving: &[String], now: Instant) -> Vec<String> {
+        let mut new = Vec::new();
         for ctx in approving {
             let slot = self.slots.entry(ctx.clone()).or_insert_with(|| {
                 tracing::info!(tenant = %ctx, "a tenant approves the app: mirroring it");
+                new.push(ctx.clone());
                 Slot::new(now)
             });
             if !slot.approved {
                 tracing::info!(tenant = %ctx, "the tenant approves the app again: mirroring it");
+                new.push(ctx.clone());
                 *slot = Slot { ensured: slot.ensured, new_session: true, ..Slot::new(now) };
             }
         }
@@ -155,6 +160,7 @@ impl Schedule {
             slot.approved = false;
             slot.due = now;
         }
+        new
     }
 
     /// A watch ended: the tenant is due (unless a newer pass or watch replaced that one).
@@ -188,6 +194,7 @@ pub struct Partner {
     sink: SinkOptions,
     host: String,
     watcher: Watcher,
+    board: Arc<Board>,
 }
 
 impl std::fmt::Debug for Partner {
@@ -210,12 +217,19 @@ impl Partner {
         let api = PartnerApi::new(http, &config.id, config.secret.expose())?;
         let watcher = Watcher::new(config.trust.clone())?;
         let host = crate::state::fence::this_process();
-        Ok(Partner { config, databases, api, key, options, sink, host, watcher })
+        let board = Arc::new(Board::new(&host));
+        Ok(Partner { config, databases, api, key, options, sink, host, watcher, board })
     }
 
     /// This process's name in the tenants' pass records (`host/pid`).
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// What this process knows of its tenants while it runs (for `/metrics`, `/healthz`
+    /// and the status page).
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
     }
 
     /// The tenants' databases.
@@ -253,7 +267,9 @@ impl Partner {
         while !stop.load(Ordering::Relaxed) {
             let wait = match self.api.tenants() {
                 Ok(tenants) => {
-                    lock(schedule).update(&tenants, Instant::now());
+                    for ctx in lock(schedule).update(&tenants, Instant::now()) {
+                        self.board.approved(&ctx);
+                    }
                     wake.notify_all();
                     backoff.reset();
                     self.config.poll
@@ -287,14 +303,16 @@ impl Partner {
             };
             drop(guard);
             let span = tracing::info_span!("tenant", tenant = %turn.ctx);
-            let outcome = span.in_scope(|| self.pass(&turn, stop));
+            let metrics = Arc::new(crate::metrics::Metrics::new(&turn.ctx));
+            let outcome = span.in_scope(|| self.pass(&turn, &metrics, stop));
+            let mut report = report(&outcome, &metrics);
             let mut guard = lock(schedule);
             let idle = self.config.idle;
             if let Some(slot) = guard.slots.get_mut(&turn.ctx) {
                 slot.running = false;
-                slot.ensured |= !matches!(outcome, Outcome::HeldElsewhere | Outcome::Failed);
+                slot.ensured |= !matches!(outcome, Outcome::HeldElsewhere | Outcome::Failed(_));
                 slot.new_session = matches!(outcome, Outcome::Revoked);
-                if !matches!(outcome, Outcome::Failed) {
+                if !matches!(outcome, Outcome::Failed(_)) {
                     slot.backoff.reset();
                 }
                 let delay = match outcome {
@@ -302,15 +320,19 @@ impl Partner {
                         Ok(()) => IDLE_FALLBACK,
                         Err(e) => {
                             tracing::warn!(tenant = %turn.ctx, error = %e, "cannot watch the tenant; it is polled instead");
+                            report.state = TenantState::Polled;
                             idle
                         }
                     },
-                    Outcome::Idle(None) => idle,
+                    Outcome::Idle(None) => {
+                        report.state = TenantState::Polled;
+                        idle
+                    }
                     Outcome::Busy => Duration::ZERO,
                     Outcome::HeldElsewhere => self.config.poll.min(Duration::from_secs(5)),
-                    Outcome::Retry(after) => after,
+                    Outcome::Retry(after, _) => after,
                     Outcome::Revoked => Duration::from_secs(1),
-                    Outcome::Failed => slot.backoff.delay(None),
+                    Outcome::Failed(_) => slot.backoff.delay(None),
                     Outcome::Withdrawn => {
                         slot.noted_withdrawn = true;
                         Duration::ZERO
@@ -319,6 +341,7 @@ impl Partner {
                 slot.due = Instant::now() + delay;
             }
             drop(guard);
+            self.board.pass_ended(&turn.ctx, report);
             wake.notify_all();
         }
     }
@@ -339,31 +362,30 @@ impl Partner {
     }
 
     /// One tenant's turn: claim, database, session, `sync` for at most a slice.
-    fn pass(&self, turn: &Turn, stop: &Arc<AtomicBool>) -> Outcome {
+    fn pass(&self, turn: &Turn, metrics: &Arc<crate::metrics::Metrics>, stop: &Arc<AtomicBool>) -> Outcome {
         let claim = match self.databases.try_claim(&turn.ctx) {
             Ok(Some(claim)) => claim,
             Ok(None) => return Outcome::HeldElsewhere,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot claim the tenant");
-                return Outcome::Failed;
-            }
+            Err(e) => return Outcome::Failed(format!("cannot claim the tenant: {e}")),
         };
-        let result = self.claimed_pass(turn, stop);
+        let result = self.claimed_pass(turn, metrics, stop);
         drop(claim);
         match result {
             Ok(outcome) => outcome,
             Err(PartnerError::Server(e @ SinkError::Superseded { .. })) => {
-                tracing::info!(error = %e, "another process took the tenant over; this pass ended");
+                tracing::debug!(error = %e, "another process took the tenant over; this pass ended");
                 Outcome::HeldElsewhere
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "the tenant's pass failed; retried with backoff");
-                Outcome::Failed
-            }
+            Err(e) => Outcome::Failed(e.to_string()),
         }
     }
 
-    fn claimed_pass(&self, turn: &Turn, stop: &Arc<AtomicBool>) -> Result<Outcome, PartnerError> {
+    fn claimed_pass(
+        &self,
+        turn: &Turn,
+        metrics: &Arc<crate::metrics::Metrics>,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Outcome, PartnerError> {
         let Turn { ctx, approved, ensured, new_session } = turn;
         let ctx = ctx.as_str();
         if !ensured && self.databases.ensure(ctx)? {
@@ -395,7 +417,7 @@ impl Partner {
             run_for: Some(self.config.slice),
             fetch: crate::pipeline::FetchLimits { max_wait: Duration::from_millis(100), ..self.options.fetch },
             auto_resync: self.config.auto_resync,
-            metrics: Arc::new(crate::metrics::Metrics::new(ctx)),
+            metrics: metrics.clone(),
             ..self.options.clone()
         };
         let started = Instant::now();
@@ -432,7 +454,7 @@ impl Partner {
     /// What a failed pass means for the tenant (and only for it).
     fn judge(&self, ctx: &str, e: PipelineError, state: &mut dyn Replica) -> Outcome {
         if let Action::Superseded { .. } = e.action() {
-            tracing::info!(tenant = ctx, error = %e, "another process took the tenant over; this pass ended");
+            tracing::debug!(tenant = ctx, error = %e, "another process took the tenant over; this pass ended");
             return Outcome::HeldElsewhere;
         }
         let revoked = matches!(&e, PipelineError::Source(s) if crate::policy::session_ended(s));
@@ -442,14 +464,11 @@ impl Partner {
         }
         facts::record_error(state, &e.to_string());
         match e.action() {
-            Action::Retry { after, waiting_for } => {
-                tracing::warn!(error = %e, "waiting for {waiting_for}; the tenant's next pass tries again");
-                Outcome::Retry(after.unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(300)))
-            }
-            _ => {
-                tracing::error!(error = %e, "the tenant's replication failed; retried with backoff while the others go on");
-                Outcome::Failed
-            }
+            Action::Retry { after, waiting_for } => Outcome::Retry(
+                after.unwrap_or(Duration::from_secs(5)).min(Duration::from_secs(300)),
+                format!("waiting for {waiting_for}: {e}"),
+            ),
+            _ => Outcome::Failed(e.to_string()),
         }
     }
 
@@ -484,6 +503,22 @@ impl Partner {
         tracing::info!(replication_id = %info.replication_id, "created the tenant's session");
         Ok((info, tokens))
     }
+}
+
+/// What the board records of a pass that ended with `outcome`.
+fn report(outcome: &Outcome, metrics: &crate::metrics::Metrics) -> PassReport {
+    let (records, refused) = metrics.applied_and_refused();
+    let (state, problem) = match outcome {
+        Outcome::Idle(_) => (TenantState::Watching, None),
+        Outcome::Busy => (TenantState::Busy, None),
+        Outcome::HeldElsewhere => (TenantState::HeldElsewhere, None),
+        Outcome::Retry(_, why) => (TenantState::Waiting, Some(why.clone())),
+        Outcome::Failed(why) => (TenantState::Failing, Some(why.clone())),
+        Outcome::Withdrawn => (TenantState::Withdrawn, None),
+        Outcome::Revoked => (TenantState::Waiting, Some("the session ended; a new one is made".to_owned())),
+    };
+    let lag_seconds = if matches!(outcome, Outcome::Idle(_)) { Some(0.0) } else { metrics.lag_seconds() };
+    PassReport { state, records, refused, lag_seconds, problem }
 }
 
 fn lock(schedule: &Mutex<Schedule>) -> MutexGuard<'_, Schedule> {

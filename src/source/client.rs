@@ -90,7 +90,10 @@ impl SourceError {
 }
 
 /// A whole response body (for answers that are not streamed).
-pub(crate) async fn read_all(response: hyper::Response<hyper::body::Incoming>, url: &str) -> Result<Bytes, SourceError> {
+pub(crate) async fn read_all(
+    response: hyper::Response<hyper::body::Incoming>,
+    url: &str,
+) -> Result<Bytes, SourceError> {
     let collected = response.into_body().collect().await;
     Ok(collected.map_err(|source| SourceError::Body { url: url.to_owned(), source })?.to_bytes())
 }

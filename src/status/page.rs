@@ -6,7 +6,7 @@
 //! markup.
 
 use super::StatusReport;
-use crate::metrics::serve::{OwnerPage, PageReply};
+use crate::metrics::serve::{OwnerPage, PageReply, percent_decode};
 
 /// Why the page could not read the replica or store a request (shown on the page as is).
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
@@ -80,29 +80,6 @@ impl<S: StatusSource> OwnerPage for StatusPage<S> {
             _ => None,
         }
     }
-}
-
-/// `%XX` escapes of a query value decoded (table names are plain ASCII).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3)) {
-            (b'%', Some(hex)) => match std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                None => out.push(b'%'),
-            },
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The page.

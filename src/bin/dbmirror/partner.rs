@@ -23,6 +23,15 @@ pub fn run(instance: &Instance, until_idle: bool, stop: Arc<AtomicBool>) -> Resu
     let _guard = InstanceLock::take(&instance.lock_path())?;
     let partner = Partner::new(config, instance.key.clone(), instance.config.sync_options(), instance.options())?;
     tracing::info!(host = partner.host(), "partner instance: mirroring every tenant that approves the app");
+    if let Some(address) = &instance.config.metrics.listen {
+        let pages = dbmirror::metrics::serve::Pages {
+            metrics: partner.board(),
+            window: instance.config.metrics.health_window,
+            owner: Some(Arc::new(dbmirror::partner::page::PartnerPage::new(partner.board()))),
+        };
+        let bound = dbmirror::metrics::serve::start(address, pages)?;
+        tracing::info!("the partner instance's status page: http://{bound}/status");
+    }
     partner.run(stop)?;
     Ok(())
 }
