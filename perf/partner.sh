@@ -7,10 +7,13 @@
 #
 #   perf/partner.sh                 # the two cases of perf/RESULTS.md: 200 idle, 50 × 20/s
 #   CASES="100:5" WINDOW=20 perf/partner.sh
+#   PERF_BIN=/path/to/other/build perf/partner.sh   # the same cases with another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin dbmirror --bin dbmirror-cloud
-PERF_BIN=target/release
+if [ -z "${PERF_BIN:-}" ]; then
+  cargo build --release --quiet --bin dbmirror --bin dbmirror-cloud
+  PERF_BIN=target/release
+fi
 # shellcheck source=perf/lib.sh
 source perf/lib.sh
 CASES="${CASES:-200:0 50:20}"

@@ -997,3 +997,115 @@ impl Drop for Services {
         }
     }
 }
+
+/// `GET path` on a local listener: the status and the body.
+fn local_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Issue 24 #1, #4 and #5 with the binaries: a partner instance whose tenants are caught up
+/// applies a change at one of them (a watched tenant gets a pass when records arrive); its
+/// listener serves `/status.json`, `/metrics` and `/healthz` (503 naming the one tenant whose
+/// database cannot be opened), the status page lists the failing tenant first and filters in
+/// a real browser; the log names the failure once, not once per pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_instance_is_watched_through_its_listener_and_page() {
+    let dir = std::env::temp_dir().join(format!("dbmirror-partner-page-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("cloud")).unwrap();
+    let server = start_with(&dir.join("cloud"), &["--rows", "3", "--many-tenants", "8", "--partner", "acme:partner-pw:*"]);
+    // A tenant whose database cannot be opened: a folder where its file would be.
+    std::fs::create_dir_all(dir.join("mirrors").join("Mirror_t0003.db")).unwrap();
+    let port = crate::support::browser::free_port();
+    let settings = serde_json::json!({
+        "Partner": {
+            "Id": "acme", "Secret": "env:ACME_SECRET", "Cloud": server.url, "Fingerprint": server.fingerprint,
+            "ServerConnectionString": format!("Data Source={}", dir.join("mirrors").display()),
+            "Workers": 2, "PollSeconds": 1, "IdleSeconds": 1, "SliceSeconds": 2
+        },
+        "Metrics": {"Listen": format!("127.0.0.1:{port}"), "HealthWindowSeconds": 5}
+    });
+    let instance = named_instance_folder(&dir, "partner", settings);
+    let dbmirror = env!("CARGO_BIN_EXE_dbmirror");
+    let _sync = KillOnDrop(
+        Command::new(dbmirror)
+            .args(["sync", "--instance"])
+            .arg(&instance)
+            .env("ACME_SECRET", "partner-pw")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let page = || serde_json::from_str::<serde_json::Value>(&local_get(port, "/status.json").1).unwrap_or_default();
+    let count = |page: &serde_json::Value, state: &str| {
+        page["counts"].as_array().into_iter().flatten().find(|c| c[0] == state).and_then(|c| c[1].as_u64())
+    };
+    tokio::task::block_in_place(|| {
+        eventually(std::time::Duration::from_secs(60), "8 tenants watched and one failing", || {
+            let p = page();
+            count(&p, "watching") == Some(8) && count(&p, "failing") == Some(1)
+        })
+    });
+    let p = page();
+    assert_eq!((p["total"].as_u64(), p["tenants"][0]["tenant"].as_str()), (Some(9), Some("t0003")), "{p}");
+    // A change at a caught-up tenant reaches its replica.
+    cli_action(&server, "changes", &["--tenant", "t0005", "--count", "5"]);
+    let verify = || {
+        Command::new(dbmirror)
+            .args(["verify", "--tenant", "t0005", "--instance"])
+            .arg(&instance)
+            .env("ACME_SECRET", "partner-pw")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    tokio::task::block_in_place(|| eventually(std::time::Duration::from_secs(20), "the change at t0005", verify));
+    tokio::task::block_in_place(|| {
+        eventually(std::time::Duration::from_secs(20), "/healthz to name the failing tenant", || {
+            let (status, body) = local_get(port, "/healthz");
+            status == 503 && body.starts_with("1 tenant(s) failing") && body.contains("t0003")
+        })
+    });
+    let (_, metrics) = local_get(port, "/metrics");
+    for series in [
+        "dbmirror_partner_tenants{state=\"failing\"} 1",
+        "dbmirror_partner_tenants{state=\"watching\"} 8",
+        "dbmirror_lag_seconds{tenant=\"t0005\"} 0.000",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
+    let logs: String = std::fs::read_dir(instance.join("logs"))
+        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect())
+        .unwrap_or_default();
+    let failures = logs.lines().filter(|l| l.contains("t0003") && l.contains("replication fails")).count();
+    assert_eq!(failures, 1, "a failing tenant is logged when it starts failing, not at every pass:\n{logs}");
+
+    if let Some(browser) = crate::support::browser::Browser::start() {
+        browser.open(&format!("http://127.0.0.1:{port}/status"));
+        let rows = "document.querySelectorAll('#tenants tr')";
+        browser.wait_for(&format!("return {rows}.length === 9"), std::time::Duration::from_secs(20), "9 tenants");
+        assert_eq!(browser.run(&format!("return {rows}[0].dataset.tenant")), "t0003", "problems first");
+        assert!(browser.text("#tenants tr:first-child").contains("failing"), "{}", browser.text("#tenants"));
+        browser.type_into("#filter", "t0005");
+        browser.wait_for(
+            &format!("return {rows}.length === 1 && {rows}[0].dataset.tenant === 't0005'"),
+            std::time::Duration::from_secs(10),
+            "the filter",
+        );
+        browser.click("//div[@id='counts']/button[@data-state='failing']");
+        browser.wait_for(&format!("return {rows}.length === 0"), std::time::Duration::from_secs(10), "both filters");
+        assert_eq!(browser.console_errors(), Vec::<String>::new(), "the partner page logs no errors");
+    }
+    drop(_sync);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

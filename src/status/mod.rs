@@ -5,6 +5,8 @@
 
 pub mod page;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::clock::now_ms;
@@ -334,6 +336,12 @@ fn lag(session: &Session) -> Lag {
     Lag { records: Some(records), seconds, partitions, as_of_ms: facts::last_cycle(session) }
 }
 
+/// Tenants a partner's `status` lists one per line; more are summarised.
+pub const TABLE_AT_MOST: usize = 40;
+
+/// Lagging tenants a summary names.
+const WORST: usize = 10;
+
 /// A partner instance's line for one tenant: its database, the state and host of its last
 /// pass, and the headline of its [`StatusReport`] (or why it could not be read).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -388,8 +396,50 @@ impl TenantLine {
         TenantLine { tenant: tenant.to_owned(), error: Some(error), ..TenantLine::default() }
     }
 
-    /// The text table of a partner instance's `status`.
+    /// A partner instance's `status`: a table of every tenant when they fit on a screen
+    /// ([`TABLE_AT_MOST`]), else [`TenantLine::summary`].
     pub fn text(lines: &[TenantLine]) -> String {
+        if lines.len() > TABLE_AT_MOST { TenantLine::summary(lines) } else { TenantLine::table(lines) }
+    }
+
+    fn problem(&self) -> Option<&str> {
+        let error = self.last_error.as_ref().map(|e| e.message.as_str()).or(self.error.as_deref())?;
+        error.lines().next()
+    }
+
+    /// Counts by state, the largest lags and every tenant with a problem: what an operator
+    /// of thousands of tenants reads first.
+    pub fn summary(lines: &[TenantLine]) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in lines {
+            let state = if l.error.is_some() { "unreadable" } else { l.state.as_deref().unwrap_or("not mirrored yet") };
+            *counts.entry(state).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(state, n)| format!("{n} {state}")).collect();
+        let mut out = vec![format!("{} tenants: {}", lines.len(), counts.join(", "))];
+        let mut lagging: Vec<&TenantLine> = lines.iter().filter(|l| l.lag.records.unwrap_or(0) > 0).collect();
+        lagging.sort_by_key(|l| std::cmp::Reverse(l.lag.records));
+        if lagging.is_empty() {
+            out.push("every tenant is caught up (as its last pass left it)".to_owned());
+        } else {
+            out.push(format!("{} tenant(s) behind; the largest lags:", lagging.len()));
+            for l in lagging.iter().take(WORST) {
+                out.push(format!("  {:<14} {} records", l.tenant, l.lag.records.unwrap_or(0)));
+            }
+        }
+        let troubled: Vec<&TenantLine> = lines.iter().filter(|l| l.problem().is_some()).collect();
+        if !troubled.is_empty() {
+            out.push(format!("{} tenant(s) with a problem:", troubled.len()));
+            for l in troubled {
+                out.push(format!("  {:<14} {}", l.tenant, l.problem().unwrap_or("")));
+            }
+        }
+        out.push("`status --tenant <ctx>` shows one tenant in full; `status --json` lists every tenant".to_owned());
+        out.join("\n")
+    }
+
+    /// One line per tenant.
+    fn table(lines: &[TenantLine]) -> String {
         let mut out = vec![format!(
             "{:<14} {:<10} {:>6} {:>9} {:>8}  {:<24} last error",
             "tenant", "state", "tables", "rows", "lag", "host"
@@ -409,5 +459,31 @@ impl TenantLine {
         }
         out.push(format!("{} tenant(s); `status --tenant <ctx>` shows one in full", lines.len()));
         out.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_tenants_are_summarised_with_every_problem_named() {
+        let mut lines: Vec<TenantLine> = (0..60)
+            .map(|i| TenantLine {
+                tenant: format!("t{i:04}"),
+                state: Some("mirroring".into()),
+                lag: Lag { records: Some(i % 7), ..Lag::default() },
+                ..TenantLine::default()
+            })
+            .collect();
+        lines[3].last_error = Some(LastError { message: "disk full\nmore".into(), at_ms: 1 });
+        lines.push(TenantLine::unreadable("t9999", "cannot open".into()));
+        let text = TenantLine::text(&lines);
+        assert!(text.starts_with("61 tenants: 60 mirroring, 1 unreadable"), "{text}");
+        assert!(text.contains(&format!("  {:<14} 6 records", "t0006")), "{text}");
+        let problems = format!("2 tenant(s) with a problem:\n  {:<14} disk full\n  {:<14} cannot open", "t0003", "t9999");
+        assert!(text.contains(&problems), "{text}");
+        assert!(!text.contains("t0001"), "not every tenant: {text}");
+        assert!(TenantLine::text(&lines[..5]).contains("t0001"), "a few are listed one per line");
     }
 }
