@@ -55,7 +55,9 @@ def admin(url, path, body=None):
     req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": "Bearer perf", "Content-Type": "application/json"},
                                  method="GET" if body is None else "POST")
-    with urllib.request.urlopen(req, timeout=120) as r:
+    import ssl
+    context = ssl._create_unverified_context()  # the reference cloud's own certificate, on 127.0.0.1
+    with urllib.request.urlopen(req, timeout=120, context=context) as r:
         return json.load(r)
 
 
@@ -74,21 +76,27 @@ def applied(path):
 
 RATE = float(os.environ.get("RATE", "0"))
 SERVER = os.environ.get("SERVER", "sqlite")
+TLS = os.environ.get("TLS", "") not in ("", "0")
 
 
 def start_cloud(work):
     log = open(os.path.join(work, "cloud.log"), "w+")
-    cloud = subprocess.Popen([f"{BIN}/dbmirror-cloud", "serve", "--in-memory", "--http", "--listen", "127.0.0.1:0",
+    http = [] if TLS else ["--http"]
+    cloud = subprocess.Popen([f"{BIN}/dbmirror-cloud", "serve", "--in-memory", *http, "--listen", "127.0.0.1:0",
                               "--admin-token", "perf", "--many-tenants", str(TENANTS), "--rows", "3",
                               "--partner", "acme:pw:*", "--changes-per-sec", str(int(RATE))],
                              stdout=log, stderr=subprocess.DEVNULL)
     started = time.time()
-    while True:
+    url = fingerprint = None
+    while url is None or (TLS and fingerprint is None):
         time.sleep(0.2)
         log.seek(0)
         for line in log:
             if line.startswith("dbmirror-cloud listening on "):
-                return cloud, line.split()[-1], time.time() - started
+                url = line.split()[-1]
+            if line.startswith("certificate SHA-256 fingerprint: "):
+                fingerprint = line.split()[-1]
+    return cloud, url, fingerprint, time.time() - started
 
 
 def free_port():
@@ -122,13 +130,14 @@ def main():
     work = tempfile.mkdtemp(prefix="partner-idle-")
     mirrors = os.path.join(work, "mirrors")
     os.makedirs(os.path.join(work, "instance"))
-    cloud, url, cloud_up = start_cloud(work)
+    cloud, url, fingerprint, cloud_up = start_cloud(work)
     port = free_port()
     server = os.environ["PGCS"] if SERVER == "postgres" else "Data Source=" + mirrors
     pattern = f"perf{os.getpid()}_{{contextId}}" if SERVER == "postgres" else "Mirror_{contextId}"
     settings = {"Partner": {"Id": "acme", "Secret": "env:ACME_SECRET", "Cloud": url,
                             "ServerConnectionString": server, "DatabaseName": pattern, "Workers": WORKERS,
-                            "PollSeconds": 30, "IdleSeconds": IDLE, "SliceSeconds": 10},
+                            "PollSeconds": 30, "IdleSeconds": IDLE, "SliceSeconds": 10,
+                            **({"Fingerprint": fingerprint} if TLS else {})},
                 "MaxPollTimeSeconds": 1, "Metrics": {"Listen": f"127.0.0.1:{port}"},
                 "Logging": {"LogLevel": {"Default": "Warning"}}}
     with open(os.path.join(work, "instance", "appsettings.json"), "w") as f:

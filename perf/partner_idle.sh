@@ -4,7 +4,8 @@
 # (RATE=0): all mirrored after, idle CPU and RSS (client; cloud), and the latency of PROBES
 # single changes at random tenants (p50 / p90 / p99 / max). Loaded (RATE changes/s at every
 # tenant): the change latency over WINDOW seconds, the worst tenant's p99 and the tenants
-# starved. SQLite file per tenant, or SERVER=postgres PGCS='host=… user=…' for a database per
+# starved. TLS=1 for HTTPS (a pinned certificate) instead of plain HTTP. SQLite file per
+# tenant, or SERVER=postgres PGCS='host=… user=…' for a database per
 # tenant. See perf/partner_idle.py.
 #
 #   TENANTS=2000 PROBES=200 perf/partner_idle.sh

@@ -6,11 +6,15 @@
 //! arrives. A pass, with its database, session and clients, runs only then. A refusal, a
 //! failure or an access token near its end also makes the tenant due: a full pass knows what
 //! each means (a refresh, a suspension, a backoff). The clients are pooled per cloud, so
-//! thousands of watches share one runtime, one TLS configuration and (over HTTP/2) one
-//! connection.
+//! thousands of watches share one runtime and a few TLS configurations. Over HTTP/2 a client
+//! multiplexes its watches on one connection, and a server takes only so many streams at
+//! once (the reference cloud 200, as hyper's default): a request beyond that waits in the
+//! client unsent. So each client carries at most [`PER_CLIENT`] watches, and another client
+//! (another connection) is opened when they are all full.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::now_ms;
@@ -21,6 +25,10 @@ use crate::source::tls::Trust;
 
 /// How long each watching long-poll waits for a record (the cloud may answer sooner).
 pub const WAIT: Duration = Duration::from_secs(50);
+
+/// Watches one client (one HTTP/2 connection) carries at most: well under the streams a
+/// server commonly allows on a connection (100 is the least the HTTP/2 RFC recommends).
+pub const PER_CLIENT: usize = 90;
 
 /// An access token is handed back to a pass this long before it ends, to be refreshed.
 const TOKEN_MARGIN_MS: i64 = 150_000;
@@ -51,11 +59,17 @@ pub enum Due {
     Silent,
 }
 
-/// The shared runtime and the pooled clients.
+/// A pooled client and how many watches it carries now.
+struct Pooled {
+    client: HttpClient,
+    watches: Arc<AtomicUsize>,
+}
+
+/// The shared runtime and the pooled clients, per cloud.
 pub struct Watcher {
     runtime: tokio::runtime::Runtime,
     trust: Option<Trust>,
-    clients: Mutex<HashMap<String, HttpClient>>,
+    clients: Mutex<HashMap<String, Vec<Pooled>>>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -76,16 +90,23 @@ impl Watcher {
         Ok(Watcher { runtime, trust, clients: Mutex::default() })
     }
 
-    fn client(&self, cloud_url: &str) -> Result<HttpClient, SourceError> {
+    /// A client for `cloud_url` with room for one more watch, and its count (taken).
+    fn client(&self, cloud_url: &str) -> Result<(HttpClient, Arc<AtomicUsize>), SourceError> {
         let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = clients.get(cloud_url) {
-            return Ok(client.clone());
-        }
-        // Built inside the runtime: the connector's resolver belongs to it.
-        let _entered = self.runtime.enter();
-        let client = HttpClient::new(cloud_url, self.trust.as_ref())?;
-        clients.insert(cloud_url.to_owned(), client.clone());
-        Ok(client)
+        let pool = clients.entry(cloud_url.to_owned()).or_default();
+        let free = pool.iter().find(|p| p.watches.load(Ordering::Relaxed) < PER_CLIENT);
+        let pooled = match free {
+            Some(p) => p,
+            None => {
+                // Built inside the runtime: the connector's resolver belongs to it.
+                let _entered = self.runtime.enter();
+                let client = HttpClient::new(cloud_url, self.trust.as_ref())?;
+                pool.push(Pooled { client, watches: Arc::default() });
+                &pool[pool.len() - 1]
+            }
+        };
+        pooled.watches.fetch_add(1, Ordering::Relaxed);
+        Ok((pooled.client.clone(), pooled.watches.clone()))
     }
 
     /// Watches `watch` until something is due, then calls `due` once (on the watcher's
@@ -95,8 +116,11 @@ impl Watcher {
         mut watch: Watch,
         due: impl FnOnce(Due) + Send + 'static,
     ) -> Result<tokio::task::AbortHandle, SourceError> {
-        let http = self.client(&watch.info.cloud_url)?;
+        let (http, carried) = self.client(&watch.info.cloud_url)?;
+        // The client's count drops when the task ends, finished or aborted.
+        let seat = Seat(carried);
         let task = self.runtime.spawn(async move {
+            let _seat = seat;
             let why = loop {
                 let left = watch.expires_at_ms - TOKEN_MARGIN_MS - now_ms();
                 let Ok(left) = u64::try_from(left) else { break Due::Token };
@@ -116,5 +140,14 @@ impl Watcher {
             due(why);
         });
         Ok(task.abort_handle())
+    }
+}
+
+/// A watch's place on its client, given back when dropped.
+struct Seat(Arc<AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
