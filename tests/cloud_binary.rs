@@ -1020,7 +1020,8 @@ async fn a_partner_instance_is_watched_through_its_listener_and_page() {
     let dir = std::env::temp_dir().join(format!("dbmirror-partner-page-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("cloud")).unwrap();
-    let server = start_with(&dir.join("cloud"), &["--rows", "3", "--many-tenants", "8", "--partner", "acme:partner-pw:*"]);
+    let server =
+        start_with(&dir.join("cloud"), &["--rows", "3", "--many-tenants", "8", "--partner", "acme:partner-pw:*"]);
     // A tenant whose database cannot be opened: a folder where its file would be.
     std::fs::create_dir_all(dir.join("mirrors").join("Mirror_t0003.db")).unwrap();
     let port = crate::support::browser::free_port();

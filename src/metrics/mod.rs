@@ -172,7 +172,7 @@ impl Metrics {
             m.change_latency.observe(latency_ms as f64 / 1000.0);
             // Per batch, for exact percentiles (perf/steady.sh reads these with
             // `RUST_LOG=info,dbmirror::latency=debug`); the histogram only bounds them.
-            tracing::debug!(target: "dbmirror::latency", records = batch.records, latency_ms, "batch committed");
+            tracing::debug!(target: "dbmirror::latency", tenant = %self.tenant, records = batch.records, latency_ms, "batch committed");
             m.newest_source_ms = Some(m.newest_source_ms.map_or(newest, |n| n.max(newest)));
         }
     }

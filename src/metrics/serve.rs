@@ -147,3 +147,37 @@ pub fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A self-contained page (no external assets, works offline) in the pages' common frame: the
+/// head, the shared style and the script helpers (`$`, `ago`, `cell`) before `script`.
+pub fn html_page(title: &str, style: &str, body: &str, script: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <link rel=\"icon\" href=\"data:,\">\n<title>{title}</title>\n<style>\n{STYLE}{style}</style>\n</head>\n\
+         <body>\n{body}<script>\n{HELPERS}{script}</script>\n</body>\n</html>\n"
+    )
+}
+
+/// The style every page shares.
+const STYLE: &str = r#"  body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #1d2330; }
+  h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
+  table { border-collapse: collapse; margin-top: .5em; }
+  th, td { border-bottom: 1px solid #d8dce4; padding: .35em .7em; text-align: left; vertical-align: top; }
+  th { background: #f2f4f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+  .bad { color: #b00020; } .warn { color: #8a5a00; } .good { color: #1b6e2d; } .muted { color: #6b7280; }
+"#;
+
+/// The script helpers every page shares: data goes into the page as text, never as markup.
+const HELPERS: &str = r#""use strict";
+const $ = (id) => document.getElementById(id);
+const ago = (ms) => (ms === null || ms === undefined) ? "never" : Math.max(0, Math.round((Date.now() - ms) / 1000)) + " s ago";
+
+function cell(row, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+"#;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::board::{Board, TenantState, TenantView};
-use crate::metrics::serve::{OwnerPage, PageReply, percent_decode};
+use crate::metrics::serve::{OwnerPage, PageReply, html_page, percent_decode};
 
 /// Tenants listed per answer at most.
 pub const ROWS: usize = 500;
@@ -81,9 +81,7 @@ impl OwnerPage for PartnerPage {
             return None;
         }
         match path {
-            "/status" | "/" => {
-                Some(PageReply { status: 200, content_type: "text/html; charset=utf-8", body: PAGE.to_owned() })
-            }
+            "/status" | "/" => Some(PageReply { status: 200, content_type: "text/html; charset=utf-8", body: page() }),
             "/status.json" => Some(PageReply {
                 status: 200,
                 content_type: "application/json",
@@ -95,25 +93,14 @@ impl OwnerPage for PartnerPage {
 }
 
 /// The page.
-const PAGE: &str = r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>dbmirror · partner instance</title>
-<style>
-  body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #1d2330; }
-  h1 { font-size: 1.3em; }
-  table { border-collapse: collapse; margin-top: .5em; }
-  th, td { border-bottom: 1px solid #d8dce4; padding: .35em .7em; text-align: left; vertical-align: top; }
-  th { background: #f2f4f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-  .bad { color: #b00020; } .warn { color: #8a5a00; } .good { color: #1b6e2d; } .muted { color: #6b7280; }
-  #counts button { margin: 0 .3em .3em 0; } #counts button[aria-pressed="true"] { font-weight: 700; }
-</style>
-</head>
-<body>
-<h1>dbmirror · partner instance <span id="host" class="muted"></span></h1>
+fn page() -> String {
+    html_page("dbmirror · partner instance", STYLE, BODY, SCRIPT)
+}
+
+const STYLE: &str = r#"  #counts button { margin: 0 .3em .3em 0; } #counts button[aria-pressed="true"] { font-weight: 700; }
+"#;
+
+const BODY: &str = r#"<h1>dbmirror · partner instance <span id="host" class="muted"></span></h1>
 <div id="problem" class="bad" role="alert"></div>
 <div id="counts"></div>
 <label>Filter <input id="filter" type="search" placeholder="tenant or problem"></label>
@@ -121,19 +108,11 @@ const PAGE: &str = r##"<!doctype html>
 <table><thead><tr><th>tenant</th><th>state</th><th>lag</th><th>last pass</th><th>passes</th><th>records</th><th>refused</th><th>problem</th></tr></thead>
 <tbody id="tenants"></tbody></table>
 <p class="muted" id="updated"></p>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const ago = (ms) => (ms === null || ms === undefined) ? "never" : Math.max(0, Math.round((Date.now() - ms) / 1000)) + " s ago";
-const tone = { failing: "bad", waiting: "warn", watching: "good", polled: "good", busy: "", new: "muted", held_elsewhere: "muted", withdrawn: "muted" };
+"#;
+
+const SCRIPT: &str = r#"const tone = { failing: "bad", waiting: "warn", watching: "good", polled: "good", busy: "", new: "muted", held_elsewhere: "muted", withdrawn: "muted" };
 let chosen = "";
 
-function cell(row, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  row.appendChild(td);
-}
 
 function tenantRow(t) {
   const row = document.createElement("tr");
@@ -183,10 +162,7 @@ async function refresh() {
 $("filter").addEventListener("input", refresh);
 refresh();
 setInterval(refresh, 5000);
-</script>
-</body>
-</html>
-"##;
+"#;
 
 #[cfg(test)]
 mod tests {

@@ -481,7 +481,8 @@ mod tests {
         let text = TenantLine::text(&lines);
         assert!(text.starts_with("61 tenants: 60 mirroring, 1 unreadable"), "{text}");
         assert!(text.contains(&format!("  {:<14} 6 records", "t0006")), "{text}");
-        let problems = format!("2 tenant(s) with a problem:\n  {:<14} disk full\n  {:<14} cannot open", "t0003", "t9999");
+        let problems =
+            format!("2 tenant(s) with a problem:\n  {:<14} disk full\n  {:<14} cannot open", "t0003", "t9999");
         assert!(text.contains(&problems), "{text}");
         assert!(!text.contains("t0001"), "not every tenant: {text}");
         assert!(TenantLine::text(&lines[..5]).contains("t0001"), "a few are listed one per line");

@@ -6,7 +6,7 @@
 //! markup.
 
 use super::StatusReport;
-use crate::metrics::serve::{OwnerPage, PageReply, percent_decode};
+use crate::metrics::serve::{OwnerPage, PageReply, html_page, percent_decode};
 
 /// Why the page could not read the replica or store a request (shown on the page as is).
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,7 +53,7 @@ impl<S: StatusSource> OwnerPage for StatusPage<S> {
     fn answer(&self, method: &hyper::Method, path: &str, query: Option<&str>) -> Option<PageReply> {
         use hyper::Method;
         match (method, path) {
-            (&Method::GET, "/status" | "/") => reply(200, "text/html; charset=utf-8", STATUS_PAGE.to_owned()),
+            (&Method::GET, "/status" | "/") => reply(200, "text/html; charset=utf-8", status_page()),
             (&Method::GET, "/status.json") => match self.source.report() {
                 Ok(report) => {
                     let data = PageData { report: &report, actions: self.actions };
@@ -83,25 +83,14 @@ impl<S: StatusSource> OwnerPage for StatusPage<S> {
 }
 
 /// The page.
-pub const STATUS_PAGE: &str = r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>dbmirror · replica status</title>
-<style>
-  body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #1d2330; }
-  h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
-  table { border-collapse: collapse; margin-top: .5em; }
-  th, td { border-bottom: 1px solid #d8dce4; padding: .35em .7em; text-align: left; vertical-align: top; }
-  th { background: #f2f4f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-  .bad { color: #b00020; } .good { color: #1b6e2d; } .muted { color: #6b7280; }
-  dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt { font-weight: 600; }
-</style>
-</head>
-<body>
-<h1>dbmirror · replica status</h1>
+fn status_page() -> String {
+    html_page("dbmirror · replica status", STYLE, BODY, SCRIPT)
+}
+
+const STYLE: &str = r#"  dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt { font-weight: 600; }
+"#;
+
+const BODY: &str = r#"<h1>dbmirror · replica status</h1>
 <div id="problem" class="bad" role="alert"></div>
 <dl>
   <dt>Tenant</dt><dd id="tenant">…</dd>
@@ -116,20 +105,9 @@ pub const STATUS_PAGE: &str = r##"<!doctype html>
 <table><thead><tr><th>table</th><th>state</th><th>rows</th><th>last change</th><th>note</th><th id="actions-head" hidden></th></tr></thead>
 <tbody id="tables"></tbody></table>
 <p class="muted" id="updated"></p>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const ago = (ms) => (ms === null || ms === undefined) ? "never" : Math.max(0, Math.round((Date.now() - ms) / 1000)) + " s ago";
+"#;
 
-function cell(row, text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  row.appendChild(td);
-  return td;
-}
-
-function tableRow(t, actions) {
+const SCRIPT: &str = r##"function tableRow(t, actions) {
   const row = document.createElement("tr");
   row.dataset.table = t.table;
   cell(row, t.table);
@@ -192,7 +170,4 @@ async function refresh() {
 }
 refresh();
 setInterval(refresh, 5000);
-</script>
-</body>
-</html>
 "##;
