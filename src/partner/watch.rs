@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::protocol::FetchRequest;
 use crate::source::client::{HttpClient, SourceError};
-use crate::source::replication::{SessionInfo, peek};
+use crate::source::replication::{REFRESH_BEFORE_MS, SessionInfo, peek};
 use crate::source::tls::Trust;
 
 /// How long each watching long-poll waits for a record (the cloud may answer sooner).
@@ -30,8 +30,10 @@ pub const WAIT: Duration = Duration::from_secs(50);
 /// server commonly allows on a connection (100 is the least the HTTP/2 RFC recommends).
 pub const PER_CLIENT: usize = 90;
 
-/// An access token is handed back to a pass this long before it ends, to be refreshed.
-const TOKEN_MARGIN_MS: i64 = 150_000;
+/// An access token is handed back to a pass this long before it ends: well inside the time
+/// a pass refreshes it ([`REFRESH_BEFORE_MS`]), so the pass a watch ends for does refresh it
+/// (a margin beyond that would end watch after watch with passes that see nothing to do).
+const TOKEN_MARGIN_MS: i64 = REFRESH_BEFORE_MS / 2;
 
 /// One tenant's stream, as its last pass left it.
 #[derive(Debug)]
@@ -149,5 +151,65 @@ struct Seat(Arc<AtomicUsize>);
 impl Drop for Seat {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch(cloud_url: &str, expires_at_ms: i64) -> Watch {
+        let info = SessionInfo {
+            session_id: "s".into(),
+            tenant_context_id: "t1".into(),
+            replication_id: "r".into(),
+            cloud_url: cloud_url.into(),
+            cdc_partitions: 1,
+        };
+        let checkpoint = crate::state::Checkpoint { offsets: Default::default(), reset_epoch: 0 };
+        let request = crate::pipeline::watch_request(&info, &checkpoint, WAIT);
+        Watch { info, access: "a".into(), expires_at_ms, request }
+    }
+
+    fn ended(watcher: &Watcher, w: Watch) -> Due {
+        let (tx, rx) = std::sync::mpsc::channel();
+        watcher.watch(w, move |why| tx.send(why).unwrap()).unwrap();
+        rx.recv_timeout(Duration::from_secs(20)).expect("the watch ended")
+    }
+
+    #[test]
+    fn a_token_near_its_end_and_an_unreachable_cloud_end_the_watch() {
+        let watcher = Watcher::new(None).unwrap();
+        // Within the margin: handed back at once, before any request.
+        let soon = now_ms() + TOKEN_MARGIN_MS - 1_000;
+        assert!(matches!(ended(&watcher, watch("http://127.0.0.1:1", soon)), Due::Token));
+        // Nothing listens there: a pass is due to find out why.
+        let later = now_ms() + 3_600_000;
+        assert!(matches!(ended(&watcher, watch("http://127.0.0.1:1", later)), Due::Failed(_)));
+    }
+
+    #[test]
+    fn watches_spread_over_clients_and_give_their_seats_back() {
+        let watcher = Watcher::new(None).unwrap();
+        let mut handles = Vec::new();
+        // A cloud that never answers: every watch stays in flight.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        for _ in 0..PER_CLIENT + 1 {
+            handles.push(watcher.watch(watch(&url, now_ms() + 3_600_000), |_| {}).unwrap());
+        }
+        let carried = |w: &Watcher| -> Vec<usize> {
+            let clients = w.clients.lock().unwrap();
+            clients[&url].iter().map(|p| p.watches.load(Ordering::Relaxed)).collect()
+        };
+        assert_eq!(carried(&watcher), [PER_CLIENT, 1]);
+        for handle in handles {
+            handle.abort();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while carried(&watcher) != [0, 0] {
+            assert!(std::time::Instant::now() < deadline, "seats given back: {:?}", carried(&watcher));
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -18,6 +18,9 @@ use crate::protocol::{
 use crate::schema::TableId;
 use crate::state::{Session as Facts, SessionValue};
 
+/// An access token with less than this left (ms) is refreshed before the next request.
+pub const REFRESH_BEFORE_MS: i64 = 120_000;
+
 /// Where the session lives and what it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -190,7 +193,7 @@ impl Replication {
 
     /// Whether the access token has less than two minutes left.
     pub fn needs_refresh(&self) -> bool {
-        self.tokens.expires_at_ms - now_ms() < 120_000
+        self.tokens.expires_at_ms - now_ms() < REFRESH_BEFORE_MS
     }
 
     /// Asks for new tokens. The caller stores the new pair durably and only then calls
