@@ -52,7 +52,8 @@ pub struct PartnerConfig {
     pub workers: usize,
     /// How often the tenant list is read (`Partner.PollSeconds`, 30).
     pub poll: Duration,
-    /// How long an idle tenant waits before its next pass (`Partner.IdleSeconds`, 2).
+    /// The least time between two passes of a tenant that records keep arriving at, and how
+    /// long an idle tenant waits when it cannot be watched (`Partner.IdleSeconds`, 2).
     pub idle: Duration,
     /// The longest a pass holds a worker (`Partner.SliceSeconds`, 10).
     pub slice: Duration,
