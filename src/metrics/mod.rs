@@ -396,7 +396,6 @@ pub struct BatchReport<'a> {
 }
 
 /// Label values escaped as the text format requires.
-/// A label value in the exposition format.
 pub(crate) fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

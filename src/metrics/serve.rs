@@ -125,8 +125,14 @@ fn answer(req: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
     }
 }
 
+/// The value of the query parameter `name`, decoded ([`percent_decode`]).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let mut pairs = query?.split('&').filter_map(|pair| pair.split_once('='));
+    pairs.find(|(key, _)| *key == name).map(|(_, value)| percent_decode(value))
+}
+
 /// A query value with its `%XX` escapes and `+` decoded (for the pages' parameters).
-pub fn percent_decode(text: &str) -> String {
+fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

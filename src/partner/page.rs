@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::board::{Board, TenantState, TenantView};
-use crate::metrics::serve::{OwnerPage, PageReply, html_page, percent_decode};
+use crate::metrics::serve::{OwnerPage, PageReply, html_page, query_param};
 
 /// Tenants listed per answer at most.
 pub const ROWS: usize = 500;
@@ -39,16 +39,8 @@ struct PageData {
 
 /// The query's `state=` and `q=` (`%XX` and `+` decoded).
 fn filter(query: Option<&str>) -> (Option<String>, String) {
-    let mut state = None;
-    let mut text = String::new();
-    for pair in query.unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("state", v)) if !v.is_empty() => state = Some(percent_decode(v)),
-            Some(("q", v)) => text = percent_decode(v).to_lowercase(),
-            _ => {}
-        }
-    }
-    (state, text)
+    let state = query_param(query, "state").filter(|s| !s.is_empty());
+    (state, query_param(query, "q").unwrap_or_default().to_lowercase())
 }
 
 impl PartnerPage {

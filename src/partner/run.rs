@@ -324,10 +324,7 @@ impl Partner {
                             idle
                         }
                     },
-                    Outcome::Idle(None) => {
-                        report.state = TenantState::Polled;
-                        idle
-                    }
+                    Outcome::Idle(None) => idle,
                     Outcome::Busy => Duration::ZERO,
                     Outcome::HeldElsewhere => self.config.poll.min(Duration::from_secs(5)),
                     Outcome::Retry(after, _) => after,
@@ -509,7 +506,8 @@ impl Partner {
 fn report(outcome: &Outcome, metrics: &crate::metrics::Metrics) -> PassReport {
     let (records, refused) = metrics.applied_and_refused();
     let (state, problem) = match outcome {
-        Outcome::Idle(_) => (TenantState::Watching, None),
+        Outcome::Idle(Some(_)) => (TenantState::Watching, None),
+        Outcome::Idle(None) => (TenantState::Polled, None),
         Outcome::Busy => (TenantState::Busy, None),
         Outcome::HeldElsewhere => (TenantState::HeldElsewhere, None),
         Outcome::Retry(_, why) => (TenantState::Waiting, Some(why.clone())),

@@ -163,13 +163,20 @@ pub async fn peek(
     access: &str,
     request: &FetchRequest,
 ) -> Result<bool, SourceError> {
-    let path = info.path("fetch");
-    let body = serde_json::to_value(request)
-        .map_err(|e| SourceError::BadReply { url: path.clone(), reason: format!("unencodable request: {e}") })?;
+    let (path, body) = fetch_body(info, request)?;
     let response = http.send(Method::POST, &path, Some(access), Some(&body)).await?;
     let asked = response.headers().contains_key(crate::protocol::RESYNC_REQUESTED_HEADER);
     let bytes = super::client::read_all(response, &path).await?;
     Ok(asked || bytes.iter().any(|b| !b.is_ascii_whitespace()))
+}
+
+/// The path and JSON body of `POST fetch` (a full fetch and a [`peek`] alike).
+fn fetch_body(info: &SessionInfo, request: &FetchRequest) -> Result<(String, serde_json::Value), SourceError> {
+    let path = info.path("fetch");
+    match serde_json::to_value(request) {
+        Ok(body) => Ok((path, body)),
+        Err(e) => Err(SourceError::BadReply { url: path, reason: format!("unencodable request: {e}") }),
+    }
 }
 
 /// Resolves once `stop` is set (checked every 200 ms).
@@ -296,11 +303,7 @@ impl Replication {
         wake: &Notify,
     ) -> Result<Fetched, SourceError> {
         let stream = async {
-            let body = serde_json::to_value(request).map_err(|e| SourceError::BadReply {
-                url: self.info.path("fetch"),
-                reason: format!("unencodable request: {e}"),
-            })?;
-            let path = self.info.path("fetch");
+            let (path, body) = fetch_body(&self.info, request)?;
             let response = self.http.send(Method::POST, &path, Some(&self.tokens.access), Some(&body)).await?;
             let asked = response.headers().get(crate::protocol::RESYNC_REQUESTED_HEADER).and_then(|v| v.to_str().ok());
             if let Some(asked) = asked {

@@ -402,6 +402,7 @@ impl TenantLine {
         if lines.len() > TABLE_AT_MOST { TenantLine::summary(lines) } else { TenantLine::table(lines) }
     }
 
+    /// The first line of its last error, or of why it could not be read.
     fn problem(&self) -> Option<&str> {
         let error = self.last_error.as_ref().map(|e| e.message.as_str()).or(self.error.as_deref())?;
         error.lines().next()
@@ -445,7 +446,6 @@ impl TenantLine {
             "tenant", "state", "tables", "rows", "lag", "host"
         )];
         for l in lines {
-            let error = l.last_error.as_ref().map(|e| e.message.as_str()).or(l.error.as_deref()).unwrap_or("");
             out.push(format!(
                 "{:<14} {:<10} {:>6} {:>9} {:>8}  {:<24} {}",
                 l.tenant,
@@ -454,7 +454,7 @@ impl TenantLine {
                 l.rows,
                 l.lag.records.map_or("-".to_owned(), |n| n.to_string()),
                 l.host.as_deref().unwrap_or("-"),
-                error.lines().next().unwrap_or("")
+                l.problem().unwrap_or("")
             ));
         }
         out.push(format!("{} tenant(s); `status --tenant <ctx>` shows one in full", lines.len()));

@@ -6,7 +6,7 @@
 //! markup.
 
 use super::StatusReport;
-use crate::metrics::serve::{OwnerPage, PageReply, html_page, percent_decode};
+use crate::metrics::serve::{OwnerPage, PageReply, html_page, query_param};
 
 /// Why the page could not read the replica or store a request (shown on the page as is).
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,19 +64,16 @@ impl<S: StatusSource> OwnerPage for StatusPage<S> {
             (&Method::POST, "/status/resync") if !self.actions => {
                 reply(403, TEXT, "actions are off (Metrics.StatusPageActions)\n".into())
             }
-            (&Method::POST, "/status/resync") => {
-                let table = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("table=")));
-                match table.map(percent_decode) {
-                    Some(table) => match self.source.request_resync(&table) {
-                        Ok(()) => {
-                            tracing::info!(table, "resync requested from the status page");
-                            reply(200, TEXT, format!("resync of {table} requested\n"))
-                        }
-                        Err(e) => reply(400, TEXT, format!("{e}\n")),
-                    },
-                    None => reply(400, TEXT, "`table` is required\n".into()),
-                }
-            }
+            (&Method::POST, "/status/resync") => match query_param(query, "table") {
+                Some(table) => match self.source.request_resync(&table) {
+                    Ok(()) => {
+                        tracing::info!(table, "resync requested from the status page");
+                        reply(200, TEXT, format!("resync of {table} requested\n"))
+                    }
+                    Err(e) => reply(400, TEXT, format!("{e}\n")),
+                },
+                None => reply(400, TEXT, "`table` is required\n".into()),
+            },
             _ => None,
         }
     }
