@@ -160,6 +160,8 @@ def main():
             drop = "".join(f'DROP DATABASE IF EXISTS "perf{os.getpid()}_{ctx}";\n' for ctx in tenants_of(TENANTS))
             subprocess.run(["psql", os.environ["PGCS"], "-q", "-f", "-"], input=drop.encode(), check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if os.environ.get("KEEP_LOG"):
+            subprocess.run(["cp", os.path.join(work, "sync.log"), os.environ["KEEP_LOG"]])
         subprocess.run(["rm", "-rf", work])
 
 

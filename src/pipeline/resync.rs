@@ -7,7 +7,7 @@
 //! the refresh token under the service's feet).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -62,18 +62,6 @@ pub fn request(state: &mut dyn StateStore, names: &[String]) -> Result<Vec<Table
 
 /// How often the replica is asked for new requests.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
-
-/// Sleeps for `period` in short steps; false as soon as `done` is set.
-fn sleep_unless(done: &AtomicBool, period: Duration) -> bool {
-    let until = Instant::now() + period;
-    while Instant::now() < until {
-        if done.load(Ordering::Relaxed) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    !done.load(Ordering::Relaxed)
-}
 
 /// Running resyncs and the requests already acted on.
 #[derive(Debug, Default)]
@@ -181,20 +169,24 @@ impl Resyncs {
         if !enabled {
             return wait(&requested);
         }
-        let done = AtomicBool::new(false);
+        // The checker sleeps on this channel, so the end of `wait` (the sender dropped) ends
+        // it at once: a fetch is not held up by the checker's sleep (it was up to 50 ms a
+        // fetch, polled in steps, which every partner pass and every change paid).
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let signal = &requested;
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while sleep_unless(&done, CHECK_EVERY) {
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(CHECK_EVERY) {
                     if let Ok(facts) = state.read_facts()
                         && self.fresh(&facts).next().is_some()
                     {
-                        requested.notify_one();
+                        signal.notify_one();
                         return;
                     }
                 }
             });
             let result = wait(&requested);
-            done.store(true, Ordering::Relaxed);
+            drop(done);
             result
         })
     }
