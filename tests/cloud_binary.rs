@@ -661,6 +661,38 @@ fn eventually(timeout: std::time::Duration, what: &str, mut check: impl FnMut() 
     }
 }
 
+/// Issue 24 #6: the Operation Center at a partner's size lists tenants a page at a time, pages
+/// on, and filters by tenant id, in a real browser against the cloud binary.
+#[test]
+fn the_operation_center_pages_through_many_tenants() {
+    let Some(browser) = crate::support::browser::Browser::start() else { return };
+    let dir = std::env::temp_dir().join(format!("dbmirror-ops-paging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = start_with(&dir, &["--rows", "1", "--many-tenants", "120"]);
+    browser.open(&format!("{}/ops", server.url));
+    browser.type_into("#token", "adm");
+    browser.click("//form[@id='login']//button");
+    let rows = "document.querySelectorAll('#tenants tr')";
+    let first = format!("{rows}[0]?.dataset.tenant");
+    browser.wait_for(&format!("return {rows}.length === 50"), std::time::Duration::from_secs(20), "a page of 50");
+    // `cust1234` and the 120 of `--many-tenants`, in id order.
+    assert_eq!(browser.text("#shown"), "tenants 1–50 of 121");
+    assert_eq!(browser.run(&format!("return {first}")), "cust1234");
+    browser.click("//button[@id='next']");
+    browser.wait_for(&format!("return {first} === 't0050'"), std::time::Duration::from_secs(10), "the second page");
+    browser.click("//button[@id='next']");
+    browser.wait_for(&format!("return {rows}.length === 21"), std::time::Duration::from_secs(10), "the last page");
+    assert_eq!(browser.text("#shown"), "tenants 101–121 of 121");
+    assert_eq!(browser.run("return String(document.getElementById('next').disabled)"), "true");
+    browser.type_into("#tenant-filter", "t011");
+    browser.wait_for(&format!("return {rows}.length === 10"), std::time::Duration::from_secs(10), "the filter");
+    assert_eq!(browser.text("#shown"), "tenants 1–10 of 10 matching (121 in all)");
+    assert_eq!(browser.console_errors(), Vec::<String>::new(), "the Operation Center logs no errors");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue 14 #4–#6, in a real (headless) browser against the real binaries: the replica owner's
 /// status page lists every table while `sync` runs, with no console errors; the cloud's
 /// Operation Center lists the tenant and the session, and its "Resync table" button reaches the
@@ -705,6 +737,23 @@ async fn the_status_page_and_the_operation_center_in_a_real_browser() {
     assert_eq!(browser.text("#running"), "running");
     assert!(browser.text("tr[data-table='crm7.person']").contains("ready"), "{}", browser.text("#tables"));
     assert_eq!(browser.text("#refused"), "none");
+    // The last hour, drawn by the page: the records this run applied, and a lag known already.
+    browser.wait_for(
+        "const svgs = document.querySelectorAll('#charts svg'); \
+         return svgs.length === 2 && svgs[0].querySelectorAll('rect').length >= 1",
+        std::time::Duration::from_secs(20),
+        "the charts",
+    );
+    assert!(browser.text("#charts").contains("records applied per minute"), "{}", browser.text("#charts"));
+    assert!(!browser.text("#lag").contains("not known"), "lag: {}", browser.text("#lag"));
+    let history = || serde_json::from_str::<serde_json::Value>(&local_get(port, "/history.json").1).unwrap();
+    let applied: u64 = history()["records"].as_array().unwrap().iter().filter_map(serde_json::Value::as_u64).sum();
+    assert!(applied > 0, "the records this run applied, in the last hour: {}", history());
+    // The lag in seconds is charted once known: at the first change with a source time, or
+    // once a fetch finds the replica current (its long-poll returns).
+    eventually(std::time::Duration::from_secs(90), "a lag in the chart", || {
+        history()["lag_seconds"].as_array().unwrap().iter().any(serde_json::Value::is_number)
+    });
     assert_eq!(browser.console_errors(), Vec::<String>::new(), "the status page logs no errors");
 
     // The Operation Center: sign in with the admin token, see the tenant and the session.
@@ -1089,6 +1138,10 @@ async fn a_partner_instance_is_watched_through_its_listener_and_page() {
         .unwrap_or_default();
     let failures = logs.lines().filter(|l| l.contains("t0003") && l.contains("replication fails")).count();
     assert_eq!(failures, 1, "a failing tenant is logged when it starts failing, not at every pass:\n{logs}");
+    // Every tenant's passes feed the instance's one chart: the snapshots and t0005's change.
+    let history: serde_json::Value = serde_json::from_str(&local_get(port, "/history.json").1).unwrap();
+    let applied: u64 = history["records"].as_array().unwrap().iter().filter_map(serde_json::Value::as_u64).sum();
+    assert!(applied >= 8 * 18 * 3 + 5, "records applied in the last hour: {history}");
 
     if let Some(browser) = crate::support::browser::Browser::start() {
         browser.open(&format!("http://127.0.0.1:{port}/status"));
@@ -1104,6 +1157,11 @@ async fn a_partner_instance_is_watched_through_its_listener_and_page() {
         );
         browser.click("//div[@id='counts']/button[@data-state='failing']");
         browser.wait_for(&format!("return {rows}.length === 0"), std::time::Duration::from_secs(10), "both filters");
+        browser.wait_for(
+            "return document.querySelectorAll('#charts svg')[0]?.querySelectorAll('rect').length >= 1",
+            std::time::Duration::from_secs(20),
+            "the instance's chart of records applied",
+        );
         assert_eq!(browser.console_errors(), Vec::<String>::new(), "the partner page logs no errors");
     }
     drop(_sync);

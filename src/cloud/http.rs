@@ -404,7 +404,8 @@ async fn route(cloud: &Arc<Cloud>, req: Request<Incoming>) -> Result<(Reply, i64
         (Method::GET, ["admin", "overview"]) => {
             admin(cloud, &req)?;
             let changes_per_sec = cloud.changes_per_sec.load(std::sync::atomic::Ordering::Relaxed);
-            let overview = cloud.quietly(|s| s.overview());
+            let page = overview_page(&query);
+            let overview = cloud.quietly(|s| s.overview_page(&page));
             ok(json!({"changes_per_sec": changes_per_sec, "overview": overview}))
         }
         (Method::GET, ["ops"]) => Ok((html_reply(200, super::ops_page::PAGE.to_owned()), 0)),
@@ -502,6 +503,18 @@ fn other_action(s: &mut State, ctx: &str, action: &str, a: Action, now: i64) -> 
             Ok(json!({"revoked": id}))
         }
         _ => Err(ApiError::new(404, ErrorCode::UnknownAction, format!("no lifecycle action `{action}`"))),
+    }
+}
+
+/// `?offset=…&limit=…&q=…` of `GET /admin/overview`: without them, every tenant.
+fn overview_page(query: &[(String, String)]) -> crate::cloud::service::OverviewPage {
+    let value = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let number = |name: &str| value(name).and_then(|v| v.parse::<usize>().ok());
+    let all = crate::cloud::service::OverviewPage::default();
+    crate::cloud::service::OverviewPage {
+        offset: number("offset").unwrap_or(all.offset),
+        limit: number("limit").unwrap_or(all.limit),
+        text: value("q").unwrap_or_default().to_owned(),
     }
 }
 

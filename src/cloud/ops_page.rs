@@ -42,9 +42,12 @@ pub const PAGE: &str = r##"<!doctype html>
     <input id="minver-input" size="8" placeholder="0.2.0">
     <button id="minver-set" type="button">Set</button></p>
   <h2>Tenants</h2>
+  <div id="paging"><label>Tenant <input id="tenant-filter" type="search" placeholder="id contains"></label>
+    <button id="previous" type="button">Previous</button> <button id="next" type="button">Next</button>
+    <span id="shown" class="muted"></span></div>
   <table><thead><tr><th>tenant</th><th>state</th><th>tables</th><th>log ends</th><th>actions</th></tr></thead>
   <tbody id="tenants"></tbody></table>
-  <h2>Sessions</h2>
+  <h2>Sessions <span class="muted">(of the tenants above)</span></h2>
   <table><thead><tr><th>session</th><th>tenant</th><th>replication id</th><th>state</th><th>acknowledged</th>
   <th>lag</th><th>last fetch</th><th>resync asked</th><th></th></tr></thead>
   <tbody id="sessions"></tbody></table>
@@ -143,11 +146,22 @@ function sessionRow(s) {
   return row;
 }
 
+// A page of tenants at a time: at thousands the list is paged and filtered by the cloud.
+const PAGE = 50;
+let offset = 0;
+
 async function refresh() {
   if (!token) return;
   try {
-    const data = await call("GET", "/admin/overview");
+    const query = "?offset=" + offset + "&limit=" + PAGE + "&q=" + encodeURIComponent($("tenant-filter").value);
+    const data = await call("GET", "/admin/overview" + query);
     const o = data.overview;
+    if (offset > 0 && offset >= o.matching_tenants) { offset = Math.max(0, o.matching_tenants - PAGE); return refresh(); }
+    const last = Math.min(offset + PAGE, o.matching_tenants);
+    $("shown").textContent = (o.matching_tenants === 0 ? "no tenant" : "tenants " + (offset + 1) + "–" + last)
+      + " of " + o.matching_tenants + (o.matching_tenants === o.total_tenants ? "" : " matching (" + o.total_tenants + " in all)");
+    $("previous").disabled = offset === 0;
+    $("next").disabled = last >= o.matching_tenants;
     $("rate").textContent = String(data.changes_per_sec);
     $("minver").textContent = o.minimum_client_version;
     $("tenants").replaceChildren(...o.tenants.map(tenantRow));
@@ -177,6 +191,9 @@ $("minver-set").addEventListener("click", async () => {
     say("minimum client version: " + JSON.stringify(r), true); refresh();
   } catch (e) { say("setting the minimum version failed: " + e.message, false); }
 });
+$("previous").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); refresh(); });
+$("next").addEventListener("click", () => { offset += PAGE; refresh(); });
+$("tenant-filter").addEventListener("input", () => { offset = 0; refresh(); });
 if (token) { $("token").value = token; refresh(); }
 setInterval(refresh, 3000);
 </script>

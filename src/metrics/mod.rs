@@ -6,13 +6,15 @@
 //! and keeps every scrape consistent. Names follow the Prometheus conventions: a `dbmirror_`
 //! prefix, the unit in the name (`_seconds`, `_bytes`), `_total` on counters.
 
+pub mod history;
 pub mod serve;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use self::history::{Chart, History};
 use crate::clock::now_ms;
 
 /// Upper bounds (seconds) of the batch apply-time buckets.
@@ -84,6 +86,8 @@ pub struct Metrics {
     /// A `tenant="…"` label on every series (partner mode runs many pipelines in one process).
     tenant: String,
     started_ms: i64,
+    /// The last hour for the pages' charts; a partner instance's tenants share one.
+    history: Arc<History>,
 }
 
 impl Default for Metrics {
@@ -108,6 +112,8 @@ pub trait Exposition: Send + Sync {
     fn render(&self) -> String;
     /// Healthy, or why not, given how long a problem may last (`Metrics.HealthWindowSeconds`).
     fn health(&self, window: Duration) -> Health;
+    /// Records applied and the lag per minute over the last hour (`/history.json`).
+    fn history(&self) -> Chart;
 }
 
 impl Exposition for Metrics {
@@ -118,11 +124,21 @@ impl Exposition for Metrics {
     fn health(&self, window: Duration) -> Health {
         Metrics::health(self, window)
     }
+
+    fn history(&self) -> Chart {
+        self.history.last_hour(now_ms())
+    }
 }
 
 impl Metrics {
     /// Metrics for `tenant`.
     pub fn new(tenant: &str) -> Self {
+        Metrics::sharing(tenant, Arc::default())
+    }
+
+    /// Metrics for `tenant` whose batches and lag also go to `history` (a partner instance's
+    /// one chart for all its tenants).
+    pub fn sharing(tenant: &str, history: Arc<History>) -> Self {
         Metrics {
             inner: Mutex::new(Inner {
                 rows: BTreeMap::new(),
@@ -145,6 +161,7 @@ impl Metrics {
             }),
             tenant: tenant.to_owned(),
             started_ms: now_ms(),
+            history,
         }
     }
 
@@ -165,11 +182,14 @@ impl Metrics {
         m.apply_seconds.observe(batch.apply.as_secs_f64());
         let committed = batch.committed_ms;
         m.last_commit_ms = Some(m.last_commit_ms.map_or(committed, |t| t.max(committed)));
+        self.history.records(batch.records, committed);
         if batch.records > 0
             && let Some((oldest, newest)) = batch.source_ms
         {
             let latency_ms = (committed - oldest).max(0);
             m.change_latency.observe(latency_ms as f64 / 1000.0);
+            // The chart's lag: how far behind the source the replica was this minute, at worst.
+            self.history.lag(latency_ms as f64 / 1000.0, committed);
             // Per batch, for exact percentiles (perf/steady.sh reads these with
             // `RUST_LOG=info,dbmirror::latency=debug`); the histogram only bounds them.
             tracing::debug!(target: "dbmirror::latency", tenant = %self.tenant, records = batch.records, latency_ms, "batch committed");
@@ -214,6 +234,9 @@ impl Metrics {
             m.lag_records = records;
         }
         m.caught_up = caught_up || records == Some(0);
+        if m.caught_up {
+            self.history.lag(0.0, now_ms());
+        }
     }
 
     /// A cycle (fetch and apply) completed: the service is healthy. Returns whether a problem

@@ -111,6 +111,11 @@ fn answer(req: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
         (&hyper::Method::GET, "/metrics") => {
             plain(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", pages.metrics.render())
         }
+        (&hyper::Method::GET, "/history.json") => plain(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&pages.metrics.history()).unwrap_or_default(),
+        ),
         (&hyper::Method::GET, "/healthz") => match pages.metrics.health(pages.window) {
             Health::Healthy => plain(StatusCode::OK, TEXT, "ok\n".into()),
             Health::Unhealthy(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{reason}\n")),
@@ -172,9 +177,14 @@ const STYLE: &str = r#"  body { font: 14px system-ui, sans-serif; margin: 1.5em;
   th, td { border-bottom: 1px solid #d8dce4; padding: .35em .7em; text-align: left; vertical-align: top; }
   th { background: #f2f4f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
   .bad { color: #b00020; } .warn { color: #8a5a00; } .good { color: #1b6e2d; } .muted { color: #6b7280; }
+  #charts { display: flex; flex-wrap: wrap; gap: 1.5em; margin: .8em 0; } #charts figure { margin: 0; }
+  #charts figcaption { font-size: .9em; color: #4b5563; } #charts svg { display: block; background: #f7f8fb; }
+  #charts rect { fill: #3b6fd8; } #charts rect.lag { fill: #c26a00; }
 "#;
 
-/// The script helpers every page shares: data goes into the page as text, never as markup.
+/// The script helpers every page shares: data goes into the page as text, never as markup;
+/// `charts()` draws the last hour (`/history.json`) into an element `#charts` as inline SVG,
+/// so the page needs nothing from outside and works offline.
 const HELPERS: &str = r#""use strict";
 const $ = (id) => document.getElementById(id);
 const ago = (ms) => (ms === null || ms === undefined) ? "never" : Math.max(0, Math.round((Date.now() - ms) / 1000)) + " s ago";
@@ -185,5 +195,51 @@ function cell(row, text, cls) {
   if (cls) td.className = cls;
   row.appendChild(td);
   return td;
+}
+
+// The last hour, a bar per minute, drawn into the page's `#charts` from `/history.json`.
+const SVG = "http://www.w3.org/2000/svg";
+function chart(title, values, unit, cls) {
+  const known = values.filter((v) => v !== null && v !== undefined);
+  const top = Math.max(1e-9, ...known);
+  const last = known.length ? values[values.length - 1] : null;
+  const shown = (v) => v === null || v === undefined ? "-" : (Number.isInteger(v) ? String(v) : v.toFixed(1)) + unit;
+  const figure = document.createElement("figure");
+  const caption = document.createElement("figcaption");
+  caption.textContent = title + " · now " + shown(last) + " · highest " + (known.length ? shown(Math.max(...known)) : "-");
+  const svg = document.createElementNS(SVG, "svg");
+  const [width, height] = [240, 48];
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", caption.textContent);
+  const step = width / values.length;
+  values.forEach((v, i) => {
+    if (v === null || v === undefined || v <= 0) return;
+    const bar = document.createElementNS(SVG, "rect");
+    const h = Math.max(1, Math.round(v / top * height));
+    bar.setAttribute("x", (i * step).toFixed(1));
+    bar.setAttribute("y", height - h);
+    bar.setAttribute("width", Math.max(1, step - 1).toFixed(1));
+    bar.setAttribute("height", h);
+    if (cls) bar.setAttribute("class", cls);
+    svg.appendChild(bar);
+  });
+  figure.append(caption, svg);
+  return figure;
+}
+
+async function charts() {
+  try {
+    const response = await fetch("/history.json", { cache: "no-store" });
+    if (!response.ok) return;
+    const h = await response.json();
+    $("charts").replaceChildren(
+      chart("records applied per minute, last hour", h.records, "", ""),
+      chart("lag per minute (worst), last hour", h.lag_seconds, " s", "lag"));
+  } catch (e) {
+    // The charts are a glance; the page's own problem line reports an unreachable listener.
+  }
 }
 "#;

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::clock::now_ms;
-use crate::metrics::{Exposition, Health, escape};
+use crate::metrics::{Chart, Exposition, Health, History, escape};
 
 /// A tenant's state, problems first (the order the page and `/healthz` list them in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -107,12 +107,19 @@ pub struct Board {
     host: String,
     started_ms: i64,
     tenants: Mutex<BTreeMap<String, TenantView>>,
+    /// Records applied and the worst lag per minute, over every tenant's passes.
+    history: Arc<History>,
 }
 
 impl Board {
     /// An empty board for the process `host`.
     pub fn new(host: &str) -> Self {
-        Board { host: host.to_owned(), started_ms: now_ms(), tenants: Mutex::default() }
+        Board { host: host.to_owned(), started_ms: now_ms(), tenants: Mutex::default(), history: Arc::default() }
+    }
+
+    /// The instance's chart, which each pass's metrics feed ([`crate::metrics::Metrics::sharing`]).
+    pub fn history(&self) -> Arc<History> {
+        self.history.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, TenantView>> {
@@ -273,6 +280,10 @@ impl Exposition for Board {
             (now_ms() - first.since_ms.unwrap_or_default()) / 1000,
             first.problem.as_deref().unwrap_or("no reason recorded"),
         ))
+    }
+
+    fn history(&self) -> Chart {
+        self.history.last_hour(now_ms())
     }
 }
 

@@ -94,6 +94,7 @@ const STYLE: &str = r#"  #counts button { margin: 0 .3em .3em 0; } #counts butto
 
 const BODY: &str = r#"<h1>dbmirror · partner instance <span id="host" class="muted"></span></h1>
 <div id="problem" class="bad" role="alert"></div>
+<div id="charts"></div>
 <div id="counts"></div>
 <label>Filter <input id="filter" type="search" placeholder="tenant or problem"></label>
 <p id="shown" class="muted"></p>
@@ -153,7 +154,9 @@ async function refresh() {
 }
 $("filter").addEventListener("input", refresh);
 refresh();
+charts();
 setInterval(refresh, 5000);
+setInterval(charts, 30000);
 "#;
 
 #[cfg(test)]

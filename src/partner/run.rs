@@ -303,7 +303,7 @@ impl Partner {
             };
             drop(guard);
             let span = tracing::info_span!("tenant", tenant = %turn.ctx);
-            let metrics = Arc::new(crate::metrics::Metrics::new(&turn.ctx));
+            let metrics = Arc::new(crate::metrics::Metrics::sharing(&turn.ctx, self.board.history()));
             let outcome = span.in_scope(|| self.pass(&turn, &metrics, stop));
             let mut report = report(&outcome, &metrics);
             let mut guard = lock(schedule);

@@ -89,6 +89,7 @@ const STYLE: &str = r#"  dl { display: grid; grid-template-columns: max-content 
 
 const BODY: &str = r#"<h1>dbmirror · replica status</h1>
 <div id="problem" class="bad" role="alert"></div>
+<div id="charts"></div>
 <dl>
   <dt>Tenant</dt><dd id="tenant">…</dd>
   <dt>Replication ID</dt><dd id="replication">…</dd>
@@ -166,5 +167,7 @@ async function refresh() {
   }
 }
 refresh();
+charts();
 setInterval(refresh, 5000);
+setInterval(charts, 30000);
 "##;

@@ -7,6 +7,7 @@
 //! suspensions, the workload); this file holds the state they share.
 
 mod operations;
+pub use operations::OverviewPage;
 mod provisioning;
 mod replication;
 mod sessions;

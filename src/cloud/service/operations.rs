@@ -85,13 +85,35 @@ pub struct SessionView {
     pub resync_requested: Vec<String>,
 }
 
-/// Everything the Operation Center lists.
+/// Which tenants an overview shows (the Operation Center's paging and filter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverviewPage {
+    /// Tenants skipped (those before the page).
+    pub offset: usize,
+    /// Tenants on the page at most.
+    pub limit: usize,
+    /// Only tenants whose id contains this.
+    pub text: String,
+}
+
+impl Default for OverviewPage {
+    /// Every tenant.
+    fn default() -> Self {
+        OverviewPage { offset: 0, limit: usize::MAX, text: String::new() }
+    }
+}
+
+/// What the Operation Center lists: a page of tenants and their sessions.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
-    /// Every tenant.
+    /// The tenants on the page asked for.
     pub tenants: Vec<TenantView>,
-    /// Every session.
+    /// Their sessions.
     pub sessions: Vec<SessionView>,
+    /// Tenants in all.
+    pub total_tenants: usize,
+    /// Tenants that match the page's filter (the pages to go through).
+    pub matching_tenants: usize,
     /// The oldest accepted client version.
     pub minimum_client_version: String,
 }
@@ -131,11 +153,21 @@ impl State {
         }
     }
 
-    /// Tenants, sessions, offsets and lag, for the Operation Center.
+    /// Every tenant, its sessions, offsets and lag (tests, the CLI's `overview`).
     pub fn overview(&self) -> Overview {
+        self.overview_page(&OverviewPage::default())
+    }
+
+    /// One page of tenants (those whose id contains `page.text`, in id order) with their
+    /// sessions, offsets and lag, for the Operation Center: at 10,000 tenants the page shows
+    /// a few dozen at a time, and builds only those.
+    pub fn overview_page(&self, page: &OverviewPage) -> Overview {
+        let matching: Vec<&String> = self.tenants.keys().filter(|ctx| ctx.contains(page.text.as_str())).collect();
+        let shown: BTreeSet<&String> = matching.iter().skip(page.offset).take(page.limit).copied().collect();
         let tenants = self
             .tenants
             .iter()
+            .filter(|(ctx, _)| shown.contains(ctx))
             .map(|(ctx, (tenant, suspended))| {
                 let topic = tenant.cdc_topic();
                 TenantView {
@@ -149,6 +181,7 @@ impl State {
         let sessions = self
             .sessions
             .values()
+            .filter(|s| shown.contains(&s.ctx))
             .map(|s| {
                 let topic = self.tenant(&s.ctx).map(Tenant::cdc_topic).unwrap_or_default();
                 let ends = self.log.ends(&topic);
@@ -167,6 +200,12 @@ impl State {
                 }
             })
             .collect();
-        Overview { tenants, sessions, minimum_client_version: self.min_client_version.clone() }
+        Overview {
+            tenants,
+            sessions,
+            total_tenants: self.tenants.len(),
+            matching_tenants: matching.len(),
+            minimum_client_version: self.min_client_version.clone(),
+        }
     }
 }
