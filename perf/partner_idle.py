@@ -75,6 +75,8 @@ def applied(path):
 
 
 RATE = float(os.environ.get("RATE", "0"))
+# The client's log level (LOG_LEVEL=Information measures the log volume of a service).
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "Warning")
 SERVER = os.environ.get("SERVER", "sqlite")
 TLS = os.environ.get("TLS", "") not in ("", "0")
 
@@ -138,10 +140,14 @@ def main():
                             "PollSeconds": 30, "IdleSeconds": IDLE, "SliceSeconds": 10,
                             **({"Fingerprint": fingerprint} if TLS else {})},
                 "MaxPollTimeSeconds": 1, "Metrics": {"Listen": f"127.0.0.1:{port}"},
-                "Logging": {"LogLevel": {"Default": "Warning"}}}
+                "Logging": {"LogLevel": {"Default": LOG_LEVEL}}}
     with open(os.path.join(work, "instance", "appsettings.json"), "w") as f:
         json.dump(settings, f)
-    env = dict(os.environ, ACME_SECRET="pw", RUST_LOG="warn,dbmirror::latency=debug" if RATE else "warn")
+    env = dict(os.environ, ACME_SECRET="pw")
+    if RATE:
+        env["RUST_LOG"] = "warn,dbmirror::latency=debug"
+    else:
+        env.pop("RUST_LOG", None)
     sync_log = open(os.path.join(work, "sync.log"), "w+")
     start = time.time()
     client = subprocess.Popen([f"{BIN}/dbmirror", "sync", "--instance", os.path.join(work, "instance")], env=env,
@@ -150,7 +156,7 @@ def main():
         if RATE:
             loaded(url, port, client, cloud, cloud_up, start, sync_log)
         else:
-            idle(url, client, cloud, cloud_up, start, mirrors)
+            idle(url, client, cloud, cloud_up, start, mirrors, os.path.join(work, "instance", "logs"))
     finally:
         client.terminate()
         cloud.terminate()
@@ -162,6 +168,7 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if os.environ.get("KEEP_LOG"):
             subprocess.run(["cp", os.path.join(work, "sync.log"), os.environ["KEEP_LOG"]])
+            subprocess.run(["cp", "-r", os.path.join(work, "instance", "logs"), os.environ["KEEP_LOG"] + ".d"])
         subprocess.run(["rm", "-rf", work])
 
 
@@ -169,7 +176,13 @@ def tenants_of(n):
     return ["cust1234"] + [f"t{i:04}" for i in range(1, n + 1)]
 
 
-def idle(url, client, cloud, cloud_up, start, mirrors):
+def log_bytes(logs):
+    if not os.path.isdir(logs):
+        return 0
+    return sum(os.path.getsize(os.path.join(logs, f)) for f in os.listdir(logs))
+
+
+def idle(url, client, cloud, cloud_up, start, mirrors, logs):
     ends = {t["tenant"]: sum(t["ends"]) for t in admin(url, "/admin/overview")["overview"]["tenants"]}
     files = {ctx: os.path.join(mirrors, f"Mirror_{ctx}.db") for ctx in ends}
     behind = list(ends)
@@ -180,7 +193,10 @@ def idle(url, client, cloud, cloud_up, start, mirrors):
             sys.exit(f"the partner process ended ({client.returncode})")
     mirrored = time.time() - start
     time.sleep(5)
+    logged = log_bytes(logs)
     cpu, peak, cloud_cpu, cloud_peak = usage(client, cloud, WINDOW)
+    idle_log = (log_bytes(logs) - logged) / WINDOW
+    logged = log_bytes(logs)
     latencies = []
     tenants = sorted(files)
     for _ in range(PROBES):
@@ -195,6 +211,10 @@ def idle(url, client, cloud, cloud_up, start, mirrors):
         latencies.append(time.time() - t0)
         time.sleep(random.uniform(0.1, 0.4))
     latencies.sort()
+    per_change = (log_bytes(logs) - logged) / max(1, len(latencies))
+    print(f"log at {LOG_LEVEL}: {idle_log:.0f} bytes/s idle for {TENANTS + 1} tenants "
+          f"({idle_log * 86400 / (TENANTS + 1):.0f} bytes per tenant per day), {per_change:.0f} bytes per change",
+          file=sys.stderr)
     print(f"| {TENANTS + 1} | {WORKERS} | {cloud_up:.1f} s | {mirrored:.0f} s | {cpu:.1f}% | {peak:.0f} MB "
           f"| {cloud_cpu:.1f}% / {cloud_peak:.0f} MB | {len(latencies)} | {quantile(latencies, 0.5):.2f} / "
           f"{quantile(latencies, 0.9):.2f} / {quantile(latencies, 0.99):.2f} / {latencies[-1]:.2f} s |")

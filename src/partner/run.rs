@@ -304,8 +304,17 @@ impl Partner {
             drop(guard);
             let span = tracing::info_span!("tenant", tenant = %turn.ctx);
             let metrics = Arc::new(crate::metrics::Metrics::sharing(&turn.ctx, self.board.history()));
+            let started = Instant::now();
             let outcome = span.in_scope(|| self.pass(&turn, &metrics, stop));
             let mut report = report(&outcome, &metrics);
+            // The one line per pass, at Debug: Information has only what changed (the board).
+            tracing::debug!(
+                tenant = %turn.ctx,
+                state = report.state.as_str(),
+                records = report.records,
+                ms = started.elapsed().as_millis() as u64,
+                "pass ended"
+            );
             let mut guard = lock(schedule);
             let idle = self.config.idle;
             if let Some(slot) = guard.slots.get_mut(&turn.ctx) {
@@ -415,6 +424,7 @@ impl Partner {
             fetch: crate::pipeline::FetchLimits { max_wait: Duration::from_millis(100), ..self.options.fetch },
             auto_resync: self.config.auto_resync,
             metrics: metrics.clone(),
+            routine_at_debug: true,
             ..self.options.clone()
         };
         let started = Instant::now();
@@ -423,10 +433,7 @@ impl Partner {
         let result = sync(replication, data, state.as_mut(), &self.key, &options, stop.clone());
         passes::end(state.as_mut(), &self.host, now_ms())?;
         Ok(match result {
-            Ok(summary) => {
-                if summary.records > 0 {
-                    tracing::debug!(records = summary.records, "pass applied changes");
-                }
+            Ok(_) => {
                 if started.elapsed() >= self.config.slice {
                     Outcome::Busy
                 } else {

@@ -79,6 +79,14 @@ impl FetchLimits {
     }
 }
 
+/// A routine line of a run: Information, or Debug when `at_debug` (see
+/// [`SyncOptions::routine_at_debug`]).
+macro_rules! routine {
+    ($at_debug:expr, $($line:tt)+) => {
+        if $at_debug { tracing::debug!($($line)+) } else { tracing::info!($($line)+) }
+    };
+}
+
 /// How the pipeline runs (the `appsettings.json` knobs, under the same names).
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -115,6 +123,9 @@ pub struct SyncOptions {
     /// column from being taken for a re-create; the delete modes make the tables with a
     /// history keep every change, not only final states.
     pub owner: Arc<crate::owner::OwnerRules>,
+    /// A partner's pass, one of thousands a day per tenant: the run's routine lines (its
+    /// start, its commit cycles) go out at Debug, so Information keeps what changed.
+    pub routine_at_debug: bool,
 }
 
 /// A progress callback: the run so far, and whether the last fetch found nothing new.
@@ -145,6 +156,7 @@ impl Default for SyncOptions {
             isolate_refused: false,
             whole_transactions: true,
             owner: Arc::default(),
+            routine_at_debug: false,
         }
     }
 }
@@ -214,7 +226,8 @@ pub fn sync(
     stop: Arc<AtomicBool>,
 ) -> Result<SyncSummary, PipelineError> {
     let info = &replication.info;
-    tracing::info!(
+    routine!(
+        options.routine_at_debug,
         tenant = %info.tenant_context_id,
         replication_id = %info.replication_id,
         cloud = %info.cloud_url,
@@ -421,6 +434,7 @@ impl<'a> Pipeline<'a> {
     /// Rotates the tokens (stored before they are used, see [`refresh_tokens`]), counted.
     fn refresh_tokens(&mut self) -> Result<(), PipelineError> {
         refresh_tokens(&mut self.replication, self.state, self.key, &self.stop)?;
+        routine!(self.options.routine_at_debug, "access token refreshed");
         self.options.metrics.tokens_refreshed();
         Ok(())
     }
@@ -693,7 +707,8 @@ impl<'a> Pipeline<'a> {
         // Every count on the line is this cycle's; the run's totals are named so.
         let (records, batches) = (summary.records, summary.batches);
         let (before_records, before_batches) = std::mem::replace(&mut self.cycle_base, (records, batches));
-        tracing::info!(
+        routine!(
+            self.options.routine_at_debug,
             records = records - before_records,
             transactions = batches - before_batches,
             lag,

@@ -215,7 +215,6 @@ impl Replication {
 
     /// Uses a stored token pair from now on.
     pub fn adopt(&mut self, tokens: TokenPair) {
-        tracing::info!("access token refreshed");
         self.tokens = tokens;
     }
 
