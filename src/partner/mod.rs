@@ -12,7 +12,8 @@
 //!   and memory is bounded by the workers, not the tenants. A caught-up tenant is then
 //!   *watched* ([`watch`]): a long-poll in flight on a shared runtime, and a pass again only
 //!   when records arrive (not sooner than `IdleSeconds` after its last); a failing one is
-//!   retried with backoff, alone.
+//!   retried with backoff, alone. Passes share one runtime and one cloud client per cloud
+//!   ([`net`]), so a pass reuses the connections (and TLS sessions) of the ones before it.
 //! - What the process knows of its tenants is on its [`board`]: `/metrics`, `/healthz` and
 //!   the status page ([`page`]) read it, and it logs changes of state, not passes.
 //! - Each tenant's state (offsets, session, tables) lives in its own database, exactly as a
@@ -21,6 +22,7 @@
 pub mod board;
 pub mod config;
 pub mod databases;
+pub mod net;
 pub mod page;
 pub mod passes;
 mod run;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::PartnerConfig;
 use super::board::{Board, PassReport, TenantState};
 use super::databases::Databases;
+use super::net::PassNet;
 use super::passes;
 use super::watch::{Due, Watch, Watcher};
 use crate::clock::now_ms;
@@ -19,7 +20,7 @@ use crate::secrets::SecretKey;
 use crate::sink::{Replica, SinkOptions};
 use crate::source::client::{HttpClient, SourceError};
 use crate::source::partner::PartnerApi;
-use crate::source::replication::{Replication, SessionInfo, TokenPair};
+use crate::source::replication::{SessionInfo, TokenPair};
 
 /// Why partner mode stopped: only what a person must fix.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +195,7 @@ pub struct Partner {
     sink: SinkOptions,
     host: String,
     watcher: Watcher,
+    net: PassNet,
     board: Arc<Board>,
 }
 
@@ -216,9 +218,10 @@ impl Partner {
         let http = HttpClient::new(&config.cloud_url, config.trust.as_ref())?;
         let api = PartnerApi::new(http, &config.id, config.secret.expose())?;
         let watcher = Watcher::new(config.trust.clone())?;
+        let net = PassNet::new(config.trust.clone())?;
         let host = crate::state::fence::this_process();
         let board = Arc::new(Board::new(&host));
-        Ok(Partner { config, databases, api, key, options, sink, host, watcher, board })
+        Ok(Partner { config, databases, api, key, options, sink, host, watcher, net, board })
     }
 
     /// This process's name in the tenants' pass records (`host/pid`).
@@ -416,8 +419,7 @@ impl Partner {
             None => self.new_session(ctx, state.as_mut())?,
         };
         passes::start(state.as_mut(), &self.host, now_ms())?;
-        let http = HttpClient::new(&info.cloud_url, self.config.trust.as_ref())?;
-        let replication = Replication::new(http, info, tokens)?;
+        let replication = self.net.session(info, tokens)?;
         let options = SyncOptions {
             until_idle: true,
             run_for: Some(self.config.slice),

@@ -2,6 +2,7 @@
 //! they expire, rotated refresh tokens handed to the caller to persist *before* they are used),
 //! the streamed long-poll fetch, and offset acknowledgements. `docs/protocol.md` is the contract.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -134,14 +135,15 @@ pub enum Fetched {
 }
 
 /// A connected session: typed calls to the Replication Service, each blocking on the
-/// session's own single-threaded runtime, so callers are plain threads that never hold an
-/// async runtime (replica drivers block, and must not run on one).
+/// session's runtime (its own, or one a partner instance shares between its passes), so
+/// callers are plain threads that never hold an async runtime (replica drivers block, and
+/// must not run on one).
 pub struct Replication {
     http: HttpClient,
     /// The session.
     pub info: SessionInfo,
     tokens: TokenPair,
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
     /// Tables the cloud's operators asked a fresh snapshot of, as the last fetch announced
     /// them ([`crate::protocol::RESYNC_REQUESTED_HEADER`]).
     operator_resyncs: std::sync::Mutex<Vec<String>>,
@@ -189,8 +191,21 @@ async fn stopped(stop: &AtomicBool) {
 impl Replication {
     /// A session with its current tokens.
     pub fn new(http: HttpClient, info: SessionInfo, tokens: TokenPair) -> Result<Self, SourceError> {
-        let runtime = super::client::blocking_runtime(&http)?;
-        Ok(Replication { http, info, tokens, runtime, operator_resyncs: Default::default() })
+        let runtime = Arc::new(super::client::blocking_runtime(&http)?);
+        Ok(Replication::sharing(http, info, tokens, runtime))
+    }
+
+    /// A session on a runtime shared with other sessions: `http`'s connections (and their
+    /// TLS sessions) live on `runtime` and outlast this session, so the next session to the
+    /// same cloud reuses them instead of connecting anew. `runtime` must be multi-threaded
+    /// when several threads use it at once (each blocks on it).
+    pub fn sharing(
+        http: HttpClient,
+        info: SessionInfo,
+        tokens: TokenPair,
+        runtime: Arc<tokio::runtime::Runtime>,
+    ) -> Self {
+        Replication { http, info, tokens, runtime, operator_resyncs: Default::default() }
     }
 
     /// The current tokens.
