@@ -11,6 +11,17 @@ use crate::source::client::{HttpClient, SourceError};
 use crate::source::replication::{Replication, SessionInfo, TokenPair};
 use crate::source::tls::Trust;
 
+/// A runtime of `threads` threads named `name`, for network tasks shared by many tenants
+/// (the passes' connections here, the watches' in [`super::watch`]).
+pub(super) fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, SourceError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(SourceError::Runtime)
+}
+
 /// The shared runtime and the clients (see the module docs).
 pub struct PassNet {
     runtime: Arc<tokio::runtime::Runtime>,
@@ -28,13 +39,7 @@ impl PassNet {
     /// Clients verifying clouds with `trust`. Two threads run the connections (TLS, HTTP/2
     /// framing) while the workers decode and apply on their own threads.
     pub fn new(trust: Option<Trust>) -> Result<Self, SourceError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("partner-net")
-            .enable_all()
-            .build()
-            .map_err(SourceError::Runtime)?;
-        Ok(PassNet { runtime: Arc::new(runtime), trust, clients: Mutex::default() })
+        Ok(PassNet { runtime: Arc::new(runtime(2, "partner-net")?), trust, clients: Mutex::default() })
     }
 
     /// A session of `info` on the shared runtime, through the pooled client of its cloud.

@@ -83,13 +83,7 @@ impl std::fmt::Debug for Watcher {
 impl Watcher {
     /// A watcher verifying clouds with `trust` (as the partner's passes do).
     pub fn new(trust: Option<Trust>) -> Result<Self, SourceError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("partner-watch")
-            .enable_all()
-            .build()
-            .map_err(SourceError::Runtime)?;
-        Ok(Watcher { runtime, trust, clients: Mutex::default() })
+        Ok(Watcher { runtime: super::net::runtime(1, "partner-watch")?, trust, clients: Mutex::default() })
     }
 
     /// A client for `cloud_url` with room for one more watch, and its count (taken).
