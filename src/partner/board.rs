@@ -117,8 +117,9 @@ impl Board {
         Board { host: host.to_owned(), started_ms: now_ms(), tenants: Mutex::default(), history: Arc::default() }
     }
 
-    /// The instance's chart, which each pass's metrics feed ([`crate::metrics::Metrics::sharing`]).
-    pub fn history(&self) -> Arc<History> {
+    /// The instance's last hour, for each pass's metrics to feed
+    /// ([`crate::metrics::Metrics::sharing`]); [`Exposition::history`] reads it.
+    pub fn history_feed(&self) -> Arc<History> {
         self.history.clone()
     }
 

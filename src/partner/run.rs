@@ -306,18 +306,11 @@ impl Partner {
             };
             drop(guard);
             let span = tracing::info_span!("tenant", tenant = %turn.ctx);
-            let metrics = Arc::new(crate::metrics::Metrics::sharing(&turn.ctx, self.board.history()));
+            let metrics = Arc::new(crate::metrics::Metrics::sharing(&turn.ctx, self.board.history_feed()));
             let started = Instant::now();
             let outcome = span.in_scope(|| self.pass(&turn, &metrics, stop));
+            let took = started.elapsed();
             let mut report = report(&outcome, &metrics);
-            // The one line per pass, at Debug: Information has only what changed (the board).
-            tracing::debug!(
-                tenant = %turn.ctx,
-                state = report.state.as_str(),
-                records = report.records,
-                ms = started.elapsed().as_millis() as u64,
-                "pass ended"
-            );
             let mut guard = lock(schedule);
             let idle = self.config.idle;
             if let Some(slot) = guard.slots.get_mut(&turn.ctx) {
@@ -350,6 +343,15 @@ impl Partner {
                 slot.due = Instant::now() + delay;
             }
             drop(guard);
+            // The one line per pass, at Debug, with the state the board records (a watch that
+            // could not start makes it `polled`): Information has only what changed.
+            tracing::debug!(
+                tenant = %turn.ctx,
+                state = report.state.as_str(),
+                records = report.records,
+                ms = took.as_millis() as u64,
+                "pass ended"
+            );
             self.board.pass_ended(&turn.ctx, report);
             wake.notify_all();
         }
